@@ -1,0 +1,58 @@
+"""The error tree shared by client and workers.
+
+Errors raised on a worker must unpickle to the same class on the client, so the tree lives
+here, in the package both sides have. ``wrencore.errors`` re-exports it and adds client-only
+errors under the same root.
+"""
+
+
+class WrenError(Exception):
+    """Root of every error wrencore raises itself."""
+
+
+class RuntimeMismatchError(WrenError):
+    """The worker's Python or serializer version differs from the client's.
+
+    Code pickled by one Python minor version cannot be trusted to load on another; make the
+    worker's runtime match the client (for Lambda: redeploy; for standalone: relaunch).
+    """
+
+
+class CallTimeoutError(WrenError, TimeoutError):
+    """A call ran longer than its ``timeout``."""
+
+
+class WorkerCrashedError(WrenError):
+    """The process running a call died before it reported a result."""
+
+
+class SerializationError(WrenError):
+    """A function, argument or result could not be pickled."""
+
+
+class DeserializationError(WrenError):
+    """A function, argument or result could not be unpickled on the receiving side."""
+
+
+class RemoteError(WrenError):
+    """A remote exception whose own class could not be recreated on this side.
+
+    ``remote_type`` is the dotted name of the original class; the message and traceback
+    are the original ones.
+    """
+
+    def __init__(self, remote_type: str, message: str, traceback_text: str = ""):
+        super().__init__(f"{remote_type}: {message}")
+        self.remote_type = remote_type
+        self.remote_message = message
+        self.traceback_text = traceback_text
+
+    def __reduce__(self):
+        return (type(self), (self.remote_type, self.remote_message, self.traceback_text))
+
+
+class StorageKeyError(WrenError, KeyError):
+    """A key is not (or not yet) present in storage."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "missing key"

@@ -1,0 +1,1 @@
+"""Real servers on loopback for the test suite (see ../shared/TESTING.md)."""

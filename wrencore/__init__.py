@@ -1,0 +1,220 @@
+"""wrencore: run Python functions at scale on any backend, through plugins.
+
+    >>> import wrencore
+    >>> futures = wrencore.map(pow2, range(10))            # local processes by default
+    >>> wrencore.get_all_results(futures)
+
+The API follows :mod:`concurrent.futures`: :class:`Future` is a stdlib future, and
+:class:`Executor` is a stdlib executor. ``from wrencore import hookimpl`` is all a plugin
+author needs.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import logging
+import os
+import threading
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+
+import pluggy
+
+from .errors import (
+    CallCancelledError,
+    CallTimeoutError,
+    ConfigError,
+    DeserializationError,
+    ExecutorShutdownError,
+    MissingDependencyError,
+    RemoteError,
+    RuntimeMismatchError,
+    SerializationError,
+    UnknownNameError,
+    WorkerCrashedError,
+    WrenError,
+)
+from .executor import Executor
+from .futures import Future
+
+__version__ = "0.1.0"
+
+#: Marker for hook implementations: ``@wrencore.hookimpl``.
+#:
+#: A plugin package registers its module under the ``wrencore`` entry-point group::
+#:
+#:     [project.entry-points.wrencore]
+#:     my_plugin = "my_package.plugin"
+hookimpl = pluggy.HookimplMarker("wrencore")
+
+__all__ = [
+    "ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION",
+    "Executor", "Future", "hookimpl",
+    "map", "call_async", "map_reduce", "wait", "as_completed", "get_all_results",
+    "shutdown_default_executors",
+    "WrenError", "CallCancelledError", "CallTimeoutError", "ConfigError",
+    "DeserializationError", "ExecutorShutdownError", "MissingDependencyError", "RemoteError",
+    "RuntimeMismatchError", "SerializationError", "UnknownNameError", "WorkerCrashedError",
+]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+logging.getLogger("wrencore_runtime").addHandler(logging.NullHandler())
+
+
+def _console_logging_from_env() -> None:
+    level = os.environ.get("WRENCORE_LOGLEVEL")
+    if not level:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("wrencore", "wrencore_runtime"):
+        log = logging.getLogger(name)
+        log.addHandler(handler)
+        log.setLevel(level.upper())
+
+
+_console_logging_from_env()
+
+_default_lock = threading.Lock()
+_default_executors: Dict[Tuple[Optional[str], Optional[str]], Executor] = {}
+
+
+def _default_executor(backend: Optional[str], storage: Optional[str]) -> Executor:
+    key = (backend, storage)
+    with _default_lock:
+        executor = _default_executors.get(key)
+        if executor is None or executor._shutdown:
+            executor = Executor(backend=backend, storage=storage)
+            _default_executors[key] = executor
+        return executor
+
+
+@atexit.register
+def shutdown_default_executors() -> None:
+    """Shut down the executors that module-level ``map``/``call_async`` created."""
+    with _default_lock:
+        executors = list(_default_executors.values())
+        _default_executors.clear()
+    for executor in executors:
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+def map(f: Callable, iterdata: Iterable, *, backend: Optional[str] = None,
+        storage: Optional[str] = None, chunksize: Optional[int] = None,
+        timeout: Optional[float] = None,
+        extra_env: Optional[Mapping[str, str]] = None) -> List[Future]:
+    """Call ``f(x)`` for each ``x`` in ``iterdata`` on a backend.
+
+    Args:
+        f: the function to run; it must be picklable by cloudpickle.
+        iterdata: the arguments, one call per element.
+        backend: backend name (default: configured, else ``"local"``).
+        storage: storage name (default: configured, else the backend's own).
+        chunksize: calls per invocation (None: the backend decides).
+        timeout: per-call time limit in seconds; a call over it fails with
+            :class:`CallTimeoutError`.
+        extra_env: environment variables set on the worker around each call.
+
+    Returns:
+        One :class:`Future` per element, in input order.
+
+    Raises:
+        TypeError: ``iterdata`` is not iterable.
+        SerializationError: ``f`` or an argument cannot be pickled.
+        UnknownNameError, MissingDependencyError: the backend or storage cannot be used.
+    """
+    executor = _default_executor(backend, storage)
+    return executor.map_futures(f, iterdata, chunksize=chunksize, timeout=timeout,
+                                extra_env=extra_env)
+
+
+def call_async(f: Callable, *args: Any, backend: Optional[str] = None,
+               storage: Optional[str] = None, **kwargs: Any) -> Future:
+    """Run ``f(*args, **kwargs)`` on a backend; return its :class:`Future`."""
+    return _default_executor(backend, storage).submit(f, *args, **kwargs)
+
+
+def map_reduce(map_f: Callable, iterdata: Iterable, reduce_f: Callable, *,
+               backend: Optional[str] = None, storage: Optional[str] = None,
+               chunksize: Optional[int] = None, timeout: Optional[float] = None,
+               extra_env: Optional[Mapping[str, str]] = None) -> Future:
+    """Map ``map_f`` over ``iterdata``, then run ``reduce_f(results)`` as one more call.
+
+    Returns:
+        The :class:`Future` of the reduce call. If a map call fails, it fails with that
+        call's exception and ``reduce_f`` does not run.
+    """
+    executor = _default_executor(backend, storage)
+    map_futures = executor.map_futures(map_f, iterdata, chunksize=chunksize, timeout=timeout,
+                                       extra_env=extra_env)
+    reduce_future = Future(call_id="reduce")
+    remaining = [len(map_futures)]
+    lock = threading.Lock()
+
+    def start_reduce() -> None:
+        try:
+            results = [f.result() for f in map_futures]
+            inner = executor.submit(reduce_f, results)
+        except BaseException as exc:
+            reduce_future.fail(exc)
+            return
+
+        def relay(done: concurrent.futures.Future) -> None:
+            reduce_future.metadata.update(getattr(done, "metadata", {}))
+            reduce_future.stdout, reduce_future.stderr = done.stdout, done.stderr
+            reduce_future.job_id = done.job_id
+            if done.cancelled():
+                reduce_future.cancel()
+            elif done.exception() is not None:
+                reduce_future._complete(exception=done.exception())
+            else:
+                reduce_future._complete(result=done.result())
+
+        inner.add_done_callback(relay)
+
+    def on_map_done(_: concurrent.futures.Future) -> None:
+        with lock:
+            remaining[0] -= 1
+            last = remaining[0] == 0
+        if last:
+            start_reduce()
+
+    if not map_futures:
+        start_reduce()
+    for future in map_futures:
+        future.add_done_callback(on_map_done)
+    return reduce_future
+
+
+def wait(fs: Iterable[concurrent.futures.Future], timeout: Optional[float] = None,
+         return_when: str = ALL_COMPLETED):
+    """Wait for futures; same contract as :func:`concurrent.futures.wait`.
+
+    Returns:
+        ``(done, not_done)`` sets.
+    """
+    return concurrent.futures.wait(fs, timeout=timeout, return_when=return_when)
+
+
+def as_completed(fs: Iterable[concurrent.futures.Future],
+                 timeout: Optional[float] = None) -> Iterator[concurrent.futures.Future]:
+    """Yield futures as they complete; same contract as :func:`concurrent.futures.as_completed`."""
+    return concurrent.futures.as_completed(fs, timeout=timeout)
+
+
+def get_all_results(fs: Iterable[concurrent.futures.Future],
+                    timeout: Optional[float] = None) -> List[Any]:
+    """Results of ``fs`` in order; re-raises the first failed call's exception.
+
+    Args:
+        timeout: seconds to wait for all of them (None: no limit).
+
+    Raises:
+        TimeoutError: not all finished within ``timeout``.
+    """
+    futures = list(fs)
+    done, not_done = concurrent.futures.wait(futures, timeout=timeout)
+    if not_done:
+        raise TimeoutError(f"{len(not_done)} of {len(futures)} calls unfinished after {timeout} s")
+    return [f.result() for f in futures]

@@ -1,0 +1,80 @@
+"""What a plugin implements: the client side of a backend, and of an instance provider.
+
+A backend receives a job (see ``wrencore_runtime.protocol``) and its calls, starts them,
+and completes each call's :class:`wrencore.Future` — pushing results itself (as the local
+backend does) or by polling storage with :class:`wrencore.watcher.StatusWatcher`.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+from wrencore_runtime.storage import Storage
+
+from .config import Config
+from .futures import Future
+
+
+@dataclass
+class Call:
+    """One call of a job, as handed to a backend."""
+
+    call_id: str
+    #: The call's entry in a task message: ``call_id``, ``args`` or ``args_key``,
+    #: ``host_submit_timestamp``.
+    message: Dict[str, Any]
+    future: Future
+
+
+class Backend(abc.ABC):
+    """Client side of a compute backend.
+
+    Subclasses are registered with ``wrencore_register_backends`` and constructed once per
+    executor with ``(config, storage)``.
+    """
+
+    #: The storage used when the user names none.
+    default_storage: str = "localfs"
+    #: Pickled arguments larger than this are staged in storage instead of sent inline.
+    args_inline_limit: int = 64 * 1024
+    #: Results larger than this are staged in storage instead of returned inline.
+    result_inline_limit: int = 64 * 1024
+    #: The chunk size used when the user gives none (None: the backend decides).
+    default_chunksize: Optional[int] = 1
+
+    def __init__(self, config: Config, storage: Storage) -> None:
+        self.config = config
+        self.storage = storage
+
+    @abc.abstractmethod
+    def invoke(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:
+        """Start ``calls`` of ``job``; never block until they finish.
+
+        Mark each future running with ``set_running_or_notify_cancel()`` when its call is
+        actually dispatched (skipping cancelled ones), and complete it with
+        :func:`wrencore.futures.complete_from_status` or ``future.fail(error)``.
+        """
+
+    def preflight(self, job: Dict[str, Any]) -> None:
+        """Check, before any call of ``job`` is invoked, that it can run (e.g. versions)."""
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Release workers, threads and connections. With ``wait``, finish started calls."""
+
+
+class InstanceProvider(abc.ABC):
+    """Client side of an instance-lifecycle plugin (constructed with ``(config)``)."""
+
+    @abc.abstractmethod
+    def launch(self, count: int, **options: Any) -> List[str]:
+        """Start ``count`` instances; return their ids."""
+
+    @abc.abstractmethod
+    def list(self, **filters: Any) -> List[Dict[str, Any]]:
+        """Describe the provider's instances (at least ``id`` and ``state``)."""
+
+    @abc.abstractmethod
+    def terminate(self, instance_ids: List[str]) -> None:
+        """Terminate the given instances."""

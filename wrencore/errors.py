@@ -1,0 +1,44 @@
+"""wrencore's errors: one tree under :class:`WrenError`.
+
+Errors a worker can raise live in ``wrencore_runtime.errors`` (so they unpickle to the same
+classes on the client) and are re-exported here.
+"""
+
+from wrencore_runtime.errors import (  # noqa: F401
+    CallTimeoutError,
+    DeserializationError,
+    RemoteError,
+    RuntimeMismatchError,
+    SerializationError,
+    StorageKeyError,
+    WorkerCrashedError,
+    WrenError,
+)
+
+
+class ConfigError(WrenError, ValueError):
+    """A configuration value is missing or invalid."""
+
+
+class UnknownNameError(WrenError, LookupError):
+    """No backend, storage, queue or instance provider is registered under that name."""
+
+
+class MissingDependencyError(WrenError, ImportError):
+    """A registered plugin needs a package that is not installed; the message says which."""
+
+
+class ExecutorShutdownError(WrenError, RuntimeError):
+    """Work was submitted to an executor after ``shutdown()``."""
+
+
+class CallCancelledError(WrenError):
+    """A call was cancelled before it ran."""
+
+
+__all__ = [
+    "WrenError", "ConfigError", "UnknownNameError", "MissingDependencyError",
+    "ExecutorShutdownError", "CallCancelledError", "CallTimeoutError", "DeserializationError",
+    "RemoteError", "RuntimeMismatchError", "SerializationError", "StorageKeyError",
+    "WorkerCrashedError",
+]

@@ -1,0 +1,134 @@
+"""wrencore's Future: a :class:`concurrent.futures.Future` that knows its call.
+
+Backends complete futures only through :func:`complete_from_status` (or ``set_exception``
+for failures detected on the user's computer), which sets ``set_result``/``set_exception``
+exactly once, so stdlib ``wait`` and ``as_completed`` work on them unchanged.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib
+import logging
+import pickle
+import threading
+import time
+from typing import Any, Dict, Optional
+
+import cloudpickle
+
+from .errors import DeserializationError, RemoteError, StorageKeyError
+
+logger = logging.getLogger(__name__)
+
+
+class RemoteTraceback(Exception):
+    """Carries the worker-side traceback as the ``__cause__`` of a re-raised exception."""
+
+    def __init__(self, tb: str):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return "\n\n--- remote traceback ---\n" + self.tb.rstrip() + "\n--- end remote traceback ---"
+
+
+class Future(concurrent.futures.Future):
+    """The future of one remote call.
+
+    Attributes:
+        call_id: the call's id within its job.
+        job_id: the job's id.
+        metadata: the call's metadata once done (``host_…``/``worker_…`` keys;
+            ``…_time`` durations in seconds, ``…_timestamp`` Unix timestamps).
+        stdout: what the call printed to stdout (``""`` until done).
+        stderr: what the call printed to stderr.
+    """
+
+    def __init__(self, job_id: str = "", call_id: str = ""):
+        super().__init__()
+        self.job_id = job_id
+        self.call_id = call_id
+        self.metadata: Dict[str, Any] = {}
+        self.stdout = ""
+        self.stderr = ""
+        self._completion_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<wrencore.Future {self.job_id}/{self.call_id} state={self._state.lower()}>"
+
+    def _complete(self, *, result: Any = None, exception: Optional[BaseException] = None) -> bool:
+        """Complete once; later completions (e.g. a redelivered call) are ignored."""
+        with self._completion_lock:
+            if self.done():
+                return False
+            if self._state == concurrent.futures._base.PENDING:
+                # Completed before a backend marked it running (results found by polling).
+                if not self.set_running_or_notify_cancel():
+                    return False
+            if exception is not None:
+                self.set_exception(exception)
+            else:
+                self.set_result(result)
+        return True
+
+    def fail(self, exception: BaseException) -> bool:
+        """Complete with an error detected on the user's computer."""
+        self.metadata.setdefault("host_status_timestamp", time.time())
+        return self._complete(exception=exception)
+
+
+def _load_exception(info: Dict[str, Any]) -> BaseException:
+    exc: Optional[BaseException] = None
+    if info.get("pickled"):
+        try:
+            exc = cloudpickle.loads(info["pickled"])
+        except Exception as err:  # class not importable here
+            logger.debug("could not unpickle remote %s: %s", info.get("type"), err)
+    if exc is None:
+        exc = _instantiate_by_name(info)
+    if info.get("traceback"):
+        exc.__cause__ = RemoteTraceback(info["traceback"])
+    return exc
+
+
+def _instantiate_by_name(info: Dict[str, Any]) -> BaseException:
+    module_name, _, qualname = info.get("type", "").rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), qualname)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            return cls(info.get("message", ""))
+    except Exception:
+        pass
+    return RemoteError(info.get("type", "Exception"), info.get("message", ""),
+                       info.get("traceback", ""))
+
+
+def complete_from_status(future: Future, status: Dict[str, Any], result: Optional[bytes],
+                         storage) -> bool:
+    """Complete ``future`` from a worker's status (and inline result, if any).
+
+    Returns False if the future was already done. Failures to fetch or unpickle the result
+    become that future's exception; they never escape to the caller.
+    """
+    if future.done():
+        return False
+    future.metadata.update(status.get("metadata") or {})
+    future.metadata["host_status_timestamp"] = time.time()
+    future.stdout = status.get("stdout") or ""
+    future.stderr = status.get("stderr") or ""
+    if not status.get("success"):
+        return future._complete(exception=_load_exception(status.get("exception") or {}))
+    start = time.time()
+    try:
+        data = result if result is not None else storage.get(status["result_key"])
+        value = pickle.loads(data)
+    except StorageKeyError as exc:
+        return future._complete(exception=DeserializationError(
+            f"call {future.call_id}: status says done but its result is missing ({exc})"))
+    except Exception as exc:
+        return future._complete(exception=DeserializationError(
+            f"the result of call {future.call_id} could not be unpickled on this computer: "
+            f"{type(exc).__name__}: {exc}"))
+    future.metadata["host_result_time"] = time.time() - start
+    return future._complete(result=value)

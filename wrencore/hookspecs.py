@@ -1,0 +1,164 @@
+"""The extension surface of wrencore: every hook a plugin can implement.
+
+Hooks are grouped by the five concerns of the design — invoke, queue, storage, logging,
+instance lifecycle — plus the command line. Hooks are always called with keyword
+arguments, so a spec grows by adding arguments and old plugins keep working.
+
+Registration hooks hand the plugin a ``register`` callback::
+
+    register(name, target, *, requires=(), install=None, description="")
+
+``target`` is an import path (``"package.module:Class"``) loaded on first use, or the
+object itself. ``requires`` names the modules it needs (``("boto3",)``) and ``install``
+the command that provides them (``"pip install 'wrencore[aws]'"``), so choosing a
+backend whose SDK is missing tells the user what to install instead of failing on import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .futures import Future
+
+hookspec = pluggy.HookspecMarker("wrencore")
+
+#: The ``register`` callback that registration hooks receive.
+Register = Callable[..., None]
+
+
+# ------------------------------------------------------------------------------------
+# invoke
+# ------------------------------------------------------------------------------------
+
+
+@hookspec
+def wrencore_register_backends(register: Register) -> None:
+    """Register compute backends, selected by ``backend=`` name.
+
+    Called once, when the registry is first built. A backend target is a subclass of
+    :class:`wrencore.backends.Backend`, constructed with ``(config, storage)``.
+
+    :param register: ``register(name, target, *, requires=(), install=None, description="")``.
+    """
+
+
+@hookspec
+def wrencore_before_invoke(backend: str, job: Dict[str, Any], call_ids: List[str]) -> None:
+    """Notification, on the user's computer, just before calls are handed to a backend.
+
+    :param backend: the backend's registered name.
+    :param job: the job header of the task message (see ``wrencore_runtime.protocol``).
+    :param call_ids: the ids of the calls about to be invoked.
+    """
+
+
+# ------------------------------------------------------------------------------------
+# queue
+# ------------------------------------------------------------------------------------
+
+
+@hookspec
+def wrencore_register_queues(register: Register) -> None:
+    """Register task queues, selected by ``queue=`` name in backends that pull work.
+
+    A queue target is a subclass of :class:`wrencore_runtime.queues.TaskQueue`,
+    constructed with its configuration section as keyword arguments.
+
+    :param register: ``register(name, target, *, requires=(), install=None, description="")``.
+    """
+
+
+# ------------------------------------------------------------------------------------
+# storage
+# ------------------------------------------------------------------------------------
+
+
+@hookspec
+def wrencore_register_storages(register: Register) -> None:
+    """Register storages, selected by ``storage=`` name.
+
+    A storage target is a callable ``(config_section: Mapping) ->``
+    :class:`wrencore_runtime.storage.Storage`; the storage must be rebuildable on a worker
+    from its ``to_spec()``.
+
+    :param register: ``register(name, target, *, requires=(), install=None, description="")``.
+    """
+
+
+# ------------------------------------------------------------------------------------
+# logging
+# ------------------------------------------------------------------------------------
+
+
+@hookspec
+def wrencore_worker_log_handlers(
+    component: str, instance_id: str, process_name: str, config: Mapping[str, Any]
+) -> Optional[List[logging.Handler]]:
+    """Provide log handlers for a long-running worker process (e.g. the standalone daemon).
+
+    Every implementation's handlers are attached; the library itself never configures
+    logging on the user's computer.
+
+    :param component: which worker is asking, e.g. ``"standalone-daemon"``.
+    :param instance_id: the id of the machine the worker runs on.
+    :param process_name: the worker process's name on that machine.
+    :param config: the worker's configuration section.
+    :returns: handlers to attach to the ``wrencore`` and ``wrencore_runtime`` loggers, or None.
+    """
+
+
+@hookspec
+def wrencore_call_finished(future: "Future", metadata: Dict[str, Any]) -> None:
+    """Notification, on the user's computer, when a call's future is completed.
+
+    :param future: the completed :class:`wrencore.Future`.
+    :param metadata: the call's metadata (``host_…`` and ``worker_…`` keys).
+    """
+
+
+# ------------------------------------------------------------------------------------
+# instance lifecycle
+# ------------------------------------------------------------------------------------
+
+
+@hookspec
+def wrencore_register_instance_providers(register: Register) -> None:
+    """Register providers of worker instances (launch, list, terminate).
+
+    A provider target is a class constructed with ``(config)``; see
+    :class:`wrencore.backends.InstanceProvider`.
+
+    :param register: ``register(name, target, *, requires=(), install=None, description="")``.
+    """
+
+
+@hookspec(firstresult=True)
+def wrencore_instance_id(config: Mapping[str, Any]) -> Optional[str]:
+    """Find the id of the machine a worker process runs on.
+
+    Stops at first non-None result.
+
+    :param config: the worker's configuration section.
+    :returns: the instance id, or None to let the next implementation try.
+    """
+
+
+# ------------------------------------------------------------------------------------
+# command line
+# ------------------------------------------------------------------------------------
+
+
+@hookspec
+def wrencore_register_commands(subparsers: "argparse._SubParsersAction") -> None:
+    """Add subcommands to the ``wrencore`` command line.
+
+    Each subcommand sets ``func`` (via ``set_defaults``) to a callable taking the parsed
+    arguments and returning an exit code.
+
+    :param subparsers: the ``add_subparsers()`` object of the top-level parser.
+    """

@@ -1,0 +1,160 @@
+"""Pickling a job's function (with the user's local modules) and its calls' arguments."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import pickle
+import site
+import sys
+import sysconfig
+import zipfile
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+import cloudpickle
+
+from .errors import SerializationError
+
+logger = logging.getLogger(__name__)
+
+#: A module bundle larger than this is refused: it almost certainly swept up data.
+MODULE_BUNDLE_LIMIT = 64 * 1024 * 1024
+_SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".tox", ".venv", "node_modules", ".pytest_cache"}
+
+
+def _installed_roots() -> List[str]:
+    roots = set()
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        path = sysconfig.get_paths().get(key)
+        if path:
+            roots.add(path)
+    for path in getattr(site, "getsitepackages", lambda: [])() + [site.getusersitepackages()]:
+        roots.add(path)
+    for path in (sys.prefix, sys.base_prefix, sys.exec_prefix):
+        roots.add(os.path.join(path, "lib"))
+    return [os.path.realpath(r) + os.sep for r in roots if r]
+
+
+def local_module_roots(modules: Optional[Dict[str, Any]] = None) -> Dict[str, str]:
+    """Top-level names of imported modules that live outside any installed location.
+
+    Returns ``{top_level_name: path}`` where path is the module file or package directory.
+    These are the user's own modules (a ``helper.py`` beside the script, a package in the
+    project tree) that a worker cannot be assumed to have.
+    """
+    modules = dict(sys.modules if modules is None else modules)
+    installed = _installed_roots()
+    found: Dict[str, str] = {}
+    for name, module in modules.items():
+        top = name.partition(".")[0]
+        if top in found or top.startswith("wrencore") or name == "__main__" or top == "__mp_main__":
+            continue
+        filename = getattr(module, "__file__", None)
+        if not filename or not filename.endswith((".py", ".pyc")):
+            continue
+        real = os.path.realpath(filename)
+        if any(real.startswith(root) for root in installed):
+            continue
+        top_module = modules.get(top)
+        top_file = getattr(top_module, "__file__", None) if top_module else None
+        if not top_file:
+            continue
+        top_real = os.path.realpath(top_file)
+        if os.path.basename(top_real) == "__init__.py":
+            found[top] = os.path.dirname(top_real)
+        else:
+            found[top] = top_real
+    return found
+
+
+def _iter_files(name: str, path: str) -> Iterable[Tuple[str, str]]:
+    if os.path.isfile(path):
+        yield path, os.path.basename(path)
+        return
+    for dirpath, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
+        for fname in sorted(files):
+            if fname.endswith((".pyc", ".pyo")):
+                continue
+            full = os.path.join(dirpath, fname)
+            yield full, os.path.join(name, os.path.relpath(full, path))
+
+
+def build_module_bundle(roots: Dict[str, str]) -> Tuple[Optional[bytes], Optional[str]]:
+    """A deterministic zip of the given modules, and its content hash."""
+    if not roots:
+        return None, None
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(roots):
+            for full, arcname in _iter_files(name, roots[name]):
+                info = zipfile.ZipInfo(arcname.replace(os.sep, "/"), date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with open(full, "rb") as f:
+                    archive.writestr(info, f.read())
+    data = buffer.getvalue()
+    if len(data) > MODULE_BUNDLE_LIMIT:
+        raise SerializationError(
+            f"the local modules to ship ({', '.join(sorted(roots))}) make a "
+            f"{len(data) >> 20} MiB bundle; move data files out of the code directories"
+        )
+    return data, hashlib.sha256(data).hexdigest()[:32]
+
+
+class _BundleCache:
+    """Rebuilds the module bundle only when the set of local modules or their files change."""
+
+    def __init__(self) -> None:
+        self._key: Any = None
+        self._value: Tuple[Optional[bytes], Optional[str]] = (None, None)
+
+    def get(self) -> Tuple[Optional[bytes], Optional[str]]:
+        roots = local_module_roots()
+        key = []
+        for name, path in sorted(roots.items()):
+            for full, _ in _iter_files(name, path):
+                try:
+                    st = os.stat(full)
+                except OSError:
+                    continue
+                key.append((full, st.st_mtime_ns, st.st_size))
+        key_t = tuple(key)
+        if key_t != self._key:
+            self._value = build_module_bundle(roots)
+            self._key = key_t
+            if roots:
+                logger.debug("shipping local modules: %s", ", ".join(sorted(roots)))
+        return self._value
+
+
+_bundles = _BundleCache()
+
+
+def dumps_function(func: Any) -> bytes:
+    """The function package a worker loads: local modules first, then the function."""
+    if not callable(func):
+        raise TypeError(f"expected a callable, got {type(func).__name__}: {func!r}")
+    try:
+        function_bytes = cloudpickle.dumps(func)
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot pickle the function {getattr(func, '__qualname__', func)!r}: "
+            f"{type(exc).__name__}: {exc}. Objects it references (globals, closures, "
+            f"default arguments) must be picklable."
+        ) from exc
+    modules, modules_hash = _bundles.get()
+    return pickle.dumps(
+        {"modules": modules, "modules_hash": modules_hash, "function": function_bytes},
+        protocol=pickle.HIGHEST_PROTOCOL,
+    )
+
+
+def dumps_args(args: tuple, kwargs: dict, call_id: str) -> bytes:
+    try:
+        return cloudpickle.dumps((args, kwargs))
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot pickle the arguments of call {call_id}: {type(exc).__name__}: {exc}"
+        ) from exc
