@@ -1,0 +1,73 @@
+"""The task-queue interface pulled by standalone workers.
+
+A queue carries task-message bodies (JSON text from ``protocol.encode_json``; they hold
+references into storage, never unbounded pickles). Delivery is at-least-once: a received
+message stays invisible for its visibility timeout and comes back if not deleted, with its
+``receive_count`` increased; after ``max_receives`` it goes to the dead-letter queue.
+
+Queues travel to workers as specs, like storages: ``{"class": "module:Class",
+"config": {...}}``, rebuilt with :func:`queue_from_spec`.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+
+@dataclass
+class QueueMessage:
+    message_id: str
+    body: str
+    #: Opaque handle for delete/change_visibility (an SQS receipt handle, a file name …).
+    receipt: str
+    #: How many times this message has been received, this time included.
+    receive_count: int = 1
+
+
+class TaskQueue(abc.ABC):
+    #: Configuration that rebuilds an equal queue on a worker (JSON-serializable).
+    config: Dict[str, Any]
+
+    @abc.abstractmethod
+    def send_batch(self, bodies: List[str]) -> None:
+        """Enqueue message bodies (any number; the queue splits them into its own batches)."""
+
+    @abc.abstractmethod
+    def receive(self, max_messages: int = 10, wait_time: float = 20.0,
+                visibility_timeout: Optional[float] = None) -> List[QueueMessage]:
+        """Long-poll up to ``max_messages``; return [] if none arrived within ``wait_time``."""
+
+    @abc.abstractmethod
+    def delete(self, message: QueueMessage) -> None:
+        """Remove a received message for good."""
+
+    @abc.abstractmethod
+    def change_visibility(self, message: QueueMessage, timeout: float) -> None:
+        """Keep a received message invisible for ``timeout`` more seconds (heartbeat)."""
+
+    @abc.abstractmethod
+    def depth(self) -> Dict[str, int]:
+        """Approximate counts: ``{"visible": n, "in_flight": m}``."""
+
+    @abc.abstractmethod
+    def purge(self) -> None:
+        """Delete every message."""
+
+    def dead_letters(self) -> List[QueueMessage]:
+        """Messages moved to the dead-letter queue (peek; empty if not supported)."""
+        return []
+
+    def to_spec(self) -> Dict[str, Any]:
+        cls = type(self)
+        return {"class": f"{cls.__module__}:{cls.__qualname__}", "config": dict(self.config)}
+
+
+def queue_from_spec(spec: Dict[str, Any]) -> TaskQueue:
+    module_name, _, qualname = spec["class"].partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj(**spec.get("config", {}))
