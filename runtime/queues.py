@@ -44,6 +44,11 @@ class TaskQueue(abc.ABC):
     def delete(self, message: QueueMessage) -> None:
         """Remove a received message for good."""
 
+    def delete_many(self, messages: List[QueueMessage]) -> None:
+        """Remove several received messages (queues with batch deletes override this)."""
+        for message in messages:
+            self.delete(message)
+
     @abc.abstractmethod
     def change_visibility(self, message: QueueMessage, timeout: float) -> None:
         """Keep a received message invisible for ``timeout`` more seconds (heartbeat)."""

@@ -120,6 +120,8 @@ def complete_from_status(future: Future, status: Dict[str, Any], result: Optiona
     if not status.get("success"):
         return future._complete(exception=_load_exception(status.get("exception") or {}))
     start = time.time()
+    if result is None and status.get("result") is not None:
+        result = status["result"]  # inlined in the status by workers that write one object
     try:
         data = result if result is not None else storage.get(status["result_key"])
         value = pickle.loads(data)

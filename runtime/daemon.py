@@ -1,0 +1,539 @@
+"""The standalone worker daemon: pulls task messages off a queue and runs their calls.
+
+Runs on a worker instance, one per supervisord process (``numprocs`` per instance)::
+
+    python -m wrencore_runtime.daemon --settings /etc/wrencore/daemon.json
+
+For each received message it runs every call through the shared
+:class:`~wrencore_runtime.runner.JobRunner` and writes the call's ``status.json`` (the
+commit marker; small results travel inside it, larger ones are staged first), and only
+then deletes the message. While calls run, a heartbeat thread keeps the held messages
+invisible. A redelivered message whose calls already have a status is deleted without
+running them again. A message that cannot be decoded is released at once, so it reaches
+the dead-letter queue after ``max_receives`` receives; the client fails the futures of
+calls it finds there.
+
+Idle self-termination: each process keeps a marker file in the instance's ``state_dir``
+saying whether it is busy and since when. When the queue is empty, every one of the
+instance's ``numprocs`` processes has been idle for ``idle_timeout`` seconds and the
+instance is older than ``min_uptime``, one process (holding an exclusive lock) announces
+termination, checks that no sibling turned busy meanwhile, terminates its own instance
+through EC2 and runs ``shutdown_command``. Siblings see the announcement and exit.
+
+Settings come from a JSON file, overridden by ``WRENCORE_AWS_SQS_EC2__<KEY>`` variables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import logging
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Dict, List, Optional
+
+from . import layout
+from .protocol import decode_json, encode_json
+from .queues import QueueMessage, TaskQueue, queue_from_spec
+from .runner import JobRunner
+from .storage import storage_from_spec
+
+logger = logging.getLogger(__name__)
+
+ENV_PREFIX = "WRENCORE_AWS_SQS_EC2__"
+DEFAULT_METADATA_URL = "http://169.254.169.254"
+DEFAULT_LOG_GROUP = "wrencore-standalone"
+
+
+@dataclass
+class DaemonSettings:
+    #: The queue's spec (``TaskQueue.to_spec()``).
+    queue: Dict[str, Any] = field(default_factory=dict)
+    #: Directory shared by the instance's daemon processes (idle markers, locks).
+    state_dir: str = "/var/lib/wrencore"
+    #: This process's name on the instance (default: supervisord's process name).
+    process_name: str = ""
+    #: How many daemon processes the instance runs (all must be idle to terminate).
+    numprocs: int = 1
+    idle_timeout: float = 300.0
+    #: The instance is never terminated younger than this, seconds.
+    min_uptime: float = 0.0
+    #: File whose mtime is the instance's boot time (default: from /proc/uptime).
+    boot_time_file: str = ""
+    #: Terminate the instance when idle (False: only exit the daemons).
+    terminate: bool = True
+    #: Command run after TerminateInstances (e.g. ``shutdown -h now``); empty for none.
+    shutdown_command: str = ""
+    poll_wait: float = 20.0
+    batch_size: int = 10
+    visibility_timeout: float = 60.0
+    #: Seconds between visibility extensions (default: a third of the visibility timeout).
+    heartbeat_interval: float = 0.0
+    metadata_url: str = DEFAULT_METADATA_URL
+    #: Known instance id (skips the metadata service).
+    instance_id: str = ""
+    region: str = ""
+    cloudwatch: bool = True
+    log_group: str = DEFAULT_LOG_GROUP
+    log_send_interval: float = 5.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def load(cls, path: Optional[str] = None,
+             env: Optional[Dict[str, str]] = None) -> "DaemonSettings":
+        data: Dict[str, Any] = {}
+        if path:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        env = os.environ if env is None else env
+        known = {f.name: f for f in fields(cls)}
+        for name, value in env.items():
+            if name.startswith(ENV_PREFIX) and name[len(ENV_PREFIX):].lower() in known:
+                data[name[len(ENV_PREFIX):].lower()] = value
+        unknown = set(data) - set(known)
+        if unknown:
+            logger.warning("ignoring unknown daemon settings: %s", ", ".join(sorted(unknown)))
+        settings = cls(**{k: v for k, v in data.items() if k in known})
+        settings._coerce()
+        return settings
+
+    def _coerce(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("float", float) and not isinstance(value, float):
+                setattr(self, f.name, float(value))
+            elif f.type in ("int", int) and not isinstance(value, int):
+                setattr(self, f.name, int(value))
+            elif f.type in ("bool", bool) and isinstance(value, str):
+                setattr(self, f.name, value.strip().lower() in ("1", "true", "yes", "on"))
+            elif f.name == "queue" and isinstance(value, str):
+                self.queue = json.loads(value)
+        if not self.process_name:
+            self.process_name = os.environ.get("SUPERVISOR_PROCESS_NAME") or f"pid{os.getpid()}"
+        if not self.queue:
+            raise ValueError("daemon settings name no queue")
+
+
+# ------------------------------------------------------------------------------------
+# the instance: id, uptime, termination
+# ------------------------------------------------------------------------------------
+
+
+def fetch_instance_id(base_url: str = DEFAULT_METADATA_URL, timeout: float = 2.0,
+                      attempts: int = 5) -> str:
+    """The instance id from the metadata service (IMDSv2 token, falling back to v1)."""
+    base = base_url.rstrip("/")
+    last_error: Optional[BaseException] = None
+    for attempt in range(attempts):
+        headers = {}
+        try:
+            request = urllib.request.Request(
+                f"{base}/latest/api/token", method="PUT",
+                headers={"X-aws-ec2-metadata-token-ttl-seconds": "21600"})
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                headers["X-aws-ec2-metadata-token"] = response.read().decode()
+        except urllib.error.HTTPError:
+            pass  # IMDSv1 only
+        except OSError as exc:
+            last_error = exc
+            time.sleep(min(2 ** attempt * 0.2, 2))
+            continue
+        try:
+            request = urllib.request.Request(f"{base}/latest/meta-data/instance-id",
+                                             headers=headers)
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.read().decode().strip()
+        except OSError as exc:
+            last_error = exc
+            time.sleep(min(2 ** attempt * 0.2, 2))
+    raise RuntimeError(f"cannot read the instance id from {base}: {last_error}")
+
+
+def instance_uptime(boot_time_file: str = "") -> float:
+    if boot_time_file:
+        try:
+            return time.time() - os.stat(boot_time_file).st_mtime
+        except OSError:
+            pass
+    try:
+        with open("/proc/uptime", encoding="ascii") as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("inf")
+
+
+def terminate_instance_ec2(instance_id: str, region: str = "") -> None:
+    import boto3
+
+    boto3.client("ec2", region_name=region or None).terminate_instances(
+        InstanceIds=[instance_id])
+
+
+class IdleBoard:
+    """The instance's daemon processes' busy/idle markers, in a shared directory."""
+
+    def __init__(self, state_dir: str, process_name: str) -> None:
+        self.dir = os.path.join(state_dir, "processes")
+        os.makedirs(self.dir, exist_ok=True)
+        self.state_dir = state_dir
+        self.process_name = process_name
+        self.busy = False
+        self.since = time.time()
+        self._write()
+
+    @property
+    def terminating_path(self) -> str:
+        return os.path.join(self.state_dir, "terminating")
+
+    @property
+    def terminated_path(self) -> str:
+        return os.path.join(self.state_dir, "terminated")
+
+    def _write(self) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
+        with os.fdopen(fd, "w") as f:
+            json.dump({"busy": self.busy, "since": self.since, "pid": os.getpid()}, f)
+        os.replace(tmp, os.path.join(self.dir, self.process_name))
+
+    def mark_busy(self) -> None:
+        if not self.busy:
+            self.busy, self.since = True, time.time()
+            self._write()
+
+    def mark_idle(self) -> None:
+        if self.busy:
+            self.busy, self.since = False, time.time()
+            self._write()
+
+    def markers(self) -> Dict[str, Dict[str, Any]]:
+        found = {}
+        for name in os.listdir(self.dir):
+            if name.startswith(".tmp-"):
+                continue
+            try:
+                with open(os.path.join(self.dir, name), encoding="utf-8") as f:
+                    found[name] = json.load(f)
+            except (OSError, ValueError):
+                found[name] = {"busy": True, "since": time.time()}  # unreadable: assume busy
+        return found
+
+    def all_idle_for(self, seconds: float, numprocs: int) -> bool:
+        markers = self.markers()
+        if len(markers) < numprocs:
+            return False
+        cutoff = time.time() - seconds
+        return all(not m.get("busy") and m.get("since", 0) <= cutoff for m in markers.values())
+
+    def announce_termination(self) -> Optional[int]:
+        """Take the termination lock and announce; None if another process holds it."""
+        fd = os.open(os.path.join(self.state_dir, "terminate.lock"), os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        with open(self.terminating_path, "w") as f:
+            f.write(self.process_name)
+        return fd
+
+    def withdraw(self, fd: int) -> None:
+        try:
+            os.unlink(self.terminating_path)
+        except FileNotFoundError:
+            pass
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+    def terminating(self) -> bool:
+        return os.path.exists(self.terminating_path) or os.path.exists(self.terminated_path)
+
+
+# ------------------------------------------------------------------------------------
+# the heartbeat
+# ------------------------------------------------------------------------------------
+
+
+class Heartbeat:
+    """Extends the visibility of held messages until they are released."""
+
+    def __init__(self, queue: TaskQueue, visibility_timeout: float, interval: float) -> None:
+        self.queue = queue
+        self.visibility_timeout = visibility_timeout
+        self.interval = interval
+        self._held: Dict[str, QueueMessage] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wrencore-heartbeat", daemon=True)
+        self._thread.start()
+
+    def hold(self, messages: List[QueueMessage]) -> None:
+        with self._lock:
+            for m in messages:
+                self._held[m.receipt] = m
+
+    def release(self, messages: List[QueueMessage]) -> None:
+        with self._lock:
+            for m in messages:
+                self._held.pop(m.receipt, None)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                held = list(self._held.values())
+            for message in held:
+                try:
+                    self.queue.change_visibility(message, self.visibility_timeout)
+                except Exception as exc:  # the message may have been deleted meanwhile
+                    logger.warning("heartbeat for message %s failed: %s",
+                                   message.message_id, exc)
+
+
+# ------------------------------------------------------------------------------------
+# the daemon
+# ------------------------------------------------------------------------------------
+
+
+class Daemon:
+    def __init__(self, settings: DaemonSettings, *, queue: Optional[TaskQueue] = None,
+                 instance_id: str = "",
+                 terminate_instance: Optional[Callable[[str], None]] = None) -> None:
+        self.settings = settings
+        self.queue = queue or queue_from_spec(settings.queue)
+        self.instance_id = instance_id or settings.instance_id or socket.gethostname()
+        self.runner = JobRunner(worker_id=f"{self.instance_id}-{settings.process_name}")
+        self.board = IdleBoard(settings.state_dir, settings.process_name)
+        self._terminate_instance = terminate_instance or (
+            lambda iid: terminate_instance_ec2(iid, settings.region))
+        self.stopping = threading.Event()
+        self.calls_run = 0
+
+    # -- messages --------------------------------------------------------------------
+    def _already_done(self, job: Dict[str, Any], call: Dict[str, Any]) -> bool:
+        storage = storage_from_spec(job["storage"])
+        return storage.exists(layout.status_key(job["job_id"], call["call_id"]))
+
+    def _run_call(self, job: Dict[str, Any], call: Dict[str, Any]) -> None:
+        outcome = self.runner.run(job, call, store=False)
+        status = outcome.status
+        if outcome.result is not None:
+            status["result"] = outcome.result  # one write: the status carries the result
+        storage = storage_from_spec(job["storage"])
+        storage.put(layout.status_key(job["job_id"], call["call_id"]),
+                    encode_json(status).encode())
+        self.calls_run += 1
+        logger.info("call %s/%s %s in %.3f s", job["job_id"], call["call_id"],
+                    "succeeded" if status["success"] else "failed",
+                    status["metadata"].get("worker_end_timestamp", 0)
+                    - status["metadata"].get("worker_start_timestamp", 0))
+
+    def handle(self, message: QueueMessage) -> bool:
+        """Run a message's calls and durably record their outcomes; True when done."""
+        try:
+            task = decode_json(message.body)
+            job, calls = task["job"], task["calls"]
+            if not isinstance(calls, list):
+                raise TypeError("'calls' is not a list")
+        except Exception as exc:
+            logger.error("message %s (receive %d) is not a task message and will reach the "
+                         "dead-letter queue: %s: %s", message.message_id,
+                         message.receive_count, type(exc).__name__, exc)
+            self._release(message)
+            return False
+        try:
+            for call in calls:
+                if message.receive_count > 1 and self._already_done(job, call):
+                    logger.info("call %s/%s was already done; not running it again",
+                                job["job_id"], call["call_id"])
+                    continue
+                self._run_call(job, call)
+        except Exception as exc:  # storage unreachable: leave the message for a retry
+            logger.error("message %s could not be completed, it will be retried: %s: %s",
+                         message.message_id, type(exc).__name__, exc)
+            return False
+        return True
+
+    def _release(self, message: QueueMessage) -> None:
+        try:
+            self.queue.change_visibility(message, 0)
+        except Exception as exc:
+            logger.warning("could not release message %s: %s", message.message_id, exc)
+
+    def step(self, heartbeat: Heartbeat) -> int:
+        """Receive once and handle what arrived; return the number of messages received."""
+        messages = self.queue.receive(max_messages=self.settings.batch_size,
+                                      wait_time=self.settings.poll_wait,
+                                      visibility_timeout=self.settings.visibility_timeout)
+        if not messages:
+            self.board.mark_idle()
+            return 0
+        self.board.mark_busy()
+        if self.board.terminating():
+            for message in messages:  # the instance is going away: give them back
+                self._release(message)
+            return 0
+        heartbeat.hold(messages)
+        done: List[QueueMessage] = []
+        try:
+            for message in messages:
+                if self.stopping.is_set():
+                    self._release(message)
+                    continue
+                if self.handle(message):
+                    done.append(message)
+            if done:
+                self.queue.delete_many(done)
+        finally:
+            heartbeat.release(messages)
+        return len(messages)
+
+    # -- idle ------------------------------------------------------------------------
+    def maybe_terminate(self) -> bool:
+        s = self.settings
+        if not self.board.all_idle_for(s.idle_timeout, s.numprocs):
+            return False
+        if instance_uptime(s.boot_time_file) < s.min_uptime:
+            return False
+        depth = self.queue.depth()
+        if depth.get("visible", 0) or depth.get("in_flight", 0):
+            return False
+        lock_fd = self.board.announce_termination()
+        if lock_fd is None:
+            return False
+        # A sibling that received work marks itself busy before checking the announcement,
+        # so after announcing either we see it busy here or it sees the announcement.
+        if not self.board.all_idle_for(s.idle_timeout, s.numprocs):
+            self.board.withdraw(lock_fd)
+            return False
+        logger.info("instance %s idle for %.0f s with an empty queue; terminating it",
+                    self.instance_id, s.idle_timeout)
+        try:
+            if s.terminate:
+                self._terminate_instance(self.instance_id)
+        except Exception as exc:
+            logger.error("could not terminate instance %s: %s", self.instance_id, exc)
+            self.board.withdraw(lock_fd)
+            return False
+        with open(self.board.terminated_path, "w") as f:
+            f.write(str(time.time()))
+        if s.shutdown_command:
+            logger.info("running %s", s.shutdown_command)
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            subprocess.Popen(shlex.split(s.shutdown_command), start_new_session=True)
+        return True
+
+    # -- loop ------------------------------------------------------------------------
+    def run(self) -> int:
+        s = self.settings
+        interval = s.heartbeat_interval or max(s.visibility_timeout / 3.0, 0.2)
+        heartbeat = Heartbeat(self.queue, s.visibility_timeout, interval)
+        logger.info("daemon %s on instance %s started (queue %s)", s.process_name,
+                    self.instance_id, s.queue.get("config", {}).get("name", s.queue))
+        try:
+            while not self.stopping.is_set():
+                if os.path.exists(self.board.terminated_path):
+                    logger.info("instance %s is terminating; daemon %s exits",
+                                self.instance_id, s.process_name)
+                    break
+                try:
+                    received = self.step(heartbeat)
+                except Exception as exc:  # queue unreachable: back off, never die
+                    logger.error("receiving failed: %s: %s", type(exc).__name__, exc)
+                    self.board.mark_idle()
+                    self.stopping.wait(min(5.0, s.poll_wait + 0.5))
+                    continue
+                if not received and self.maybe_terminate():
+                    break
+        finally:
+            heartbeat.stop()
+        return 0
+
+
+# ------------------------------------------------------------------------------------
+# logging and entry point
+# ------------------------------------------------------------------------------------
+
+
+def cloudwatch_handler(settings: DaemonSettings, instance_id: str) -> Optional[logging.Handler]:
+    """A watchtower handler on ``{log_group}/{instance_id}-{process_name}``, or None.
+
+    None when CloudWatch cannot be reached now; later outages drop batches with a warning
+    while the local log keeps every line.
+    """
+    try:
+        import boto3
+        import watchtower
+        from botocore.config import Config
+
+        client = boto3.client("logs", region_name=settings.region or None, config=Config(
+            connect_timeout=2, read_timeout=5, retries={"max_attempts": 2}))
+        handler = watchtower.CloudWatchLogHandler(
+            log_group_name=settings.log_group,
+            log_stream_name=f"{instance_id}-{settings.process_name}",
+            boto3_client=client, send_interval=settings.log_send_interval,
+        )
+    except Exception as exc:
+        logger.warning("CloudWatch Logs unavailable (%s: %s); logging to local files only",
+                       type(exc).__name__, exc)
+        return None
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    return handler
+
+
+def configure_logging(settings: DaemonSettings, handlers: List[logging.Handler]) -> None:
+    """The daemon is a program, not a library: it owns its process's logging."""
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"))
+    root = logging.getLogger()
+    root.setLevel(settings.log_level.upper())
+    root.addHandler(stream)
+    for handler in handlers:
+        root.addHandler(handler)
+    for noisy in ("botocore", "boto3", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def serve(settings: DaemonSettings, instance_id: str,
+          log_handlers: Optional[List[logging.Handler]] = None) -> int:
+    """Run a daemon in this process until the instance terminates or SIGTERM arrives."""
+    configure_logging(settings, log_handlers or [])
+    daemon = Daemon(settings, instance_id=instance_id)
+    signal.signal(signal.SIGTERM, lambda signum, frame: daemon.stopping.set())
+    try:
+        return daemon.run()
+    finally:
+        logging.shutdown()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="wrencore-daemon", description=__doc__.split("\n")[0])
+    parser.add_argument("--settings", help="JSON settings file")
+    args = parser.parse_args(argv)
+    settings = DaemonSettings.load(args.settings)
+    instance_id = settings.instance_id or fetch_instance_id(settings.metadata_url)
+    handlers = []
+    if settings.cloudwatch:
+        handler = cloudwatch_handler(settings, instance_id)
+        if handler is not None:
+            handlers.append(handler)
+    return serve(settings, instance_id, handlers)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
