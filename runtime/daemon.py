@@ -469,23 +469,23 @@ class Daemon:
 # ------------------------------------------------------------------------------------
 
 
-def cloudwatch_handler(settings: DaemonSettings, instance_id: str) -> Optional[logging.Handler]:
-    """A watchtower handler on ``{log_group}/{instance_id}-{process_name}``, or None.
+def cloudwatch_handler(log_group: str, stream: str, region: str = "",
+                       send_interval: float = 5.0) -> Optional[logging.Handler]:
+    """A watchtower handler on ``log_group``/``stream``, or None if CloudWatch is unreachable.
 
-    None when CloudWatch cannot be reached now; later outages drop batches with a warning
-    while the local log keeps every line.
+    Later outages or throttling drop batches with a warning, while the local log file
+    (supervisord's capture of stderr) keeps every line.
     """
     try:
         import boto3
         import watchtower
         from botocore.config import Config
 
-        client = boto3.client("logs", region_name=settings.region or None, config=Config(
+        client = boto3.client("logs", region_name=region or None, config=Config(
             connect_timeout=2, read_timeout=5, retries={"max_attempts": 2}))
         handler = watchtower.CloudWatchLogHandler(
-            log_group_name=settings.log_group,
-            log_stream_name=f"{instance_id}-{settings.process_name}",
-            boto3_client=client, send_interval=settings.log_send_interval,
+            log_group_name=log_group, log_stream_name=stream, boto3_client=client,
+            send_interval=send_interval,
         )
     except Exception as exc:
         logger.warning("CloudWatch Logs unavailable (%s: %s); logging to local files only",
@@ -493,6 +493,10 @@ def cloudwatch_handler(settings: DaemonSettings, instance_id: str) -> Optional[l
         return None
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     return handler
+
+
+def stream_name(instance_id: str, process_name: str) -> str:
+    return f"{instance_id}-{process_name}"
 
 
 def configure_logging(settings: DaemonSettings, handlers: List[logging.Handler]) -> None:
@@ -529,7 +533,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     instance_id = settings.instance_id or fetch_instance_id(settings.metadata_url)
     handlers = []
     if settings.cloudwatch:
-        handler = cloudwatch_handler(settings, instance_id)
+        handler = cloudwatch_handler(settings.log_group,
+                                     stream_name(instance_id, settings.process_name),
+                                     settings.region, settings.log_send_interval)
         if handler is not None:
             handlers.append(handler)
     return serve(settings, instance_id, handlers)

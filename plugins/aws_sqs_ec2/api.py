@@ -1,0 +1,110 @@
+"""Fleet and queue operations in Python, shared by the backend and the command line."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+from wrencore.config import Config
+from wrencore_runtime.queues import QueueMessage
+
+from .fleet import EC2Provider
+from .settings import StandaloneSettings
+from .userdata import render_user_data
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_S3_PREFIX = "wrencore"
+
+
+class Standalone:
+    """The standalone fleet and its queue, as configured in ``[aws_sqs_ec2]``.
+
+    Args:
+        config: a :class:`wrencore.config.Config`, or overrides for one
+            (``{"aws_sqs_ec2": {"max_instances": 4}}``); None reads file and environment.
+        storage: the storage the workers will use (for their IAM policy); default: the
+            ``[s3]`` table's bucket and prefix.
+    """
+
+    def __init__(self, config: Union[Config, Mapping[str, Any], None] = None,
+                 storage: Any = None) -> None:
+        self.config = config if isinstance(config, Config) else Config(config)
+        self.settings = StandaloneSettings.from_config(self.config)
+        self.storage = storage
+        self._queue: Any = None
+        self._provider: Optional[EC2Provider] = None
+
+    @property
+    def queue(self):
+        """The SQS queue (and dead-letter queue), created on first use."""
+        if self._queue is None:
+            from wrencore_runtime.queue_sqs import SQSQueue
+
+            self._queue = SQSQueue(**self.settings.queue_config(), create=True)
+        return self._queue
+
+    @property
+    def provider(self) -> EC2Provider:
+        if self._provider is None:
+            self._provider = EC2Provider(self.config, self.settings)
+        return self._provider
+
+    def _storage_location(self):
+        if self.storage is not None:
+            return getattr(self.storage, "bucket", None), getattr(self.storage, "prefix", "")
+        section = self.config.section("s3")
+        prefix = str(section.get("prefix", DEFAULT_S3_PREFIX) or "").strip("/")
+        return section.get("bucket"), (prefix + "/") if prefix else ""
+
+    def user_data(self) -> str:
+        return render_user_data(self.settings, self.queue.to_spec())
+
+    # -- operations ------------------------------------------------------------------
+    def launch(self, count: int) -> List[str]:
+        """Launch ``count`` more instances; return their ids."""
+        if count < 0:
+            raise ValueError(f"count must be >= 0, not {count}")
+        if count == 0:
+            return []
+        bucket, prefix = self._storage_location()
+        queue_arn = self.queue.arns()[0]
+        profile = self.provider.ensure_instance_profile(queue_arn=queue_arn, bucket=bucket,
+                                                        prefix=prefix)
+        return self.provider.launch(count, user_data=self.user_data(), instance_profile=profile)
+
+    def ensure_fleet(self, wanted: int) -> List[str]:
+        """Launch what is missing for ``wanted`` busy instances, within min/max; new ids."""
+        s = self.settings
+        target = max(s.min_instances, min(s.max_instances, wanted))
+        missing = target - len(self.provider.live())
+        return self.launch(missing) if missing > 0 else []
+
+    def list(self, all_states: bool = False) -> List[Dict[str, Any]]:
+        """The fleet's instances (pending and running ones unless ``all_states``)."""
+        return self.provider.list() if all_states else self.provider.live()
+
+    def terminate(self, instance_ids: Optional[List[str]] = None, *,
+                  all: bool = False) -> List[str]:
+        """Terminate the given instances, or with ``all`` every live one; their ids."""
+        if all:
+            if instance_ids:
+                raise ValueError("give instance ids or all=True, not both")
+            instance_ids = [i["id"] for i in self.provider.live()]
+        elif not instance_ids:
+            raise ValueError("name the instances to terminate, or pass all=True")
+        self.provider.terminate(list(instance_ids))
+        return list(instance_ids)
+
+    def queue_size(self) -> Dict[str, int]:
+        """``{"visible", "in_flight", "dead"}`` message counts (approximate)."""
+        depth = self.queue.depth()
+        depth["dead"] = len(self.queue.dead_letters())
+        return depth
+
+    def purge(self) -> None:
+        """Delete every message of the queue and of its dead-letter queue."""
+        self.queue.purge()
+
+    def dead_letters(self) -> List[QueueMessage]:
+        return self.queue.dead_letters()

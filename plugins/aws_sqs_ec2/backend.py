@@ -1,0 +1,135 @@
+"""The ``aws_sqs_ec2`` backend: calls go to an SQS queue that an EC2 fleet works off.
+
+``invoke`` makes sure the queue and enough instances exist, then sends one task message
+per chunk of calls (arguments inline when small, else staged in storage by the executor;
+results come back through storage). A :class:`~wrencore.watcher.StatusWatcher` completes
+futures from the statuses workers write. Calls whose message reached the dead-letter
+queue — because it kept crashing its worker — fail with :class:`WorkerCrashedError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Dict, List, Optional, Set
+
+from wrencore.backends import Backend, Call
+from wrencore.config import Config
+from wrencore.errors import WorkerCrashedError
+from wrencore.futures import Future
+from wrencore.watcher import StatusWatcher
+from wrencore_runtime.protocol import decode_json, encode_json, make_message
+from wrencore_runtime.storage import Storage
+
+from .api import Standalone
+
+logger = logging.getLogger(__name__)
+
+#: SQS accepts bodies up to 256 KiB; chunks are split to stay well below.
+MESSAGE_LIMIT = 200 * 1024
+
+
+class StandaloneBackend(Backend):
+    default_storage = "s3"
+    # Inline arguments are base64-encoded in a JSON body, which SQS caps at 256 KiB.
+    args_inline_limit = 32 * 1024
+    result_inline_limit = 64 * 1024
+    default_chunksize = 1
+
+    def __init__(self, config: Config, storage: Storage) -> None:
+        super().__init__(config, storage)
+        self.standalone = Standalone(config, storage=storage)
+        self.settings = self.standalone.settings
+        self.watcher = StatusWatcher(storage, deadline_check=self._dead_letter_check)
+        self._dead: Dict[str, Dict[str, int]] = {}  # job id -> call id -> receives
+        self._dead_checked = 0.0
+        self._dead_lock = threading.Lock()
+
+    # -- invoke ----------------------------------------------------------------------
+    def _bodies(self, job: Dict[str, Any], calls: List[Call], chunksize: int) -> List[tuple]:
+        bodies = []
+        for start in range(0, len(calls), chunksize):
+            chunk = calls[start:start + chunksize]
+            pending = [chunk]
+            while pending:
+                part = pending.pop()
+                body = encode_json(make_message(job, [c.message for c in part]))
+                if len(body) > MESSAGE_LIMIT and len(part) > 1:
+                    half = len(part) // 2
+                    pending += [part[half:], part[:half]]
+                    continue
+                if len(body) > MESSAGE_LIMIT:
+                    raise ValueError(f"the task message of call {part[0].call_id} is "
+                                     f"{len(body)} bytes, over SQS's limit")
+                bodies.append((body, part))
+        return bodies
+
+    def invoke(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:
+        live = [c for c in calls if c.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        self.watcher.watch(job["job_id"], {c.call_id: c.future for c in live})
+        try:
+            bodies = self._bodies(job, live, max(1, int(chunksize or 1)))
+            queue = self.standalone.queue
+            queue.send_batch([body for body, _ in bodies])
+        except Exception as exc:
+            for call in live:
+                call.future.fail(exc)
+            return
+        try:
+            launched = self.standalone.ensure_fleet(len(bodies))
+            if launched:
+                logger.info("launched %d worker instance(s) for job %s", len(launched),
+                            job["job_id"])
+        except Exception as exc:
+            # Queued calls are not lost: running instances or a later launch run them.
+            logger.error("could not launch worker instances: %s: %s", type(exc).__name__, exc)
+            if not self.standalone.provider.live():
+                for call in live:
+                    call.future.fail(exc)
+
+    # -- dead letters ----------------------------------------------------------------
+    def _refresh_dead_letters(self) -> None:
+        now = time.monotonic()
+        with self._dead_lock:
+            if now - self._dead_checked < self.settings.dead_letter_check_interval:
+                return
+            self._dead_checked = now
+        dead: Dict[str, Dict[str, int]] = {}
+        try:
+            letters = self.standalone.dead_letters()
+        except Exception as exc:
+            logger.warning("could not read the dead-letter queue: %s", exc)
+            return
+        for letter in letters:
+            try:
+                task = decode_json(letter.body)
+                job_id = task["job"]["job_id"]
+                for call in task["calls"]:
+                    dead.setdefault(job_id, {})[call["call_id"]] = letter.receive_count
+            except Exception:
+                continue  # undecodable: no future of ours to fail
+        with self._dead_lock:
+            self._dead = dead
+
+    def _dead_letter_check(self, future: Future) -> Optional[BaseException]:
+        self._refresh_dead_letters()
+        with self._dead_lock:
+            receives = self._dead.get(future.job_id, {}).get(future.call_id)
+        if receives is None:
+            return None
+        return WorkerCrashedError(
+            f"call {future.call_id} of job {future.job_id} never reported a result: its "
+            f"message was received {self.settings.max_receives} times and moved to the "
+            f"dead-letter queue {self.settings.queue_name}-dlq. The call probably kills its "
+            f"worker process (os._exit, a segfault, running out of memory); its message is "
+            f"still there for inspection.")
+
+    def shutdown(self, wait: bool = True) -> None:
+        if wait:
+            deadline = time.monotonic() + 3600
+            while self.watcher.pending_count() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        self.watcher.stop()

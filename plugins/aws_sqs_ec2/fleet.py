@@ -1,0 +1,198 @@
+"""The EC2 fleet: launching, listing and terminating worker instances.
+
+Instances carry the tags ``wrencore:fleet`` (the fleet's name) and ``wrencore:queue`` (the
+queue they pull from). Unless an instance profile is named in the config, the fleet gets
+its own role and instance profile, ``wrencore-{fleet}-worker``, allowed exactly what a
+worker does: receive, delete and extend messages of its queue; read and write objects under
+the storage's prefix; write its CloudWatch log group; terminate instances of its own fleet.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+from typing import Any, Dict, List, Optional
+
+from wrencore.backends import InstanceProvider
+from wrencore.config import Config
+from wrencore.errors import ConfigError
+from wrencore_aws.clients import call_with_retries, make_client
+
+from .settings import StandaloneSettings
+
+logger = logging.getLogger(__name__)
+
+FLEET_TAG = "wrencore:fleet"
+QUEUE_TAG = "wrencore:queue"
+LIVE_STATES = ("pending", "running")
+EC2_TRUST_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
+                   "Action": "sts:AssumeRole"}],
+}
+
+
+def worker_policy(*, queue_arn: str, bucket: Optional[str], prefix: str, log_group: str,
+                  region: str, account: str, fleet: str) -> Dict[str, Any]:
+    """The least-privilege policy of a fleet's workers."""
+    statements: List[Dict[str, Any]] = [
+        {"Sid": "TaskQueue", "Effect": "Allow",
+         "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+                    "sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
+         "Resource": queue_arn},
+        {"Sid": "Logs", "Effect": "Allow",
+         "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
+                    "logs:DescribeLogGroups"],
+         "Resource": [f"arn:aws:logs:{region}:{account}:log-group:{log_group}",
+                      f"arn:aws:logs:{region}:{account}:log-group:{log_group}:*"]},
+        {"Sid": "TerminateOwnFleet", "Effect": "Allow", "Action": "ec2:TerminateInstances",
+         "Resource": f"arn:aws:ec2:{region}:{account}:instance/*",
+         "Condition": {"StringEquals": {f"ec2:ResourceTag/{FLEET_TAG}": fleet}}},
+    ]
+    if bucket:
+        statements.append({"Sid": "Storage", "Effect": "Allow",
+                           "Action": ["s3:GetObject", "s3:PutObject"],
+                           "Resource": f"arn:aws:s3:::{bucket}/{prefix}*"})
+        statements.append({"Sid": "StorageList", "Effect": "Allow", "Action": "s3:ListBucket",
+                           "Resource": f"arn:aws:s3:::{bucket}",
+                           "Condition": {"StringLike": {"s3:prefix": f"{prefix}*"}}})
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+class EC2Provider(InstanceProvider):
+    """Worker instances of one fleet (config table ``[aws_sqs_ec2]``)."""
+
+    def __init__(self, config: Config, settings: Optional[StandaloneSettings] = None) -> None:
+        self.config = config
+        self.settings = settings or StandaloneSettings.from_config(config)
+        section = config.section("aws_sqs_ec2")
+        self.ec2 = make_client("ec2", section, max_attempts=5)
+        self._iam: Any = None
+        self._section = section
+
+    @property
+    def iam(self) -> Any:
+        if self._iam is None:
+            self._iam = make_client("iam", self._section, max_attempts=5)
+        return self._iam
+
+    # -- IAM -------------------------------------------------------------------------
+    def ensure_instance_profile(self, *, queue_arn: str, bucket: Optional[str],
+                                prefix: str) -> str:
+        """The fleet's instance profile name, created with its role and policy if missing."""
+        if self.settings.instance_profile:
+            return self.settings.instance_profile
+        s = self.settings
+        name = re.sub(r"[^\w+=,.@-]", "-", f"wrencore-{s.fleet}-worker")[:64]
+        sts = make_client("sts", self._section)
+        account = sts.get_caller_identity()["Account"]
+        region = self.ec2.meta.region_name
+        try:
+            self.iam.create_role(RoleName=name,
+                                 AssumeRolePolicyDocument=json.dumps(EC2_TRUST_POLICY),
+                                 Description=f"wrencore standalone workers of fleet {s.fleet}",
+                                 Tags=[{"Key": FLEET_TAG, "Value": s.fleet}])
+        except self.iam.exceptions.EntityAlreadyExistsException:
+            pass
+        policy = worker_policy(queue_arn=queue_arn, bucket=bucket, prefix=prefix,
+                               log_group=s.log_group, region=region, account=account,
+                               fleet=s.fleet)
+        self.iam.put_role_policy(RoleName=name, PolicyName="wrencore-worker",
+                                 PolicyDocument=json.dumps(policy))
+        try:
+            self.iam.create_instance_profile(InstanceProfileName=name)
+        except self.iam.exceptions.EntityAlreadyExistsException:
+            pass
+        roles = self.iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]["Roles"]
+        if not any(r["RoleName"] == name for r in roles):
+            self.iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
+        return name
+
+    # -- InstanceProvider ------------------------------------------------------------
+    def launch(self, count: int, **options: Any) -> List[str]:
+        """Launch ``count`` instances of the fleet.
+
+        Options: ``user_data`` (text, required), ``instance_profile`` (name),
+        ``instance_type``, ``ami``, ``spot`` (bool) — defaults from the config.
+        """
+        if count <= 0:
+            return []
+        s = self.settings
+        ami = options.get("ami") or s.ami
+        if not ami:
+            raise ConfigError("launching standalone workers needs an AMI: set [aws_sqs_ec2] "
+                              "ami = \"ami-...\" (a Debian or Ubuntu image with cloud-init)")
+        user_data = options.get("user_data")
+        if not user_data:
+            raise ValueError("launch needs the instances' user_data")
+        request: Dict[str, Any] = {
+            "ImageId": ami,
+            "InstanceType": options.get("instance_type") or s.instance_type,
+            "MinCount": count, "MaxCount": count,
+            "UserData": user_data,
+            "InstanceInitiatedShutdownBehavior": "terminate",
+            "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
+            "TagSpecifications": [{"ResourceType": "instance", "Tags": [
+                {"Key": FLEET_TAG, "Value": s.fleet},
+                {"Key": QUEUE_TAG, "Value": s.queue_name},
+                {"Key": "Name", "Value": f"wrencore-{s.fleet}"},
+            ]}],
+        }
+        profile = options.get("instance_profile") or s.instance_profile
+        if profile:
+            request["IamInstanceProfile"] = {"Name": profile}
+        if options.get("spot", s.spot):
+            request["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {
+                "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
+        if s.key_name:
+            request["KeyName"] = s.key_name
+        if s.subnet_id:
+            request["SubnetId"] = s.subnet_id
+        if s.security_group_ids:
+            request["SecurityGroupIds"] = s.security_group_ids
+        response = call_with_retries(lambda: self.ec2.run_instances(**request),
+                                     retry_for=60, what="RunInstances")
+        ids = [i["InstanceId"] for i in response["Instances"]]
+        logger.info("launched %d instance(s) of fleet %s: %s", len(ids), s.fleet, ", ".join(ids))
+        return ids
+
+    def list(self, **filters: Any) -> List[Dict[str, Any]]:
+        """The fleet's instances; ``states=[...]`` narrows by state (default: all)."""
+        ec2_filters = [{"Name": f"tag:{FLEET_TAG}", "Values": [self.settings.fleet]}]
+        if filters.get("states"):
+            ec2_filters.append({"Name": "instance-state-name", "Values": list(filters["states"])})
+        found = []
+        for page in self.ec2.get_paginator("describe_instances").paginate(Filters=ec2_filters):
+            for reservation in page["Reservations"]:
+                for inst in reservation["Instances"]:
+                    tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+                    found.append({
+                        "id": inst["InstanceId"], "state": inst["State"]["Name"],
+                        "type": inst.get("InstanceType"), "ami": inst.get("ImageId"),
+                        "launch_timestamp": inst["LaunchTime"].timestamp(),
+                        "spot": inst.get("InstanceLifecycle") == "spot",
+                        "queue": tags.get(QUEUE_TAG), "fleet": tags.get(FLEET_TAG),
+                    })
+        return sorted(found, key=lambda i: (i["launch_timestamp"], i["id"]))
+
+    def live(self) -> List[Dict[str, Any]]:
+        return self.list(states=LIVE_STATES)
+
+    def terminate(self, instance_ids: List[str]) -> None:
+        if not instance_ids:
+            return
+        mine = {i["id"] for i in self.list()}
+        strangers = sorted(set(instance_ids) - mine)
+        if strangers:
+            raise ValueError(f"not instances of fleet {self.settings.fleet!r}: "
+                             f"{', '.join(strangers)}")
+        self.ec2.terminate_instances(InstanceIds=list(instance_ids))
+        logger.info("terminated %s", ", ".join(instance_ids))
+
+    def user_data_of(self, instance_id: str) -> str:
+        attribute = self.ec2.describe_instance_attribute(InstanceId=instance_id,
+                                                         Attribute="userData")
+        value = attribute.get("UserData", {}).get("Value", "")
+        return base64.b64decode(value).decode() if value else ""

@@ -1,0 +1,67 @@
+"""Registers the ``aws_sqs_ec2`` backend, the ``sqs`` queue, the ``ec2`` instance provider,
+the standalone daemon's instance id and CloudWatch log handlers, and the ``wrencore
+standalone`` commands. Importing this module does not import boto3."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, List, Mapping, Optional
+
+from wrencore import hookimpl
+
+AWS_INSTALL = "pip install 'wrencore[aws]'"
+STANDALONE_INSTALL = "pip install 'wrencore[standalone]'"
+
+
+@hookimpl
+def wrencore_register_backends(register) -> None:
+    register("aws_sqs_ec2", "wrencore_aws_sqs_ec2.backend:StandaloneBackend",
+             requires=("boto3",), install=AWS_INSTALL,
+             description="an EC2 fleet pulling calls from an SQS queue (config [aws_sqs_ec2])")
+
+
+@hookimpl
+def wrencore_register_queues(register) -> None:
+    register("sqs", "wrencore_runtime.queue_sqs:SQSQueue", requires=("boto3",),
+             install=AWS_INSTALL, description="Amazon SQS with a dead-letter queue")
+
+
+@hookimpl
+def wrencore_register_instance_providers(register) -> None:
+    register("ec2", "wrencore_aws_sqs_ec2.fleet:EC2Provider", requires=("boto3",),
+             install=AWS_INSTALL, description="EC2 instances of a standalone fleet")
+
+
+@hookimpl
+def wrencore_instance_id(config: Mapping[str, Any]) -> Optional[str]:
+    """The EC2 instance id, when the config names a metadata service."""
+    base = config.get("metadata_url")
+    if not base:
+        return None
+    from wrencore_runtime.daemon import fetch_instance_id
+
+    try:
+        return fetch_instance_id(base)
+    except RuntimeError:
+        return None
+
+
+@hookimpl
+def wrencore_worker_log_handlers(component: str, instance_id: str, process_name: str,
+                                 config: Mapping[str, Any]) -> Optional[List[logging.Handler]]:
+    if component != "standalone-daemon" or not config.get("cloudwatch", True):
+        return None
+    from wrencore_runtime.daemon import DEFAULT_LOG_GROUP, cloudwatch_handler, stream_name
+
+    handler = cloudwatch_handler(config.get("log_group") or DEFAULT_LOG_GROUP,
+                                 stream_name(instance_id, process_name),
+                                 config.get("region") or "",
+                                 float(config.get("log_send_interval") or 5.0))
+    return [handler] if handler is not None else None
+
+
+@hookimpl
+def wrencore_register_commands(subparsers) -> None:
+    from .cli import add_commands
+
+    add_commands(subparsers)

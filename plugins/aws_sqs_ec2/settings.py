@@ -1,0 +1,91 @@
+"""The ``[aws_sqs_ec2]`` configuration table, read once into typed settings.
+
+Every key can also be set as ``WRENCORE_AWS_SQS_EC2__<KEY>`` or in
+``Executor(config={"aws_sqs_ec2": {...}})``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from wrencore.config import Config, Section
+from wrencore.errors import ConfigError
+
+SECTION = "aws_sqs_ec2"
+
+
+@dataclass
+class StandaloneSettings:
+    #: Name of the task queue (its dead-letter queue is ``{queue_name}-dlq``).
+    queue_name: str = "wrencore-standalone"
+    #: Fleet name; instances are tagged ``wrencore:fleet`` with it.
+    fleet: str = "default"
+    max_receives: int = 3
+    visibility_timeout: int = 60
+    idle_timeout: float = 300.0
+    min_uptime: float = 0.0
+    min_instances: int = 0
+    max_instances: int = 1
+    instance_type: str = "t3.small"
+    ami: Optional[str] = None
+    spot: bool = False
+    #: Daemon processes per instance; 0 means one per core.
+    numprocs: int = 0
+    #: Existing instance profile to use; empty: create a least-privilege one for the fleet.
+    instance_profile: Optional[str] = None
+    key_name: Optional[str] = None
+    subnet_id: Optional[str] = None
+    security_group_ids: List[str] = field(default_factory=list)
+    log_group: str = "wrencore-standalone"
+    poll_wait: float = 20.0
+    batch_size: int = 10
+    metadata_url: str = "http://169.254.169.254"
+    region: Optional[str] = None
+    #: What the instance installs with pip instead of ``wrencore[standalone]==<version>``
+    #: (e.g. a wheel's URL while developing).
+    install_spec: Optional[str] = None
+    #: Seconds between peeks at the dead-letter queue while calls are pending.
+    dead_letter_check_interval: float = 2.0
+
+    @classmethod
+    def from_config(cls, config: Config) -> "StandaloneSettings":
+        return cls.from_section(config.section(SECTION))
+
+    @classmethod
+    def from_section(cls, section: Section) -> "StandaloneSettings":
+        s = cls()
+        for name in ("queue_name", "fleet", "instance_type", "ami", "instance_profile",
+                     "key_name", "subnet_id", "log_group", "metadata_url", "region",
+                     "install_spec"):
+            setattr(s, name, section.str(name, getattr(s, name)))
+        for name in ("max_receives", "visibility_timeout", "min_instances", "max_instances",
+                     "numprocs", "batch_size"):
+            setattr(s, name, section.int(name, getattr(s, name)))
+        for name in ("idle_timeout", "min_uptime", "poll_wait", "dead_letter_check_interval"):
+            setattr(s, name, section.float(name, getattr(s, name)))
+        s.spot = section.bool("spot", s.spot)
+        groups = section.get("security_group_ids", [])
+        s.security_group_ids = ([g.strip() for g in groups.split(",") if g.strip()]
+                                if isinstance(groups, str) else list(groups))
+        s.validate()
+        return s
+
+    def validate(self) -> None:
+        if self.min_instances < 0 or self.max_instances < max(1, self.min_instances):
+            raise ConfigError(
+                f"[{SECTION}] needs 0 <= min_instances <= max_instances and max_instances >= 1 "
+                f"(got min {self.min_instances}, max {self.max_instances})")
+        if self.max_receives < 1:
+            raise ConfigError(f"[{SECTION}] max_receives must be at least 1")
+        if not 0 <= self.visibility_timeout <= 43200:
+            raise ConfigError(f"[{SECTION}] visibility_timeout must be 0..43200 seconds")
+        if not 1 <= self.batch_size <= 10:
+            raise ConfigError(f"[{SECTION}] batch_size must be 1..10 (SQS's limit)")
+        if self.numprocs < 0:
+            raise ConfigError(f"[{SECTION}] numprocs must be >= 0 (0: one per core)")
+
+    def queue_config(self) -> Dict[str, Any]:
+        return {"name": self.queue_name, "region": self.region,
+                "max_receives": self.max_receives,
+                "visibility_timeout": self.visibility_timeout}
