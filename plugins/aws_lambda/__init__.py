@@ -1,0 +1,1 @@
+"""wrencore's AWS Lambda backend: runtime package build, deploy, invoke."""

@@ -1,0 +1,187 @@
+"""The ``aws_lambda`` backend: asynchronous invocations out, statuses in S3 back.
+
+Chunks of calls are invoked with ``InvocationType="Event"`` from a bounded thread pool,
+never more than ``max_in_flight`` calls at once. Throttling and transient errors are
+retried with full-jitter backoff for up to ``retry_for`` seconds, so a throttled map slows
+down instead of failing. A message over the asynchronous-invoke limit travels through the
+job storage. Results come back through :class:`wrencore.watcher.StatusWatcher`; a call with
+no status once its invocation's deadline (function timeout + ``result_grace``) has passed
+fails with :class:`WorkerCrashedError` instead of hanging.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, List, Optional
+
+from wrencore.backends import Backend, Call
+from wrencore.config import Config
+from wrencore.errors import WorkerCrashedError, WrenError
+from wrencore.futures import Future
+from wrencore.watcher import StatusWatcher
+from wrencore_aws.clients import call_with_retries, error_code, make_client
+from wrencore_runtime import PROTOCOL_VERSION
+from wrencore_runtime.protocol import encode_json, make_message
+from wrencore_runtime.storage import Storage
+
+from .deploy import Deployer, DeployedFunction, LambdaSettings
+
+logger = logging.getLogger(__name__)
+
+#: AWS's limit for an asynchronous invocation's payload is 256 KB; keep a margin.
+ASYNC_PAYLOAD_LIMIT = 256 * 1024 - 2048
+
+
+class InvocationError(WrenError):
+    """Lambda refused an invocation for good (not throttling, or throttled past ``retry_for``)."""
+
+
+def payload_key(job_id: str, first_call_id: str) -> str:
+    return f"{job_id}/payloads/{first_call_id}.json"
+
+
+class _CallBudget:
+    """A counting semaphore over calls in flight that can take several permits at once."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int) -> int:
+        n = min(n, self.limit)
+        with self._cond:
+            while self.used + n > self.limit:
+                self._cond.wait()
+            self.used += n
+        return n
+
+    def release(self, n: int = 1) -> None:
+        with self._cond:
+            self.used -= n
+            self._cond.notify_all()
+
+
+class LambdaBackend(Backend):
+    """Runs calls on AWS Lambda. Configuration: ``[aws_lambda]`` (see :class:`LambdaSettings`)."""
+
+    default_storage = "s3"
+    default_chunksize = 1
+    args_inline_limit = 64 * 1024
+
+    def __init__(self, config: Config, storage: Storage) -> None:
+        super().__init__(config, storage)
+        self.settings = LambdaSettings.from_config(config)
+        self.deployer = Deployer(self.settings, storage)  # type: ignore[arg-type]
+        self._function: Optional[DeployedFunction] = None
+        self._function_lock = threading.Lock()
+        self._client: Any = None
+        self._pool = ThreadPoolExecutor(self.settings.invoke_threads,
+                                        thread_name_prefix="wrencore-lambda-invoke")
+        self._budget = _CallBudget(self.settings.max_in_flight)
+        self._deadlines: Dict[Future, float] = {}
+        self._deadlines_lock = threading.Lock()
+        self._watcher = StatusWatcher(storage, min_interval=0.05, max_interval=1.0,
+                                      deadline_check=self._deadline_check)
+
+    # -- deployment ------------------------------------------------------------------
+    def function(self) -> DeployedFunction:
+        """The checked function for this client (deployed on first use with ``auto_deploy``)."""
+        with self._function_lock:
+            if self._function is None:
+                self._function = self.deployer.ensure()
+            return self._function
+
+    def preflight(self, job: Dict[str, Any]) -> None:
+        self.function()
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            with self._function_lock:
+                if self._client is None:
+                    # botocore tries once; call_with_retries owns backoff and jitter.
+                    self._client = make_client("lambda", self.settings.client_section,
+                                               max_pool_connections=self.settings.invoke_threads,
+                                               max_attempts=1)
+        return self._client
+
+    # -- invoking ----------------------------------------------------------------------
+    def invoke(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:
+        function = self.function()
+        size = max(1, int(chunksize or self.default_chunksize or 1))
+        self._watcher.watch(job["job_id"], {c.call_id: c.future for c in calls})
+        for start in range(0, len(calls), size):
+            chunk = calls[start:start + size]
+            self._pool.submit(self._invoke_chunk, function, job, chunk)
+
+    def _invoke_chunk(self, function: DeployedFunction, job: Dict[str, Any],
+                      chunk: List[Call]) -> None:
+        try:
+            live = [c for c in chunk if c.future.set_running_or_notify_cancel()]
+            if not live:
+                return
+            taken = self._budget.acquire(len(live))
+            for index, call in enumerate(live):
+                call.future.add_done_callback(self._forget_deadline)
+                if index < taken:  # a chunk larger than the cap holds only the cap
+                    call.future.add_done_callback(self._release_budget)
+            payload = self._payload(job, live)
+            start = time.time()
+            call_with_retries(
+                lambda: self.client.invoke(FunctionName=function.name, InvocationType="Event",
+                                           Payload=payload),
+                retry_for=self.settings.retry_for, what=f"Invoke {function.name}")
+        except Exception as exc:
+            error = InvocationError(
+                f"Lambda did not accept the invocation of {function.name} for calls "
+                f"{', '.join(c.call_id for c in chunk)} of job {job['job_id']}: "
+                f"{error_code(exc) or type(exc).__name__}: {exc}")
+            for call in chunk:
+                call.future.fail(error)
+            return
+        deadline = start + function.timeout + self.settings.result_grace
+        with self._deadlines_lock:
+            for call in live:
+                call.future.metadata["host_invoke_timestamp"] = start
+                if not call.future.done():
+                    self._deadlines[call.future] = deadline
+
+    def _payload(self, job: Dict[str, Any], calls: List[Call]) -> bytes:
+        body = encode_json(make_message(job, [c.message for c in calls])).encode()
+        if len(body) <= ASYNC_PAYLOAD_LIMIT:
+            return body
+        key = payload_key(job["job_id"], calls[0].call_id)
+        self.storage.put(key, body)
+        return encode_json({"protocol": PROTOCOL_VERSION,
+                            "payload": {"storage": self.storage.to_spec(), "key": key}}).encode()
+
+    def _forget_deadline(self, future: Future) -> None:
+        with self._deadlines_lock:
+            self._deadlines.pop(future, None)
+
+    def _release_budget(self, future: Future) -> None:
+        self._budget.release(1)
+
+    def _deadline_check(self, future: Future) -> Optional[BaseException]:
+        with self._deadlines_lock:
+            deadline = self._deadlines.get(future)
+        if deadline is None or time.time() < deadline:
+            return None
+        function = self._function
+        name = function.name if function else "?"
+        waited = time.time() - future.metadata.get("host_invoke_timestamp", deadline)
+        return WorkerCrashedError(
+            f"call {future.call_id} of job {future.job_id} has no result {waited:.0f} s after "
+            f"Lambda accepted its invocation (function {name}, timeout "
+            f"{function.timeout if function else '?'} s): the worker process crashed or was "
+            f"stopped by the Lambda timeout. See the CloudWatch log group /aws/lambda/{name}."
+        )
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait)
+        if wait:
+            self._watcher.stop()

@@ -1,0 +1,333 @@
+"""Deploying the runtime as a Lambda function: IAM role, function, readiness. Idempotent.
+
+The function is named after the runtime's content hash (``{name_prefix}-{hash16}``) unless
+``[aws_lambda] function_name`` pins a name, so a client finds the function built from its own
+runtime, and deploying unchanged code changes nothing. Its role may read and write only the
+job storage's bucket prefix and write only its own log group.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Union
+
+from wrencore.config import Config
+from wrencore.errors import ConfigError, RuntimeMismatchError, WrenError
+from wrencore_aws.clients import call_with_retries, error_code, is_transient, make_client
+from wrencore_runtime.protocol import PYTHON, SERIALIZER
+from wrencore_runtime.storage_s3 import S3Storage
+
+from .package import RuntimePackage, build_package
+
+logger = logging.getLogger(__name__)
+
+SECTION = "aws_lambda"
+HASH_VARIABLE = "WRENCORE_RUNTIME_HASH"
+PYTHON_VARIABLE = "WRENCORE_PYTHON"
+SERIALIZER_VARIABLE = "WRENCORE_SERIALIZER"
+TIMEOUT_VARIABLE = "WRENCORE_FUNCTION_TIMEOUT"
+LAMBDA_TRUST_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                   "Action": "sts:AssumeRole"}],
+}
+
+
+class DeployError(WrenError):
+    """Deploying the Lambda function failed; the message says at which step."""
+
+
+@dataclass
+class LambdaSettings:
+    """The ``[aws_lambda]`` configuration table."""
+
+    name_prefix: str = "wrencore"
+    function_name: Optional[str] = None
+    role_arn: Optional[str] = None
+    memory: int = 1024
+    timeout: int = 300
+    invoke_threads: int = 64
+    max_in_flight: int = 1000
+    result_grace: float = 30.0
+    retry_for: float = 600.0
+    auto_deploy: bool = True
+    runtime_path: Optional[str] = None
+    endpoint_url: Optional[str] = None
+    region: Optional[str] = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> "LambdaSettings":
+        s = config.section(SECTION)
+        settings = cls(
+            name_prefix=s.str("name_prefix", cls.name_prefix),
+            function_name=s.str("function_name"),
+            role_arn=s.str("role_arn"),
+            memory=s.int("memory", cls.memory),
+            timeout=s.int("timeout", cls.timeout),
+            invoke_threads=s.int("invoke_threads", cls.invoke_threads),
+            max_in_flight=s.int("max_in_flight", cls.max_in_flight),
+            result_grace=s.float("result_grace", cls.result_grace),
+            retry_for=s.float("retry_for", cls.retry_for),
+            auto_deploy=s.bool("auto_deploy", cls.auto_deploy),
+            runtime_path=s.str("runtime_path"),
+            endpoint_url=s.str("endpoint_url"),
+            region=s.str("region"),
+        )
+        if not 128 <= settings.memory <= 10240:
+            raise ConfigError(f"[aws_lambda] memory = {settings.memory} MB; Lambda allows 128–10240")
+        if not 1 <= settings.timeout <= 900:
+            raise ConfigError(f"[aws_lambda] timeout = {settings.timeout} s; Lambda allows 1–900")
+        if settings.invoke_threads < 1 or settings.max_in_flight < 1:
+            raise ConfigError("[aws_lambda] invoke_threads and max_in_flight must be at least 1")
+        return settings
+
+    @property
+    def client_section(self) -> Dict[str, Any]:
+        return {"endpoint_url": self.endpoint_url, "region": self.region}
+
+
+@dataclass
+class DeployedFunction:
+    name: str
+    arn: str
+    runtime_hash: str
+    python: str
+    serializer: str
+    timeout: int
+    memory: int
+
+
+def _deployed(configuration: Mapping[str, Any]) -> DeployedFunction:
+    variables = (configuration.get("Environment") or {}).get("Variables") or {}
+    return DeployedFunction(
+        name=configuration["FunctionName"], arn=configuration["FunctionArn"],
+        runtime_hash=variables.get(HASH_VARIABLE, ""), python=variables.get(PYTHON_VARIABLE, ""),
+        serializer=variables.get(SERIALIZER_VARIABLE, ""),
+        timeout=int(configuration.get("Timeout") or 0),
+        memory=int(configuration.get("MemorySize") or 0),
+    )
+
+
+class Deployer:
+    """Builds, deploys and describes the function for one configuration and storage."""
+
+    def __init__(self, settings: LambdaSettings, storage: S3Storage):
+        if not isinstance(storage, S3Storage):
+            raise ConfigError(
+                f"the aws_lambda backend needs storage Lambda can reach, i.e. 's3', not "
+                f"{type(storage).__name__}; set storage = \"s3\" and [s3] bucket"
+            )
+        self.settings = settings
+        self.storage = storage
+        self._package: Optional[RuntimePackage] = None
+        self._lambda: Any = None
+        self._iam: Any = None
+
+    # -- pieces ----------------------------------------------------------------------
+    @property
+    def package(self) -> RuntimePackage:
+        if self._package is None:
+            self._package = build_package(self.settings.runtime_path)
+        return self._package
+
+    @property
+    def function_name(self) -> str:
+        return self.settings.function_name or (
+            f"{self.settings.name_prefix}-{PYTHON.replace('.', '')}-{self.package.short_hash}")
+
+    @property
+    def lambda_client(self) -> Any:
+        if self._lambda is None:
+            self._lambda = make_client("lambda", self.settings.client_section)
+        return self._lambda
+
+    @property
+    def iam_client(self) -> Any:
+        if self._iam is None:
+            self._iam = make_client("iam", self.settings.client_section)
+        return self._iam
+
+    def role_policy(self, account: str, region: str) -> Dict[str, Any]:
+        """Least privilege: the storage's prefix in its bucket, and the function's log group."""
+        bucket, prefix = self.storage.bucket, self.storage.prefix
+        log_group = f"arn:aws:logs:{region}:{account}:log-group:/aws/lambda/{self.function_name}"
+        return {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Sid": "JobObjects", "Effect": "Allow",
+                 "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                 "Resource": f"arn:aws:s3:::{bucket}/{prefix}*"},
+                {"Sid": "JobListing", "Effect": "Allow", "Action": "s3:ListBucket",
+                 "Resource": f"arn:aws:s3:::{bucket}",
+                 "Condition": {"StringLike": {"s3:prefix": f"{prefix}*"}}},
+                {"Sid": "OwnLogGroup", "Effect": "Allow", "Action": "logs:CreateLogGroup",
+                 "Resource": log_group},
+                {"Sid": "OwnLogStreams", "Effect": "Allow",
+                 "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                 "Resource": f"{log_group}:*"},
+            ],
+        }
+
+    def ensure_role(self) -> str:
+        if self.settings.role_arn:
+            return self.settings.role_arn
+        iam = self.iam_client
+        name = self.function_name[:64]
+        try:
+            arn = iam.get_role(RoleName=name)["Role"]["Arn"]
+        except iam.exceptions.NoSuchEntityException:
+            arn = iam.create_role(
+                RoleName=name, AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST_POLICY),
+                Description="wrencore Lambda runtime: job storage prefix and own logs only",
+            )["Role"]["Arn"]
+            logger.info("created IAM role %s", arn)
+        account = arn.split(":")[4]
+        region = self.lambda_client.meta.region_name
+        iam.put_role_policy(RoleName=name, PolicyName="wrencore-runtime",
+                            PolicyDocument=json.dumps(self.role_policy(account, region)))
+        return arn
+
+    def describe(self) -> Optional[DeployedFunction]:
+        """The deployed function of this configuration, or None if there is none."""
+        client = self.lambda_client
+        try:
+            configuration = call_with_retries(
+                lambda: client.get_function_configuration(FunctionName=self.function_name),
+                retry_for=60, what="GetFunctionConfiguration")
+        except client.exceptions.ResourceNotFoundException:
+            return None
+        return _deployed(configuration)
+
+    def _environment(self) -> Dict[str, Any]:
+        return {"Variables": {
+            HASH_VARIABLE: self.package.sha256, PYTHON_VARIABLE: PYTHON,
+            SERIALIZER_VARIABLE: SERIALIZER, TIMEOUT_VARIABLE: str(self.settings.timeout),
+        }}
+
+    def _wait_until_ready(self, deadline_seconds: float = 300) -> Dict[str, Any]:
+        deadline = time.monotonic() + deadline_seconds
+        delay = 0.1
+        while True:
+            configuration = self.lambda_client.get_function_configuration(
+                FunctionName=self.function_name)
+            state = configuration.get("State", "Active")
+            update = configuration.get("LastUpdateStatus", "Successful")
+            if state == "Active" and update in ("Successful", None):
+                return configuration
+            if state == "Failed" or update == "Failed":
+                raise DeployError(
+                    f"Lambda function {self.function_name} failed to become ready: "
+                    f"{configuration.get('StateReason') or configuration.get('LastUpdateStatusReason')}")
+            if time.monotonic() > deadline:
+                raise DeployError(f"Lambda function {self.function_name} not ready after "
+                                  f"{deadline_seconds:g} s (state {state}, update {update})")
+            time.sleep(delay)
+            delay = min(delay * 2, 5)
+
+    @staticmethod
+    def _role_not_ready(exc: BaseException) -> bool:
+        # A new IAM role takes seconds to become assumable by Lambda.
+        return (error_code(exc) == "InvalidParameterValueException"
+                and "role" in str(exc).lower()) or is_transient(exc)
+
+    # -- the operation -----------------------------------------------------------------
+    def deploy(self) -> DeployedFunction:
+        """Create or update the function so it runs this client's runtime; wait until ready."""
+        package, settings, client = self.package, self.settings, self.lambda_client
+        existing = self.describe()
+        if existing is None:
+            role_arn = self.ensure_role()
+            logger.info("creating Lambda function %s (runtime %s)", self.function_name,
+                        package.short_hash)
+            try:
+                call_with_retries(lambda: client.create_function(
+                    FunctionName=self.function_name, Runtime=package.lambda_runtime,
+                    Role=role_arn, Handler=package.handler, Code={"ZipFile": package.zip_bytes},
+                    Timeout=settings.timeout, MemorySize=settings.memory,
+                    Environment=self._environment(), Publish=False,
+                    Description=f"wrencore runtime {package.short_hash}",
+                    Tags={"wrencore:runtime-hash": package.sha256},
+                ), retry_for=120, base=0.5, retryable=self._role_not_ready, what="CreateFunction")
+            except client.exceptions.ResourceConflictException:
+                pass  # another client created it meanwhile; fall through to the checks below
+            self._configure_async_invocation()
+        else:
+            self.ensure_role()
+            if existing.runtime_hash != package.sha256:
+                logger.info("updating code of %s to runtime %s", self.function_name,
+                            package.short_hash)
+                self._wait_until_ready()
+                call_with_retries(lambda: client.update_function_code(
+                    FunctionName=self.function_name, ZipFile=package.zip_bytes),
+                    retry_for=120, what="UpdateFunctionCode")
+            if (existing.runtime_hash != package.sha256 or existing.timeout != settings.timeout
+                    or existing.memory != settings.memory or existing.python != PYTHON
+                    or existing.serializer != SERIALIZER):
+                self._wait_until_ready()
+                call_with_retries(lambda: client.update_function_configuration(
+                    FunctionName=self.function_name, Timeout=settings.timeout,
+                    MemorySize=settings.memory, Environment=self._environment(),
+                    Runtime=package.lambda_runtime, Handler=package.handler),
+                    retry_for=120, what="UpdateFunctionConfiguration")
+        deployed = _deployed(self._wait_until_ready())
+        self.check(deployed)
+        return deployed
+
+    def _configure_async_invocation(self) -> None:
+        """No automatic retry of failed events: the client sees a lost call by its deadline."""
+        try:
+            self.lambda_client.put_function_event_invoke_config(
+                FunctionName=self.function_name, MaximumRetryAttempts=0)
+        except Exception as exc:  # optional tuning; the backend copes with retries too
+            logger.debug("could not set the event invoke config: %s", exc)
+
+    def check(self, deployed: DeployedFunction) -> None:
+        """Refuse a function whose runtime differs from this client's."""
+        problems = []
+        if deployed.runtime_hash != self.package.sha256:
+            problems.append(f"it runs runtime {deployed.runtime_hash[:16] or 'unknown'}, this "
+                            f"client has {self.package.short_hash}")
+        if deployed.python != PYTHON:
+            problems.append(f"Python {deployed.python or 'unknown'} there, {PYTHON} here")
+        if deployed.serializer != SERIALIZER:
+            problems.append(f"{deployed.serializer or 'unknown serializer'} there, "
+                            f"{SERIALIZER} here")
+        if problems:
+            raise RuntimeMismatchError(
+                f"Lambda function {deployed.name} does not match this client: "
+                f"{'; '.join(problems)}. Run `wrencore lambda deploy` (or set "
+                f"[aws_lambda] auto_deploy = true) to deploy this client's runtime."
+            )
+
+    def ensure(self) -> DeployedFunction:
+        """The function for this client: deployed if missing (with ``auto_deploy``), checked."""
+        deployed = self.describe()
+        if deployed is None or (self.settings.auto_deploy and deployed.runtime_hash != self.package.sha256):
+            if not self.settings.auto_deploy:
+                raise DeployError(
+                    f"Lambda function {self.function_name} does not exist; run "
+                    f"`wrencore lambda deploy` or set [aws_lambda] auto_deploy = true")
+            return self.deploy()
+        self.check(deployed)
+        return deployed
+
+
+def deploy_function(config: Union[Config, Mapping[str, Any], None] = None) -> DeployedFunction:
+    """Deploy (or confirm) the Lambda function for ``config``; the Python API of the CLI.
+
+    Args:
+        config: a :class:`wrencore.config.Config` or overrides of the configuration.
+
+    Returns:
+        The deployed function's name, ARN, runtime hash and settings.
+    """
+    from wrencore.plugins import get_registry
+
+    if not isinstance(config, Config):
+        config = Config(config or {})
+    storage_name = str(config.get("storage") or "s3")
+    storage = get_registry().load("storage", storage_name)(config.section(storage_name))
+    return Deployer(LambdaSettings.from_config(config), storage).deploy()

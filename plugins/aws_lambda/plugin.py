@@ -1,0 +1,24 @@
+"""Registers the ``aws_lambda`` backend and the ``wrencore lambda`` commands.
+
+Importing this module does not import boto3.
+"""
+
+from __future__ import annotations
+
+from wrencore import hookimpl
+
+AWS_INSTALL = "pip install 'wrencore[aws]'"
+
+
+@hookimpl
+def wrencore_register_backends(register) -> None:
+    register("aws_lambda", "wrencore_aws_lambda.backend:LambdaBackend", requires=("boto3",),
+             install=AWS_INSTALL,
+             description="AWS Lambda: asynchronous invocations, results in S3")
+
+
+@hookimpl
+def wrencore_register_commands(subparsers) -> None:
+    from .cli import add_commands
+
+    add_commands(subparsers)

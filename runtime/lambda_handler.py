@@ -1,0 +1,124 @@
+"""The AWS Lambda entry point: a thin adapter over :class:`~wrencore_runtime.runner.JobRunner`.
+
+Handler string: ``wrencore_runtime.lambda_handler.handler``. The event is a task message
+(see :mod:`wrencore_runtime.protocol`) as JSON, or — when the message is larger than the
+asynchronous-invoke limit — a reference to it in storage::
+
+    {"protocol": 1, "payload": {"storage": <spec>, "key": "<job_id>/payloads/<call_id>.json"}}
+
+Each call's outcome is written to storage (result first, then status). A call gets at most
+its own timeout and never more than what is left of the Lambda invocation, so a call that
+would outlive the function's timeout fails with :class:`CallTimeoutError` that says so,
+rather than being killed without a status.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, Optional
+
+from . import PROTOCOL_VERSION, layout
+from .errors import CallTimeoutError, WrenError
+from .protocol import decode_json, encode_json
+from .runner import JobRunner, describe_exception
+from .storage import storage_from_spec
+
+logger = logging.getLogger(__name__)
+
+#: Seconds kept back from the invocation's remaining time to write the last call's outcome.
+SAFETY_MARGIN = float(os.environ.get("WRENCORE_LAMBDA_SAFETY_MARGIN", "0.5"))
+
+_runner: Optional[JobRunner] = None
+
+
+def _get_runner(context: Any) -> JobRunner:
+    global _runner
+    if _runner is None:
+        stream = getattr(context, "log_stream_name", "") or ""
+        _runner = JobRunner(worker_id=f"lambda-{stream or os.getpid()}")
+    return _runner
+
+
+def _load_message(event: Dict[str, Any]) -> Dict[str, Any]:
+    if not isinstance(event, dict) or event.get("protocol") != PROTOCOL_VERSION:
+        raise WrenError(
+            f"this Lambda function speaks wrencore protocol {PROTOCOL_VERSION}, but the event "
+            f"has protocol {event.get('protocol') if isinstance(event, dict) else None!r}"
+        )
+    payload = event.get("payload")
+    if payload is not None:
+        storage = storage_from_spec(payload["storage"])
+        return decode_json(storage.get(payload["key"]))
+    return decode_json(encode_json(event))  # turns {"__b64__": …} back into bytes
+
+
+def _out_of_time_status(job: Dict[str, Any], call: Dict[str, Any], budget: float) -> Dict[str, Any]:
+    error = CallTimeoutError(
+        f"call {call['call_id']} did not start: its Lambda invocation had {budget:.1f} s left of "
+        f"the function's timeout after the earlier calls of its chunk. Use a smaller chunksize "
+        f"or a larger [aws_lambda] timeout."
+    )
+    return {
+        "job_id": job["job_id"], "call_id": call["call_id"], "success": False,
+        "result_key": None, "exception": describe_exception(error), "stdout": "", "stderr": "",
+        "metadata": {"host_submit_timestamp": call.get("host_submit_timestamp")},
+    }
+
+
+def _relabel_lambda_timeout(status: Dict[str, Any], limit: float, function_timeout: float) -> None:
+    error = CallTimeoutError(
+        f"call {status['call_id']} was stopped after {limit:.1f} s so that it could report "
+        f"before the Lambda function's timeout of {function_timeout:g} s; raise "
+        f"[aws_lambda] timeout or split the work"
+    )
+    original = status.get("exception") or {}
+    described = describe_exception(error)
+    described["traceback"] = original.get("traceback") or described["traceback"]
+    status["exception"] = described
+
+
+def run_message(message: Dict[str, Any], remaining_time, function_timeout: float,
+                runner: JobRunner) -> Dict[str, int]:
+    """Run every call of ``message``, each within the invocation's remaining time."""
+    job = message["job"]
+    storage = storage_from_spec(job["storage"])
+    succeeded = failed = 0
+    for call in message["calls"]:
+        budget = remaining_time() - SAFETY_MARGIN
+        if budget <= 0.05:
+            status = _out_of_time_status(job, call, max(budget, 0.0))
+            storage.put(layout.status_key(job["job_id"], call["call_id"]),
+                        encode_json(status).encode())
+            failed += 1
+            continue
+        job_timeout = job.get("timeout")
+        lambda_binds = job_timeout is None or budget < float(job_timeout)
+        call_job = dict(job, timeout=budget) if lambda_binds else job
+        outcome = runner.run(call_job, call, store=False, storage=storage)
+        status = outcome.status
+        exc_type = (status.get("exception") or {}).get("type", "")
+        if lambda_binds and exc_type.endswith("CallTimeoutError"):
+            _relabel_lambda_timeout(status, budget, function_timeout)
+        if outcome.result is not None:  # small results come back inline: stage them
+            key = layout.result_key(job["job_id"], call["call_id"])
+            storage.put(key, outcome.result)
+            status["result_key"] = key
+        storage.put(layout.status_key(job["job_id"], call["call_id"]),
+                    encode_json(status).encode())
+        if outcome.status["success"]:
+            succeeded += 1
+        else:
+            failed += 1
+    return {"calls": succeeded + failed, "succeeded": succeeded, "failed": failed}
+
+
+def handler(event: Dict[str, Any], context: Any) -> Dict[str, int]:
+    message = _load_message(event)
+    function_timeout = float(os.environ.get("WRENCORE_FUNCTION_TIMEOUT", "0") or 0)
+
+    def remaining_time() -> float:
+        return context.get_remaining_time_in_millis() / 1000.0
+
+    return run_message(message, remaining_time, function_timeout or remaining_time(),
+                       _get_runner(context))

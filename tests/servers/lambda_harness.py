@@ -1,0 +1,651 @@
+"""A Lambda execution harness for the tests: moto stores functions, awslambdaric runs them.
+
+moto cannot execute Lambda code without Docker, so this process stands in front of it
+(see ../shared/TESTING.md):
+
+* an HTTP front on loopback forwards every Lambda API call to moto, keeps the ZipFile of
+  CreateFunction/UpdateFunctionCode (by its CodeSha256), and answers Invoke itself:
+  RequestResponse waits for the handler; Event returns 202 and runs in the background, at
+  most ``concurrency`` at a time per function, like Lambda's asynchronous queue;
+* each sandbox is AWS's Runtime Interface Client (``python -m awslambdaric HANDLER``) in a
+  separate virtualenv holding only awslambdaric and boto3, run from the unzipped package,
+  talking to a Lambda Runtime API this process serves on its own loopback port;
+* the function's timeout is enforced (the sandbox is killed, as Lambda does); throttling
+  (429 TooManyRequestsException) and crashes (the sandbox is killed mid-invocation) can be
+  injected through ``POST /_harness/config``; ``GET /_harness/stats`` reports what happened.
+
+Run: ``python -m tests.servers.lambda_harness --port P --moto URL --python VENV_PYTHON --work DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import http.client
+import io
+import json
+import logging
+import os
+import queue
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Dict, List, Optional, Tuple
+
+logger = logging.getLogger("lambda_harness")
+
+ASYNC_LIMIT = 256 * 1024
+SYNC_LIMIT = 6 * 1024 * 1024
+INVOKE_PATH = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations$")
+FUNCTION_PATH = re.compile(r"^/2015-03-31/functions/([^/?]+)")
+
+
+class Invocation:
+    def __init__(self, payload: bytes, kind: str):
+        self.request_id = str(uuid.uuid4())
+        self.payload = payload
+        self.kind = kind
+        self.done = threading.Event()
+        self.response: Optional[bytes] = None
+        self.error: Optional[Dict[str, Any]] = None
+        self.call_ids = _call_ids(payload)
+
+
+def _call_ids(payload: bytes) -> List[str]:
+    try:
+        message = json.loads(payload)
+        return [c.get("call_id") for c in message.get("calls", ())]
+    except Exception:
+        return []
+
+
+class Settings:
+    """What tests may change at run time (``POST /_harness/config``)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        #: Probability that an Invoke is answered 429 TooManyRequestsException.
+        self.throttle_rate = 0.0
+        #: Call ids whose invocation gets its sandbox killed once the handler has started.
+        self.crash_call_ids: List[str] = []
+        #: Seconds between handing out such an invocation and killing its sandbox.
+        self.crash_delay = 0.3
+        self.seed = 0
+        self.rng = random.Random(0)
+
+    def update(self, values: Dict[str, Any]) -> None:
+        for key, value in values.items():
+            if not hasattr(self, key) or key == "rng":
+                raise KeyError(key)
+            setattr(self, key, value)
+        if "seed" in values:
+            self.rng = random.Random(values["seed"])
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with getattr(self, "lock", threading.Lock()):
+            self.invokes = {"Event": 0, "RequestResponse": 0}
+            self.throttled = 0
+            self.completed = 0
+            self.errors: List[Dict[str, Any]] = []
+            self.sandboxes_started = 0
+            self.functions_invoked: Dict[str, int] = {}
+
+    def snapshot(self) -> Dict[str, Any]:
+        with self.lock:
+            return {"invokes": dict(self.invokes), "throttled": self.throttled,
+                    "completed": self.completed, "errors": list(self.errors),
+                    "sandboxes_started": self.sandboxes_started,
+                    "functions_invoked": dict(self.functions_invoked)}
+
+
+class Sandbox:
+    """One awslambdaric process and the Runtime API endpoint it polls."""
+
+    def __init__(self, function: "FunctionRuntime"):
+        self.function = function
+        self.current: Optional[Invocation] = None
+        self.deadline = 0.0
+        self.kill_at: Optional[float] = None
+        self.dead = False
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), RuntimeApiHandler)
+        self.server.daemon_threads = True
+        self.server.sandbox = self  # type: ignore[attr-defined]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        port = self.server.server_address[1]
+        env = dict(function.harness.worker_env)
+        env.update(function.environment)
+        env.update({
+            "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}",
+            "LAMBDA_TASK_ROOT": function.task_root,
+            "PYTHONPATH": function.task_root,
+            "AWS_LAMBDA_FUNCTION_NAME": function.name,
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory),
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{function.name}",
+            "AWS_LAMBDA_LOG_STREAM_NAME": f"sandbox-{uuid.uuid4().hex[:8]}",
+            "_HANDLER": function.handler,
+            "TMPDIR": function.harness.tmp_dir,
+        })
+        self.proc = subprocess.Popen(
+            [function.harness.python, "-m", "awslambdaric", function.handler],
+            cwd=function.task_root, env=env, stdout=function.harness.log,
+            stderr=subprocess.STDOUT, start_new_session=True)
+
+    def next_invocation(self) -> Invocation:
+        while True:
+            if self.dead:
+                raise ConnectionAbortedError("sandbox stopped")
+            try:
+                invocation = self.function.events.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if self.dead:  # killed while waiting: the event belongs to another sandbox
+                self.function.events.put(invocation)
+                raise ConnectionAbortedError("sandbox stopped")
+            break
+        self.current = invocation
+        self.deadline = time.monotonic() + self.function.timeout
+        if set(invocation.call_ids) & set(self.function.harness.settings.crash_call_ids):
+            self.kill_at = time.monotonic() + self.function.harness.settings.crash_delay
+        return invocation
+
+    def finish(self, request_id: str, response: Optional[bytes],
+               error: Optional[Dict[str, Any]]) -> None:
+        invocation = self.current
+        if invocation is None or invocation.request_id != request_id:
+            return
+        self.current = None
+        self.kill_at = None
+        self.function.harness.complete(self.function, invocation, response, error)
+
+    def kill(self, error_type: str, message: str) -> None:
+        if self.dead:
+            return
+        self.dead = True
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        self.proc.wait()
+        self.server.shutdown()
+        self.server.server_close()
+        invocation, self.current = self.current, None
+        if invocation is not None:
+            self.function.harness.complete(self.function, invocation, None,
+                                           {"errorType": error_type, "errorMessage": message})
+
+
+class FunctionRuntime:
+    """The sandboxes and event queue of one function version (name + code + configuration)."""
+
+    def __init__(self, harness: "Harness", name: str, configuration: Dict[str, Any]):
+        self.harness = harness
+        self.name = name
+        self.handler = configuration["Handler"]
+        self.timeout = float(configuration.get("Timeout") or 3)
+        self.memory = int(configuration.get("MemorySize") or 128)
+        self.environment = dict((configuration.get("Environment") or {}).get("Variables") or {})
+        self.task_root = harness.unpack(configuration["CodeSha256"])
+        self.events: "queue.Queue[Invocation]" = queue.Queue()
+        self.sandboxes: List[Sandbox] = []
+        self.lock = threading.Lock()
+
+    def submit(self, invocation: Invocation) -> None:
+        self.events.put(invocation)
+        self.scale()
+
+    def scale(self) -> None:
+        """Start sandboxes while events wait, up to the concurrency limit."""
+        with self.lock:
+            self.sandboxes = [s for s in self.sandboxes if not s.dead]
+            busy = sum(1 for s in self.sandboxes if s.current is not None)
+            wanted = min(self.harness.concurrency, busy + self.events.qsize())
+            while len(self.sandboxes) < wanted:
+                self.sandboxes.append(Sandbox(self))
+                with self.harness.stats.lock:
+                    self.harness.stats.sandboxes_started += 1
+
+    def supervise(self) -> None:
+        now = time.monotonic()
+        with self.lock:
+            sandboxes = list(self.sandboxes)
+        for sandbox in sandboxes:
+            if sandbox.dead:
+                continue
+            if sandbox.proc.poll() is not None:
+                sandbox.kill("Runtime.ExitError",
+                             f"RequestId: {getattr(sandbox.current, 'request_id', '-')} Error: "
+                             f"Runtime exited with error: exit status {sandbox.proc.returncode}")
+            elif sandbox.current is not None and sandbox.kill_at and now >= sandbox.kill_at:
+                sandbox.kill("Runtime.ExitError", "Runtime exited with error: signal: killed")
+            elif sandbox.current is not None and now >= sandbox.deadline:
+                sandbox.kill("Sandbox.Timedout",
+                             f"Task timed out after {self.timeout:.2f} seconds")
+        self.scale()
+
+    def stop(self) -> None:
+        with self.lock:
+            sandboxes, self.sandboxes = self.sandboxes, []
+        for sandbox in sandboxes:
+            sandbox.kill("Harness.Reset", "harness reset")
+
+
+class Harness:
+    def __init__(self, moto: str, python: str, work: str, concurrency: int):
+        self.moto = urllib.parse.urlparse(moto)
+        self.python = python
+        self.work = work
+        self.concurrency = concurrency
+        self.settings = Settings()
+        self.stats = Stats()
+        self.zips_dir = os.path.join(work, "zips")
+        self.roots_dir = os.path.join(work, "task-roots")
+        self.tmp_dir = os.path.join(work, "tmp")
+        for d in (self.zips_dir, self.roots_dir, self.tmp_dir):
+            os.makedirs(d, exist_ok=True)
+        self.log = open(os.path.join(work, "sandboxes.log"), "ab")
+        self.worker_env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": self.tmp_dir,
+            "AWS_ENDPOINT_URL": moto,
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        self.functions: Dict[Tuple[str, str], FunctionRuntime] = {}
+        self.configurations: Dict[str, Tuple[float, Dict[str, Any]]] = {}
+        self.lock = threading.Lock()
+        threading.Thread(target=self._supervise, daemon=True).start()
+
+    # -- code ------------------------------------------------------------------------
+    def keep_zip(self, zip_b64: str) -> None:
+        data = base64.b64decode(zip_b64)
+        sha = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        path = os.path.join(self.zips_dir, hashlib.sha256(sha.encode()).hexdigest() + ".zip")
+        if not os.path.exists(path):
+            with open(path + ".tmp", "wb") as f:
+                f.write(data)
+            os.replace(path + ".tmp", path)
+
+    def unpack(self, code_sha: str) -> str:
+        name = hashlib.sha256(code_sha.encode()).hexdigest()
+        root = os.path.join(self.roots_dir, name)
+        if not os.path.isdir(root):
+            with open(os.path.join(self.zips_dir, name + ".zip"), "rb") as f:
+                data = f.read()
+            staging = root + f".{uuid.uuid4().hex}"
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                archive.extractall(staging)
+            try:
+                os.rename(staging, root)
+            except OSError:
+                shutil.rmtree(staging, ignore_errors=True)
+        return root
+
+    # -- moto --------------------------------------------------------------------------
+    def forward(self, method: str, path: str, headers: Dict[str, str],
+                body: bytes) -> Tuple[int, List[Tuple[str, str]], bytes]:
+        conn = http.client.HTTPConnection(self.moto.hostname, self.moto.port, timeout=60)
+        try:
+            conn.request(method, path, body=body or None, headers=headers)
+            response = conn.getresponse()
+            return response.status, response.getheaders(), response.read()
+        finally:
+            conn.close()
+
+    def configuration(self, name: str) -> Tuple[int, Any]:
+        with self.lock:
+            cached = self.configurations.get(name)
+        if cached and time.monotonic() - cached[0] < 1.0:
+            return 200, cached[1]
+        # moto routes a request to a service by the credential scope of its signature.
+        authorization = ("AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/lambda/"
+                         "aws4_request, SignedHeaders=host, Signature=0")
+        status, _, body = self.forward("GET", f"/2015-03-31/functions/{name}",
+                                       {"Authorization": authorization}, b"")
+        if status != 200:
+            return status, body
+        configuration = json.loads(body)["Configuration"]
+        with self.lock:
+            self.configurations[name] = (time.monotonic(), configuration)
+        return 200, configuration
+
+    def forget(self, name: str) -> None:
+        with self.lock:
+            self.configurations.pop(urllib.parse.unquote(name), None)
+
+    def runtime_for(self, configuration: Dict[str, Any]) -> FunctionRuntime:
+        key_data = json.dumps([configuration.get(k) for k in (
+            "FunctionName", "CodeSha256", "Handler", "Timeout", "MemorySize", "Environment")],
+            sort_keys=True)
+        key = (configuration["FunctionName"], hashlib.sha256(key_data.encode()).hexdigest())
+        with self.lock:
+            runtime = self.functions.get(key)
+            if runtime is None:
+                runtime = self.functions[key] = FunctionRuntime(
+                    self, configuration["FunctionName"], configuration)
+            return runtime
+
+    # -- invocations -------------------------------------------------------------------
+    def complete(self, function: FunctionRuntime, invocation: Invocation,
+                 response: Optional[bytes], error: Optional[Dict[str, Any]]) -> None:
+        invocation.response, invocation.error = response, error
+        with self.stats.lock:
+            self.stats.completed += 1
+            if error is not None:
+                self.stats.errors.append(dict(error, function=function.name,
+                                              request_id=invocation.request_id,
+                                              call_ids=invocation.call_ids))
+        invocation.done.set()
+
+    def _supervise(self) -> None:
+        while True:
+            time.sleep(0.05)
+            with self.lock:
+                runtimes = list(self.functions.values())
+            for runtime in runtimes:
+                try:
+                    runtime.supervise()
+                except Exception:
+                    logger.exception("supervising %s failed", runtime.name)
+
+    def reset(self) -> None:
+        with self.lock:
+            runtimes, self.functions = list(self.functions.values()), {}
+            self.configurations.clear()
+        for runtime in runtimes:
+            runtime.stop()
+        self.settings.reset()
+        self.stats.reset()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else every warm invoke costs ~90 ms (Nagle + delayed ACK)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        logger.debug(format, *args)
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _send(self, status: int, body: bytes = b"", headers: Optional[Dict[str, str]] = None,
+              content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
+
+
+class RuntimeApiHandler(_Handler):
+    """The Lambda Runtime API of one sandbox."""
+
+    def do_GET(self) -> None:
+        sandbox: Sandbox = self.server.sandbox  # type: ignore[attr-defined]
+        if not self.path.endswith("/runtime/invocation/next"):
+            return self._send(404, b'{"errorMessage": "not found"}')
+        invocation = sandbox.next_invocation()
+        deadline_ms = int((time.time() + sandbox.function.timeout) * 1000)
+        self._send(200, invocation.payload, {
+            "Lambda-Runtime-Aws-Request-Id": invocation.request_id,
+            "Lambda-Runtime-Deadline-Ms": str(deadline_ms),
+            "Lambda-Runtime-Invoked-Function-Arn":
+                f"arn:aws:lambda:us-east-1:123456789012:function:{sandbox.function.name}",
+            "Lambda-Runtime-Trace-Id": f"Root=1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]}",
+        })
+
+    def do_POST(self) -> None:
+        sandbox: Sandbox = self.server.sandbox  # type: ignore[attr-defined]
+        body = self._body()
+        parts = self.path.strip("/").split("/")
+        if parts[-2:] == ["init", "error"]:
+            logger.warning("init error in %s: %s", sandbox.function.name, body[:2000])
+            self._send(202, b'{"status": "OK"}')
+            sandbox.kill("Runtime.InitError", body.decode(errors="replace"))
+            return
+        if len(parts) >= 5 and parts[-1] in ("response", "error"):
+            request_id = parts[-2]
+            self._send(202, b'{"status": "OK"}')
+            if parts[-1] == "response":
+                sandbox.finish(request_id, body, None)
+            else:
+                try:
+                    error = json.loads(body)
+                except ValueError:
+                    error = {"errorMessage": body.decode(errors="replace")}
+                sandbox.finish(request_id, None, error)
+            return
+        self._send(404, b'{"errorMessage": "not found"}')
+
+
+class FrontHandler(_Handler):
+    """The Lambda API: Invoke answered here, everything else forwarded to moto."""
+
+    @property
+    def harness(self) -> Harness:
+        return self.server.harness  # type: ignore[attr-defined]
+
+    def do_GET(self) -> None:
+        if self.path == "/_harness/stats":
+            return self._send(200, json.dumps(self.harness.stats.snapshot()).encode())
+        self._forward(b"")
+
+    def do_DELETE(self) -> None:
+        self._forward(self._body())
+
+    def do_PUT(self) -> None:
+        body = self._body()
+        if self.path.split("?")[0].endswith("/code"):
+            self._keep_zip(body)
+        self._forward(body)
+
+    def do_POST(self) -> None:
+        body = self._body()
+        path = self.path.split("?")[0]
+        if path == "/_harness/config":
+            try:
+                self.harness.settings.update(json.loads(body or b"{}"))
+            except (KeyError, ValueError) as exc:
+                return self._send(400, json.dumps({"error": f"bad setting {exc}"}).encode())
+            return self._send(200, b"{}")
+        if path == "/_harness/reset":
+            self.harness.reset()
+            return self._send(200, b"{}")
+        match = INVOKE_PATH.match(path)
+        if match:
+            return self._invoke(urllib.parse.unquote(match.group(1)), body)
+        if path.rstrip("/") == "/2015-03-31/functions":
+            self._keep_zip(body)
+        self._forward(body)
+
+    def _keep_zip(self, body: bytes) -> None:
+        try:
+            document = json.loads(body)
+        except ValueError:
+            return
+        code = document.get("Code", document) if isinstance(document, dict) else {}
+        if isinstance(code, dict) and code.get("ZipFile"):
+            self.harness.keep_zip(code["ZipFile"])
+
+    def _forward(self, body: bytes) -> None:
+        match = FUNCTION_PATH.match(self.path)
+        if match and self.command != "GET":
+            self.harness.forget(match.group(1))
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() not in ("host", "content-length", "connection")}
+        status, response_headers, response_body = self.harness.forward(
+            self.command, self.path, headers, body)
+        passed = {k: v for k, v in response_headers
+                  if k.lower() not in ("content-length", "connection", "transfer-encoding",
+                                       "content-type", "server", "date")}
+        content_type = next((v for k, v in response_headers if k.lower() == "content-type"),
+                            "application/json")
+        self._send(status, response_body, passed, content_type)
+
+    def _error(self, status: int, error_type: str, message: str) -> None:
+        body = json.dumps({"Type": "User", "message": message}).encode()
+        self._send(status, body, {"x-amzn-ErrorType": error_type,
+                                  "x-amzn-RequestId": str(uuid.uuid4())})
+
+    def _invoke(self, name: str, payload: bytes) -> None:
+        harness = self.harness
+        kind = self.headers.get("X-Amz-Invocation-Type") or "RequestResponse"
+        name = name.rsplit(":", 1)[-1] if name.startswith("arn:") else name
+        settings = harness.settings
+        if settings.throttle_rate and settings.rng.random() < settings.throttle_rate:
+            with harness.stats.lock:
+                harness.stats.throttled += 1
+            return self._error(429, "TooManyRequestsException", "Rate Exceeded.")
+        limit = ASYNC_LIMIT if kind == "Event" else SYNC_LIMIT
+        if len(payload) > limit:
+            return self._error(413, "RequestEntityTooLargeException",
+                               f"{len(payload)} byte payload is too large for the {kind} "
+                               f"invocation type (limit {limit} bytes)")
+        status, configuration = harness.configuration(name)
+        if status != 200:
+            return self._send(status, configuration if isinstance(configuration, bytes) else b"",
+                              {"x-amzn-ErrorType": "ResourceNotFoundException"})
+        runtime = harness.runtime_for(configuration)
+        invocation = Invocation(payload, kind)
+        with harness.stats.lock:
+            harness.stats.invokes[kind] = harness.stats.invokes.get(kind, 0) + 1
+            harness.stats.functions_invoked[name] = harness.stats.functions_invoked.get(name, 0) + 1
+        runtime.submit(invocation)
+        if kind == "Event":
+            return self._send(202, b"", {"x-amzn-RequestId": invocation.request_id})
+        invocation.done.wait(runtime.timeout + 30)
+        if invocation.error is not None:
+            return self._send(200, json.dumps(invocation.error).encode(), {
+                "X-Amz-Function-Error": "Unhandled", "X-Amz-Executed-Version": "$LATEST",
+                "x-amzn-RequestId": invocation.request_id})
+        self._send(200, invocation.response or b"null", {
+            "X-Amz-Executed-Version": "$LATEST", "x-amzn-RequestId": invocation.request_id})
+
+
+class _FrontServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--moto", required=True, help="moto's endpoint URL")
+    parser.add_argument("--python", required=True, help="python of the awslambdaric venv")
+    parser.add_argument("--work", required=True, help="directory for zips and task roots")
+    parser.add_argument("--concurrency", type=int, default=4,
+                        help="sandboxes per function (Lambda's concurrency limit)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    harness = Harness(args.moto, args.python, args.work, args.concurrency)
+    server = _FrontServer(("127.0.0.1", args.port), FrontHandler)
+    server.harness = harness  # type: ignore[attr-defined]
+
+    def stop(signum, frame):
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.serve_forever(poll_interval=0.1)
+    finally:
+        harness.reset()
+
+
+if __name__ == "__main__":
+    main()
+
+
+# ----------------------------------------------------------------------------------------
+# Used by the test fixtures and the benchmark (in the test process)
+# ----------------------------------------------------------------------------------------
+
+#: What the sandboxes' Python holds: what AWS's Python runtime has.
+SANDBOX_REQUIREMENTS = ("awslambdaric", "boto3")
+
+
+def sandbox_python(cache_root: Optional[str] = None) -> str:
+    """A virtualenv with only awslambdaric and boto3, built once with pip and cached."""
+    import fcntl
+
+    cache_root = cache_root or os.environ.get("WRENCORE_TEST_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "wrencore-tests")
+    tag = hashlib.sha256(" ".join(SANDBOX_REQUIREMENTS).encode()).hexdigest()[:12]
+    venv = os.path.join(cache_root, f"lambda-sandbox-py{sys.version_info[0]}{sys.version_info[1]}-{tag}")
+    python = os.path.join(venv, "bin", "python")
+    marker = os.path.join(venv, ".complete")
+    os.makedirs(cache_root, exist_ok=True)
+    with open(os.path.join(cache_root, f".{os.path.basename(venv)}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(marker):
+            shutil.rmtree(venv, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+            subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                            *SANDBOX_REQUIREMENTS], check=True)
+            open(marker, "w").close()
+    return python
+
+
+class LambdaHarness:
+    """The harness as a subprocess on a free loopback port, and its control API."""
+
+    def __init__(self, moto_endpoint: str, work: str, concurrency: int = 4,
+                 python: Optional[str] = None):
+        from . import procs
+
+        self.port = procs.free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._log = open(os.path.join(work, "harness.log"), "ab")
+        repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        self.proc = procs.start(
+            [sys.executable, "-m", "tests.servers.lambda_harness", "--port", str(self.port),
+             "--moto", moto_endpoint, "--python", python or sandbox_python(), "--work", work,
+             "--concurrency", str(concurrency)],
+            cwd=repo_root, stdout=self._log, stderr=self._log)
+        procs.wait_until(lambda: procs.port_open(self.port), 30, "lambda harness", self.proc)
+
+    def _request(self, method: str, path: str, data: Optional[Dict[str, Any]] = None) -> Any:
+        import urllib.request
+
+        body = json.dumps(data).encode() if data is not None else None
+        request = urllib.request.Request(self.endpoint + path, data=body, method=method)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+
+    def configure(self, **settings: Any) -> None:
+        self._request("POST", "/_harness/config", settings)
+
+    def reset(self) -> None:
+        self._request("POST", "/_harness/reset", {})
+
+    def stats(self) -> Dict[str, Any]:
+        return self._request("GET", "/_harness/stats")
+
+    def stop(self) -> None:
+        from . import procs
+
+        procs.stop(self.proc)
+        self._log.close()
