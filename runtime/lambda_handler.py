@@ -6,7 +6,8 @@ asynchronous-invoke limit — a reference to it in storage::
 
     {"protocol": 1, "payload": {"storage": <spec>, "key": "<job_id>/payloads/<call_id>.json"}}
 
-Each call's outcome is written to storage (result first, then status). A call gets at most
+Each call's outcome is written to storage (result first, then status); the calls of a
+chunk report together in batch statuses (see ``layout.batch_status_key``). A call gets at most
 its own timeout and never more than what is left of the Lambda invocation, so a call that
 would outlive the function's timeout fails with :class:`CallTimeoutError` that says so,
 rather than being killed without a status.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any, Dict, Optional
 
 from . import PROTOCOL_VERSION, layout
@@ -78,38 +80,80 @@ def _relabel_lambda_timeout(status: Dict[str, Any], limit: float, function_timeo
     status["exception"] = described
 
 
+class _Reporter:
+    """Writes outcomes: one status per call, or — for a chunk — a few batch statuses.
+
+    A batch status holds the statuses and small results of the calls finished since the
+    previous one; it is written at least every ``FLUSH_INTERVAL`` seconds, so a crash loses
+    only the calls of the last interval, while a chunk of quick calls costs one write.
+    """
+
+    FLUSH_INTERVAL = 1.0
+    FLUSH_BYTES = 4 * 1024 * 1024
+
+    def __init__(self, storage: Any, job: Dict[str, Any], batched: bool):
+        self.storage, self.job, self.batched = storage, job, batched
+        self.statuses: list = []
+        self.results: Dict[str, bytes] = {}
+        self.size = 0
+        self.last_flush = time.monotonic()
+
+    def add(self, status: Dict[str, Any], result: Optional[bytes]) -> None:
+        job_id, call_id = self.job["job_id"], status["call_id"]
+        if not self.batched:
+            if result is not None:
+                key = layout.result_key(job_id, call_id)
+                self.storage.put(key, result)
+                status["result_key"] = key
+            self.storage.put(layout.status_key(job_id, call_id), encode_json(status).encode())
+            return
+        self.statuses.append(status)
+        if result is not None:
+            self.results[call_id] = result
+            self.size += len(result)
+        if (time.monotonic() - self.last_flush >= self.FLUSH_INTERVAL
+                or self.size >= self.FLUSH_BYTES):
+            self.flush()
+
+    def flush(self) -> None:
+        if self.statuses:
+            key = layout.batch_status_key(self.job["job_id"], self.statuses[0]["call_id"])
+            batch = {"job_id": self.job["job_id"], "statuses": self.statuses,
+                     "results": self.results}
+            self.storage.put(key, encode_json(batch).encode())
+        self.statuses, self.results, self.size = [], {}, 0
+        self.last_flush = time.monotonic()
+
+
 def run_message(message: Dict[str, Any], remaining_time, function_timeout: float,
                 runner: JobRunner) -> Dict[str, int]:
     """Run every call of ``message``, each within the invocation's remaining time."""
     job = message["job"]
     storage = storage_from_spec(job["storage"])
+    reporter = _Reporter(storage, job, batched=len(message["calls"]) > 1)
     succeeded = failed = 0
-    for call in message["calls"]:
-        budget = remaining_time() - SAFETY_MARGIN
-        if budget <= 0.05:
-            status = _out_of_time_status(job, call, max(budget, 0.0))
-            storage.put(layout.status_key(job["job_id"], call["call_id"]),
-                        encode_json(status).encode())
-            failed += 1
-            continue
-        job_timeout = job.get("timeout")
-        lambda_binds = job_timeout is None or budget < float(job_timeout)
-        call_job = dict(job, timeout=budget) if lambda_binds else job
-        outcome = runner.run(call_job, call, store=False, storage=storage)
-        status = outcome.status
-        exc_type = (status.get("exception") or {}).get("type", "")
-        if lambda_binds and exc_type.endswith("CallTimeoutError"):
-            _relabel_lambda_timeout(status, budget, function_timeout)
-        if outcome.result is not None:  # small results come back inline: stage them
-            key = layout.result_key(job["job_id"], call["call_id"])
-            storage.put(key, outcome.result)
-            status["result_key"] = key
-        storage.put(layout.status_key(job["job_id"], call["call_id"]),
-                    encode_json(status).encode())
-        if outcome.status["success"]:
-            succeeded += 1
-        else:
-            failed += 1
+    try:
+        for call in message["calls"]:
+            budget = remaining_time() - SAFETY_MARGIN
+            if budget <= 0.05:
+                reporter.add(_out_of_time_status(job, call, max(budget, 0.0)), None)
+                failed += 1
+                continue
+            job_timeout = job.get("timeout")
+            lambda_binds = job_timeout is None or budget < float(job_timeout)
+            call_job = dict(job, timeout=budget) if lambda_binds else job
+            outcome = runner.run(call_job, call, store=False, storage=storage)
+            status = outcome.status
+            exc_type = (status.get("exception") or {}).get("type", "")
+            if lambda_binds and exc_type.endswith("CallTimeoutError"):
+                _relabel_lambda_timeout(status, budget, function_timeout)
+            reporter.add(status, outcome.result)
+            if status["success"]:
+                succeeded += 1
+            else:
+                failed += 1
+    finally:
+        reporter.flush()
     return {"calls": succeeded + failed, "succeeded": succeeded, "failed": failed}
 
 

@@ -8,6 +8,9 @@ prefix::
     {job_id}/{call_id}/args.pickle     a call's arguments, when too large to travel inline
     {job_id}/{call_id}/result.pickle   a call's pickled result, when not returned inline
     {job_id}/{call_id}/status.json     a call's outcome and metadata; written last
+    {job_id}/{call_id}/batch-status.json
+                                       outcomes (and small results) of several calls run
+                                       together, starting with {call_id}; written last
 
 ``status.json`` is the commit marker: a worker writes ``result.pickle`` first and
 ``status.json`` after it, and every storage writes objects atomically, so a reader that sees
@@ -20,6 +23,7 @@ FUNCTION = "func.pickle"
 ARGS = "args.pickle"
 RESULT = "result.pickle"
 STATUS = "status.json"
+BATCH_STATUS = "batch-status.json"
 
 
 def job_prefix(job_id: str) -> str:
@@ -56,3 +60,11 @@ def call_id_of_status_key(key: str) -> "str | None":
     if len(parts) >= 3 and parts[-1] == STATUS:
         return parts[-2]
     return None
+
+
+def batch_status_key(job_id: str, first_call_id: str) -> str:
+    return f"{job_id}/{first_call_id}/{BATCH_STATUS}"
+
+
+def is_batch_status_key(key: str) -> bool:
+    return key.rsplit("/", 1)[-1] == BATCH_STATUS

@@ -46,6 +46,11 @@ def test_chunks_carry_several_calls_per_invocation(lambda_env):
         futures = executor.map_futures(workload.square, range(50), chunksize=10)
         assert wrencore.get_all_results(futures, timeout=60) == [x * x for x in range(50)]
     assert lambda_env.stats()["invokes"]["Event"] == 5
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(
+        Bucket=lambda_env.bucket, Prefix="jobs/")["Contents"]]
+    # A chunk of quick calls reports in one batch status, not one object per call.
+    assert sorted(k.split("/", 2)[2] for k in keys if k.endswith("status.json")) == [
+        f"{i:05d}/batch-status.json" for i in range(0, 50, 10)]
 
 
 def test_exception_type_and_traceback_reach_the_caller(lambda_env):
