@@ -259,6 +259,77 @@ class IdleBoard:
         return os.path.exists(self.terminating_path) or os.path.exists(self.terminated_path)
 
 
+class Journal:
+    """What a daemon process holds and runs, on disk, so its successor can settle it."""
+
+    def __init__(self, state_dir: str, process_name: str) -> None:
+        directory = os.path.join(state_dir, "journal")
+        os.makedirs(directory, exist_ok=True)
+        self.path = os.path.join(directory, process_name + ".json")
+        self._entry: Dict[str, Any] = {}
+
+    def _write(self) -> None:
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(self._entry, f)
+        os.replace(tmp, self.path)
+
+    def begin(self, messages: List[QueueMessage]) -> None:
+        self._entry = {"messages": [
+            {"message_id": m.message_id, "body": "", "receipt": m.receipt,
+             "receive_count": m.receive_count} for m in messages],
+            "running": None, "done": []}
+        self._write()
+
+    def running(self, message: QueueMessage) -> None:
+        self._entry["running"] = message.message_id
+        self._write()
+
+    def finished(self, message: QueueMessage) -> None:
+        self._entry["done"].append(message.message_id)
+        self._entry["running"] = None
+        self._write()
+
+    def end(self) -> None:
+        self._entry = {}
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def load(self) -> Dict[str, Any]:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
+
+
+class CrashLedger:
+    """How often each message killed a daemon process of this instance."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.dir = os.path.join(state_dir, "crashes")
+        os.makedirs(self.dir, exist_ok=True)
+
+    def _path(self, message_id: str) -> str:
+        return os.path.join(self.dir, "".join(c if c.isalnum() or c in "-_" else "_"
+                                              for c in message_id))
+
+    def count(self, message_id: str) -> int:
+        try:
+            with open(self._path(message_id), encoding="ascii") as f:
+                return int(f.read() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    def add(self, message_id: str) -> int:
+        count = self.count(message_id) + 1
+        with open(self._path(message_id), "w", encoding="ascii") as f:
+            f.write(str(count))
+        return count
+
+
 # ------------------------------------------------------------------------------------
 # the heartbeat
 # ------------------------------------------------------------------------------------
@@ -319,6 +390,8 @@ class Daemon:
         self.board = IdleBoard(settings.state_dir, settings.process_name)
         self._terminate_instance = terminate_instance or (
             lambda iid: terminate_instance_ec2(iid, settings.region))
+        self.journal = Journal(settings.state_dir, settings.process_name)
+        self.crashes = CrashLedger(settings.state_dir)
         self.stopping = threading.Event()
         self.calls_run = 0
 
@@ -373,6 +446,15 @@ class Daemon:
         except Exception as exc:
             logger.warning("could not release message %s: %s", message.message_id, exc)
 
+    def _order(self, messages: List[QueueMessage]) -> List[QueueMessage]:
+        """Fresh messages first; redelivered ones after, known crashers last.
+
+        A redelivered message may be one whose call killed a daemon. Running it after the
+        others — which are deleted first — keeps a crash from costing them a receive.
+        """
+        return sorted(messages, key=lambda m: (
+            m.receive_count > 1, self.crashes.count(m.message_id), m.receive_count))
+
     def step(self, heartbeat: Heartbeat) -> int:
         """Receive once and handle what arrived; return the number of messages received."""
         messages = self.queue.receive(max_messages=self.settings.batch_size,
@@ -387,19 +469,49 @@ class Daemon:
                 self._release(message)
             return 0
         heartbeat.hold(messages)
+        messages = self._order(messages)
+        self.journal.begin(messages)
         done: List[QueueMessage] = []
         try:
             for message in messages:
                 if self.stopping.is_set():
                     self._release(message)
                     continue
+                if message.receive_count > 1 and done:
+                    self.queue.delete_many(done)
+                    done = []
+                self.journal.running(message)
                 if self.handle(message):
                     done.append(message)
+                    self.journal.finished(message)
             if done:
                 self.queue.delete_many(done)
         finally:
             heartbeat.release(messages)
+            self.journal.end()
         return len(messages)
+
+    def recover(self) -> None:
+        """After a crash: blame the message that was running, settle the rest of its batch."""
+        entry = self.journal.load()
+        if not entry:
+            return
+        by_id = {m["message_id"]: QueueMessage(**m) for m in entry["messages"]}
+        culprit = entry.get("running")
+        if culprit and culprit not in entry["done"]:
+            count = self.crashes.add(culprit)
+            logger.error("the previous daemon %s died running message %s (crash %d of it)",
+                         self.settings.process_name, culprit, count)
+        try:
+            finished = [by_id[i] for i in entry["done"] if i in by_id]
+            if finished:
+                self.queue.delete_many(finished)
+            for message_id, message in by_id.items():
+                if message_id != culprit and message_id not in entry["done"]:
+                    self.queue.change_visibility(message, 0)
+        except Exception as exc:  # stale receipts: the messages come back on their own
+            logger.warning("could not settle the previous daemon's messages: %s", exc)
+        self.journal.end()
 
     # -- idle ------------------------------------------------------------------------
     def maybe_terminate(self) -> bool:
@@ -444,6 +556,7 @@ class Daemon:
         heartbeat = Heartbeat(self.queue, s.visibility_timeout, interval)
         logger.info("daemon %s on instance %s started (queue %s)", s.process_name,
                     self.instance_id, s.queue.get("config", {}).get("name", s.queue))
+        self.recover()
         try:
             while not self.stopping.is_set():
                 if os.path.exists(self.board.terminated_path):
@@ -499,24 +612,29 @@ def stream_name(instance_id: str, process_name: str) -> str:
     return f"{instance_id}-{process_name}"
 
 
-def configure_logging(settings: DaemonSettings, handlers: List[logging.Handler]) -> None:
-    """The daemon is a program, not a library: it owns its process's logging."""
+def configure_logging(settings: DaemonSettings) -> None:
+    """The daemon is a program, not a library: it owns its process's logging.
+
+    Every line goes to stderr, which supervisord keeps in a local file.
+    """
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"))
     root = logging.getLogger()
     root.setLevel(settings.log_level.upper())
     root.addHandler(stream)
-    for handler in handlers:
-        root.addHandler(handler)
     for noisy in ("botocore", "boto3", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def serve(settings: DaemonSettings, instance_id: str,
           log_handlers: Optional[List[logging.Handler]] = None) -> int:
-    """Run a daemon in this process until the instance terminates or SIGTERM arrives."""
-    configure_logging(settings, log_handlers or [])
+    """Run a daemon in this process until the instance terminates or SIGTERM arrives.
+
+    Call :func:`configure_logging` first; ``log_handlers`` are added to it.
+    """
+    for handler in log_handlers or []:
+        logging.getLogger().addHandler(handler)
     daemon = Daemon(settings, instance_id=instance_id)
     signal.signal(signal.SIGTERM, lambda signum, frame: daemon.stopping.set())
     try:
@@ -530,6 +648,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--settings", help="JSON settings file")
     args = parser.parse_args(argv)
     settings = DaemonSettings.load(args.settings)
+    configure_logging(settings)
     instance_id = settings.instance_id or fetch_instance_id(settings.metadata_url)
     handlers = []
     if settings.cloudwatch:

@@ -41,12 +41,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--settings", help="the daemon's JSON settings file")
     args = parser.parse_args(argv)
     settings = daemon.DaemonSettings.load(args.settings)
+    daemon.configure_logging(settings)
     try:
         instance_id, handlers = _from_hooks(settings)
     except Exception as exc:
-        print(f"wrencore: plugin hooks unavailable ({type(exc).__name__}: {exc}); "
-              f"using the daemon's defaults", file=sys.stderr)
-        return daemon.main(argv)
+        logger.warning("plugin hooks unavailable (%s: %s); using the daemon's defaults",
+                       type(exc).__name__, exc)
+        instance_id = settings.instance_id or daemon.fetch_instance_id(settings.metadata_url)
+        handler = daemon.cloudwatch_handler(
+            settings.log_group, daemon.stream_name(instance_id, settings.process_name),
+            settings.region, settings.log_send_interval) if settings.cloudwatch else None
+        handlers = [handler] if handler is not None else []
     return daemon.serve(settings, instance_id, handlers)
 
 

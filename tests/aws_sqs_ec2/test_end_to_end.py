@@ -30,3 +30,138 @@ def test_map_500_calls_over_two_instances_of_two_processes(standalone_config, fl
     instance_ids = {i.id for i in instances}
     assert {w.rsplit("-wrencore-daemon-", 1)[0] for w in workers} == instance_ids
     assert len(workers) == 4, workers
+
+
+def record_run(marker_dir, x, hold):
+    """Append this process's pid to the call's marker; hold the first run for ``hold`` s."""
+    path = os.path.join(marker_dir, f"run-{x}")
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    with open(path) as f:
+        runs = f.read().split()
+    if len(runs) == 1:
+        time.sleep(hold)
+    return x * 10
+
+
+def runs_of(marker_dir, x):
+    path = os.path.join(marker_dir, f"run-{x}")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [int(p) for p in f.read().split()]
+
+
+def test_kill_9_mid_call_is_restarted_and_the_call_redelivered(standalone_config, fleet,
+                                                                tmp_path):
+    harness = fleet(numprocs=1)
+    with wrencore.Executor(backend="aws_sqs_ec2", config=standalone_config()) as executor:
+        future = executor.submit(record_run, str(tmp_path), 7, 60)
+        completions = []
+        future.add_done_callback(completions.append)
+        (instance,) = harness.wait_for_instances(1)
+        procs.wait_until(lambda: runs_of(tmp_path, 7), 30, "the first run")
+        (victim,) = runs_of(tmp_path, 7)
+        procs.wait_until(lambda: victim in instance.daemon_pids().values(), 10,
+                         "supervisord to report the daemon running the call")
+        os.kill(victim, 9)
+        # supervisord brings a new daemon up; the message comes back after its visibility.
+        procs.wait_until(lambda: set(instance.daemon_pids().values()) - {victim}, 30,
+                         "the restarted daemon")
+        assert future.result(timeout=60) == 70
+        time.sleep(3)  # longer than the visibility timeout: any duplicate would show now
+    runs = runs_of(tmp_path, 7)
+    assert len(runs) == 2 and runs[0] == victim and runs[1] != victim
+    assert completions == [future]
+
+
+def test_long_call_is_not_run_twice_thanks_to_the_heartbeat(standalone_config, fleet, tmp_path):
+    harness = fleet(numprocs=2)  # an idle sibling would pick up a lapsed message
+    config = standalone_config(visibility_timeout=1)
+    with wrencore.Executor(backend="aws_sqs_ec2", config=config) as executor:
+        future = executor.submit(record_run, str(tmp_path), 3, 6)
+        harness.wait_for_instances(1)
+        assert future.result(timeout=60) == 30
+    assert len(runs_of(tmp_path, 3)) == 1
+    assert future.metadata["worker_exec_time"] >= 6
+
+
+def crash_on_13(x):
+    if x == 13:
+        os._exit(3)
+    return x
+
+
+def test_poison_message_goes_to_dead_letter_queue_and_its_future_errors(standalone_config,
+                                                                         fleet):
+    config = standalone_config(max_receives=2, visibility_timeout=1)
+    harness = fleet(numprocs=1)
+    with wrencore.Executor(backend="aws_sqs_ec2", config=config) as executor:
+        futures = executor.map_futures(crash_on_13, [1, 13, 2])
+        queue = executor.backend.standalone.queue
+        boto3.client("sqs").send_message(QueueUrl=queue.url, MessageBody="{not a task")
+        harness.wait_for_instances(1)
+        assert futures[0].result(timeout=60) == 1
+        assert futures[2].result(timeout=60) == 2
+        with pytest.raises(WorkerCrashedError, match="dead-letter queue"):
+            futures[1].result(timeout=60)
+        procs.wait_until(lambda: len(queue.dead_letters()) == 2, 30, "both dead letters")
+    bodies = [m.body for m in queue.dead_letters()]
+    assert "{not a task" in bodies
+    (task,) = [b for b in bodies if b != "{not a task"]
+    assert f'"call_id":"{futures[1].call_id}"' in task and futures[1].job_id in task
+    assert "is not a task message" in harness.logs()
+
+
+def test_idle_instance_terminates_itself_but_not_while_a_sibling_is_busy(standalone_config,
+                                                                          fleet, tmp_path):
+    config = standalone_config(idle_timeout=2)
+    harness = fleet(numprocs=2, reap_terminated=False)
+    with wrencore.Executor(backend="aws_sqs_ec2", config=config) as executor:
+        future = executor.submit(record_run, str(tmp_path), 1, 8)
+        (instance,) = harness.wait_for_instances(1)
+        procs.wait_until(lambda: runs_of(tmp_path, 1), 30, "the call to start")
+        started = time.time()
+        time.sleep(6)  # the sibling has been idle for longer than idle_timeout by now
+        markers = os.path.join(instance.root, "state", "processes")
+        idle = [n for n in os.listdir(markers) if '"busy": false' in open(
+            os.path.join(markers, n)).read()]
+        assert len(idle) == 1, "one process should be idle while the other runs the call"
+        assert harness.states()[instance.id] == "running"
+        assert future.result(timeout=30) == 10
+        assert time.time() - started >= 7.5
+    procs.wait_until(lambda: harness.states()[instance.id] == "terminated", 30,
+                     "the instance to terminate itself")
+    procs.wait_until(lambda: not instance.supervisord_running, 30, "supervisord to stop")
+    assert "terminating it" in instance.log_text()
+
+
+def test_daemon_logs_reach_cloudwatch_under_group_and_stream(standalone_config, fleet):
+    harness = fleet(numprocs=2)
+    with wrencore.Executor(backend="aws_sqs_ec2", config=standalone_config()) as executor:
+        futures = executor.map_futures(square, range(6))
+        (instance,) = harness.wait_for_instances(1)
+        assert wrencore.get_all_results(futures, timeout=60) == [x * x for x in range(6)]
+    logs = boto3.client("logs")
+    streams = [f"{instance.id}-wrencore-daemon-00", f"{instance.id}-wrencore-daemon-01"]
+    expected = {f"{f.job_id}/{f.call_id} succeeded" for f in futures}
+
+    def found():
+        events = logs.filter_log_events(logGroupName="wrencore-standalone",
+                                        logStreamNames=streams)["events"]
+        return {e for e in expected if any(e in ev["message"] for ev in events)}
+
+    procs.wait_until(lambda: found() == expected, 30, "the calls' log lines in CloudWatch")
+
+
+def test_calls_complete_when_cloudwatch_is_unreachable(standalone_config, fleet):
+    dead_endpoint = f"http://127.0.0.1:{procs.free_port()}"
+    harness = fleet(numprocs=2, extra_env={"AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": dead_endpoint})
+    with wrencore.Executor(backend="aws_sqs_ec2", config=standalone_config()) as executor:
+        futures = executor.map_futures(square, range(20))
+        harness.wait_for_instances(1)
+        assert wrencore.get_all_results(futures, timeout=60) == [x * x for x in range(20)]
+    assert boto3.client("logs").describe_log_groups()["logGroups"] == []
+    log = harness.logs()
+    assert "CloudWatch Logs unavailable" in log
+    assert "succeeded" in log  # the lines are kept in the local log files

@@ -121,15 +121,16 @@ class SimulatedInstance:
         return self.proc.poll() is None
 
     def supervisorctl(self, *args: str) -> str:
-        return subprocess.run(
+        result = subprocess.run(
             [sys.executable, "-m", "supervisor.supervisorctl", "-c", self.conf, *args],
-            capture_output=True, text=True, timeout=30).stdout
+            capture_output=True, text=True, timeout=30, cwd=self.root)
+        return result.stdout + result.stderr
 
     def daemon_pids(self) -> Dict[str, int]:
         pids = {}
         for line in self.supervisorctl("status").splitlines():
             parts = line.split()
-            if len(parts) >= 4 and parts[1] == "RUNNING" and parts[2] == "pid":
+            if len(parts) >= 4 and parts[1] in ("RUNNING", "STARTING") and parts[2] == "pid":
                 pids[parts[0].split(":")[-1]] = int(parts[3].rstrip(","))
         return pids
 
