@@ -5,8 +5,9 @@ never more than ``max_in_flight`` calls at once. Throttling and transient errors
 retried with full-jitter backoff for up to ``retry_for`` seconds, so a throttled map slows
 down instead of failing. A message over the asynchronous-invoke limit travels through the
 job storage. Results come back through :class:`~.collector.LambdaStatusWatcher`; a call with
-no status once its invocation's deadline (function timeout + ``result_grace``) has passed
-fails with :class:`WorkerCrashedError` instead of hanging.
+no status once its invocation's deadline (function timeout + ``result_grace``) has passed,
+and no call has finished for as long (so it cannot still be queued behind others), fails
+with :class:`LostCallError` (a :class:`WorkerCrashedError`) instead of hanging.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ logger = logging.getLogger(__name__)
 
 #: AWS's limit for an asynchronous invocation's payload is 256 KB; keep a margin.
 ASYNC_PAYLOAD_LIMIT = 256 * 1024 - 2048
+
+
+class LostCallError(WorkerCrashedError):
+    """A call's invocation was accepted but it never reported: its worker crashed or timed out."""
 
 
 class InvocationError(WrenError):
@@ -83,6 +88,7 @@ class LambdaBackend(Backend):
                                         thread_name_prefix="wrencore-lambda-invoke")
         self._budget = _CallBudget(self.settings.max_in_flight)
         self._deadlines: Dict[Future, float] = {}
+        self._last_progress = 0.0
         self._deadlines_lock = threading.Lock()
         self._watcher = LambdaStatusWatcher(storage, min_interval=0.05, max_interval=1.0,
                                       deadline_check=self._deadline_check)
@@ -162,19 +168,26 @@ class LambdaBackend(Backend):
     def _forget_deadline(self, future: Future) -> None:
         with self._deadlines_lock:
             self._deadlines.pop(future, None)
+        if not future.cancelled() and not isinstance(future.exception(), LostCallError):
+            self._last_progress = time.time()
 
     def _release_budget(self, future: Future) -> None:
         self._budget.release(1)
 
     def _deadline_check(self, future: Future) -> Optional[BaseException]:
+        # Every invocation ends within the function's timeout, so while calls keep
+        # finishing, a silent one may still be waiting in Lambda's event queue. It is lost
+        # once both its own deadline and one timeout (+ grace) without any progress passed.
         with self._deadlines_lock:
             deadline = self._deadlines.get(future)
-        if deadline is None or time.time() < deadline:
+        now = time.time()
+        stall_limit = self.settings.timeout + self.settings.result_grace
+        if deadline is None or now < deadline or now < self._last_progress + stall_limit:
             return None
         function = self._function
         name = function.name if function else "?"
-        waited = time.time() - future.metadata.get("host_invoke_timestamp", deadline)
-        return WorkerCrashedError(
+        waited = now - future.metadata.get("host_invoke_timestamp", deadline)
+        return LostCallError(
             f"call {future.call_id} of job {future.job_id} has no result {waited:.0f} s after "
             f"Lambda accepted its invocation (function {name}, timeout "
             f"{function.timeout if function else '?'} s): the worker process crashed or was "

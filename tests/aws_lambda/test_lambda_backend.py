@@ -224,3 +224,14 @@ def test_version_mismatch_is_refused_before_any_call_runs(lambda_env, tmp_path):
 def test_lambda_requires_s3_storage(lambda_env):
     with pytest.raises(wrencore.ConfigError, match="s3"):
         wrencore.Executor(backend="aws_lambda", storage="localfs", config={})
+
+
+def test_calls_in_flight_are_capped(lambda_env):
+    config = _config(lambda_env, max_in_flight=2)
+    with wrencore.Executor(backend="aws_lambda", config=config) as executor:
+        futures = executor.map_futures(workload.sleep_for, [0.4] * 8)
+        assert wrencore.get_all_results(futures, timeout=60) == [0.4] * 8
+    spans = [(f.metadata["worker_start_timestamp"], f.metadata["worker_end_timestamp"])
+             for f in futures]
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert most == 2  # the harness would run 4 at once
