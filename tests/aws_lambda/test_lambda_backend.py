@@ -235,3 +235,14 @@ def test_calls_in_flight_are_capped(lambda_env):
              for f in futures]
     most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
     assert most == 2  # the harness would run 4 at once
+
+
+def test_calls_left_without_time_in_a_chunk_fail_clearly(lambda_env):
+    config = _config(lambda_env, timeout=3, result_grace=1)
+    with wrencore.Executor(backend="aws_lambda", config=config) as executor:
+        futures = executor.map_futures(workload.sleep_for, [20.0, 0.0, 0.0], chunksize=3)
+        with pytest.raises(CallTimeoutError, match="Lambda function's timeout"):
+            futures[0].result(timeout=30)
+        for future in futures[1:]:
+            with pytest.raises(CallTimeoutError, match="did not start.*smaller chunksize"):
+                future.result(timeout=30)
