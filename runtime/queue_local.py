@@ -139,6 +139,7 @@ class LocalQueue(TaskQueue):
             pass
 
     def depth(self) -> Dict[str, int]:
+        self._requeue_expired()
         return {"visible": len(self._list("ready")), "in_flight": len(self._list("inflight"))}
 
     def purge(self) -> None:
