@@ -24,7 +24,7 @@ def lambda_env(aws_env, lambda_harness, monkeypatch):
 
     Returns the harness; ``lambda_env.config`` is the Executor config for this test.
     """
-    lambda_harness.reset()
+    lambda_harness.reset(keep_warm=True)
     monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", lambda_harness.endpoint)
     bucket = f"wrencore-lambda-{uuid.uuid4().hex[:8]}"
     boto3.client("s3").create_bucket(Bucket=bucket)
@@ -35,4 +35,4 @@ def lambda_env(aws_env, lambda_harness, monkeypatch):
         "aws_lambda": {"timeout": 30, "result_grace": 5, "invoke_threads": 16},
     }
     yield lambda_harness
-    lambda_harness.reset()
+    lambda_harness.reset(keep_warm=True)

@@ -368,10 +368,15 @@ class Harness:
                 except Exception:
                     logger.exception("supervising %s failed", runtime.name)
 
-    def reset(self) -> None:
+    def reset(self, keep_warm: bool = False) -> None:
+        """Forget settings and stats; stop the sandboxes unless ``keep_warm`` (like Lambda,
+        which keeps an idle sandbox of an unchanged function for later invocations)."""
         with self.lock:
-            runtimes, self.functions = list(self.functions.values()), {}
             self.configurations.clear()
+            if keep_warm:
+                runtimes = []
+            else:
+                runtimes, self.functions = list(self.functions.values()), {}
         for runtime in runtimes:
             runtime.stop()
         self.settings.reset()
@@ -473,7 +478,7 @@ class FrontHandler(_Handler):
                 return self._send(400, json.dumps({"error": f"bad setting {exc}"}).encode())
             return self._send(200, b"{}")
         if path == "/_harness/reset":
-            self.harness.reset()
+            self.harness.reset(keep_warm=bool(json.loads(body or b"{}").get("keep_warm")))
             return self._send(200, b"{}")
         match = INVOKE_PATH.match(path)
         if match:
@@ -638,8 +643,8 @@ class LambdaHarness:
     def configure(self, **settings: Any) -> None:
         self._request("POST", "/_harness/config", settings)
 
-    def reset(self) -> None:
-        self._request("POST", "/_harness/reset", {})
+    def reset(self, keep_warm: bool = False) -> None:
+        self._request("POST", "/_harness/reset", {"keep_warm": keep_warm})
 
     def stats(self) -> Dict[str, Any]:
         return self._request("GET", "/_harness/stats")
