@@ -44,6 +44,7 @@ class StandaloneBackend(Backend):
         self.watcher = StatusWatcher(storage, deadline_check=self._dead_letter_check)
         self._dead: Dict[str, Dict[str, int]] = {}  # job id -> call id -> receives
         self._dead_checked = 0.0
+        self._fleet_checked = time.monotonic()
         self._dead_lock = threading.Lock()
 
     # -- invoke ----------------------------------------------------------------------
@@ -114,7 +115,23 @@ class StandaloneBackend(Backend):
         with self._dead_lock:
             self._dead = dead
 
+    def _keep_fleet(self) -> None:
+        """Relaunch if calls wait but no instance is live (e.g. one idled out as they came)."""
+        now = time.monotonic()
+        with self._dead_lock:
+            if now - self._fleet_checked < self.settings.fleet_check_interval:
+                return
+            self._fleet_checked = now
+        try:
+            launched = self.standalone.ensure_fleet(self.watcher.pending_count())
+        except Exception as exc:
+            logger.warning("could not check the fleet: %s: %s", type(exc).__name__, exc)
+            return
+        if launched:
+            logger.info("relaunched %d worker instance(s) for waiting calls", len(launched))
+
     def _dead_letter_check(self, future: Future) -> Optional[BaseException]:
+        self._keep_fleet()
         self._refresh_dead_letters()
         with self._dead_lock:
             receives = self._dead.get(future.job_id, {}).get(future.call_id)

@@ -47,6 +47,8 @@ class StandaloneSettings:
     install_spec: Optional[str] = None
     #: Seconds between peeks at the dead-letter queue while calls are pending.
     dead_letter_check_interval: float = 2.0
+    #: Seconds between checks that waiting calls have a live instance (else one launches).
+    fleet_check_interval: float = 15.0
 
     @classmethod
     def from_config(cls, config: Config) -> "StandaloneSettings":
@@ -62,7 +64,8 @@ class StandaloneSettings:
         for name in ("max_receives", "visibility_timeout", "min_instances", "max_instances",
                      "numprocs", "batch_size"):
             setattr(s, name, section.int(name, getattr(s, name)))
-        for name in ("idle_timeout", "min_uptime", "poll_wait", "dead_letter_check_interval"):
+        for name in ("idle_timeout", "min_uptime", "poll_wait", "dead_letter_check_interval",
+                     "fleet_check_interval"):
             setattr(s, name, section.float(name, getattr(s, name)))
         s.spot = section.bool("spot", s.spot)
         groups = section.get("security_group_ids", [])

@@ -165,3 +165,15 @@ def test_calls_complete_when_cloudwatch_is_unreachable(standalone_config, fleet)
     log = harness.logs()
     assert "CloudWatch Logs unavailable" in log
     assert "succeeded" in log  # the lines are kept in the local log files
+
+
+def test_waiting_calls_get_a_new_instance_when_the_fleet_is_gone(standalone_config, fleet):
+    config = standalone_config(fleet_check_interval=0.5)
+    with wrencore.Executor(backend="aws_sqs_ec2", config=config) as executor:
+        future = executor.submit(square, 4)
+        (first,) = executor.backend.standalone.terminate(all=True)  # gone before it ran
+        harness = fleet(numprocs=1)  # boots only live instances: the relaunched one
+        assert future.result(timeout=60) == 16
+    states = harness.states()
+    assert states.pop(first) == "terminated"
+    assert list(states.values()) == ["running"]
