@@ -42,7 +42,21 @@ class DeployError(WrenError):
 
 @dataclass
 class LambdaSettings:
-    """The ``[aws_lambda]`` configuration table."""
+    """The ``[aws_lambda]`` configuration table (env: ``WRENCORE_AWS_LAMBDA__<KEY>``).
+
+    Attributes:
+        name_prefix: functions are named ``{name_prefix}-py{XY}-{runtime hash}``.
+        function_name: pin one name instead (a changed runtime then updates it in place).
+        role_arn: use this execution role instead of creating a least-privilege one.
+        memory, timeout: the function's memory (MB) and timeout (seconds).
+        invoke_threads: threads issuing invocations (default 64).
+        max_in_flight: calls invoked and not yet finished, at most (default 1000).
+        result_grace: seconds past the function timeout before a silent call counts as lost.
+        retry_for: seconds to keep retrying a throttled or failing invocation.
+        auto_deploy: deploy on first use when the function is missing or stale.
+        runtime_path: build the package from this ``wrencore_runtime`` directory.
+        endpoint_url, region: override boto3's endpoint and region for Lambda and IAM.
+    """
 
     name_prefix: str = "wrencore"
     function_name: Optional[str] = None
