@@ -14,7 +14,7 @@ from wrencore import plugins
 def isolated_config(tmp_path, monkeypatch):
     """Each test starts with no config file and no WRENCORE_* variables but its own storage."""
     for name in list(os.environ):
-        if name.startswith("WRENCORE_"):
+        if name.startswith("WRENCORE_") and name != "WRENCORE_DISABLE_PLUGINS":
             monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("WRENCORE_LOCALFS__ROOT", str(tmp_path / "storage"))

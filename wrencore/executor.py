@@ -21,6 +21,7 @@ from .backends import Backend, Call
 from .config import DEFAULT_BACKEND, Config
 from .errors import ConfigError, ExecutorShutdownError
 from .futures import Future
+from .futures import cancel as cancel_future
 from .plugins import get_plugin_manager, get_registry
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class Executor(concurrent.futures.Executor):
         self.timeout = _check_timeout(timeout if timeout is not None else self.config.get("timeout"))
         self.extra_env = dict(extra_env or {})
         self._shutdown = False
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._job_ids: List[str] = []
         self._futures: "weakref.WeakSet[Future]" = weakref.WeakSet()
         self._submit_jobs: "OrderedDict[int, Tuple[Any, Dict[str, Any], itertools.count]]" = OrderedDict()
@@ -214,7 +215,7 @@ class Executor(concurrent.futures.Executor):
                     yield future.result(remaining)
             finally:
                 for future in futures:
-                    future.cancel()
+                    cancel_future(future)
 
         return results()
 
@@ -231,7 +232,7 @@ class Executor(concurrent.futures.Executor):
             self._shutdown = True
         if cancel_futures:
             for future in list(self._futures):
-                future.cancel()
+                cancel_future(future)
         if wait:
             concurrent.futures.wait(list(self._futures))
         self.backend.shutdown(wait=wait)

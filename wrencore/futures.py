@@ -57,6 +57,19 @@ class Future(concurrent.futures.Future):
     def __repr__(self) -> str:
         return f"<wrencore.Future {self.job_id}/{self.call_id} state={self._state.lower()}>"
 
+    def cancel(self) -> bool:
+        """Cancel the call if it has not started; True if it is (now) cancelled.
+
+        Waiters are notified at once, so ``wait``/``as_completed`` see it without the
+        backend having to reach the call first.
+        """
+        with self._condition:
+            if not super().cancel():
+                return False
+            if self._state == concurrent.futures._base.CANCELLED:
+                self.set_running_or_notify_cancel()
+        return True
+
     def _complete(self, *, result: Any = None, exception: Optional[BaseException] = None) -> bool:
         """Complete once; later completions (e.g. a redelivered call) are ignored."""
         with self._completion_lock:
@@ -76,6 +89,29 @@ class Future(concurrent.futures.Future):
         """Complete with an error detected on the user's computer."""
         self.metadata.setdefault("host_status_timestamp", time.time())
         return self._complete(exception=exception)
+
+
+def claim(future: concurrent.futures.Future) -> bool:
+    """Mark a future running before its call is dispatched; False if it was cancelled.
+
+    Safe to call again on a future already running (a requeued call) or already cancelled,
+    and it notifies waiters of a cancellation, which stdlib ``wait`` needs to return.
+    """
+    with future._condition:
+        state = future._state
+        if state == concurrent.futures._base.RUNNING:
+            return True
+        if state in (concurrent.futures._base.PENDING, concurrent.futures._base.CANCELLED):
+            return future.set_running_or_notify_cancel()
+        return False
+
+
+def cancel(future: concurrent.futures.Future) -> bool:
+    """Cancel a call that has not started and notify waiters; False if it has started."""
+    if not future.cancel():
+        return False
+    claim(future)
+    return True
 
 
 def _load_exception(info: Dict[str, Any]) -> BaseException:

@@ -1,0 +1,1 @@
+"""wrencore's local backend: long-lived worker processes on this computer."""

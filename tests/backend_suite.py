@@ -1,0 +1,137 @@
+"""The shared backend test suite: every backend subclasses :class:`BackendSuite`.
+
+A subclass provides an ``executor`` fixture (a :class:`wrencore.Executor` on its backend)
+and may override ``large_size`` to keep payloads proportionate to its transport.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib
+import sys
+import textwrap
+import threading
+import uuid
+
+import pytest
+
+import wrencore
+from wrencore.futures import RemoteTraceback
+
+
+def _double(x):
+    return 2 * x
+
+
+def _fail_on_seven(x):
+    def inner(y):
+        if y == 7:
+            raise ValueError(f"bad value {y}")
+        return y
+    return inner(x)
+
+
+def _lock_on_two(x):
+    return threading.Lock() if x == 2 else x
+
+
+def _chatty(x):
+    print(f"hello from call {x}")
+    print(f"warning for {x}", file=sys.stderr)
+    return x
+
+
+def _echo_size(blob):
+    return len(blob)
+
+
+def _make_blob(size):
+    return b"\x5a" * size
+
+
+def _sum(values):
+    return sum(values)
+
+
+def _square(x):
+    return x * x
+
+
+def make_helper_module(tmp_path, monkeypatch):
+    """A module beside the 'script', importable on the client only; returns it."""
+    name = f"helper_{uuid.uuid4().hex[:8]}"
+    directory = tmp_path / "user_code"
+    directory.mkdir(exist_ok=True)
+    (directory / f"{name}.py").write_text(textwrap.dedent("""
+        import os, sys
+
+        OFFSET = 1000
+
+        def shifted(x):
+            return x + OFFSET
+
+        def where():
+            return __file__, list(sys.path)
+    """))
+    monkeypatch.syspath_prepend(str(directory))
+    return importlib.import_module(name), str(directory)
+
+
+class BackendSuite:
+    #: Bytes of the "large" argument and result cases.
+    large_size = 20 * 1024 * 1024
+
+    def test_map_returns_results_in_input_order(self, executor):
+        futures = executor.map_futures(_double, range(50))
+        assert [f.result(timeout=60) for f in futures] == [2 * x for x in range(50)]
+        assert all(isinstance(f, concurrent.futures.Future) for f in futures)
+
+    def test_exception_keeps_its_type_and_remote_traceback(self, executor):
+        futures = executor.map_futures(_fail_on_seven, range(10))
+        assert [f.result(timeout=60) for f in futures if f.call_id != "00007"] == \
+            [x for x in range(10) if x != 7]
+        with pytest.raises(ValueError, match="bad value 7") as info:
+            futures[7].result(timeout=60)
+        cause = info.value.__cause__
+        assert isinstance(cause, RemoteTraceback)
+        assert "in inner" in cause.tb and "bad value 7" in cause.tb
+        assert isinstance(futures[7].exception(), ValueError)
+
+    def test_unpicklable_result_fails_only_its_call(self, executor):
+        futures = executor.map_futures(_lock_on_two, range(5))
+        with pytest.raises(wrencore.SerializationError, match="00002.*could not be pickled"):
+            futures[2].result(timeout=60)
+        assert [futures[i].result(timeout=60) for i in (0, 1, 3, 4)] == [0, 1, 3, 4]
+
+    def test_output_and_metadata_reach_the_future(self, executor):
+        future = executor.submit(_chatty, 5)
+        assert future.result(timeout=60) == 5
+        assert "hello from call 5" in future.stdout
+        assert "warning for 5" in future.stderr
+        meta = future.metadata
+        assert meta["host_submit_timestamp"] <= meta["worker_start_timestamp"] \
+            <= meta["worker_end_timestamp"] <= meta["host_status_timestamp"]
+        assert meta["worker_exec_time"] >= 0 and meta["worker_setup_time"] >= 0
+
+    def test_large_argument_and_result(self, executor):
+        blob = _make_blob(self.large_size)
+        assert executor.submit(_echo_size, blob).result(timeout=120) == self.large_size
+        assert executor.submit(_make_blob, self.large_size).result(timeout=120) == blob
+
+    def test_local_helper_module_travels_with_the_job(self, executor, tmp_path, monkeypatch):
+        helper, directory = make_helper_module(tmp_path, monkeypatch)
+        f = lambda x: helper.shifted(x)  # noqa: E731
+        assert [fut.result(timeout=60) for fut in executor.map_futures(f, [1, 2])] == [1001, 1002]
+        worker_file, worker_path = executor.submit(helper.where).result(timeout=60)
+        assert directory not in worker_path
+        assert not worker_file.startswith(directory)
+
+    def test_stdlib_wait_and_as_completed_accept_the_futures(self, executor):
+        futures = executor.map_futures(_double, range(8))
+        done, not_done = concurrent.futures.wait(futures, timeout=60)
+        assert len(done) == 8 and not not_done
+        assert sorted(f.result() for f in concurrent.futures.as_completed(futures)) == \
+            [2 * x for x in range(8)]
+
+    def test_executor_map_is_a_drop_in_for_the_stdlib(self, executor):
+        assert list(executor.map(pow, [2, 3, 4], [5, 2, 1])) == [32, 9, 4]
