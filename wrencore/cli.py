@@ -1,0 +1,79 @@
+"""The ``wrencore`` command line. Plugins add subcommands through ``wrencore_register_commands``."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from typing import List, Optional
+
+from .plugins import CONCERNS, get_plugin_manager, get_registry
+
+
+def _demo_task(n: int) -> dict:
+    import os
+
+    primes = sum(1 for k in range(2, 2000 + n) if all(k % d for d in range(2, math.isqrt(k) + 1)))
+    return {"n": n, "primes_below": 2000 + n, "count": primes, "worker_pid": os.getpid()}
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import wrencore
+
+    start = time.time()
+    with wrencore.Executor(backend=args.backend) as executor:
+        futures = executor.map_futures(_demo_task, range(args.calls))
+        results = wrencore.get_all_results(futures)
+    elapsed = time.time() - start
+    pids = {r["worker_pid"] for r in results}
+    for r in results[:3]:
+        print(f"  primes below {r['primes_below']}: {r['count']}")
+    print(f"ran {len(results)} calls on backend {executor.backend_name!r} "
+          f"in {len(pids)} worker processes, {elapsed:.2f} s")
+    return 0
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    pm = get_plugin_manager()
+    registry = get_registry()
+    print("plugins:", ", ".join(sorted(n for n, _ in pm.list_name_plugin() if n)))
+    for concern in CONCERNS:
+        for name in registry.names(concern):
+            entry = registry.get(concern, name)
+            missing = entry.missing_modules()
+            note = f"  (needs: {entry.install})" if missing else ""
+            print(f"{concern:18} {name:14} [{entry.plugin}] {entry.description}{note}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wrencore", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = subparsers.add_parser("demo", help="run a small map on a backend (default: local)")
+    demo.add_argument("--backend", default=None)
+    demo.add_argument("--calls", type=int, default=20)
+    demo.set_defaults(func=_cmd_demo)
+    plugins = subparsers.add_parser("plugins", help="list plugins and what they register")
+    plugins.set_defaults(func=_cmd_plugins)
+    get_plugin_manager().hook.wrencore_register_commands(subparsers=subparsers)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from .errors import WrenError
+
+    try:
+        return int(args.func(args) or 0)
+    except WrenError as exc:
+        print(f"wrencore: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
