@@ -116,6 +116,16 @@ class Stats:
                     "functions_invoked": dict(self.functions_invoked)}
 
 
+def _die_with_parent() -> None:
+    """In a sandbox before exec: get SIGKILL if the harness dies (Linux), so none outlives it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 class Sandbox:
     """One awslambdaric process and the Runtime API endpoint it polls."""
 
@@ -147,7 +157,7 @@ class Sandbox:
         self.proc = subprocess.Popen(
             [function.harness.python, "-m", "awslambdaric", function.handler],
             cwd=function.task_root, env=env, stdout=function.harness.log,
-            stderr=subprocess.STDOUT, start_new_session=True)
+            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
 
     def next_invocation(self) -> Invocation:
         while True:
@@ -181,7 +191,7 @@ class Sandbox:
             return
         self.dead = True
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.kill()
         except OSError:
             pass
         self.proc.wait()
@@ -207,8 +217,10 @@ class FunctionRuntime:
         self.events: "queue.Queue[Invocation]" = queue.Queue()
         self.sandboxes: List[Sandbox] = []
         self.lock = threading.Lock()
+        self.last_used = time.monotonic()
 
     def submit(self, invocation: Invocation) -> None:
+        self.last_used = time.monotonic()
         self.events.put(invocation)
         self.scale()
 
@@ -249,6 +261,9 @@ class FunctionRuntime:
 
 
 class Harness:
+    #: How many functions' sandboxes a ``reset(keep_warm=True)`` keeps (most recently used).
+    KEEP_WARM = 2
+
     def __init__(self, moto: str, python: str, work: str, concurrency: int):
         self.moto = urllib.parse.urlparse(moto)
         self.python = python
@@ -373,10 +388,10 @@ class Harness:
         which keeps an idle sandbox of an unchanged function for later invocations)."""
         with self.lock:
             self.configurations.clear()
-            if keep_warm:
-                runtimes = []
-            else:
-                runtimes, self.functions = list(self.functions.values()), {}
+            by_use = sorted(self.functions.items(), key=lambda item: item[1].last_used)
+            kept = by_use[-self.KEEP_WARM:] if keep_warm else []
+            runtimes = [runtime for _, runtime in by_use[:len(by_use) - len(kept)]]
+            self.functions = dict(kept)
         for runtime in runtimes:
             runtime.stop()
         self.settings.reset()
