@@ -1,0 +1,134 @@
+"""The worker-side job runner, storage and isolation of the runtime package."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import cloudpickle
+import pytest
+
+from wrencore import serialize
+from wrencore_runtime import layout
+from wrencore_runtime.protocol import PYTHON, SERIALIZER, decode_json
+from wrencore_runtime.runner import JobRunner
+from wrencore_runtime.storage import LocalFileStorage, storage_from_spec
+
+
+def _job(storage, func, job_id="job1", **extra):
+    job = {"job_id": job_id, "storage": storage.to_spec(),
+           "function_key": layout.function_key(job_id), "python": PYTHON,
+           "serializer": SERIALIZER, "timeout": None, "extra_env": {},
+           "result_inline_limit": 1024, **extra}
+    storage.put(job["function_key"], serialize.dumps_function(func))
+    return job
+
+
+def _call(call_id, *args):
+    return {"call_id": call_id, "args": cloudpickle.dumps((args, {})), "args_key": None,
+            "host_submit_timestamp": 1.0}
+
+
+def _env_reader(name):
+    return os.environ.get(name)
+
+
+def test_store_mode_writes_result_then_status(tmp_path):
+    storage = LocalFileStorage(str(tmp_path))
+    job = _job(storage, pow)
+    outcome = JobRunner().run(job, _call("00001", 2, 10), store=True)
+    assert outcome.result is None
+    status = decode_json(storage.get(layout.status_key("job1", "00001")))
+    assert status["success"] and status["result_key"] == layout.result_key("job1", "00001")
+    assert cloudpickle.loads(storage.get(status["result_key"])) == 1024
+    meta = status["metadata"]
+    assert meta["worker_start_timestamp"] <= meta["worker_end_timestamp"]
+    assert {"worker_setup_time", "worker_exec_time", "host_submit_timestamp"} <= meta.keys()
+
+
+def test_error_status_carries_type_message_and_traceback(tmp_path):
+    storage = LocalFileStorage(str(tmp_path))
+    job = _job(storage, int)
+    status = JobRunner().run(job, _call("00002", "not a number"), store=True).status
+    assert not status["success"]
+    assert status["exception"]["type"] == "builtins.ValueError"
+    assert "not a number" in status["exception"]["message"]
+    assert "Traceback" in status["exception"]["traceback"]
+
+
+def test_extra_env_is_set_only_around_the_call(tmp_path):
+    storage = LocalFileStorage(str(tmp_path))
+    job = _job(storage, _env_reader, extra_env={"WRENCORE_TEST_VAR": "yes"})
+    outcome = JobRunner().run(job, _call("00003", "WRENCORE_TEST_VAR"), store=False)
+    assert cloudpickle.loads(outcome.result) == "yes"
+    assert "WRENCORE_TEST_VAR" not in os.environ
+
+
+def test_version_mismatch_is_refused_before_the_function_loads(tmp_path):
+    storage = LocalFileStorage(str(tmp_path))
+    job = _job(storage, abs, python="2.7")
+    storage.put(job["function_key"], b"not even a pickle")
+    status = JobRunner().run(job, _call("00004", -1), store=False).status
+    assert status["exception"]["type"] == "wrencore_runtime.errors.RuntimeMismatchError"
+    assert f"Python 2.7 on the client but {PYTHON} on the worker" in status["exception"]["message"]
+
+
+def test_local_storage_readers_never_see_partial_objects(tmp_path):
+    storage = LocalFileStorage(str(tmp_path))
+    payloads = [bytes([i]) * (4 << 20) for i in range(1, 4)]
+    storage.put("k", payloads[0])
+    seen, stop = set(), threading.Event()
+
+    def read():
+        while not stop.is_set():
+            seen.add(storage.get("k"))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for i in range(30):
+        storage.put("k", payloads[i % 3])
+    stop.set()
+    reader.join()
+    assert seen <= set(payloads) and len(seen) >= 1
+    assert storage.list("") == ["k"]
+
+
+def test_storage_spec_round_trip(tmp_path):
+    storage = LocalFileStorage(str(tmp_path / "s"))
+    rebuilt = storage_from_spec(storage.to_spec())
+    rebuilt.put("a/b", b"x")
+    assert storage.get("a/b") == b"x"
+    with pytest.raises(KeyError):
+        storage.get("a/missing")
+
+
+def test_runtime_imports_nothing_of_the_client():
+    code = ("import sys, wrencore_runtime.runner, wrencore_runtime.storage, "
+            "wrencore_runtime.protocol, wrencore_local.worker\n"
+            "bad = sorted(m for m in sys.modules if m == 'wrencore' or m.startswith('wrencore.') "
+            "or m.split('.')[0] in ('pluggy', 'boto3', 'botocore', 'google'))\n"
+            "print(bad); assert not bad")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_import_wrencore_loads_no_cloud_sdk():
+    code = ("import sys, wrencore\nfrom wrencore.plugins import get_registry\nget_registry()\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('boto3', 'botocore', 'google', 'watchtower'))\nprint(bad); assert not bad")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_library_configures_no_logging_unless_asked():
+    quiet = ("import logging, wrencore\nassert not logging.getLogger().handlers\n"
+             "handlers = logging.getLogger('wrencore').handlers\n"
+             "assert [type(h).__name__ for h in handlers] == ['NullHandler'], handlers")
+    result = subprocess.run([sys.executable, "-c", quiet], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    loud = "import logging, wrencore\nlogging.getLogger('wrencore.x').info('hello log')"
+    env = dict(os.environ, WRENCORE_LOGLEVEL="info")
+    result = subprocess.run([sys.executable, "-c", loud], capture_output=True, text=True, env=env)
+    assert "INFO wrencore.x: hello log" in result.stderr
