@@ -180,6 +180,18 @@ def terminate_instance_ec2(instance_id: str, region: str = "") -> None:
         InstanceIds=[instance_id])
 
 
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class IdleBoard:
     """The instance's daemon processes' busy/idle markers, in a shared directory."""
 
@@ -223,9 +235,12 @@ class IdleBoard:
                 continue
             try:
                 with open(os.path.join(self.dir, name), encoding="utf-8") as f:
-                    found[name] = json.load(f)
+                    marker = json.load(f)
             except (OSError, ValueError):
-                found[name] = {"busy": True, "since": time.time()}  # unreadable: assume busy
+                marker = {"busy": True, "since": time.time()}  # unreadable: assume busy
+            if marker.get("busy") and not _alive(marker.get("pid")):
+                marker["busy"] = False  # died mid-call and was not restarted: runs nothing
+            found[name] = marker
         return found
 
     def all_idle_for(self, seconds: float, numprocs: int) -> bool:
@@ -453,7 +468,9 @@ class Daemon:
         others — which are deleted first — keeps a crash from costing them a receive.
         """
         return sorted(messages, key=lambda m: (
-            m.receive_count > 1, self.crashes.count(m.message_id), m.receive_count))
+            m.receive_count > 1,
+            self.crashes.count(m.message_id) if m.receive_count > 1 else 0,
+            m.receive_count))
 
     def step(self, heartbeat: Heartbeat) -> int:
         """Receive once and handle what arrived; return the number of messages received."""

@@ -159,3 +159,23 @@ def test_a_sibling_that_turns_busy_during_the_announcement_stops_termination(wor
     assert not terminator.maybe_terminate()
     assert world.terminated == []
     assert not terminator.board.terminating()
+
+
+def test_a_process_that_died_mid_call_does_not_keep_the_instance_alive(world):
+    import json
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    terminator = world.make_daemon("p0", idle_timeout=0, numprocs=2)
+    crashed = IdleBoard(terminator.settings.state_dir, "p1")
+    crashed.mark_busy()
+    marker = os.path.join(crashed.dir, "p1")
+    with open(marker) as f:
+        content = json.load(f)
+    assert not terminator.maybe_terminate()  # alive and busy: blocks
+    content["pid"] = dead.pid
+    with open(marker, "w") as f:
+        json.dump(content, f)
+    assert terminator.maybe_terminate()
+    assert world.terminated == ["i-test"]
