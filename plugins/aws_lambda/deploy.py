@@ -319,7 +319,10 @@ class Deployer:
     def ensure(self) -> DeployedFunction:
         """The function for this client: deployed if missing (with ``auto_deploy``), checked."""
         deployed = self.describe()
-        if deployed is None or (self.settings.auto_deploy and deployed.runtime_hash != self.package.sha256):
+        stale = deployed is not None and (
+            deployed.runtime_hash != self.package.sha256
+            or deployed.timeout != self.settings.timeout or deployed.memory != self.settings.memory)
+        if deployed is None or (self.settings.auto_deploy and stale):
             if not self.settings.auto_deploy:
                 raise DeployError(
                     f"Lambda function {self.function_name} does not exist; run "
