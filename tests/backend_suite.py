@@ -57,6 +57,15 @@ def _square(x):
     return x * x
 
 
+class Box:
+    def __init__(self, value):
+        self.value = value
+
+
+def _wrap(x):
+    return Box(x)
+
+
 def make_helper_module(tmp_path, monkeypatch):
     """A module beside the 'script', importable on the client only; returns it."""
     name = f"helper_{uuid.uuid4().hex[:8]}"
@@ -122,9 +131,19 @@ class BackendSuite:
         helper, directory = make_helper_module(tmp_path, monkeypatch)
         f = lambda x: helper.shifted(x)  # noqa: E731
         assert [fut.result(timeout=60) for fut in executor.map_futures(f, [1, 2])] == [1001, 1002]
-        worker_file, worker_path = executor.submit(helper.where).result(timeout=60)
+        # A run-time import finds the module's shipped source, not the client's directory.
+        name = helper.__name__
+        where = lambda: importlib.import_module(name).where()  # noqa: E731
+        worker_file, worker_path = executor.submit(where).result(timeout=60)
         assert directory not in worker_path
         assert not worker_file.startswith(directory)
+        assert worker_file.endswith(f"{name}.py")
+
+    def test_local_class_instances_round_trip_with_their_identity(self, executor):
+        futures = executor.map_futures(_wrap, [1, 2])
+        results = [f.result(timeout=60) for f in futures]
+        assert all(type(r) is Box for r in results)
+        assert [r.value for r in results] == [1, 2]
 
     def test_stdlib_wait_and_as_completed_accept_the_futures(self, executor):
         futures = executor.map_futures(_double, range(8))

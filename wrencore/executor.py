@@ -115,6 +115,11 @@ class Executor(concurrent.futures.Executor):
 
     def _make_calls(self, job: Dict[str, Any], arg_pairs: Iterable[Tuple[tuple, dict]],
                     first_index: int = 0) -> List[Call]:
+        with serialize.local_modules_by_value():
+            return self._make_calls_locked(job, arg_pairs, first_index)
+
+    def _make_calls_locked(self, job: Dict[str, Any], arg_pairs: Iterable[Tuple[tuple, dict]],
+                           first_index: int) -> List[Call]:
         calls = []
         for index, (args, kwargs) in enumerate(arg_pairs, start=first_index):
             call_id = f"{index:05d}"

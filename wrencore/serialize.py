@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -10,6 +11,7 @@ import pickle
 import site
 import sys
 import sysconfig
+import threading
 import zipfile
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
@@ -130,6 +132,35 @@ class _BundleCache:
 
 
 _bundles = _BundleCache()
+_by_value_lock = threading.RLock()
+
+
+@contextlib.contextmanager
+def local_modules_by_value():
+    """Pickle objects of the user's local modules by value while the block runs.
+
+    A worker need not be able to import those modules (or what they import, such as
+    wrencore itself) to load a function or argument defined in them. Their source still
+    travels in the job's module bundle, for imports the function makes at run time.
+    Classes keep their identity: cloudpickle's class tracking maps a result's class back
+    to the original one on this computer.
+    """
+    with _by_value_lock:
+        registered = []
+        for name in local_module_roots():
+            module = sys.modules.get(name)
+            if module is None:
+                continue
+            try:
+                cloudpickle.register_pickle_by_value(module)
+            except ValueError:
+                continue
+            registered.append(module)
+        try:
+            yield
+        finally:
+            for module in registered:
+                cloudpickle.unregister_pickle_by_value(module)
 
 
 def dumps_function(func: Any) -> bytes:
@@ -137,7 +168,8 @@ def dumps_function(func: Any) -> bytes:
     if not callable(func):
         raise TypeError(f"expected a callable, got {type(func).__name__}: {func!r}")
     try:
-        function_bytes = cloudpickle.dumps(func)
+        with local_modules_by_value():
+            function_bytes = cloudpickle.dumps(func)
     except Exception as exc:
         raise SerializationError(
             f"cannot pickle the function {getattr(func, '__qualname__', func)!r}: "
@@ -152,6 +184,7 @@ def dumps_function(func: Any) -> bytes:
 
 
 def dumps_args(args: tuple, kwargs: dict, call_id: str) -> bytes:
+    """Pickle one call's arguments; wrap many calls in :func:`local_modules_by_value`."""
     try:
         return cloudpickle.dumps((args, kwargs))
     except Exception as exc:
