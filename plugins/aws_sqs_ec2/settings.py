@@ -1,7 +1,28 @@
 """The ``[aws_sqs_ec2]`` configuration table, read once into typed settings.
 
 Every key can also be set as ``WRENCORE_AWS_SQS_EC2__<KEY>`` or in
-``Executor(config={"aws_sqs_ec2": {...}})``.
+``Executor(config={"aws_sqs_ec2": {...}})``. For example::
+
+    backend = "aws_sqs_ec2"
+
+    [s3]
+    bucket = "my-bucket"            # the default storage of this backend
+
+    [aws_sqs_ec2]
+    ami = "ami-0123456789abcdef0"   # required: a Debian/Ubuntu image with cloud-init
+    instance_type = "c7i.large"
+    spot = true
+    min_instances = 0
+    max_instances = 8               # map launches what is missing, up to this
+    numprocs = 0                    # daemons per instance; 0: one per core
+    idle_timeout = 300              # an idle instance terminates itself after this
+    min_uptime = 0
+    queue_name = "wrencore-standalone"
+    max_receives = 3                # receives before a message goes to the dead-letter queue
+    visibility_timeout = 60         # extended by the daemon's heartbeat while a call runs
+    log_group = "wrencore-standalone"
+
+Workers log to CloudWatch under ``log_group``, stream ``{instance_id}-{process}``.
 """
 
 from __future__ import annotations
