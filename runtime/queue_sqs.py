@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import uuid
 from typing import Any, Dict, List, Optional
 
 from .queues import QueueMessage, TaskQueue
@@ -216,6 +215,3 @@ class SQSQueue(TaskQueue):
         for url in (self.url, self.dlq_url):
             self.client.delete_queue(QueueUrl=url)
 
-
-def unique_queue_name(prefix: str = "wrencore") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"

@@ -15,13 +15,11 @@ import base64
 import http.server
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
-import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import boto3
 import yaml
@@ -238,10 +236,3 @@ class FleetHarness:
             instance.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
-
-def kill_hard(pid: int) -> None:
-    os.kill(pid, signal.SIGKILL)
-
-
-def wait(seconds: float) -> None:
-    time.sleep(seconds)
