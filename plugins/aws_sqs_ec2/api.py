@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from wrencore.config import Config
@@ -34,6 +35,7 @@ class Standalone:
         self.storage = storage
         self._queue: Any = None
         self._provider: Optional[EC2Provider] = None
+        self._fleet_lock = threading.Lock()  # one launch decision at a time
 
     @property
     def queue(self):
@@ -77,8 +79,9 @@ class Standalone:
         """Launch what is missing for ``wanted`` busy instances, within min/max; new ids."""
         s = self.settings
         target = max(s.min_instances, min(s.max_instances, wanted))
-        missing = target - len(self.provider.live())
-        return self.launch(missing) if missing > 0 else []
+        with self._fleet_lock:
+            missing = target - len(self.provider.live())
+            return self.launch(missing) if missing > 0 else []
 
     def list(self, all_states: bool = False) -> List[Dict[str, Any]]:
         """The fleet's instances (pending and running ones unless ``all_states``)."""
