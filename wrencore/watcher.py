@@ -1,7 +1,9 @@
 """Completing futures by watching storage, for backends whose workers write status there.
 
-One background thread per watcher lists each watched job's prefix, reads the status of
-calls that finished, and completes their futures. The polling interval adapts: it shrinks
+One background thread per watcher lists each watched job's prefix, reads the statuses of
+calls that finished — one ``status.json`` per call, or a ``batch-status.json`` for several
+calls run together (see ``wrencore_runtime.layout``) — with a small pool of fetch threads,
+and completes their futures. The polling interval adapts: it shrinks
 to ``min_interval`` while results arrive and grows to ``max_interval`` while none do. A
 missing key is "not yet"; a storage error is logged and retried, never fatal.
 """
@@ -10,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from typing import Callable, Dict, Optional
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Dict, List, Optional, Set
 
 from wrencore_runtime import layout
 from wrencore_runtime.errors import StorageKeyError
@@ -29,16 +31,20 @@ DeadlineCheck = Callable[[Future], Optional[BaseException]]
 
 class StatusWatcher:
     def __init__(self, storage: Storage, *, min_interval: float = 0.05,
-                 max_interval: float = 2.0, deadline_check: Optional[DeadlineCheck] = None):
+                 max_interval: float = 2.0, deadline_check: Optional[DeadlineCheck] = None,
+                 fetch_threads: int = 16):
         self.storage = storage
         self.min_interval = min_interval
         self.max_interval = max_interval
         self.deadline_check = deadline_check
         self._pending: Dict[str, Dict[str, Future]] = {}
+        self._seen_batches: Dict[str, Set[str]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopped = False
         self._thread: Optional[threading.Thread] = None
+        self._fetch_pool = ThreadPoolExecutor(fetch_threads,
+                                              thread_name_prefix="wrencore-status-fetch")
 
     def watch(self, job_id: str, futures: Dict[str, Future]) -> None:
         with self._lock:
@@ -58,6 +64,7 @@ class StatusWatcher:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self._fetch_pool.shutdown(wait=False)
 
     def poll_once(self) -> int:
         """Complete every watched call whose status exists; return how many completed."""
@@ -73,27 +80,62 @@ class StatusWatcher:
             except Exception as exc:
                 logger.warning("listing job %s failed, will retry: %s", job_id, exc)
                 continue
-            finished = {layout.call_id_of_status_key(k) for k in keys} - {None}
-            for call_id in finished & calls.keys():
-                future = calls[call_id]
-                try:
-                    status = decode_json(self.storage.get(layout.status_key(job_id, call_id)))
-                except StorageKeyError:
-                    continue
-                except Exception as exc:
-                    logger.warning("reading status of %s/%s failed: %s", job_id, call_id, exc)
-                    continue
-                complete_from_status(future, status, None, self.storage)
-                self._forget(job_id, call_id)
-                completed += 1
+            seen = self._seen_batches.setdefault(job_id, set())
+            singles = ({layout.call_id_of_status_key(k) for k in keys} - {None}) & calls.keys()
+            batches = [k for k in keys if layout.is_batch_status_key(k) and k not in seen]
+            tasks = [self._fetch_pool.submit(self._complete_single, job_id, call_id,
+                                             calls[call_id]) for call_id in singles]
+            tasks += [self._fetch_pool.submit(self._complete_batch, job_id, key, calls)
+                      for key in batches]
+            for task in tasks:
+                completed += len(task.result())
             if self.deadline_check is not None:
-                for call_id in calls.keys() - finished:
-                    error = self.deadline_check(calls[call_id])
-                    if error is not None:
-                        calls[call_id].fail(error)
+                for call_id, future in calls.items():
+                    if future.done():
+                        continue
+                    error = self.deadline_check(future)
+                    if error is not None and future.fail(error):
                         self._forget(job_id, call_id)
                         completed += 1
+        with self._lock:
+            for job_id in list(self._seen_batches):
+                if job_id not in self._pending:
+                    del self._seen_batches[job_id]
         return completed
+
+    def _complete_single(self, job_id: str, call_id: str, future: Future) -> List[str]:
+        try:
+            status = decode_json(self.storage.get(layout.status_key(job_id, call_id)))
+        except StorageKeyError:
+            return []
+        except Exception as exc:
+            logger.warning("reading status of %s/%s failed: %s", job_id, call_id, exc)
+            return []
+        complete_from_status(future, status, None, self.storage)
+        self._forget(job_id, call_id)
+        return [call_id]
+
+    def _complete_batch(self, job_id: str, key: str, calls: Dict[str, Future]) -> List[str]:
+        try:
+            batch = decode_json(self.storage.get(key))
+        except StorageKeyError:
+            return []
+        except Exception as exc:
+            logger.warning("reading batch status %s failed: %s", key, exc)
+            return []
+        done = []
+        results = batch.get("results") or {}
+        for status in batch.get("statuses") or ():
+            call_id = status.get("call_id")
+            future = calls.get(call_id)
+            if future is None:
+                continue
+            complete_from_status(future, status, results.get(call_id), self.storage)
+            self._forget(job_id, call_id)
+            done.append(call_id)
+        with self._lock:
+            self._seen_batches.setdefault(job_id, set()).add(key)
+        return done
 
     def _forget(self, job_id: str, call_id: str) -> None:
         with self._lock:

@@ -4,7 +4,7 @@ Chunks of calls are invoked with ``InvocationType="Event"`` from a bounded threa
 never more than ``max_in_flight`` calls at once. Throttling and transient errors are
 retried with full-jitter backoff for up to ``retry_for`` seconds, so a throttled map slows
 down instead of failing. A message over the asynchronous-invoke limit travels through the
-job storage. Results come back through :class:`~.collector.LambdaStatusWatcher`; a call with
+job storage. Results come back through :class:`~wrencore.watcher.StatusWatcher`; a call with
 no status once its invocation's deadline (function timeout + ``result_grace``) has passed,
 and no call has finished for as long (so it cannot still be queued behind others), fails
 with :class:`LostCallError` (a :class:`WorkerCrashedError`) instead of hanging.
@@ -22,12 +22,12 @@ from wrencore.backends import Backend, Call
 from wrencore.config import Config
 from wrencore.errors import WorkerCrashedError, WrenError
 from wrencore.futures import Future
+from wrencore.watcher import StatusWatcher
 from wrencore_aws.clients import call_with_retries, error_code, make_client
 from wrencore_runtime import PROTOCOL_VERSION
 from wrencore_runtime.protocol import encode_json, make_message
 from wrencore_runtime.storage import Storage
 
-from .collector import LambdaStatusWatcher
 from .deploy import Deployer, DeployedFunction, LambdaSettings
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class LambdaBackend(Backend):
         self._deadlines: Dict[Future, float] = {}
         self._last_progress = 0.0
         self._deadlines_lock = threading.Lock()
-        self._watcher = LambdaStatusWatcher(storage, min_interval=0.05, max_interval=1.0,
+        self._watcher = StatusWatcher(storage, min_interval=0.05, max_interval=1.0,
                                       deadline_check=self._deadline_check)
 
     # -- deployment ------------------------------------------------------------------
