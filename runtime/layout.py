@@ -7,7 +7,8 @@ prefix::
     {job_id}/func.pickle               the function and the user's local modules
     {job_id}/{call_id}/args.pickle     a call's arguments, when too large to travel inline
     {job_id}/{call_id}/result.pickle   a call's pickled result, when not returned inline
-    {job_id}/{call_id}/status.json     a call's outcome and metadata; written last
+    {job_id}/{call_id}/status.json     a call's outcome and metadata (and its pickled result
+                                       under "result" when small); written last
     {job_id}/{call_id}/batch-status.json
                                        outcomes (and small results) of several calls run
                                        together, starting with {call_id}; written last
