@@ -39,6 +39,25 @@ def _installed_roots() -> List[str]:
     return [os.path.realpath(r) + os.sep for r in roots if r]
 
 
+_roots_cache: Tuple[Any, Dict[str, str]] = (None, {})
+
+
+def _cached_local_module_roots() -> Dict[str, str]:
+    """:func:`local_module_roots` of ``sys.modules``, recomputed only when it changed.
+
+    ``sys.modules`` keeps insertion order, so its size and newest name change whenever a
+    module is imported; checking them costs nothing, scanning every module does.
+    """
+    global _roots_cache
+    modules = sys.modules
+    key = (len(modules), next(reversed(modules.keys()), None))
+    cached_key, roots = _roots_cache
+    if key != cached_key:
+        roots = local_module_roots()
+        _roots_cache = (key, roots)
+    return dict(roots)
+
+
 def local_module_roots(modules: Optional[Dict[str, Any]] = None) -> Dict[str, str]:
     """Top-level names of imported modules that live outside any installed location.
 
@@ -147,7 +166,7 @@ def local_modules_by_value():
     """
     with _by_value_lock:
         registered = []
-        for name in local_module_roots():
+        for name in _cached_local_module_roots():
             module = sys.modules.get(name)
             if module is None:
                 continue
