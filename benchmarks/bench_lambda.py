@@ -81,7 +81,15 @@ def bench_plain_loop(executor, calls: int, threads: int = 64) -> float:
     elapsed = time.time() - start
     # Let the sandboxes finish this batch before the next measurement starts.
     executor.backend._watcher.watch(job["job_id"], {c.call_id: c.future for c in prepared})
-    wrencore.get_all_results([c.future for c in prepared], timeout=600)
+    done, not_done = wrencore.wait([c.future for c in prepared], timeout=120)
+    if not_done:
+        # The plain loop has no lost-call detection of its own: report, don't hang.
+        from wrencore_runtime import layout
+
+        keys = set(executor.storage.list(layout.job_prefix(job["job_id"])))
+        for future in not_done:
+            print(f"plain loop: call {future.call_id} unfinished; status in storage: "
+                  f"{layout.status_key(job['job_id'], future.call_id) in keys}", file=sys.stderr)
     return calls / elapsed
 
 
