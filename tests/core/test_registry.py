@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 import wrencore
@@ -54,3 +56,30 @@ def test_disabled_plugins_are_not_loaded(monkeypatch):
     assert "aws_lambda" not in loaded and "local" in loaded
     with pytest.raises(wrencore.UnknownNameError, match="available: local"):
         wrencore.Executor(backend="aws_lambda")
+
+
+class _Recorder:
+    def __init__(self):
+        self.invoked, self.finished = [], []
+
+    @hookimpl
+    def wrencore_before_invoke(self, backend, job, call_ids):
+        self.invoked.append((backend, job["job_id"], list(call_ids)))
+
+    @hookimpl
+    def wrencore_call_finished(self, future, metadata):
+        self.finished.append((future.call_id, metadata["worker_end_timestamp"]))
+
+
+def test_invoke_and_call_finished_hooks_fire_on_the_users_computer():
+    recorder = _Recorder()
+    plugins.get_plugin_manager().register(recorder, name="recorder")
+    with wrencore.Executor(backend="local") as executor:
+        futures = executor.map_futures(abs, [-1, -2, -3])
+        assert [f.result(timeout=60) for f in futures] == [1, 2, 3]
+    assert recorder.invoked == [("local", futures[0].job_id, ["00000", "00001", "00002"])]
+    deadline = time.monotonic() + 10  # done-callbacks run just after waiters are woken
+    while len(recorder.finished) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(call_id for call_id, _ in recorder.finished) == ["00000", "00001", "00002"]
+    assert all(end > 0 for _, end in recorder.finished)
