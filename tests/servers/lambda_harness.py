@@ -222,7 +222,9 @@ class FunctionRuntime:
     def submit(self, invocation: Invocation) -> None:
         self.last_used = time.monotonic()
         self.events.put(invocation)
-        self.scale()
+        # Sandboxes are started only by the supervisor thread: PR_SET_PDEATHSIG fires when
+        # the *thread* that forked a child exits, and request threads exit after each call.
+        self.harness.wake.set()
 
     def scale(self) -> None:
         """Start sandboxes while events wait, up to the concurrency limit."""
@@ -289,6 +291,7 @@ class Harness:
         self.functions: Dict[Tuple[str, str], FunctionRuntime] = {}
         self.configurations: Dict[str, Tuple[float, Dict[str, Any]]] = {}
         self.lock = threading.Lock()
+        self.wake = threading.Event()
         threading.Thread(target=self._supervise, daemon=True).start()
 
     # -- code ------------------------------------------------------------------------
@@ -374,7 +377,8 @@ class Harness:
 
     def _supervise(self) -> None:
         while True:
-            time.sleep(0.05)
+            self.wake.wait(0.05)
+            self.wake.clear()
             with self.lock:
                 runtimes = list(self.functions.values())
             for runtime in runtimes:
