@@ -52,8 +52,8 @@ class Backend(abc.ABC):
     def invoke(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:
         """Start ``calls`` of ``job``; never block until they finish.
 
-        Mark each future running with ``set_running_or_notify_cancel()`` when its call is
-        actually dispatched (skipping cancelled ones), and complete it with
+        Mark each future running with :func:`wrencore.futures.claim` when its call is
+        actually dispatched (it returns False for cancelled ones, which are skipped), and complete it with
         :func:`wrencore.futures.complete_from_status` or ``future.fail(error)``.
         """
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Optional, Set
 
@@ -42,6 +43,7 @@ class StatusWatcher:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopped = False
+        self._fresh_work = False
         self._thread: Optional[threading.Thread] = None
         self._fetch_pool = ThreadPoolExecutor(fetch_threads,
                                               thread_name_prefix="wrencore-status-fetch")
@@ -49,6 +51,7 @@ class StatusWatcher:
     def watch(self, job_id: str, futures: Dict[str, Future]) -> None:
         with self._lock:
             self._pending.setdefault(job_id, {}).update(futures)
+            self._fresh_work = True
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="wrencore-watcher",
                                                 daemon=True)
@@ -155,9 +158,16 @@ class StatusWatcher:
             if not self.pending_count():
                 interval = self.max_interval
                 continue
+            if self._fresh_work:  # new calls: their results may come soon
+                self._fresh_work = False
+                interval = self.min_interval
+            started = time.monotonic()
             try:
                 progressed = self.poll_once()
             except Exception:  # never let the watcher die: futures would hang
                 logger.exception("status watcher poll failed")
                 progressed = 0
             interval = self.min_interval if progressed else min(interval * 1.5, self.max_interval)
+            # Listing grows with the job; keep polling to at most a third of this thread's
+            # time so it never starves the threads that invoke.
+            interval = max(interval, 2 * (time.monotonic() - started))

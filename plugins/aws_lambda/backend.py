@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional
 from wrencore.backends import Backend, Call
 from wrencore.config import Config
 from wrencore.errors import WorkerCrashedError, WrenError
-from wrencore.futures import Future
+from wrencore.futures import Future, claim
 from wrencore.watcher import StatusWatcher
 from wrencore_aws.clients import call_with_retries, error_code, make_client
 from wrencore_runtime import PROTOCOL_VERSION
@@ -127,7 +127,7 @@ class LambdaBackend(Backend):
     def _invoke_chunk(self, function: DeployedFunction, job: Dict[str, Any],
                       chunk: List[Call]) -> None:
         try:
-            live = [c for c in chunk if c.future.set_running_or_notify_cancel()]
+            live = [c for c in chunk if claim(c.future)]
             if not live:
                 return
             taken = self._budget.acquire(len(live))

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 from wrencore.backends import Backend, Call
 from wrencore.config import Config
 from wrencore.errors import WorkerCrashedError
-from wrencore.futures import Future
+from wrencore.futures import Future, claim
 from wrencore.watcher import StatusWatcher
 from wrencore_runtime.protocol import decode_json, encode_json, make_message
 from wrencore_runtime.storage import Storage
@@ -67,7 +67,7 @@ class StandaloneBackend(Backend):
         return bodies
 
     def invoke(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:
-        live = [c for c in calls if c.future.set_running_or_notify_cancel()]
+        live = [c for c in calls if claim(c.future)]
         if not live:
             return
         self.watcher.watch(job["job_id"], {c.call_id: c.future for c in live})
