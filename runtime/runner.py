@@ -31,7 +31,7 @@ import time
 import traceback
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import cloudpickle
 
@@ -128,42 +128,36 @@ class JobRunner:
 
     def __init__(self, worker_id: str = "", *, function_cache_size: int = 8) -> None:
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
-        self._functions: "OrderedDict[str, Callable]" = OrderedDict()
+        #: job key -> (function, module bundle, bundle hash), most recently used last.
+        self._functions: "OrderedDict[str, Tuple[Callable, Optional[bytes], Optional[str]]]" = \
+            OrderedDict()
         self._cache_size = function_cache_size
         self._modules = ModuleInstaller()
-        self._module_hashes: Dict[str, Optional[str]] = {}
 
     # -- loading ---------------------------------------------------------------------
-    def _load_function(self, job: Dict[str, Any], storage: Storage) -> Callable:
+    def _prepare_function(self, job: Dict[str, Any], storage: Storage) -> Callable:
+        """The job's function, loaded once per process, with its module bundle active."""
         key = f"{job['job_id']}:{job['function_key']}"
-        func = self._functions.get(key)
-        if func is not None:
+        entry = self._functions.get(key)
+        if entry is not None:
             self._functions.move_to_end(key)
+            func, modules, modules_hash = entry
+            self._modules.activate(modules, modules_hash)
             return func
         blob = storage.get(job["function_key"])
         try:
             package = pickle.loads(blob)
-            self._modules.activate(package.get("modules"), package.get("modules_hash"))
+            modules, modules_hash = package.get("modules"), package.get("modules_hash")
+            self._modules.activate(modules, modules_hash)
             func = cloudpickle.loads(package["function"])
         except Exception as exc:
             raise DeserializationError(
                 f"could not load the function of job {job['job_id']}: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-        self._module_hashes[key] = package.get("modules_hash")
-        self._functions[key] = func
+        self._functions[key] = (func, modules, modules_hash)
         while len(self._functions) > self._cache_size:
-            old_key, _ = self._functions.popitem(last=False)
-            self._module_hashes.pop(old_key, None)
-        return func
-
-    def _activate_modules_for(self, job: Dict[str, Any], storage: Storage) -> Callable:
-        func = self._load_function(job, storage)
-        key = f"{job['job_id']}:{job['function_key']}"
-        wanted = self._module_hashes.get(key)
-        if wanted != self._modules.active_hash:
-            package = pickle.loads(storage.get(job["function_key"]))
-            self._modules.activate(package.get("modules"), package.get("modules_hash"))
+            self._functions.popitem(last=False)
         return func
 
     @staticmethod
@@ -218,7 +212,7 @@ class JobRunner:
                     f"the worker's runtime does not match the client: {mismatch}"
                 )
             storage = storage or storage_from_spec(job["storage"])
-            func = self._activate_modules_for(job, storage)
+            func = self._prepare_function(job, storage)
             args, kwargs = self._load_args(job, call, storage)
             exec_start = time.time()
             metadata["worker_setup_time"] = exec_start - start
