@@ -116,10 +116,10 @@ class Executor(concurrent.futures.Executor):
     def _make_calls(self, job: Dict[str, Any], arg_pairs: Iterable[Tuple[tuple, dict]],
                     first_index: int = 0) -> List[Call]:
         with serialize.local_modules_by_value():
-            return self._make_calls_locked(job, arg_pairs, first_index)
+            return self._build_calls(job, arg_pairs, first_index)
 
-    def _make_calls_locked(self, job: Dict[str, Any], arg_pairs: Iterable[Tuple[tuple, dict]],
-                           first_index: int) -> List[Call]:
+    def _build_calls(self, job: Dict[str, Any], arg_pairs: Iterable[Tuple[tuple, dict]],
+                     first_index: int) -> List[Call]:
         calls = []
         for index, (args, kwargs) in enumerate(arg_pairs, start=first_index):
             call_id = f"{index:05d}"
@@ -139,9 +139,10 @@ class Executor(concurrent.futures.Executor):
 
     def _invoke(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:
         finished_hook = self._pm.hook.wrencore_call_finished
+        notify = bool(finished_hook.get_hookimpls())
         for call in calls:
             self._futures.add(call.future)
-            if finished_hook.get_hookimpls():
+            if notify:
                 call.future.add_done_callback(
                     lambda f: finished_hook(future=f, metadata=f.metadata))
         self._pm.hook.wrencore_before_invoke(backend=self.backend_name, job=job,

@@ -132,7 +132,7 @@ class _BundleCache:
         self._value: Tuple[Optional[bytes], Optional[str]] = (None, None)
 
     def get(self) -> Tuple[Optional[bytes], Optional[str]]:
-        roots = local_module_roots()
+        roots = _cached_local_module_roots()
         key = []
         for name, path in sorted(roots.items()):
             for full, _ in _iter_files(name, path):
