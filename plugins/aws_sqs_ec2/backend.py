@@ -30,6 +30,23 @@ logger = logging.getLogger(__name__)
 MESSAGE_LIMIT = 200 * 1024
 
 
+class _Every:
+    """Says a periodic check is due at most once per ``interval`` seconds (thread-safe)."""
+
+    def __init__(self, interval: float, *, start_due: bool = True) -> None:
+        self.interval = interval
+        self._last = -float("inf") if start_due else time.monotonic()
+        self._lock = threading.Lock()
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < self.interval:
+                return False
+            self._last = now
+            return True
+
+
 class StandaloneBackend(Backend):
     default_storage = "s3"
     # Inline arguments are base64-encoded in a JSON body, which SQS caps at 256 KiB.
@@ -43,8 +60,8 @@ class StandaloneBackend(Backend):
         self.settings = self.standalone.settings
         self.watcher = StatusWatcher(storage, deadline_check=self._dead_letter_check)
         self._dead: Dict[str, Dict[str, int]] = {}  # job id -> call id -> receives
-        self._dead_checked = 0.0
-        self._fleet_checked = time.monotonic()
+        self._dead_letter_checks = _Every(self.settings.dead_letter_check_interval)
+        self._fleet_checks = _Every(self.settings.fleet_check_interval, start_due=False)
         self._dead_lock = threading.Lock()
 
     # -- invoke ----------------------------------------------------------------------
@@ -93,11 +110,8 @@ class StandaloneBackend(Backend):
 
     # -- dead letters ----------------------------------------------------------------
     def _refresh_dead_letters(self) -> None:
-        now = time.monotonic()
-        with self._dead_lock:
-            if now - self._dead_checked < self.settings.dead_letter_check_interval:
-                return
-            self._dead_checked = now
+        if not self._dead_letter_checks.due():
+            return
         dead: Dict[str, Dict[str, int]] = {}
         try:
             letters = self.standalone.dead_letters()
@@ -117,11 +131,8 @@ class StandaloneBackend(Backend):
 
     def _keep_fleet(self) -> None:
         """Relaunch if calls wait but no instance is live (e.g. one idled out as they came)."""
-        now = time.monotonic()
-        with self._dead_lock:
-            if now - self._fleet_checked < self.settings.fleet_check_interval:
-                return
-            self._fleet_checked = now
+        if not self._fleet_checks.due():
+            return
         try:
             launched = self.standalone.ensure_fleet(self.watcher.pending_count())
         except Exception as exc:
