@@ -104,13 +104,18 @@ def test_storage_spec_round_trip(tmp_path):
         storage.get("a/missing")
 
 
+def _python(code, env=None):
+    """Run ``code`` in a fresh interpreter; return the completed process."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+
+
 def test_runtime_imports_nothing_of_the_client():
     code = ("import sys, wrencore_runtime.runner, wrencore_runtime.storage, "
             "wrencore_runtime.protocol, wrencore_local.worker\n"
             "bad = sorted(m for m in sys.modules if m == 'wrencore' or m.startswith('wrencore.') "
             "or m.split('.')[0] in ('pluggy', 'boto3', 'botocore', 'google'))\n"
             "print(bad); assert not bad")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = _python(code)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -118,7 +123,7 @@ def test_import_wrencore_loads_no_cloud_sdk():
     code = ("import sys, wrencore\nfrom wrencore.plugins import get_registry\nget_registry()\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
             "('boto3', 'botocore', 'google', 'watchtower'))\nprint(bad); assert not bad")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = _python(code)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -126,9 +131,9 @@ def test_library_configures_no_logging_unless_asked():
     quiet = ("import logging, wrencore\nassert not logging.getLogger().handlers\n"
              "handlers = logging.getLogger('wrencore').handlers\n"
              "assert [type(h).__name__ for h in handlers] == ['NullHandler'], handlers")
-    result = subprocess.run([sys.executable, "-c", quiet], capture_output=True, text=True)
+    result = _python(quiet)
     assert result.returncode == 0, result.stderr
     loud = "import logging, wrencore\nlogging.getLogger('wrencore.x').info('hello log')"
     env = dict(os.environ, WRENCORE_LOGLEVEL="info")
-    result = subprocess.run([sys.executable, "-c", loud], capture_output=True, text=True, env=env)
+    result = _python(loud, env=env)
     assert "INFO wrencore.x: hello log" in result.stderr
