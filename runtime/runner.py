@@ -23,6 +23,7 @@ import io
 import logging
 import os
 import pickle
+import reprlib
 import signal
 import socket
 import sys
@@ -80,6 +81,25 @@ def describe_exception(exc: BaseException) -> Dict[str, Any]:
         "traceback": "".join(traceback.format_exception(cls, exc, exc.__traceback__)),
         "pickled": pickled,
     }
+
+
+_call_repr = reprlib.Repr()
+_call_repr.maxstring = _call_repr.maxother = 60
+_call_repr.maxlevel = 2
+#: A call's description is left out when longer than this: then the call id must do.
+CALL_REPR_LIMIT = 200
+
+
+def describe_call(func: Callable, args: tuple, kwargs: Dict[str, Any]) -> Optional[str]:
+    """``name(arg, key=value)`` for an error note, or None when it would not be short."""
+    try:
+        parts = [_call_repr.repr(a) for a in args]
+        parts += [f"{k}={_call_repr.repr(v)}" for k, v in kwargs.items()]
+        name = getattr(func, '__qualname__', type(func).__name__).rpartition('<locals>.')[2]
+        text = f"{name}({', '.join(parts)})"
+    except Exception:  # a user's __repr__ may fail; the call id still identifies the call
+        return None
+    return text if len(text) <= CALL_REPR_LIMIT else None
 
 
 @contextlib.contextmanager
@@ -205,6 +225,7 @@ class JobRunner:
         }
         result_bytes: Optional[bytes] = None
         stdout, stderr = _TailBuffer(), _TailBuffer()
+        call_text: Optional[str] = None
         try:
             mismatch = version_mismatch(job)
             if mismatch:
@@ -214,6 +235,7 @@ class JobRunner:
             storage = storage or storage_from_spec(job["storage"])
             func = self._prepare_function(job, storage)
             args, kwargs = self._load_args(job, call, storage)
+            call_text = describe_call(func, args, kwargs)
             exec_start = time.time()
             metadata["worker_setup_time"] = exec_start - start
             try:
@@ -241,6 +263,7 @@ class JobRunner:
             status["success"] = True
         except (Exception, SystemExit) as exc:
             status["exception"] = describe_exception(exc)
+            status["exception"]["call"] = call_text
             result_bytes = None
         status["stdout"], status["stderr"] = stdout.getvalue(), stderr.getvalue()
         metadata["worker_end_timestamp"] = time.time()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import importlib
+import linecache
 import sys
 import textwrap
 import threading
@@ -86,6 +87,39 @@ def make_helper_module(tmp_path, monkeypatch):
     return importlib.import_module(name), str(directory)
 
 
+CELL_SOURCE = """\
+import math
+
+def cell_fail(x):
+    root = math.sqrt(x)
+    raise KeyError(f"cell saw {root}")
+"""
+
+
+def make_cell_function():
+    """A function defined as a notebook cell is: its source only in the client's linecache.
+
+    It travels by value (its module is ``__main__``) and no worker can read its file.
+    """
+    filename = f"<wrencore-cell-{uuid.uuid4().hex[:8]}>"
+    linecache.cache[filename] = (len(CELL_SOURCE), None, CELL_SOURCE.splitlines(True), filename)
+    namespace = {"__name__": "__main__"}
+    exec(compile(CELL_SOURCE, filename, "exec"), namespace)
+    return namespace["cell_fail"], filename
+
+
+def make_failing_module(tmp_path, monkeypatch):
+    """A local module whose function fails on line 6; returns the module and its path."""
+    name = f"failing_{uuid.uuid4().hex[:8]}"
+    directory = tmp_path / "user_code"
+    directory.mkdir(exist_ok=True)
+    path = directory / f"{name}.py"
+    path.write_text("import os\n\n\ndef explode(x):\n    half = x // 2\n"
+                    "    return {}[half]  # the failing line\n")
+    monkeypatch.syspath_prepend(str(directory))
+    return importlib.import_module(name), str(path)
+
+
 class BackendSuite:
     #: Bytes of the "large" argument and result cases.
     large_size = 20 * 1024 * 1024
@@ -105,6 +139,29 @@ class BackendSuite:
         assert isinstance(cause, RemoteTraceback)
         assert "in inner" in cause.tb and "bad value 7" in cause.tb
         assert isinstance(futures[7].exception(), ValueError)
+
+    def test_traceback_of_a_by_value_function_shows_its_cell(self, executor):
+        cell_fail, filename = make_cell_function()
+        futures = executor.map_futures(cell_fail, [1, 4])
+        with pytest.raises(KeyError, match="cell saw 2.0") as info:
+            futures[1].result(timeout=60)
+        tb = info.value.__cause__.tb
+        assert f'File "{filename}", line 5, in cell_fail\n' \
+               f'    raise KeyError(f"cell saw {{root}}")\n' in tb
+        assert "<dynamic-code>" not in tb
+        assert info.value.__notes__ == [
+            f"wrencore: raised by call 00001 of job {futures[1].job_id}: cell_fail(4)"]
+
+    def test_traceback_of_a_shipped_module_shows_its_file(self, executor, tmp_path, monkeypatch):
+        module, path = make_failing_module(tmp_path, monkeypatch)
+        future = executor.submit(module.explode, 14)
+        with pytest.raises(KeyError) as info:
+            future.result(timeout=60)
+        tb = info.value.__cause__.tb
+        assert f'File "{path}", line 6, in explode\n' \
+               f'    return {{}}[half]  # the failing line\n' in tb
+        assert any(f"call {future.call_id} of job {future.job_id}: explode(14)" in note
+                   for note in info.value.__notes__)
 
     def test_unpicklable_result_fails_only_its_call(self, executor):
         futures = executor.map_futures(_lock_on_two, range(5))

@@ -114,6 +114,20 @@ def cancel(future: concurrent.futures.Future) -> bool:
     return True
 
 
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)``, also before Python 3.11 (where tracebacks do not print it)."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # pragma: no cover - Python < 3.11
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]
+
+
+def _call_note(future: "Future", info: Dict[str, Any]) -> str:
+    where = f"call {future.call_id} of job {future.job_id}"
+    return f"wrencore: raised by {where}: {info['call']}" if info.get("call") else \
+        f"wrencore: raised by {where}"
+
+
 def _load_exception(info: Dict[str, Any]) -> BaseException:
     exc: Optional[BaseException] = None
     if info.get("pickled"):
@@ -154,7 +168,10 @@ def complete_from_status(future: Future, status: Dict[str, Any], result: Optiona
     future.stdout = status.get("stdout") or ""
     future.stderr = status.get("stderr") or ""
     if not status.get("success"):
-        return future._complete(exception=_load_exception(status.get("exception") or {}))
+        info = status.get("exception") or {}
+        exc = _load_exception(info)
+        add_note(exc, _call_note(future, info))
+        return future._complete(exception=exc)
     start = time.time()
     if result is None and status.get("result") is not None:
         result = status["result"]  # inlined in the status by workers that write one object

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import dis
 import hashlib
 import io
+import linecache
 import logging
+import marshal
 import os
 import pickle
 import site
 import sys
 import sysconfig
 import threading
+import types
 import zipfile
+from collections import ChainMap
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import cloudpickle
+from wrencore_runtime.sources import load_code
 
 from .errors import SerializationError
 
@@ -36,7 +42,16 @@ def _installed_roots() -> List[str]:
         roots.add(path)
     for path in (sys.prefix, sys.base_prefix, sys.exec_prefix):
         roots.add(os.path.join(path, "lib"))
+    roots.update(path for path in sys.path if _holds_installed_distributions(path))
     return [os.path.realpath(r) + os.sep for r in roots if r]
+
+
+def _holds_installed_distributions(path: str) -> bool:
+    """True for a directory an installer wrote into (``pip install --target``, a layer)."""
+    try:
+        return any(name.endswith(".dist-info") for name in os.listdir(path or "."))
+    except OSError:
+        return False
 
 
 _roots_cache: Tuple[Any, Dict[str, str]] = (None, {})
@@ -182,13 +197,45 @@ def local_modules_by_value():
                 cloudpickle.unregister_pickle_by_value(module)
 
 
+def _line_span(code: types.CodeType) -> Tuple[int, int]:
+    """First and last source line of ``code`` and the code objects nested in it."""
+    first = last = code.co_firstlineno
+    for _, line in dis.findlinestarts(code):
+        if line is not None and line > last:
+            last = line
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            last = max(last, _line_span(const)[1])
+    return first, last
+
+
+def _reduce_code(code: types.CodeType) -> Tuple[Any, Tuple[Any, ...]]:
+    """Encode a code object with its real file name and the source lines it spans."""
+    first, last = _line_span(code)
+    lines = linecache.getlines(code.co_filename)[first - 1:last]
+    return load_code, (marshal.dumps(code), code.co_filename, first, lines)
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle, except that code objects keep their origin (see ``wrencore_runtime.sources``)."""
+
+    dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
+
+
+def dumps(obj: Any) -> bytes:
+    """Pickle ``obj`` as cloudpickle does, keeping the origin of code that travels by value."""
+    with io.BytesIO() as buffer:
+        _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+        return buffer.getvalue()
+
+
 def dumps_function(func: Any) -> bytes:
     """The function package a worker loads: local modules first, then the function."""
     if not callable(func):
         raise TypeError(f"expected a callable, got {type(func).__name__}: {func!r}")
     try:
         with local_modules_by_value():
-            function_bytes = cloudpickle.dumps(func)
+            function_bytes = dumps(func)
     except Exception as exc:
         raise SerializationError(
             f"cannot pickle the function {getattr(func, '__qualname__', func)!r}: "
@@ -205,7 +252,7 @@ def dumps_function(func: Any) -> bytes:
 def dumps_args(args: tuple, kwargs: dict, call_id: str) -> bytes:
     """Pickle one call's arguments; wrap many calls in :func:`local_modules_by_value`."""
     try:
-        return cloudpickle.dumps((args, kwargs))
+        return dumps((args, kwargs))
     except Exception as exc:
         raise SerializationError(
             f"cannot pickle the arguments of call {call_id}: {type(exc).__name__}: {exc}"
