@@ -16,6 +16,7 @@ import concurrent.futures
 import logging
 import os
 import threading
+import warnings
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
@@ -63,15 +64,22 @@ logging.getLogger("wrencore_runtime").addHandler(logging.NullHandler())
 
 
 def _console_logging_from_env() -> None:
-    level = os.environ.get("WRENCORE_LOGLEVEL")
-    if not level:
+    name = os.environ.get("WRENCORE_LOGLEVEL", "").strip()
+    if not name:
+        return
+    level = int(name) if name.isdigit() else logging.getLevelName(name.upper())
+    if not isinstance(level, int):
+        warnings.warn(
+            f"WRENCORE_LOGLEVEL={name!r} is not a logging level; use one of debug, info, "
+            f"warning, error, critical (or a number). Console logging stays off.",
+            RuntimeWarning, stacklevel=2)
         return
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in ("wrencore", "wrencore_runtime"):
         log = logging.getLogger(name)
         log.addHandler(handler)
-        log.setLevel(level.upper())
+        log.setLevel(level)
 
 
 _console_logging_from_env()

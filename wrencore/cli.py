@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from typing import List, Optional
@@ -11,19 +10,20 @@ from typing import List, Optional
 from .plugins import CONCERNS, get_plugin_manager, get_registry
 
 
-def _demo_task(n: int) -> dict:
-    import os
-
-    primes = sum(1 for k in range(2, 2000 + n) if all(k % d for d in range(2, math.isqrt(k) + 1)))
-    return {"n": n, "primes_below": 2000 + n, "count": primes, "worker_pid": os.getpid()}
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
+    import cloudpickle
+
     import wrencore
+    from wrencore import demo
 
     start = time.time()
     with wrencore.Executor(backend=args.backend) as executor:
-        futures = executor.map_futures(_demo_task, range(args.calls))
+        # By value: a worker has wrencore's runtime, not this client package.
+        cloudpickle.register_pickle_by_value(demo)
+        try:
+            futures = executor.map_futures(demo.count_primes, range(args.calls))
+        finally:
+            cloudpickle.unregister_pickle_by_value(demo)
         results = wrencore.get_all_results(futures)
     elapsed = time.time() - start
     pids = {r["worker_pid"] for r in results}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import os
 import sys
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .errors import ConfigError
 
@@ -58,8 +58,10 @@ def _read_file(path: Optional[str]) -> Dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
 
 
-def _from_env(env: Mapping[str, str]) -> Dict[str, Any]:
+def _from_env(env: Mapping[str, str]) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """The ``WRENCORE_…`` variables as config data, and the variable behind each key."""
     data: Dict[str, Any] = {}
+    origins: Dict[str, str] = {}
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX):
             continue
@@ -67,26 +69,67 @@ def _from_env(env: Mapping[str, str]) -> Dict[str, Any]:
         if "__" in rest:
             section, _, key = rest.partition("__")
             data.setdefault(section, {})[key] = value
+            origins[f"{section}.{key}"] = f"environment variable {name}"
         elif rest in _TOP_LEVEL:
             data[rest] = value
-    return data
+            origins[rest] = f"environment variable {name}"
+    return data, origins
 
 
-def _merge(base: Dict[str, Any], override: Mapping[str, Any]) -> Dict[str, Any]:
+def _merge(base: Dict[str, Any], override: Mapping[str, Any],
+           origins: Optional[Dict[str, str]] = None, origin: Any = None,
+           prefix: str = "") -> Dict[str, Any]:
+    """Merge ``override`` into ``base``; record in ``origins`` where each key came from.
+
+    ``origin`` is a description of the source, or a mapping of dotted key to description.
+    """
     for key, value in override.items():
+        dotted = f"{prefix}{key}"
         if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = copy.deepcopy(value) if isinstance(value, Mapping) else value
+            _merge(base[key], value, origins, origin, f"{dotted}.")
+            continue
+        base[key] = copy.deepcopy(value) if isinstance(value, Mapping) else value
+        if origins is None:
+            continue
+        for sub in _dotted_keys(value, dotted):
+            origins[sub] = origin.get(sub, "") if isinstance(origin, Mapping) else origin
     return base
 
 
-class Section(dict):
-    """One table of the configuration, with typed getters."""
+def _dotted_keys(value: Any, dotted: str) -> List[str]:
+    if isinstance(value, Mapping):
+        return [k for key, sub in value.items() for k in _dotted_keys(sub, f"{dotted}.{key}")]
+    return [dotted]
 
-    def __init__(self, name: str, data: Mapping[str, Any]):
+
+def _to_number(value: Any, kind: type) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TypeError(value)
+    if kind is int and isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(value)
+        return int(value)
+    return kind(value.strip() if isinstance(value, str) else value)
+
+
+class Section(dict):
+    """One table of the configuration, with typed getters.
+
+    A value that is the wrong type or out of range raises :class:`ConfigError` naming the
+    key, the value and where it came from (keyword argument, environment variable, file).
+    """
+
+    def __init__(self, name: str, data: Mapping[str, Any],
+                 origins: Optional[Mapping[str, str]] = None):
         super().__init__(data)
         self.name = name
+        self.origins = dict(origins or {})
+
+    def describe(self, key: str, value: Any) -> str:
+        """``[local] workers = 0 (from environment variable WRENCORE_LOCAL__WORKERS)``."""
+        where = f"[{self.name}] {key}" if self.name else key
+        origin = self.origins.get(key)
+        return f"{where} = {value!r}" + (f" (from {origin})" if origin else "")
 
     def _convert(self, key: str, default: Any, kind: type) -> Any:
         value = self.get(key, default)
@@ -99,17 +142,36 @@ class Section(dict):
                 if value.lower() in ("0", "false", "no", "off", ""):
                     return False
                 raise ValueError(value)
+            if kind in (int, float):
+                return _to_number(value, kind)
             return kind(value)
         except (TypeError, ValueError):
+            article = "an" if kind.__name__[0] in "aeiou" else "a"
             raise ConfigError(
-                f"config [{self.name}] {key} = {value!r} is not a valid {kind.__name__}"
+                f"config {self.describe(key, value)} is not {article} {kind.__name__}"
             ) from None
 
-    def int(self, key: str, default: Optional[int] = None) -> Optional[int]:
-        return self._convert(key, default, int)
+    def _number(self, key: str, default: Any, kind: type, minimum: Any, maximum: Any) -> Any:
+        number = self._convert(key, default, kind)
+        if number is None:
+            return None
+        if (minimum is not None and number < minimum) or \
+                (maximum is not None and number > maximum):
+            allowed = (f"between {minimum} and {maximum}" if minimum is not None and
+                       maximum is not None else f"at least {minimum}" if minimum is not None
+                       else f"at most {maximum}")
+            raise ConfigError(f"config {self.describe(key, self.get(key, default))} "
+                              f"must be {allowed}")
+        return number
 
-    def float(self, key: str, default: Optional[float] = None) -> Optional[float]:
-        return self._convert(key, default, float)
+    def int(self, key: str, default: Optional[int] = None, *, minimum: Optional[int] = None,
+            maximum: Optional[int] = None) -> Optional[int]:
+        return self._number(key, default, int, minimum, maximum)
+
+    def float(self, key: str, default: Optional[float] = None, *,
+              minimum: Optional[float] = None,
+              maximum: Optional[float] = None) -> Optional[float]:
+        return self._number(key, default, float, minimum, maximum)
 
     def bool(self, key: str, default: Optional[bool] = None) -> Optional[bool]:
         return self._convert(key, default, bool)
@@ -126,21 +188,33 @@ class Config:
         env = os.environ if env is None else env
         self.path = file if file is not None else config_file_path(env)
         self.data: Dict[str, Any] = {}
-        _merge(self.data, _read_file(self.path))
-        _merge(self.data, _from_env(env))
-        _merge(self.data, overrides or {})
+        #: dotted key -> where its value came from
+        self.origins: Dict[str, str] = {}
+        _merge(self.data, _read_file(self.path), self.origins, f"config file {self.path}")
+        env_data, env_origins = _from_env(env)
+        _merge(self.data, env_data, self.origins, env_origins)
+        _merge(self.data, overrides or {}, self.origins, "the executor's config argument")
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
+
+    def top(self) -> Section:
+        """The top-level keys (``chunksize``, ``timeout`` …) as a section named ``""``."""
+        return Section("", {k: v for k, v in self.data.items() if not isinstance(v, Mapping)},
+                       {k: v for k, v in self.origins.items() if "." not in k})
 
     def section(self, name: str) -> Section:
         value = self.data.get(name, {})
         if not isinstance(value, Mapping):
             raise ConfigError(f"config {name!r} must be a table, not {value!r}")
-        return Section(name, value)
+        prefix = f"{name}."
+        return Section(name, value, {k[len(prefix):]: v for k, v in self.origins.items()
+                                     if k.startswith(prefix)})
 
-    def with_overrides(self, overrides: Mapping[str, Any]) -> "Config":
+    def with_overrides(self, overrides: Mapping[str, Any], origin: str = "") -> "Config":
         clone = Config.__new__(Config)
         clone.path = self.path
-        clone.data = _merge(copy.deepcopy(self.data), overrides)
+        clone.origins = dict(self.origins)
+        clone.data = _merge(copy.deepcopy(self.data), overrides, clone.origins,
+                            origin or "an override")
         return clone

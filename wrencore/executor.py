@@ -18,7 +18,7 @@ from wrencore_runtime.protocol import PYTHON, SERIALIZER, encode_json
 
 from . import serialize
 from .backends import Backend, Call
-from .config import DEFAULT_BACKEND, Config
+from .config import DEFAULT_BACKEND, Config, Section
 from .errors import ConfigError, ExecutorShutdownError
 from .futures import Future
 from .futures import cancel as cancel_future
@@ -33,16 +33,25 @@ def new_job_id() -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}-{next(_job_counter)}"
 
 
-def _check_timeout(timeout: Any) -> Optional[float]:
-    if timeout is None:
-        return None
-    try:
-        value = float(timeout)
-    except (TypeError, ValueError):
-        raise ConfigError(f"timeout must be a number of seconds or None, not {timeout!r}") from None
-    if value <= 0:
-        raise ConfigError(f"timeout must be positive, not {timeout!r}")
+def _setting(name: str, value: Any, origin: str) -> Section:
+    return Section("", {name: value}, {name: origin})
+
+
+def _check_timeout(timeout: Any, section: Optional[Section] = None) -> Optional[float]:
+    """A per-call limit in seconds (positive) or None; ConfigError names where it came from."""
+    section = section if section is not None else _setting("timeout", timeout, "the timeout argument")
+    value = section.float("timeout")
+    if value is not None and value <= 0:
+        raise ConfigError(f"config {section.describe('timeout', section['timeout'])} must be "
+                          f"a positive number of seconds, or None for no limit")
     return value
+
+
+def _check_chunksize(chunksize: Any, section: Optional[Section] = None) -> Optional[int]:
+    """Calls per invocation (at least 1) or None; ConfigError names where it came from."""
+    section = section if section is not None else \
+        _setting("chunksize", chunksize, "the chunksize argument")
+    return section.int("chunksize", minimum=1)
 
 
 class Executor(concurrent.futures.Executor):
@@ -77,8 +86,11 @@ class Executor(concurrent.futures.Executor):
         storage_factory = registry.load("storage", self.storage_name)
         self.storage = storage_factory(self.config.section(self.storage_name))
         self.backend: Backend = backend_cls(self.config, self.storage)
-        self.chunksize = chunksize if chunksize is not None else self.config.get("chunksize")
-        self.timeout = _check_timeout(timeout if timeout is not None else self.config.get("timeout"))
+        top = self.config.top()
+        self.chunksize = _check_chunksize(chunksize) if chunksize is not None else \
+            _check_chunksize(None, top)
+        self.timeout = _check_timeout(timeout) if timeout is not None else \
+            _check_timeout(None, top)
         self.extra_env = dict(extra_env or {})
         self._shutdown = False
         self._lock = threading.RLock()
@@ -180,6 +192,7 @@ class Executor(concurrent.futures.Executor):
         return self._map_pairs(fn, [((x,), {}) for x in items], chunksize, timeout, extra_env)
 
     def _map_pairs(self, fn, pairs, chunksize, timeout, extra_env) -> List[Future]:
+        chunksize = _check_chunksize(chunksize)
         if not pairs:
             return []
         job = self._new_job(fn, timeout, extra_env)

@@ -79,23 +79,17 @@ class LambdaSettings:
             name_prefix=s.str("name_prefix", cls.name_prefix),
             function_name=s.str("function_name"),
             role_arn=s.str("role_arn"),
-            memory=s.int("memory", cls.memory),
-            timeout=s.int("timeout", cls.timeout),
-            invoke_threads=s.int("invoke_threads", cls.invoke_threads),
-            max_in_flight=s.int("max_in_flight", cls.max_in_flight),
-            result_grace=s.float("result_grace", cls.result_grace),
-            retry_for=s.float("retry_for", cls.retry_for),
+            memory=s.int("memory", cls.memory, minimum=128, maximum=10240),
+            timeout=s.int("timeout", cls.timeout, minimum=1, maximum=900),
+            invoke_threads=s.int("invoke_threads", cls.invoke_threads, minimum=1),
+            max_in_flight=s.int("max_in_flight", cls.max_in_flight, minimum=1),
+            result_grace=s.float("result_grace", cls.result_grace, minimum=0),
+            retry_for=s.float("retry_for", cls.retry_for, minimum=0),
             auto_deploy=s.bool("auto_deploy", cls.auto_deploy),
             runtime_path=s.str("runtime_path"),
             endpoint_url=s.str("endpoint_url"),
             region=s.str("region"),
         )
-        if not 128 <= settings.memory <= 10240:
-            raise ConfigError(f"[aws_lambda] memory = {settings.memory} MB; Lambda allows 128–10240")
-        if not 1 <= settings.timeout <= 900:
-            raise ConfigError(f"[aws_lambda] timeout = {settings.timeout} s; Lambda allows 1–900")
-        if settings.invoke_threads < 1 or settings.max_in_flight < 1:
-            raise ConfigError("[aws_lambda] invoke_threads and max_in_flight must be at least 1")
         return settings
 
     @property

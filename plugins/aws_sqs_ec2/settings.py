@@ -36,6 +36,13 @@ from wrencore.errors import ConfigError
 SECTION = "aws_sqs_ec2"
 
 
+#: Integer keys and their allowed ranges (None: unbounded).
+_INT_RANGES = (
+    ("max_receives", 1, None), ("visibility_timeout", 0, 43200), ("min_instances", 0, None),
+    ("max_instances", 1, None), ("numprocs", 0, None), ("batch_size", 1, 10),
+)
+
+
 @dataclass
 class StandaloneSettings:
     #: Name of the task queue (its dead-letter queue is ``{queue_name}-dlq``).
@@ -82,12 +89,11 @@ class StandaloneSettings:
                      "key_name", "subnet_id", "log_group", "metadata_url", "region",
                      "install_spec"):
             setattr(s, name, section.str(name, getattr(s, name)))
-        for name in ("max_receives", "visibility_timeout", "min_instances", "max_instances",
-                     "numprocs", "batch_size"):
-            setattr(s, name, section.int(name, getattr(s, name)))
+        for name, low, high in _INT_RANGES:
+            setattr(s, name, section.int(name, getattr(s, name), minimum=low, maximum=high))
         for name in ("idle_timeout", "min_uptime", "poll_wait", "dead_letter_check_interval",
                      "fleet_check_interval"):
-            setattr(s, name, section.float(name, getattr(s, name)))
+            setattr(s, name, section.float(name, getattr(s, name), minimum=0))
         s.spot = section.bool("spot", s.spot)
         groups = section.get("security_group_ids", [])
         s.security_group_ids = ([g.strip() for g in groups.split(",") if g.strip()]

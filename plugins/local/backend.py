@@ -275,11 +275,12 @@ class LocalBackend(Backend):
     def __init__(self, config: Config, storage: Storage) -> None:
         super().__init__(config, storage)
         section = config.section("local")
-        workers = section.int("workers", os.cpu_count() or 1)
+        workers = section.int("workers", os.cpu_count() or 1, minimum=1)
         if workers < 1:
             raise ValueError(f"config [local] workers must be at least 1, not {workers}")
-        self.args_inline_limit = section.int("args_inline_limit", self.args_inline_limit)
-        self.result_inline_limit = section.int("result_inline_limit", self.result_inline_limit)
+        self.args_inline_limit = section.int("args_inline_limit", self.args_inline_limit, minimum=0)
+        self.result_inline_limit = section.int("result_inline_limit", self.result_inline_limit,
+                                               minimum=0)
         self.pool = WorkerPool(workers, storage, section.str("python", sys.executable))
 
     def invoke(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:

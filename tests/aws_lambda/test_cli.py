@@ -53,3 +53,14 @@ def test_package_hash_is_stable_and_follows_content(tmp_path):
     assert build_package(str(copy)).sha256 == build_package().sha256
     (copy / "runner.py").write_text((copy / "runner.py").read_text() + "\n# changed\n")
     assert build_package(str(copy)).sha256 != build_package().sha256
+
+
+def test_demo_runs_on_lambda(lambda_env, monkeypatch, capsys):
+    """The demo's function reaches a sandbox that has wrencore's runtime, not its client."""
+    from wrencore.cli import main
+
+    monkeypatch.setenv("WRENCORE_STORAGE", "s3")
+    monkeypatch.setenv("WRENCORE_S3__BUCKET", lambda_env.bucket)
+    assert main(["demo", "--backend", "aws_lambda", "--calls", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "primes below 2000: 303" in out and "ran 3 calls on backend 'aws_lambda'" in out

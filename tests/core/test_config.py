@@ -49,8 +49,72 @@ def test_bad_values_get_clear_errors(tmp_path, monkeypatch):
 
 
 def test_timeout_must_be_positive():
-    with pytest.raises(wrencore.ConfigError, match="timeout must be positive"):
+    with pytest.raises(wrencore.ConfigError,
+                       match=r"timeout = -1 \(from the timeout argument\) must be a positive"):
         wrencore.Executor(backend="local", timeout=-1)
+
+
+def test_negative_chunksize_is_refused_at_once_from_every_source(tmp_path, monkeypatch):
+    with pytest.raises(wrencore.ConfigError,
+                       match=r"chunksize = -5 \(from the chunksize argument\) must be at least 1"):
+        wrencore.Executor(backend="local", chunksize=-5)
+    with pytest.raises(wrencore.ConfigError, match=r"chunksize = -5 \(from the chunksize arg"):
+        wrencore.map(abs, [1, 2], chunksize=-5)  # refused, not a map that never ends
+    with pytest.raises(wrencore.ConfigError, match=r"chunksize = 0 \(from the executor's config"):
+        wrencore.Executor(backend="local", config={"chunksize": 0})
+    monkeypatch.setenv("WRENCORE_CHUNKSIZE", "-5")
+    with pytest.raises(wrencore.ConfigError,
+                       match=r"chunksize = '-5' \(from environment variable WRENCORE_CHUNKSIZE\)"):
+        wrencore.Executor(backend="local")
+    monkeypatch.delenv("WRENCORE_CHUNKSIZE")
+    path = tmp_path / "settings.toml"
+    path.write_text("chunksize = -5\n")
+    monkeypatch.setenv("WRENCORE_CONFIG", str(path))
+    with pytest.raises(wrencore.ConfigError, match=rf"chunksize = -5 \(from config file {path}\)"):
+        wrencore.Executor(backend="local")
+
+
+def test_chunksize_as_text_is_a_number_or_a_clear_error():
+    with wrencore.Executor(backend="local", chunksize="3") as executor:
+        assert executor.chunksize == 3
+        assert wrencore.get_all_results(executor.map_futures(abs, [-1, -2]), timeout=60) == [1, 2]
+    for bad in ("three", 2.5, True, [3]):
+        with pytest.raises(wrencore.ConfigError, match=r"chunksize = .* is not an int"):
+            wrencore.Executor(backend="local", chunksize=bad)
+
+
+def test_zero_local_workers_names_the_key_and_its_source(monkeypatch):
+    with pytest.raises(wrencore.ConfigError,
+                       match=r"\[local\] workers = 0 \(from the executor's config argument\) "
+                             r"must be at least 1"):
+        wrencore.Executor(backend="local", config={"local": {"workers": 0}})
+    monkeypatch.setenv("WRENCORE_LOCAL__WORKERS", "0")
+    with pytest.raises(wrencore.ConfigError, match="environment variable WRENCORE_LOCAL__WORKERS"):
+        wrencore.Executor(backend="local")
+
+
+def test_plugin_numbers_are_checked_against_their_ranges():
+    from wrencore_aws_lambda.deploy import LambdaSettings
+    from wrencore_aws_sqs_ec2.settings import StandaloneSettings
+
+    with pytest.raises(wrencore.ConfigError, match=r"\[aws_lambda\] memory = 64 .* between 128 and"):
+        LambdaSettings.from_config(Config({"aws_lambda": {"memory": 64}}))
+    with pytest.raises(wrencore.ConfigError, match=r"\[aws_sqs_ec2\] batch_size = 11 .* between 1"):
+        StandaloneSettings.from_config(Config({"aws_sqs_ec2": {"batch_size": 11}}))
+    with pytest.raises(wrencore.ConfigError, match=r"\[aws_sqs_ec2\] idle_timeout = -1 .* at least 0"):
+        StandaloneSettings.from_config(Config({"aws_sqs_ec2": {"idle_timeout": -1}}))
+
+
+def test_unknown_log_level_warns_and_import_carries_on():
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, WRENCORE_LOGLEVEL="verbose")
+    run = subprocess.run([sys.executable, "-c", "import wrencore; print(wrencore.__version__)"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.strip() == wrencore.__version__
+    assert "WRENCORE_LOGLEVEL='verbose' is not a logging level" in run.stderr
 
 
 def test_config_file_chooses_the_backend_for_module_level_map(tmp_path, monkeypatch):
