@@ -62,7 +62,8 @@ def _out_of_time_status(job: Dict[str, Any], call: Dict[str, Any], budget: float
         f"or a larger [aws_lambda] timeout."
     )
     return {
-        "job_id": job["job_id"], "call_id": call["call_id"], "success": False,
+        "job_id": job["job_id"], "call_id": call["call_id"],
+        "attempt": call.get("attempt", 0), "success": False,
         "result_key": None, "exception": describe_exception(error), "stdout": "", "stderr": "",
         "metadata": {"host_submit_timestamp": call.get("host_submit_timestamp")},
     }
