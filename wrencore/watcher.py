@@ -132,10 +132,9 @@ class StatusWatcher:
             completed += self._collect(job_id, calls)
             completed += self._apply_deadlines(job_id, calls)
         with self._lock:
-            for job_id in list(self._seen_batches):
-                if job_id not in self._pending:
-                    del self._seen_batches[job_id]
-                    self._failures.pop(job_id, None)
+            for finished in (set(self._seen_batches) | set(self._failures)) - set(self._pending):
+                self._seen_batches.pop(finished, None)
+                self._failures.pop(finished, None)
         return completed
 
     def _collect(self, job_id: str, calls: Dict[str, Future]) -> int:
@@ -172,6 +171,7 @@ class StatusWatcher:
             f"call's outcome cannot be read — check the storage, then run it again)",
             transient=transient)
         error.__cause__ = exc
+        del self._failures[job_id]  # calls watched later under this job start afresh
         logger.error("giving up on the %d pending calls of job %s: %s",
                      sum(not f.done() for f in calls.values()), job_id, error)
         ended = 0
