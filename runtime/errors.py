@@ -51,6 +51,33 @@ class RemoteError(WrenError):
         return (type(self), (self.remote_type, self.remote_message, self.traceback_text))
 
 
+class StorageError(WrenError):
+    """A storage request failed: the message names the operation, the resource and the error.
+
+    ``transient`` says whether repeating the request may help (throttling, a 5xx, a lost
+    connection) or not (a missing bucket, access denied). A watched job whose storage keeps
+    failing ends its pending calls with this error instead of waiting forever.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+    def __reduce__(self):
+        return (_storage_error, (type(self), str(self), self.transient))
+
+
+def _storage_error(cls, message, transient):
+    return cls(message, transient=transient)
+
+
+class StatusError(DeserializationError):
+    """A call's status object could not be used: unreadable, corrupt, or not this call's.
+
+    The message names the object. The call's real outcome is unknown; run it again.
+    """
+
+
 class StorageKeyError(WrenError, KeyError):
     """A key is not (or not yet) present in storage."""
 

@@ -7,7 +7,8 @@ asynchronous-invoke limit — a reference to it in storage::
     {"protocol": 1, "payload": {"storage": <spec>, "key": "<job_id>/payloads/<call_id>.json"}}
 
 Each call's outcome is written to storage (result first, then status); the calls of a
-chunk report together in batch statuses (see ``layout.batch_status_key``). A call gets at most
+chunk report in batch statuses (see ``layout.batch_status_key``) written behind the calls,
+so a finished call keeps its outcome when a later call of its chunk times out or crashes. A call gets at most
 its own timeout and never more than what is left of the Lambda invocation, so a call that
 would outlive the function's timeout fails with :class:`CallTimeoutError` that says so,
 rather than being killed without a status.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-import time
+import threading
 from typing import Any, Dict, Optional
 
 from . import PROTOCOL_VERSION, layout
@@ -62,7 +63,8 @@ def _out_of_time_status(job: Dict[str, Any], call: Dict[str, Any], budget: float
         f"or a larger [aws_lambda] timeout."
     )
     return {
-        "job_id": job["job_id"], "call_id": call["call_id"], "success": False,
+        "job_id": job["job_id"], "call_id": call["call_id"],
+        "attempt": call.get("attempt", 0), "success": False,
         "result_key": None, "exception": describe_exception(error), "stdout": "", "stderr": "",
         "metadata": {"host_submit_timestamp": call.get("host_submit_timestamp")},
     }
@@ -81,22 +83,26 @@ def _relabel_lambda_timeout(status: Dict[str, Any], limit: float, function_timeo
 
 
 class _Reporter:
-    """Writes outcomes: one status per call, or — for a chunk — a few batch statuses.
+    """Writes outcomes: one status per call, or — for a chunk — batch statuses written behind.
 
-    A batch status holds the statuses and small results of the calls finished since the
-    previous one; it is written at least every ``FLUSH_INTERVAL`` seconds, so a crash loses
-    only the calls of the last interval, while a chunk of quick calls costs one write.
+    In a chunk, a writer thread puts the outcomes of finished calls as soon as its previous
+    write is done, coalescing the calls that finished meanwhile into one batch status. A
+    call's outcome is thus durable about one storage write after it ends — before a later
+    call of its chunk can run into the function's timeout or kill the sandbox — while a
+    chunk of quick calls still costs far fewer writes than calls.
     """
-
-    FLUSH_INTERVAL = 1.0
-    FLUSH_BYTES = 4 * 1024 * 1024
 
     def __init__(self, storage: Any, job: Dict[str, Any], batched: bool):
         self.storage, self.job, self.batched = storage, job, batched
-        self.statuses: list = []
-        self.results: Dict[str, bytes] = {}
-        self.size = 0
-        self.last_flush = time.monotonic()
+        self._statuses: list = []
+        self._results: Dict[str, bytes] = {}
+        self._closing = False
+        self._cond = threading.Condition()
+        self._writer: Optional[threading.Thread] = None
+        if batched:
+            self._writer = threading.Thread(target=self._write_behind, daemon=True,
+                                            name="wrencore-status-writer")
+            self._writer.start()
 
     def add(self, status: Dict[str, Any], result: Optional[bytes]) -> None:
         job_id, call_id = self.job["job_id"], status["call_id"]
@@ -107,22 +113,51 @@ class _Reporter:
                 status["result_key"] = key
             self.storage.put(layout.status_key(job_id, call_id), encode_json(status).encode())
             return
-        self.statuses.append(status)
-        if result is not None:
-            self.results[call_id] = result
-            self.size += len(result)
-        if (time.monotonic() - self.last_flush >= self.FLUSH_INTERVAL
-                or self.size >= self.FLUSH_BYTES):
-            self.flush()
+        with self._cond:
+            self._statuses.append(status)
+            if result is not None:
+                self._results[call_id] = result
+            self._cond.notify_all()
 
-    def flush(self) -> None:
-        if self.statuses:
-            key = layout.batch_status_key(self.job["job_id"], self.statuses[0]["call_id"])
-            batch = {"job_id": self.job["job_id"], "statuses": self.statuses,
-                     "results": self.results}
-            self.storage.put(key, encode_json(batch).encode())
-        self.statuses, self.results, self.size = [], {}, 0
-        self.last_flush = time.monotonic()
+    def _take(self) -> tuple:
+        statuses, results = self._statuses, self._results
+        self._statuses, self._results = [], {}
+        return statuses, results
+
+    def _put_batch(self, statuses: list, results: Dict[str, bytes]) -> None:
+        key = layout.batch_status_key(self.job["job_id"], statuses[0]["call_id"])
+        batch = {"job_id": self.job["job_id"], "statuses": statuses, "results": results}
+        self.storage.put(key, encode_json(batch).encode())
+
+    def _write_behind(self) -> None:
+        while True:
+            with self._cond:
+                while not self._statuses and not self._closing:
+                    self._cond.wait()
+                if not self._statuses:
+                    return
+                statuses, results = self._take()
+            try:
+                self._put_batch(statuses, results)
+            except Exception as exc:  # close() writes them again and reports the error
+                logger.warning("writing the statuses of calls %s failed: %s",
+                               [s["call_id"] for s in statuses], exc)
+                with self._cond:
+                    self._statuses[:0] = statuses
+                    self._results.update(results)
+                return
+
+    def close(self) -> None:
+        """Write every outcome not yet written and stop the writer."""
+        if self._writer is not None:
+            with self._cond:
+                self._closing = True
+                self._cond.notify_all()
+            self._writer.join()
+        with self._cond:
+            statuses, results = self._take()
+        if statuses:
+            self._put_batch(statuses, results)
 
 
 def run_message(message: Dict[str, Any], remaining_time, function_timeout: float,
@@ -153,7 +188,7 @@ def run_message(message: Dict[str, Any], remaining_time, function_timeout: float
             else:
                 failed += 1
     finally:
-        reporter.flush()
+        reporter.close()
     return {"calls": succeeded + failed, "succeeded": succeeded, "failed": failed}
 
 

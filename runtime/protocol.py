@@ -12,6 +12,7 @@ A task message names one job and one or more of its calls::
              "extra_env": {str: str},         # set around each call
              "result_inline_limit": int},     # bigger results are staged in storage
      "calls": [{"call_id": str,
+                "attempt": int,               # optional, 0; echoed in the call's status
                 "args": bytes | None,         # pickled (args, kwargs), when small
                 "args_key": str | None,       # else where they are staged
                 "host_submit_timestamp": float}]}

@@ -9,7 +9,7 @@ daemon) writes the result and then the status to storage — the status last, as
 marker. ``store=False`` (local workers) returns both so the adapter can send them back
 inline; results larger than the job's ``result_inline_limit`` are still staged in storage.
 
-Status fields: ``job_id``, ``call_id``, ``success``, ``result_key`` (None when the result is
+Status fields: ``job_id``, ``call_id``, ``attempt`` (echoed from the call), ``success``, ``result_key`` (None when the result is
 inline), ``exception`` (``type``, ``message``, ``traceback``, ``pickled``), ``stdout``,
 ``stderr`` and ``metadata``. Metadata keys follow the project's convention: ``host_…`` was
 measured on the user's computer, ``worker_…`` on the worker; ``…_time`` is a duration in
@@ -216,6 +216,7 @@ class JobRunner:
         status: Dict[str, Any] = {
             "job_id": job["job_id"],
             "call_id": call["call_id"],
+            "attempt": call.get("attempt", 0),
             "success": False,
             "result_key": None,
             "exception": None,

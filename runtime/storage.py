@@ -54,6 +54,10 @@ class Storage(abc.ABC):
             return False
         return True
 
+    def location(self, key: str) -> str:
+        """Where ``key`` lives, for messages (a URL or path)."""
+        return key
+
     def to_spec(self) -> Dict[str, Any]:
         cls = type(self)
         return {"class": f"{cls.__module__}:{cls.__qualname__}", "config": dict(self.config)}
@@ -116,6 +120,9 @@ class LocalFileStorage(Storage):
 
     def exists(self, key: str) -> bool:
         return os.path.isfile(self._path(key))
+
+    def location(self, key: str) -> str:
+        return self._path(key)
 
     def list(self, prefix: str) -> List[str]:
         directory, _, _ = prefix.rpartition("/")

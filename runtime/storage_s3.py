@@ -17,7 +17,7 @@ import logging
 import threading
 from typing import Any, Dict, List, Optional
 
-from .errors import StorageKeyError
+from .errors import StorageError, StorageKeyError
 from .storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -25,6 +25,25 @@ logger = logging.getLogger(__name__)
 #: Objects up to this size are read and written with one request.
 SINGLE_REQUEST_LIMIT = 8 * 1024 * 1024
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+#: Error codes worth repeating a request for (with 5xx and connection failures).
+_TRANSIENT_CODES = {
+    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "RequestTimeout",
+    "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable", "OperationAborted",
+}
+
+
+def _storage_error(operation: str, resource: str, exc: BaseException) -> StorageError:
+    """A :class:`StorageError` that names the S3 operation, the resource and the error."""
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import HTTPClientError
+
+    response = getattr(exc, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", "") or "")
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    transient = (isinstance(exc, (BotoConnectionError, HTTPClientError))
+                 or code in _TRANSIENT_CODES or status == 429 or status >= 500)
+    reason = f"{code}: {exc}" if code else f"{type(exc).__name__}: {exc}"
+    return StorageError(f"{operation} on {resource} failed: {reason}", transient=transient)
 
 
 class S3Storage(Storage):
@@ -94,15 +113,29 @@ class S3Storage(Storage):
         return code in _MISSING_CODES or status == 404
 
     # -- Storage ---------------------------------------------------------------------
+    def location(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{key}"
+
     def put(self, key: str, data: bytes) -> None:
         client, full_key = self.client, self._full_key(key)
-        if len(data) <= SINGLE_REQUEST_LIMIT:
-            client.put_object(Bucket=self.bucket, Key=full_key, Body=bytes(data))
-        else:
-            client.upload_fileobj(io.BytesIO(data), self.bucket, full_key,
-                                  Config=self._transfer_config)
+        try:
+            if len(data) <= SINGLE_REQUEST_LIMIT:
+                client.put_object(Bucket=self.bucket, Key=full_key, Body=bytes(data))
+            else:
+                client.upload_fileobj(io.BytesIO(data), self.bucket, full_key,
+                                      Config=self._transfer_config)
+        except Exception as exc:
+            raise _storage_error("PutObject", self.location(key), exc) from exc
 
     def get(self, key: str) -> bytes:
+        try:
+            return self._get(key)
+        except (StorageKeyError, StorageError):
+            raise
+        except Exception as exc:
+            raise _storage_error("GetObject", self.location(key), exc) from exc
+
+    def _get(self, key: str) -> bytes:
         from botocore.exceptions import ClientError
 
         client, full_key = self.client, self._full_key(key)
@@ -137,25 +170,34 @@ class S3Storage(Storage):
         except ClientError as exc:
             if self._is_missing(exc):
                 return False
-            raise
+            raise _storage_error("HeadObject", self.location(key), exc) from exc
+        except Exception as exc:
+            raise _storage_error("HeadObject", self.location(key), exc) from exc
         return True
 
     def list(self, prefix: str) -> List[str]:
         paginator = self.client.get_paginator("list_objects_v2")
         keys: List[str] = []
         strip = len(self.prefix)
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
-            keys.extend(item["Key"][strip:] for item in page.get("Contents", ()))
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                keys.extend(item["Key"][strip:] for item in page.get("Contents", ()))
+        except Exception as exc:
+            raise _storage_error("ListObjectsV2", f"bucket {self.bucket} (prefix "
+                                 f"{self.prefix + prefix!r})", exc) from exc
         return sorted(keys)
 
     def delete_prefix(self, prefix: str) -> int:
         keys = self.list(prefix)
         for start in range(0, len(keys), 1000):
             batch = keys[start:start + 1000]
-            response = self.client.delete_objects(
-                Bucket=self.bucket,
-                Delete={"Objects": [{"Key": self.prefix + k} for k in batch], "Quiet": True},
-            )
+            try:
+                response = self.client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": self.prefix + k} for k in batch], "Quiet": True},
+                )
+            except Exception as exc:
+                raise _storage_error("DeleteObjects", f"bucket {self.bucket}", exc) from exc
             for error in response.get("Errors", ()):
                 logger.warning("could not delete s3://%s/%s: %s", self.bucket, error.get("Key"),
                                error.get("Message"))

@@ -33,6 +33,17 @@ def moto_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def lambda_harness(moto_server, tmp_path_factory):
+    """The Lambda harness (moto + awslambdaric), shared by the Lambda and fault tests."""
+    from tests.servers.lambda_harness import LambdaHarness
+
+    harness = LambdaHarness(moto_server.endpoint, str(tmp_path_factory.mktemp("lambda-harness")),
+                            concurrency=4)
+    yield harness
+    harness.stop()
+
+
 @pytest.fixture
 def aws_env(moto_server, monkeypatch):
     """A clean moto and the environment variables that point boto3 at it."""

@@ -32,6 +32,8 @@ from .errors import (
     RemoteError,
     RuntimeMismatchError,
     SerializationError,
+    StatusError,
+    StorageError,
     UnknownNameError,
     WorkerCrashedError,
     WrenError,
@@ -56,7 +58,8 @@ __all__ = [
     "shutdown_default_executors",
     "WrenError", "CallCancelledError", "CallTimeoutError", "ConfigError",
     "DeserializationError", "ExecutorShutdownError", "MissingDependencyError", "RemoteError",
-    "RuntimeMismatchError", "SerializationError", "UnknownNameError", "WorkerCrashedError",
+    "RuntimeMismatchError", "SerializationError", "StatusError", "StorageError",
+    "UnknownNameError", "WorkerCrashedError",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -10,6 +10,8 @@ from wrencore_runtime.errors import (  # noqa: F401
     RemoteError,
     RuntimeMismatchError,
     SerializationError,
+    StatusError,
+    StorageError,
     StorageKeyError,
     WorkerCrashedError,
     WrenError,
@@ -39,6 +41,7 @@ class CallCancelledError(WrenError):
 __all__ = [
     "WrenError", "ConfigError", "UnknownNameError", "MissingDependencyError",
     "ExecutorShutdownError", "CallCancelledError", "CallTimeoutError", "DeserializationError",
-    "RemoteError", "RuntimeMismatchError", "SerializationError", "StorageKeyError",
+    "RemoteError", "RuntimeMismatchError", "SerializationError", "StatusError", "StorageError",
+    "StorageKeyError",
     "WorkerCrashedError",
 ]

@@ -43,6 +43,7 @@ class Future(concurrent.futures.Future):
             ``…_time`` durations in seconds, ``…_timestamp`` Unix timestamps).
         stdout: what the call printed to stdout (``""`` until done).
         stderr: what the call printed to stderr.
+        attempt: which attempt of the call this future accepts a status of (0: the first).
     """
 
     def __init__(self, job_id: str = "", call_id: str = ""):
@@ -52,6 +53,7 @@ class Future(concurrent.futures.Future):
         self.metadata: Dict[str, Any] = {}
         self.stdout = ""
         self.stderr = ""
+        self.attempt = 0
         self._completion_lock = threading.Lock()
 
     def __repr__(self) -> str:

@@ -22,7 +22,7 @@ from wrencore.backends import Backend, Call
 from wrencore.config import Config
 from wrencore.errors import WorkerCrashedError, WrenError
 from wrencore.futures import Future, claim
-from wrencore.watcher import StatusWatcher
+from wrencore.watcher import StatusWatcher, watcher_options
 from wrencore_aws.clients import call_with_retries, error_code, make_client
 from wrencore_runtime import PROTOCOL_VERSION
 from wrencore_runtime.protocol import encode_json, make_message
@@ -91,7 +91,8 @@ class LambdaBackend(Backend):
         self._last_progress = 0.0
         self._deadlines_lock = threading.Lock()
         self._watcher = StatusWatcher(storage, min_interval=0.05, max_interval=1.0,
-                                      deadline_check=self._deadline_check)
+                                      deadline_check=self._deadline_check,
+                                      **watcher_options(config))
 
     # -- deployment ------------------------------------------------------------------
     def function(self) -> DeployedFunction:

@@ -18,7 +18,7 @@ from wrencore.backends import Backend, Call
 from wrencore.config import Config
 from wrencore.errors import WorkerCrashedError
 from wrencore.futures import Future, claim
-from wrencore.watcher import StatusWatcher
+from wrencore.watcher import StatusWatcher, watcher_options
 from wrencore_runtime.protocol import decode_json, encode_json, make_message
 from wrencore_runtime.storage import Storage
 
@@ -58,7 +58,8 @@ class StandaloneBackend(Backend):
         super().__init__(config, storage)
         self.standalone = Standalone(config, storage=storage)
         self.settings = self.standalone.settings
-        self.watcher = StatusWatcher(storage, deadline_check=self._dead_letter_check)
+        self.watcher = StatusWatcher(storage, deadline_check=self._dead_letter_check,
+                                     **watcher_options(config))
         self._dead: Dict[str, Dict[str, int]] = {}  # job id -> call id -> receives
         self._dead_letter_checks = _Every(self.settings.dead_letter_check_interval)
         self._fleet_checks = _Every(self.settings.fleet_check_interval, start_due=False)

@@ -1,4 +1,4 @@
-"""Fixtures for the Lambda backend: moto, the awslambdaric harness, a bucket, a config."""
+"""Fixtures for the Lambda backend: a clean harness (see tests/conftest.py), a bucket, a config."""
 
 from __future__ import annotations
 
@@ -6,16 +6,6 @@ import uuid
 
 import boto3
 import pytest
-
-
-@pytest.fixture(scope="session")
-def lambda_harness(moto_server, tmp_path_factory):
-    from tests.servers.lambda_harness import LambdaHarness
-
-    harness = LambdaHarness(moto_server.endpoint, str(tmp_path_factory.mktemp("lambda-harness")),
-                            concurrency=4)
-    yield harness
-    harness.stop()
 
 
 @pytest.fixture

@@ -48,9 +48,12 @@ def test_chunks_carry_several_calls_per_invocation(lambda_env):
     assert lambda_env.stats()["invokes"]["Event"] == 5
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(
         Bucket=lambda_env.bucket, Prefix="jobs/")["Contents"]]
-    # A chunk of quick calls reports in one batch status, not one object per call.
-    assert sorted(k.split("/", 2)[2] for k in keys if k.endswith("status.json")) == [
-        f"{i:05d}/batch-status.json" for i in range(0, 50, 10)]
+    # Quick calls finishing while a status write is in flight share the next batch status:
+    # every chunk starts one, and there are far fewer status objects than calls.
+    batches = sorted(k.split("/", 2)[2] for k in keys if k.endswith("status.json"))
+    assert all(b.endswith("/batch-status.json") for b in batches), batches
+    assert {f"{i:05d}/batch-status.json" for i in range(0, 50, 10)} <= set(batches)
+    assert len(batches) <= 25, batches
 
 
 def test_exception_type_and_traceback_reach_the_caller(lambda_env):

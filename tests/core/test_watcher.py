@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import time
 
 import pytest
 
@@ -52,5 +53,100 @@ def test_missing_result_object_fails_only_that_future(tmp_path):
     try:
         with pytest.raises(Exception, match="result is missing"):
             future.result(timeout=10)
+    finally:
+        watcher.stop()
+
+
+def _watch(storage, futures, **options):
+    watcher = StatusWatcher(storage, min_interval=0.01, max_interval=0.05, **options)
+    watcher.watch("j", futures)
+    return watcher
+
+
+def test_corrupt_status_ends_its_call_with_a_status_error_naming_the_object(tmp_path):
+    from wrencore.errors import DeserializationError, StatusError
+
+    storage = LocalFileStorage(str(tmp_path))
+    futures = {c: Future("j", c) for c in ("00000", "00001")}
+    storage.put(layout.status_key("j", "00000"), b"{not json")
+    storage.put(layout.status_key("j", "00001"),
+                encode_json(_status("00001", result=pickle.dumps("fine"))).encode())
+    watcher = _watch(storage, futures, status_reads=3)
+    try:
+        with pytest.raises(StatusError, match="00000/status.json") as info:
+            futures["00000"].result(timeout=10)
+        assert isinstance(info.value, DeserializationError)
+        assert "refused after 3 reads" in str(info.value)
+        assert futures["00001"].result(timeout=10) == "fine"
+    finally:
+        watcher.stop()
+
+
+def test_another_calls_status_is_refused_never_used(tmp_path):
+    from wrencore.errors import StatusError
+
+    storage = LocalFileStorage(str(tmp_path))
+    futures = {c: Future("j", c) for c in ("00005", "00006")}
+    swapped = encode_json(_status("00006", result=pickle.dumps(6))).encode()
+    storage.put(layout.status_key("j", "00005"), swapped)
+    storage.put(layout.status_key("j", "00006"), swapped)
+    watcher = _watch(storage, futures, status_reads=2)
+    try:
+        with pytest.raises(StatusError, match="belongs to call '00006'"):
+            futures["00005"].result(timeout=10)
+        assert futures["00006"].result(timeout=10) == 6
+    finally:
+        watcher.stop()
+
+
+def test_status_of_another_job_or_attempt_is_refused(tmp_path):
+    from wrencore.errors import StatusError
+
+    storage = LocalFileStorage(str(tmp_path))
+    other_job, other_attempt = Future("j", "00000"), Future("j", "00001")
+    storage.put(layout.status_key("j", "00000"),
+                encode_json(_status("00000", job_id="k", result=pickle.dumps(0))).encode())
+    storage.put(layout.status_key("j", "00001"),
+                encode_json(_status("00001", attempt=1, result=pickle.dumps(1))).encode())
+    watcher = _watch(storage, {"00000": other_job, "00001": other_attempt}, status_reads=2)
+    try:
+        with pytest.raises(StatusError, match="of job 'k'"):
+            other_job.result(timeout=10)
+        with pytest.raises(StatusError, match="attempt 1, not of attempt 0"):
+            other_attempt.result(timeout=10)
+    finally:
+        watcher.stop()
+
+
+def test_a_status_rewritten_correctly_before_reads_run_out_is_used(tmp_path):
+    storage = LocalFileStorage(str(tmp_path))
+    future = Future("j", "00000")
+    storage.put(layout.status_key("j", "00000"), b"garbage")
+    watcher = StatusWatcher(storage, min_interval=0.01, max_interval=0.05, status_reads=1000)
+    watcher.watch("j", {"00000": future})
+    try:
+        time.sleep(0.2)
+        assert not future.done()
+        storage.put(layout.status_key("j", "00000"),
+                    encode_json(_status("00000", result=pickle.dumps("late"))).encode())
+        assert future.result(timeout=10) == "late"
+    finally:
+        watcher.stop()
+
+
+def test_batch_status_led_by_another_call_is_refused(tmp_path):
+    from wrencore.errors import StatusError
+
+    storage = LocalFileStorage(str(tmp_path))
+    futures = {c: Future("j", c) for c in ("00000", "00001")}
+    batch = {"job_id": "j", "statuses": [_status("00001")],
+             "results": {"00001": pickle.dumps(1)}}
+    storage.put(layout.batch_status_key("j", "00000"), encode_json(batch).encode())
+    watcher = _watch(storage, futures, status_reads=2)
+    try:
+        with pytest.raises(StatusError, match="belongs to call '00001'"):
+            futures["00000"].result(timeout=10)
+        time.sleep(0.2)
+        assert not futures["00001"].done()  # nothing of the refused batch was used
     finally:
         watcher.stop()

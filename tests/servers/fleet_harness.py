@@ -7,6 +7,10 @@ user-data: it writes the ``write_files`` of the cloud-config into a directory of
 a metadata endpoint on loopback, and starts a real supervisord from the written
 configuration, which runs the real daemons. Only the package installation of the bootstrap
 script is skipped: the test's own environment already has the client's versions.
+
+Each instance is one session: supervisord leads it, and the daemons it starts (each in a
+process group of its own) and whatever their calls start stay in it. Stopping an instance
+powers it off: every process of the session is killed at once, so nothing finishes a call.
 """
 
 from __future__ import annotations
@@ -132,6 +136,10 @@ class SimulatedInstance:
                 pids[parts[0].split(":")[-1]] = int(parts[3].rstrip(","))
         return pids
 
+    def processes(self) -> List[int]:
+        """Every live process of this instance (its session)."""
+        return procs.session_members(self.proc.pid)
+
     def log_text(self) -> str:
         chunks = []
         log_dir = self.mapping[userdata.LOG_DIR]
@@ -141,10 +149,12 @@ class SimulatedInstance:
         return "\n".join(chunks)
 
     def stop(self) -> None:
+        """Power the instance off: kill every process of it at once."""
         if self._stopped:
             return
         self._stopped = True
-        procs.stop(self.proc, timeout=10)
+        procs.kill_session(self.proc.pid)
+        self.proc.wait(10)
         self.log.close()
         self.metadata.stop()
 

@@ -14,13 +14,22 @@ class MotoServer:
     def __init__(self, log_path: str):
         self.port = procs.free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, MOTO_IAM_LOAD_MANAGED_POLICIES="true")
         self._log = open(log_path, "ab")
+        self._start()
+
+    def _start(self) -> None:
+        env = dict(os.environ, MOTO_IAM_LOAD_MANAGED_POLICIES="true")
         self.proc = procs.start(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=self._log, stderr=self._log, env=env,
         )
         procs.wait_until(lambda: procs.port_open(self.port), 30, "moto server", self.proc)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port: every bucket, queue and instance is gone,
+        as after a region outage."""
+        procs.stop(self.proc)
+        self._start()
 
     def env(self) -> Dict[str, str]:
         """Environment for boto3 clients (and worker subprocesses) to reach this server."""

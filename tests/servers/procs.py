@@ -58,3 +58,39 @@ def stop(proc: subprocess.Popen, timeout: float = 5.0) -> None:
 def start(cmd: List[str], **kwargs) -> subprocess.Popen:
     kwargs.setdefault("start_new_session", True)
     return subprocess.Popen(cmd, **kwargs)
+
+
+def session_members(sid: int) -> List[int]:
+    """The pids of every live process in session ``sid`` (Linux: from /proc)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        # After the command: state, ppid, pgrp, session; zombies are already dead.
+        if len(fields) > 3 and fields[0] != "Z" and int(fields[3]) == sid:
+            members.append(int(entry))
+    return members
+
+
+def kill_session(sid: int, timeout: float = 10.0) -> None:
+    """SIGKILL every process of session ``sid`` — each process group in it, and any stray —
+    until none is left (a power-off: nothing gets to finish its work)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        members = session_members(sid)
+        if not members:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"processes {members} of session {sid} survived SIGKILL")
+        for pid in members:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.02)

@@ -1,0 +1,118 @@
+"""Faults under running jobs on the Lambda harness: every future ends once, with its own
+outcome, in bounded time — when a chunk runs into the function's timeout, when a sandbox
+dies, when a status is corrupt or another call's, and when the job's bucket disappears."""
+
+from __future__ import annotations
+
+import time
+
+import boto3
+import pytest
+
+import wrencore
+from wrencore.errors import StatusError, StorageError, WorkerCrashedError
+from tests.aws_lambda import workload as lambda_workload
+
+from . import workload
+
+
+def _config(env, **lambda_settings):
+    config = {k: (dict(v) if isinstance(v, dict) else v) for k, v in env.config.items()}
+    config["aws_lambda"].update(lambda_settings)
+    return config
+
+
+def _ends_once(futures):
+    """Record every completion of every future (a second one would show up here)."""
+    ends = []
+    for future in futures:
+        future.add_done_callback(lambda f: ends.append(f.call_id))
+    return ends
+
+
+def test_finished_calls_keep_their_results_when_a_later_call_of_the_chunk_times_out(
+        lambda_env):
+    config = _config(lambda_env, timeout=2, result_grace=1)
+    with wrencore.Executor(backend="aws_lambda", config=config) as executor:
+        futures = executor.map_futures(lambda_workload.sleep_ignoring_alarm,
+                                       [0.0, 0.0, 30.0, 0.0], chunksize=4)
+        ends = _ends_once(futures)
+        start = time.monotonic()
+        assert [futures[0].result(timeout=30), futures[1].result(timeout=30)] == [0.0, 0.0]
+        for future in futures[2:]:
+            with pytest.raises(WorkerCrashedError, match="Lambda timeout"):
+                future.result(timeout=30)
+        assert time.monotonic() - start < 20
+    assert sorted(ends) == [f.call_id for f in futures]
+    assert [e["errorType"] for e in lambda_env.stats()["errors"]] == ["Sandbox.Timedout"]
+
+
+def test_finished_calls_keep_their_results_when_the_sandbox_dies(lambda_env):
+    lambda_env.configure(crash_call_ids=["00000"], crash_delay=1.0)
+    config = _config(lambda_env, timeout=5, result_grace=1)
+    with wrencore.Executor(backend="aws_lambda", config=config) as executor:
+        futures = executor.map_futures(lambda_workload.sleep_for, [0.0, 0.1, 10.0],
+                                       chunksize=3)
+        ends = _ends_once(futures)
+        assert [futures[0].result(timeout=30), futures[1].result(timeout=30)] == [0.0, 0.1]
+        with pytest.raises(WorkerCrashedError, match="crashed"):
+            futures[2].result(timeout=30)
+    assert sorted(ends) == [f.call_id for f in futures]
+    assert [e["errorType"] for e in lambda_env.stats()["errors"]] == ["Runtime.ExitError"]
+
+
+def _tasks(bucket, liar, **lie):
+    return [dict({"x": i, "call_id": f"{i:05d}", "bucket": bucket},
+                 **(dict(liar=True, **lie) if i == liar else {})) for i in range(4)]
+
+
+def test_another_calls_status_in_place_of_a_calls_own_is_refused(lambda_env):
+    config = _config(lambda_env, timeout=10, result_grace=5)
+    config["status_reads"] = 3
+    with wrencore.Executor(backend="aws_lambda", config=config) as executor:
+        futures = executor.map_futures(
+            workload.lie_about_status, _tasks(lambda_env.bucket, 1, status="swap",
+                                              copy_of="00002"))
+        ends = _ends_once(futures)
+        start = time.monotonic()
+        with pytest.raises(StatusError, match="belongs to call '00002'") as info:
+            futures[1].result(timeout=30)
+        assert time.monotonic() - start < 15
+        assert [futures[i].result(timeout=30) for i in (0, 2, 3)] == [0, 2, 3]
+    assert "00001/status.json" in str(info.value) and lambda_env.bucket in str(info.value)
+    assert sorted(ends) == [f.call_id for f in futures]
+
+
+def test_a_corrupt_status_ends_its_call_with_a_status_error(lambda_env):
+    config = _config(lambda_env, timeout=10, result_grace=5)
+    with wrencore.Executor(backend="aws_lambda", config=config) as executor:
+        futures = executor.map_futures(workload.lie_about_status,
+                                       _tasks(lambda_env.bucket, 2, status="corrupt"))
+        ends = _ends_once(futures)
+        start = time.monotonic()
+        with pytest.raises(StatusError, match="00002/status.json.*is corrupt"):
+            futures[2].result(timeout=30)
+        assert time.monotonic() - start < 15
+        assert [futures[i].result(timeout=30) for i in (0, 1, 3)] == [0, 1, 3]
+    assert sorted(ends) == [f.call_id for f in futures]
+
+
+def test_bucket_deleted_mid_job_ends_the_rest_with_a_storage_error(lambda_env):
+    config = _config(lambda_env, timeout=10, result_grace=5)
+    executor = wrencore.Executor(backend="aws_lambda", config=config)
+    futures = executor.map_futures(lambda_workload.sleep_for, [0.0, 3.0, 3.0])
+    ends = _ends_once(futures)
+    assert futures[0].result(timeout=30) == 0.0
+    s3 = boto3.client("s3")
+    for item in s3.list_objects_v2(Bucket=lambda_env.bucket).get("Contents", ()):
+        s3.delete_object(Bucket=lambda_env.bucket, Key=item["Key"])
+    s3.delete_bucket(Bucket=lambda_env.bucket)
+    start = time.monotonic()
+    for future in futures[1:]:
+        with pytest.raises(StorageError, match=f"ListObjectsV2 on bucket {lambda_env.bucket}"
+                                               r".*NoSuchBucket"):
+            future.result(timeout=30)
+    assert time.monotonic() - start < 10
+    executor.shutdown(wait=True)  # returns: nothing is left that could still end
+    assert time.monotonic() - start < 15
+    assert sorted(ends) == [f.call_id for f in futures]
