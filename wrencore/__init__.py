@@ -27,6 +27,7 @@ from .errors import (
     ConfigError,
     DeserializationError,
     ExecutorShutdownError,
+    InitializerError,
     MissingDependencyError,
     RemoteError,
     RuntimeMismatchError,
@@ -54,7 +55,7 @@ __all__ = [
     "map", "call_async", "map_reduce", "wait", "as_completed", "get_all_results",
     "shutdown_default_executors",
     "WrenError", "CallCancelledError", "CallTimeoutError", "ConfigError",
-    "DeserializationError", "ExecutorShutdownError", "MissingDependencyError", "RemoteError",
+    "DeserializationError", "ExecutorShutdownError", "InitializerError", "MissingDependencyError", "RemoteError",
     "RuntimeMismatchError", "SerializationError", "UnknownNameError", "WorkerCrashedError",
 ]
 
