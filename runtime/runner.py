@@ -282,7 +282,7 @@ class JobRunner:
             data = storage.get(call["args_key"])
         try:
             args, kwargs = cloudpickle.loads(data)
-        except Exception as exc:
+        except BaseException as exc:  # a SystemExit from a __reduce__ fails only this call
             raise DeserializationError(
                 f"could not load the arguments of call {call['call_id']}: "
                 f"{type(exc).__name__}: {exc}"

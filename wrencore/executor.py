@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import concurrent.futures.thread  # noqa: F401  (its exit hook must be registered before ours)
 import hashlib
 import itertools
 import logging
@@ -130,6 +131,8 @@ def _wait_at_exit() -> None:
             lifecycle.abort()
 
 
+# Exit hooks run in reverse order of registration: ours runs before the stdlib thread pools
+# stop taking work, which the backends' invoke and status-fetch pools still need.
 threading._register_atexit(_wait_at_exit)  # type: ignore[attr-defined]
 
 
