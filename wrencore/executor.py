@@ -48,6 +48,7 @@ class _Lifecycle:
         self.pending: Set[Future] = set()
         self.closed = False
         self.released = False
+        self._release_done = threading.Event()
         self._lock = threading.Lock()
 
     def track(self, future: Future) -> None:
@@ -96,15 +97,21 @@ class _Lifecycle:
                 "the interpreter was interrupted while waiting for this call at exit"))
 
     def release(self, wait: bool) -> None:
+        """Shut the backend down once; with ``wait``, also wait for a release in progress."""
         with self._lock:
-            if self.released:
-                return
+            first = not self.released
             self.released = True
+        if not first:
+            if wait:
+                self._release_done.wait()
+            return
         _live.discard(self)
         try:
             self.backend.shutdown(wait=wait)
         except Exception:
             logger.exception("shutting down the %s backend failed", type(self.backend).__name__)
+        finally:
+            self._release_done.set()
 
 
 #: Lifecycles of executors that are open or still have unfinished calls.
