@@ -26,7 +26,7 @@ def _ledger_call(x, ledger, pid_file, stuck_how):
         if stuck_how == "stopped":
             os.kill(os.getpid(), signal.SIGSTOP)
         else:
-            time.sleep(8)
+            time.sleep(20)
     return x * 10, os.getpid()
 
 
@@ -38,7 +38,7 @@ def test_calls_queued_behind_a_stuck_worker_go_to_the_idle_one(tmp_path, stuck_h
         futures = executor.map_futures(
             lambda x: _ledger_call(x, ledger, str(pid_file), stuck_how), range(8), chunksize=4)
         # Calls 1-3 were handed to the stuck worker with call 0; the other worker runs them.
-        done, not_done = concurrent.futures.wait(futures[1:], timeout=6)
+        done, not_done = concurrent.futures.wait(futures[1:], timeout=12)
         assert not not_done, f"calls still waiting behind the stuck worker: {not_done}"
         stuck_pid = int(pid_file.read_text())
         assert all(f.result()[1] != stuck_pid for f in futures[1:])
