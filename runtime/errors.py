@@ -3,7 +3,15 @@
 Errors raised on a worker must unpickle to the same class on the client, so the tree lives
 here, in the package both sides have. ``wrencore.errors`` re-exports it and adds client-only
 errors under the same root.
+
+Where a stdlib class means the same thing, wrencore's error also subclasses it, so code
+written for :mod:`concurrent.futures` keeps catching it: a crashed worker or a failed
+initializer is a ``BrokenProcessPool`` (a ``BrokenExecutor``), a pickling failure a
+``pickle.PicklingError``, an unpickling failure a ``pickle.UnpicklingError``.
 """
+
+import pickle
+from concurrent.futures.process import BrokenProcessPool
 
 
 class WrenError(Exception):
@@ -22,15 +30,26 @@ class CallTimeoutError(WrenError, TimeoutError):
     """A call ran longer than its ``timeout``."""
 
 
-class WorkerCrashedError(WrenError):
-    """The process running a call died before it reported a result."""
+class WorkerCrashedError(WrenError, BrokenProcessPool):
+    """The process running a call died before it reported a result.
+
+    Unlike the stdlib's ``BrokenProcessPool``, only that call fails: the executor replaces
+    the worker and keeps running the other calls.
+    """
 
 
-class SerializationError(WrenError):
+class InitializerError(WrenError, BrokenProcessPool):
+    """The executor's ``initializer`` failed on the worker; that worker's calls fail with it.
+
+    The initializer is not retried on that worker; its error is this one's ``__cause__``.
+    """
+
+
+class SerializationError(WrenError, pickle.PicklingError):
     """A function, argument or result could not be pickled."""
 
 
-class DeserializationError(WrenError):
+class DeserializationError(WrenError, pickle.UnpicklingError):
     """A function, argument or result could not be unpickled on the receiving side."""
 
 

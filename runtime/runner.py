@@ -32,7 +32,7 @@ import time
 import traceback
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import cloudpickle
 
@@ -40,9 +40,15 @@ from . import layout
 from .errors import (
     CallTimeoutError,
     DeserializationError,
+    InitializerError,
     RuntimeMismatchError,
     SerializationError,
 )
+
+try:
+    import resource
+except ImportError:  # not POSIX
+    resource = None  # type: ignore[assignment]
 from .modules import ModuleInstaller
 from .protocol import PYTHON, encode_json, version_mismatch
 from .storage import Storage, storage_from_spec
@@ -143,17 +149,102 @@ def _time_limit(seconds: Optional[float]):
         signal.signal(signal.SIGALRM, previous)
 
 
+_RLIMITS = sorted({getattr(resource, name) for name in dir(resource)
+                   if name.startswith("RLIMIT_")}) if resource is not None else []
+_UNCATCHABLE = {getattr(signal, name) for name in ("SIGKILL", "SIGSTOP") if hasattr(signal, name)}
+
+
+class ProcessState:
+    """The process-wide state a call can change: working directory, environment, umask,
+    resource limits and (in the main thread) Python signal handlers.
+
+    :meth:`capture` before a call and :meth:`restore` after it put everything back that can
+    be put back; what cannot (a hard resource limit lowered by an unprivileged process) is
+    returned, so the worker can be replaced instead.
+    """
+
+    def __init__(self) -> None:
+        self.cwd: Optional[str] = None
+        self.environ: Dict[str, str] = {}
+        self.umask = 0
+        self.rlimits: Dict[int, Tuple[int, int]] = {}
+        self.handlers: Dict[int, Any] = {}
+
+    @classmethod
+    def capture(cls) -> "ProcessState":
+        state = cls()
+        try:
+            state.cwd = os.getcwd()
+        except OSError:
+            state.cwd = None
+        state.environ = dict(os.environ)
+        state.umask = os.umask(0o022)
+        os.umask(state.umask)
+        for limit in _RLIMITS:
+            state.rlimits[limit] = resource.getrlimit(limit)
+        if threading.current_thread() is threading.main_thread():
+            for signum in signal.valid_signals():
+                if signum in _UNCATCHABLE:
+                    continue
+                handler = signal.getsignal(signum)
+                if handler is not None:
+                    state.handlers[signum] = handler
+        return state
+
+    def restore(self) -> List[str]:
+        """Undo changes made since :meth:`capture`; return what could not be restored."""
+        failed: List[str] = []
+        if self.cwd is not None:
+            try:
+                if os.getcwd() != self.cwd:
+                    os.chdir(self.cwd)
+            except OSError as exc:
+                failed.append(f"working directory {self.cwd} ({exc})")
+        if os.environ != self.environ:
+            for key in [k for k in os.environ if k not in self.environ]:
+                del os.environ[key]
+            for key, value in self.environ.items():
+                if os.environ.get(key) != value:
+                    os.environ[key] = value
+        os.umask(self.umask)
+        for limit, saved in self.rlimits.items():
+            if resource.getrlimit(limit) != saved:
+                try:
+                    resource.setrlimit(limit, saved)
+                except (ValueError, OSError) as exc:
+                    failed.append(f"resource limit {limit} {saved} ({exc})")
+        for signum, handler in self.handlers.items():
+            if signal.getsignal(signum) is not handler:
+                try:
+                    signal.signal(signum, handler)
+                except (ValueError, OSError, TypeError) as exc:
+                    failed.append(f"signal handler {signum} ({exc})")
+        return failed
+
+
 class JobRunner:
-    """Runs calls; keeps the last few jobs' functions loaded."""
+    """Runs calls; keeps the last few jobs' functions loaded.
+
+    Each call runs between a capture and a restore of :class:`ProcessState`. When a call
+    changed something that cannot be restored, :attr:`needs_replacement` says what, and a
+    worker that can be replaced (a local worker) should exit after reporting the call.
+
+    An executor's ``initializer`` travels in the function package; it runs once per runner
+    (that is, per worker process or warm sandbox) before the first call that names it. If
+    it fails, every call naming it fails with :class:`InitializerError`; it is not retried.
+    """
 
     def __init__(self, worker_id: str = "", *, function_cache_size: int = 8) -> None:
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
-        #: job key -> (function, module bundle, bundle hash), most recently used last.
-        self._functions: "OrderedDict[str, Tuple[Callable, Optional[bytes], Optional[str]]]" = \
+        #: job key -> (function, module bundle, bundle hash, initializer), most recently used last.
+        self._functions: "OrderedDict[str, Tuple[Callable, Optional[bytes], Optional[str], Optional[bytes]]]" = \
             OrderedDict()
         self._cache_size = function_cache_size
         self._modules = ModuleInstaller()
-
+        #: initializer id -> None (it ran) or the error message of its failure.
+        self._initialized: Dict[str, Optional[str]] = {}
+        #: Why this process should be replaced before its next call, or None.
+        self.needs_replacement: Optional[str] = None
     # -- loading ---------------------------------------------------------------------
     def _prepare_function(self, job: Dict[str, Any], storage: Storage) -> Callable:
         """The job's function, loaded once per process, with its module bundle active."""
@@ -161,8 +252,9 @@ class JobRunner:
         entry = self._functions.get(key)
         if entry is not None:
             self._functions.move_to_end(key)
-            func, modules, modules_hash = entry
+            func, modules, modules_hash, initializer = entry
             self._modules.activate(modules, modules_hash)
+            self._initialize(job, initializer)
             return func
         blob = storage.get(job["function_key"])
         try:
@@ -175,11 +267,34 @@ class JobRunner:
                 f"could not load the function of job {job['job_id']}: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-        self._functions[key] = (func, modules, modules_hash)
+        initializer = package.get("initializer")
+        self._functions[key] = (func, modules, modules_hash, initializer)
         while len(self._functions) > self._cache_size:
             self._functions.popitem(last=False)
+        self._initialize(job, initializer)
         return func
 
+    def _initialize(self, job: Dict[str, Any], blob: Optional[bytes]) -> None:
+        """Run the job's initializer if this process has not; raise if it ever failed."""
+        spec = job.get("initializer")
+        if not spec or blob is None:
+            return
+        init_id, name = spec["id"], spec["name"]
+        if init_id in self._initialized:
+            failure = self._initialized[init_id]
+            if failure is not None:
+                raise InitializerError(failure)
+            return
+        try:
+            initializer, initargs = cloudpickle.loads(blob)
+            initializer(*initargs)
+        except BaseException as exc:
+            failure = (f"the initializer {name} failed on worker {self.worker_id}: "
+                       f"{type(exc).__name__}: {exc}; this worker runs none of the "
+                       f"executor's calls (the initializer is not retried)")
+            self._initialized[init_id] = failure
+            raise InitializerError(failure) from exc
+        self._initialized[init_id] = None
     @staticmethod
     def _load_args(job: Dict[str, Any], call: Dict[str, Any], storage: Storage):
         data = call.get("args")
@@ -187,7 +302,7 @@ class JobRunner:
             data = storage.get(call["args_key"])
         try:
             args, kwargs = cloudpickle.loads(data)
-        except Exception as exc:
+        except BaseException as exc:  # a SystemExit from a __reduce__ fails only this call
             raise DeserializationError(
                 f"could not load the arguments of call {call['call_id']}: "
                 f"{type(exc).__name__}: {exc}"
@@ -234,17 +349,20 @@ class JobRunner:
                     f"the worker's runtime does not match the client: {mismatch}"
                 )
             storage = storage or storage_from_spec(job["storage"])
-            func = self._prepare_function(job, storage)
+            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+                func = self._prepare_function(job, storage)  # may run the initializer
             args, kwargs = self._load_args(job, call, storage)
             call_text = describe_call(func, args, kwargs)
             exec_start = time.time()
             metadata["worker_setup_time"] = exec_start - start
+            saved = ProcessState.capture()
             try:
                 with _environment(job.get("extra_env")), _time_limit(job.get("timeout")), \
                         contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
                     value = func(*args, **kwargs)
             finally:
                 metadata["worker_exec_time"] = time.time() - exec_start
+                self._restore(saved, call)
             result_start = time.time()
             try:
                 result_bytes = cloudpickle.dumps(value)
@@ -263,6 +381,9 @@ class JobRunner:
             metadata["worker_result_time"] = time.time() - result_start
             status["success"] = True
         except (Exception, SystemExit) as exc:
+            if isinstance(exc, InitializerError):
+                # The same initializer failure for every call: no worker-side traceback noise.
+                exc.__traceback__ = None
             status["exception"] = describe_exception(exc)
             status["exception"]["call"] = call_text
             result_bytes = None
@@ -275,3 +396,10 @@ class JobRunner:
                 encode_json(status).encode(),
             )
         return CallOutcome(status=status, result=result_bytes)
+
+    def _restore(self, saved: ProcessState, call: Dict[str, Any]) -> None:
+        failed = saved.restore()
+        if failed:
+            self.needs_replacement = "; ".join(failed)
+            logger.warning("call %s changed process state that cannot be restored: %s",
+                           call.get("call_id"), self.needs_replacement)

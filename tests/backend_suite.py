@@ -1,14 +1,22 @@
 """The shared backend test suite: every backend subclasses :class:`BackendSuite`.
 
 A subclass provides an ``executor`` fixture (a :class:`wrencore.Executor` on its backend)
-and may override ``large_size`` to keep payloads proportionate to its transport.
+and a ``backend_spec`` fixture (``(backend_name, config)``, from which the suite builds
+executors of its own, also in a child interpreter), and may override ``large_size`` to keep
+payloads proportionate to its transport.
 """
 
 from __future__ import annotations
 
+import builtins
 import concurrent.futures
+import concurrent.futures.process
 import importlib
+import json
 import linecache
+import os
+import pickle
+import subprocess
 import sys
 import textwrap
 import threading
@@ -65,6 +73,57 @@ class Box:
 
 def _wrap(x):
     return Box(x)
+
+
+def _record_init(log_path, token):
+    with open(log_path, "a") as log:
+        log.write(f"{os.getpid()} {token}\n")
+    builtins._wrencore_suite_init = token
+
+
+def _report_init(x):
+    return os.getpid(), getattr(builtins, "_wrencore_suite_init", None), x
+
+
+def _failing_init(log_path):
+    with open(log_path, "a") as log:
+        log.write(f"{os.getpid()}\n")
+    raise OSError("model file not found")
+
+
+def _exit_now():
+    raise SystemExit("raised while unpickling")
+
+
+class ExitOnUnpickle:
+    def __reduce__(self):
+        return _exit_now, ()
+
+
+def _exit_on_unpickle_for_one(x):
+    return ExitOnUnpickle() if x == 1 else x
+
+
+def _init_log_pids(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as log:
+        return [line.split()[0] for line in log if line.strip()]
+
+
+EXIT_WAIT_SCRIPT = """
+import json, sys, wrencore
+backend, config, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+executor = wrencore.Executor(backend=backend, config=config)
+
+def record(future):
+    with open(out, "a") as f:
+        f.write(f"{future.result()}\\n")
+
+for i in range(4):
+    executor.submit(pow, 2, i).add_done_callback(record)
+# no shutdown, no with, no result(): the interpreter must wait for the calls at exit
+"""
 
 
 def make_helper_module(tmp_path, monkeypatch):
@@ -211,3 +270,65 @@ class BackendSuite:
 
     def test_executor_map_is_a_drop_in_for_the_stdlib(self, executor):
         assert list(executor.map(pow, [2, 3, 4], [5, 2, 1])) == [32, 9, 4]
+
+    # -- concurrent.futures compatibility ------------------------------------------------
+    def test_initializer_runs_once_per_worker_before_its_calls(self, backend_spec, tmp_path):
+        backend, config = backend_spec
+        log, token = str(tmp_path / "init.log"), uuid.uuid4().hex
+        with wrencore.Executor(backend=backend, config=config, initializer=_record_init,
+                               initargs=(log, token)) as executor:
+            outcomes = [f.result(timeout=120) for f in executor.map_futures(_report_init, range(12))]
+        assert [x for _, _, x in outcomes] == list(range(12))
+        assert {seen for _, seen, _ in outcomes} == {token}
+        initialized = _init_log_pids(log)
+        assert len(initialized) == len(set(initialized)), "initializer ran twice in a process"
+        assert {str(pid) for pid, _, _ in outcomes} <= set(initialized)
+
+    def test_failing_initializer_fails_calls_naming_it_and_is_not_retried(self, backend_spec,
+                                                                           tmp_path):
+        backend, config = backend_spec
+        log = str(tmp_path / "init.log")
+        with wrencore.Executor(backend=backend, config=config, initializer=_failing_init,
+                               initargs=(log,)) as executor:
+            futures = executor.map_futures(_double, range(6))
+            done, not_done = concurrent.futures.wait(futures, timeout=120)
+        assert not not_done
+        for future in futures:
+            error = future.exception()
+            assert isinstance(error, wrencore.InitializerError)
+            assert isinstance(error, concurrent.futures.process.BrokenProcessPool)
+            assert "_failing_init" in str(error) and "model file not found" in str(error)
+        initialized = _init_log_pids(log)
+        assert initialized and len(initialized) == len(set(initialized)), \
+            "a failed initializer was retried in the same process"
+
+    def test_base_exception_while_decoding_a_result_fails_only_that_call(self, executor):
+        futures = executor.map_futures(_exit_on_unpickle_for_one, range(6))
+        error = futures[1].exception(timeout=120)
+        assert isinstance(error, wrencore.DeserializationError)
+        assert isinstance(error.__cause__, SystemExit)
+        assert [futures[i].result(timeout=120) for i in (0, 2, 3, 4, 5)] == [0, 2, 3, 4, 5]
+        # The thread that decoded it is alive: more calls still complete.
+        assert [f.result(timeout=120) for f in executor.map_futures(_double, range(4))] == \
+            [0, 2, 4, 6]
+
+    def test_errors_are_the_stdlib_classes_existing_code_catches(self, executor):
+        futures = executor.map_futures(_lock_on_two, range(3))
+        with pytest.raises(pickle.PicklingError):
+            futures[2].result(timeout=120)
+        assert issubclass(wrencore.WorkerCrashedError, concurrent.futures.BrokenExecutor)
+        assert issubclass(wrencore.WorkerCrashedError,
+                          concurrent.futures.process.BrokenProcessPool)
+        assert issubclass(wrencore.DeserializationError, pickle.UnpicklingError)
+        assert issubclass(wrencore.ExecutorShutdownError, RuntimeError)
+
+    def test_interpreter_exit_waits_for_pending_calls(self, backend_spec, tmp_path):
+        backend, config = backend_spec
+        out = tmp_path / "results.txt"
+        proc = subprocess.run(
+            [sys.executable, "-c", EXIT_WAIT_SCRIPT, backend, json.dumps(config), str(out)],
+            capture_output=True, text=True, timeout=150, cwd=str(tmp_path))
+        assert proc.returncode == 0, proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr
+        written = out.read_text() if out.exists() else "(nothing)"
+        assert sorted(int(line) for line in written.split()) == [1, 2, 4, 8], (written, proc.stderr)

@@ -28,6 +28,7 @@ from .errors import (
     ConfigError,
     DeserializationError,
     ExecutorShutdownError,
+    InitializerError,
     MissingDependencyError,
     RemoteError,
     RuntimeMismatchError,
@@ -57,8 +58,8 @@ __all__ = [
     "map", "call_async", "map_reduce", "wait", "as_completed", "get_all_results",
     "shutdown_default_executors",
     "WrenError", "CallCancelledError", "CallTimeoutError", "ConfigError",
-    "DeserializationError", "ExecutorShutdownError", "MissingDependencyError", "RemoteError",
-    "RuntimeMismatchError", "SerializationError", "StatusError", "StorageError",
+    "DeserializationError", "ExecutorShutdownError", "InitializerError", "MissingDependencyError",
+    "RemoteError", "RuntimeMismatchError", "SerializationError", "StatusError", "StorageError",
     "UnknownNameError", "WorkerCrashedError",
 ]
 

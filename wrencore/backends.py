@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 from wrencore_runtime.storage import Storage
 
 from .config import Config
+from .errors import ConfigError
 from .futures import Future
 
 
@@ -56,6 +57,23 @@ class Backend(abc.ABC):
         actually dispatched (it returns False for cancelled ones, which are skipped), and complete it with
         :func:`wrencore.futures.complete_from_status` or ``future.fail(error)``.
         """
+
+    def apply_pool_options(self, *, max_workers: Optional[int], mp_context: Any,
+                           max_tasks_per_child: Optional[int]) -> None:
+        """Honour ``ProcessPoolExecutor``'s pool arguments, or refuse them with ValueError.
+
+        Called once, right after construction; None means "not given". A backend without
+        worker processes of its own refuses every argument that is given.
+        """
+        given = {name: value for name, value in (("max_workers", max_workers),
+                                                  ("mp_context", mp_context),
+                                                  ("max_tasks_per_child", max_tasks_per_child))
+                 if value is not None}
+        if given:
+            raise ConfigError(
+                f"the {type(self).__name__} backend does not manage a pool of worker processes, "
+                f"so it cannot honour {', '.join(sorted(given))}; size it through its own "
+                f"configuration section instead")
 
     def preflight(self, job: Dict[str, Any]) -> None:
         """Check, before any call of ``job`` is invoked, that it can run (e.g. versions)."""

@@ -7,6 +7,7 @@ classes on the client) and are re-exported here.
 from wrencore_runtime.errors import (  # noqa: F401
     CallTimeoutError,
     DeserializationError,
+    InitializerError,
     RemoteError,
     RuntimeMismatchError,
     SerializationError,
@@ -41,6 +42,7 @@ class CallCancelledError(WrenError):
 __all__ = [
     "WrenError", "ConfigError", "UnknownNameError", "MissingDependencyError",
     "ExecutorShutdownError", "CallCancelledError", "CallTimeoutError", "DeserializationError",
+    "InitializerError",
     "RemoteError", "RuntimeMismatchError", "SerializationError", "StatusError", "StorageError",
     "StorageKeyError",
     "WorkerCrashedError",

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import concurrent.futures
+import concurrent.futures.thread  # noqa: F401  (its exit hook must be registered before ours)
+import hashlib
 import itertools
 import logging
-import os
+import sys
 import threading
 import time
+import types
 import uuid
 import weakref
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
 
 from wrencore_runtime import layout
 from wrencore_runtime.protocol import PYTHON, SERIALIZER, encode_json
@@ -27,6 +30,154 @@ from .plugins import get_plugin_manager, get_registry
 logger = logging.getLogger(__name__)
 
 _job_counter = itertools.count()
+
+#: How many functions ``submit`` keeps a job for (weakly: the functions stay collectable).
+SUBMIT_JOB_CACHE = 64
+
+
+class _Lifecycle:
+    """What outlives an executor object: its backend and its unfinished futures.
+
+    Kept apart from the executor so a dropped executor can be collected (its finalizer
+    releases the backend once the pending calls end) and so the interpreter-exit hook can
+    wait for every executor's calls, as ``concurrent.futures`` does.
+    """
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self.pending: Set[Future] = set()
+        self.closed = False
+        self.released = False
+        self._release_done = threading.Event()
+        self._lock = threading.Lock()
+
+    def track(self, future: Future) -> None:
+        with self._lock:
+            self.pending.add(future)
+        future.add_done_callback(self._finished)
+
+    def _finished(self, future: concurrent.futures.Future) -> None:
+        with self._lock:
+            self.pending.discard(future)  # type: ignore[arg-type]
+            drained = self.closed and not self.pending
+        if drained:
+            # Done callbacks run on the backend's own threads, which a shutdown joins.
+            threading.Thread(target=self.release, kwargs={"wait": True}, daemon=True,
+                             name="wrencore-release").start()
+
+    def snapshot(self) -> List[Future]:
+        with self._lock:
+            return list(self.pending)
+
+    def close(self, *, wait: bool, cancel_futures: bool) -> None:
+        """Stop taking calls; release the backend now (``wait``) or once the calls end."""
+        with self._lock:
+            self.closed = True
+        if cancel_futures:
+            for future in self.snapshot():
+                cancel_future(future)
+        if wait:
+            concurrent.futures.wait(self.snapshot())
+            self.release(wait=True)
+        else:
+            with self._lock:
+                drained = not self.pending
+            if drained:
+                self.release(wait=False)
+
+    def abort(self) -> None:
+        """Cancel what has not started and stop the backend without waiting (Ctrl-C at exit)."""
+        with self._lock:
+            self.closed = True
+        for future in self.snapshot():
+            cancel_future(future)
+        self.release(wait=False)
+        for future in self.snapshot():
+            future.fail(ExecutorShutdownError(
+                "the interpreter was interrupted while waiting for this call at exit"))
+
+    def release(self, wait: bool) -> None:
+        """Shut the backend down once; with ``wait``, also wait for a release in progress."""
+        with self._lock:
+            first = not self.released
+            self.released = True
+        if not first:
+            if wait:
+                self._release_done.wait()
+            return
+        _live.discard(self)
+        try:
+            self.backend.shutdown(wait=wait)
+        except Exception:
+            logger.exception("shutting down the %s backend failed", type(self.backend).__name__)
+        finally:
+            self._release_done.set()
+
+
+#: Lifecycles of executors that are open or still have unfinished calls.
+_live: "Set[_Lifecycle]" = set()
+_interpreter_exiting = False
+
+
+def _wait_at_exit() -> None:
+    """Like ``concurrent.futures``: at interpreter exit, wait for every executor's calls.
+
+    Runs before ``atexit`` handlers (so a ``submit`` from one raises ``RuntimeError``).
+    Ctrl-C during the wait cancels the calls not started and stops the workers.
+    """
+    global _interpreter_exiting
+    _interpreter_exiting = True
+    lifecycles = list(_live)
+    try:
+        for lifecycle in lifecycles:
+            lifecycle.close(wait=True, cancel_futures=False)
+    except KeyboardInterrupt:
+        print("wrencore: interrupted while waiting for calls at exit; cancelling them",
+              file=sys.stderr)
+        for lifecycle in lifecycles:
+            lifecycle.abort()
+
+
+# Exit hooks run in reverse order of registration: ours runs before the stdlib thread pools
+# stop taking work, which the backends' invoke and status-fetch pools still need.
+threading._register_atexit(_wait_at_exit)  # type: ignore[attr-defined]
+
+
+def _result_or_cancel(future: Future, timeout: Optional[float]) -> Any:
+    try:
+        return future.result(timeout)
+    finally:
+        cancel_future(future)
+
+
+def _function_id(fn: Callable) -> Optional[Tuple[int, Any]]:
+    """A cache key for jobs of ``fn`` that holds it weakly, or None if it cannot be cached.
+
+    Only plain and built-in functions: a bound method or callable object carries state that
+    must be pickled afresh at each submit, as the stdlib does.
+    """
+    if not isinstance(fn, (types.FunctionType, types.BuiltinFunctionType)):
+        return None
+    try:
+        return id(fn), weakref.ref(fn)
+    except TypeError:
+        return None
+
+
+def _pickled_initializer(initializer: Optional[Callable], initargs: tuple) -> Optional[Dict[str, Any]]:
+    if initializer is None:
+        return None
+    if not callable(initializer):
+        raise TypeError(f"initializer must be callable, not {type(initializer).__name__}")
+    name = getattr(initializer, "__qualname__", repr(initializer))
+    with serialize.local_modules_by_value():
+        try:
+            blob = serialize.dumps_initializer(initializer, tuple(initargs))
+        except Exception as exc:
+            raise serialize.SerializationError(
+                f"cannot pickle the initializer {name!r} or its initargs: "
+                f"{type(exc).__name__}: {exc}") from exc
+    return {"name": name, "id": hashlib.sha256(blob).hexdigest()[:32], "blob": blob}
 
 
 def new_job_id() -> str:
@@ -61,6 +212,13 @@ class Executor(concurrent.futures.Executor):
         backend: backend name (default: config ``backend``, else ``"local"``).
         storage: storage name (default: config ``storage``, else the backend's default).
         config: overrides of the configuration (same shape as the TOML file).
+        max_workers: worker processes (local backend; as ``ProcessPoolExecutor``).
+        mp_context: a :mod:`multiprocessing` context; local workers are always fresh
+            interpreters, so only ``None`` or a ``"spawn"`` context is accepted.
+        initializer: called as ``initializer(*initargs)`` once in each worker process
+            (each warm sandbox on Lambda) before its first call of this executor.
+        initargs: arguments of ``initializer``.
+        max_tasks_per_child: calls a local worker runs before it is replaced.
         chunksize: calls per invocation (None: the backend decides).
         timeout: per-call time limit in seconds (None: no limit).
         extra_env: environment variables set around each call on the worker.
@@ -68,11 +226,21 @@ class Executor(concurrent.futures.Executor):
     Raises:
         UnknownNameError: no backend or storage has that name.
         MissingDependencyError: the backend's SDK is not installed.
+        ValueError: ``max_workers`` or ``max_tasks_per_child`` is not positive, or the
+            backend cannot honour one of the ``ProcessPoolExecutor`` arguments given.
     """
 
     def __init__(self, backend: Optional[str] = None, storage: Optional[str] = None,
-                 config: Optional[Mapping[str, Any]] = None, *, chunksize: Optional[int] = None,
+                 config: Optional[Mapping[str, Any]] = None, *,
+                 max_workers: Optional[int] = None, mp_context: Any = None,
+                 initializer: Optional[Callable] = None, initargs: tuple = (),
+                 max_tasks_per_child: Optional[int] = None, chunksize: Optional[int] = None,
                  timeout: Optional[float] = None, extra_env: Optional[Mapping[str, str]] = None):
+        if max_workers is not None and max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if max_tasks_per_child is not None and (
+                not isinstance(max_tasks_per_child, int) or max_tasks_per_child < 1):
+            raise ValueError("max_tasks_per_child must be >= 1")
         overrides: Dict[str, Any] = dict(config or {})
         if backend is not None:
             overrides["backend"] = backend
@@ -86,6 +254,9 @@ class Executor(concurrent.futures.Executor):
         storage_factory = registry.load("storage", self.storage_name)
         self.storage = storage_factory(self.config.section(self.storage_name))
         self.backend: Backend = backend_cls(self.config, self.storage)
+        self.backend.apply_pool_options(max_workers=max_workers, mp_context=mp_context,
+                                        max_tasks_per_child=max_tasks_per_child)
+        self._initializer = _pickled_initializer(initializer, initargs)
         top = self.config.top()
         self.chunksize = _check_chunksize(chunksize) if chunksize is not None else \
             _check_chunksize(None, top)
@@ -95,9 +266,13 @@ class Executor(concurrent.futures.Executor):
         self._shutdown = False
         self._lock = threading.RLock()
         self._job_ids: List[str] = []
-        self._futures: "weakref.WeakSet[Future]" = weakref.WeakSet()
-        self._submit_jobs: "OrderedDict[int, Tuple[Any, Dict[str, Any], itertools.count]]" = OrderedDict()
+        self._submit_jobs: "OrderedDict[int, Tuple[weakref.ref, Dict[str, Any], itertools.count]]" \
+            = OrderedDict()
         self._pm = get_plugin_manager()
+        self._lifecycle = _Lifecycle(self.backend)
+        _live.add(self._lifecycle)
+        # A dropped executor lets its calls finish, then releases its workers and threads.
+        weakref.finalize(self, self._lifecycle.close, wait=False, cancel_futures=False)
 
     def __repr__(self) -> str:
         return f"<wrencore.Executor backend={self.backend_name!r} storage={self.storage_name!r}>"
@@ -105,7 +280,8 @@ class Executor(concurrent.futures.Executor):
     # -- jobs ------------------------------------------------------------------------
     def _new_job(self, fn: Callable, timeout: Optional[float],
                  extra_env: Optional[Mapping[str, str]]) -> Dict[str, Any]:
-        package = serialize.dumps_function(fn)
+        package = serialize.dumps_function(
+            fn, initializer=self._initializer["blob"] if self._initializer else None)
         job_id = new_job_id()
         job = {
             "job_id": job_id,
@@ -118,6 +294,8 @@ class Executor(concurrent.futures.Executor):
             "result_inline_limit": self.backend.result_inline_limit,
             "function_name": getattr(fn, "__qualname__", repr(fn)),
         }
+        if self._initializer:
+            job["initializer"] = {"name": self._initializer["name"], "id": self._initializer["id"]}
         self.backend.preflight(job)
         self.storage.put(job["function_key"], package)
         self.storage.put(layout.job_header_key(job_id), encode_json(job).encode())
@@ -153,7 +331,7 @@ class Executor(concurrent.futures.Executor):
         finished_hook = self._pm.hook.wrencore_call_finished
         notify = bool(finished_hook.get_hookimpls())
         for call in calls:
-            self._futures.add(call.future)
+            self._lifecycle.track(call.future)
             if notify:
                 call.future.add_done_callback(
                     lambda f: finished_hook(future=f, metadata=f.metadata))
@@ -164,6 +342,8 @@ class Executor(concurrent.futures.Executor):
     def _check_open(self) -> None:
         if self._shutdown:
             raise ExecutorShutdownError("cannot submit calls: this executor has been shut down")
+        if _interpreter_exiting:
+            raise ExecutorShutdownError("cannot schedule new futures after interpreter shutdown")
 
     # -- public API ------------------------------------------------------------------
     def map_futures(self, fn: Callable, iterdata: Iterable, *, chunksize: Optional[int] = None,
@@ -204,34 +384,48 @@ class Executor(concurrent.futures.Executor):
         """Schedule ``fn(*args, **kwargs)``; return its :class:`Future`."""
         self._check_open()
         with self._lock:
-            entry = self._submit_jobs.get(id(fn))
-            if entry is None or entry[0] is not fn:
-                entry = (fn, self._new_job(fn, None, None), itertools.count())
-                self._submit_jobs[id(fn)] = entry
-                while len(self._submit_jobs) > 64:
-                    self._submit_jobs.popitem(last=False)
-            _, job, counter = entry
-            index = next(counter)
+            job, index = self._submit_job(fn)
         calls = self._make_calls(job, [(args, kwargs)], first_index=index)
         self._invoke(job, calls, 1)
         return calls[0].future
+
+    def _submit_job(self, fn: Callable) -> Tuple[Dict[str, Any], int]:
+        """The job for ``fn`` (reused while ``fn`` lives) and the next call index in it."""
+        key = _function_id(fn)
+        if key is None:
+            return self._new_job(fn, None, None), 0
+        entry = self._submit_jobs.get(key[0])
+        if entry is None or entry[0]() is not fn:
+            entry = (key[1], self._new_job(fn, None, None), itertools.count())
+            self._submit_jobs[key[0]] = entry
+            while len(self._submit_jobs) > SUBMIT_JOB_CACHE:
+                self._submit_jobs.popitem(last=False)
+        self._submit_jobs.move_to_end(key[0])
+        return entry[1], next(entry[2])
 
     def map(self, fn: Callable, *iterables: Iterable, timeout: Optional[float] = None,
             chunksize: int = 1) -> Iterator[Any]:
         """Like :meth:`concurrent.futures.Executor.map`: results in order, lazily.
 
         ``timeout`` bounds the whole iteration (seconds from this call), as in the stdlib.
+        Each future is dropped as its result is yielded, so results are not kept alive.
+
+        Raises:
+            ValueError: ``chunksize`` is less than 1.
         """
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
         self._check_open()
         pairs = [(tuple(args), {}) for args in zip(*iterables)]
         futures = self._map_pairs(fn, pairs, chunksize if chunksize != 1 else None, None, None)
         deadline = None if timeout is None else time.monotonic() + timeout
+        futures.reverse()
 
         def results() -> Iterator[Any]:
             try:
-                for future in futures:
+                while futures:
                     remaining = None if deadline is None else deadline - time.monotonic()
-                    yield future.result(remaining)
+                    yield _result_or_cancel(futures.pop(), remaining)
             finally:
                 for future in futures:
                     cancel_future(future)
@@ -240,21 +434,19 @@ class Executor(concurrent.futures.Executor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False,
                  cleanup: bool = False) -> None:
-        """Stop accepting calls and release the backend.
+        """Stop accepting calls and release the backend, as the stdlib does.
 
         Args:
-            wait: wait for calls already started to finish.
+            wait: wait for the pending calls to finish and the backend to stop. Without it,
+                return at once: pending calls still run and the backend is released
+                after the last one.
             cancel_futures: cancel calls that have not started.
-            cleanup: delete this executor's job data from storage afterwards.
+            cleanup: delete this executor's job data from storage afterwards (with
+                ``wait=False``, only what is there when this returns).
         """
         with self._lock:
             self._shutdown = True
-        if cancel_futures:
-            for future in list(self._futures):
-                cancel_future(future)
-        if wait:
-            concurrent.futures.wait(list(self._futures))
-        self.backend.shutdown(wait=wait)
+        self._lifecycle.close(wait=wait, cancel_futures=cancel_futures)
         if cleanup:
             self.cleanup()
 

@@ -135,7 +135,7 @@ def _load_exception(info: Dict[str, Any]) -> BaseException:
     if info.get("pickled"):
         try:
             exc = cloudpickle.loads(info["pickled"])
-        except Exception as err:  # class not importable here
+        except BaseException as err:  # class not importable here, or its unpickling exits
             logger.debug("could not unpickle remote %s: %s", info.get("type"), err)
     if exc is None:
         exc = _instantiate_by_name(info)
@@ -150,7 +150,7 @@ def _instantiate_by_name(info: Dict[str, Any]) -> BaseException:
         cls = getattr(importlib.import_module(module_name), qualname)
         if isinstance(cls, type) and issubclass(cls, BaseException):
             return cls(info.get("message", ""))
-    except Exception:
+    except BaseException:
         pass
     return RemoteError(info.get("type", "Exception"), info.get("message", ""),
                        info.get("traceback", ""))
@@ -183,9 +183,11 @@ def complete_from_status(future: Future, status: Dict[str, Any], result: Optiona
     except StorageKeyError as exc:
         return future._complete(exception=DeserializationError(
             f"call {future.call_id}: status says done but its result is missing ({exc})"))
-    except Exception as exc:
-        return future._complete(exception=DeserializationError(
+    except BaseException as exc:  # SystemExit from a __reduce__ must not kill the caller's thread
+        error = DeserializationError(
             f"the result of call {future.call_id} could not be unpickled on this computer: "
-            f"{type(exc).__name__}: {exc}"))
+            f"{type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+        return future._complete(exception=error)
     future.metadata["host_result_time"] = time.time() - start
     return future._complete(result=value)

@@ -231,6 +231,17 @@ def dumps(obj: Any) -> bytes:
 
 def dumps_function(func: Any) -> bytes:
     """The function package a worker loads: local modules first, then the function."""
+def dumps_initializer(initializer: Any, initargs: tuple) -> bytes:
+    """The executor's ``(initializer, initargs)``; wrap in :func:`local_modules_by_value`."""
+    return dumps((initializer, initargs))
+
+
+def dumps_function(func: Any, *, initializer: Optional[bytes] = None) -> bytes:
+    """The function package a worker loads: local modules first, then the function.
+
+    ``initializer`` (from :func:`dumps_initializer`) travels in the package, so every
+    backend's worker finds it where it finds the function.
+    """
     if not callable(func):
         raise TypeError(f"expected a callable, got {type(func).__name__}: {func!r}")
     try:
@@ -244,7 +255,8 @@ def dumps_function(func: Any) -> bytes:
         ) from exc
     modules, modules_hash = _bundles.get()
     return pickle.dumps(
-        {"modules": modules, "modules_hash": modules_hash, "function": function_bytes},
+        {"modules": modules, "modules_hash": modules_hash, "function": function_bytes,
+         "initializer": initializer},
         protocol=pickle.HIGHEST_PROTOCOL,
     )
 

@@ -1,30 +1,45 @@
 """The local backend: a pool of long-lived worker processes fed through pipes.
 
-Calls are queued on the user's computer and handed to idle workers in batches whose size
+Calls are queued on the user's computer and handed to workers in batches whose size
 shrinks as the queue drains (large batches amortize pipe round trips; small ones keep both
 cores busy to the end). Each worker reports every call as it finishes, so the host always
 knows which call a worker is running: if the worker dies, exactly that call fails with
 :class:`WorkerCrashedError` and the rest of its batch is queued again; if it outruns its
 timeout, the worker is killed and that call fails with :class:`CallTimeoutError`.
+
+A call handed to a worker is not committed to it until the worker *claims* it, just before
+running it, by creating the call's claim file (``O_CREAT | O_EXCL``) in the pool's directory.
+A worker that runs out of work steals the unclaimed tail of the busiest worker's batch by
+claiming those calls first, so a stuck or slow worker never holds calls an idle one could
+run, and no call runs twice: the victim skips a call it finds already claimed.
+
+Each worker is the leader of its own session; at its exit the pool kills what is left in
+its process group, so no process a call started outlives the worker. A worker whose call
+changed process state that cannot be restored (see ``wrencore_runtime.runner``) retires
+after reporting that call, and so does one that ran ``max_tasks_per_child`` calls.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import math
 import os
 import queue
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from wrencore.backends import Backend, Call
 from wrencore.config import Config
-from wrencore.errors import CallTimeoutError, WorkerCrashedError, WrenError
+from wrencore.errors import CallTimeoutError, ConfigError, WorkerCrashedError, WrenError
 from wrencore.futures import cancel, claim, complete_from_status
 from wrencore_runtime.storage import Storage
 
@@ -35,11 +50,45 @@ logger = logging.getLogger(__name__)
 #: Seconds past a call's timeout before its worker is killed (the worker's own timer
 #: raises CallTimeoutError inside the call first, when the call is interruptible).
 KILL_GRACE = 1.0
-#: Batches a worker may hold beyond the one it is running.
-PREFETCH = 1
 MAX_BATCH = 256
 
-Task = Tuple[Dict[str, Any], Call]
+
+@dataclass(eq=False)
+class Task:
+    job: Dict[str, Any]
+    call: Call
+    token: str = ""  # the name of its claim file, set when it is sent to a worker
+
+
+def kill_process_group(pgid: int) -> None:
+    """SIGKILL every process left in a worker's process group (the worker leads it)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class Claims:
+    """Claim files: whoever creates a call's file first (worker or thief) owns the call."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        os.makedirs(directory, exist_ok=True)
+        self._tokens = itertools.count()
+
+    def new_token(self, worker_index: int) -> str:
+        return f"{worker_index}-{next(self._tokens)}"
+
+    def take(self, token: str) -> bool:
+        try:
+            os.close(os.open(os.path.join(self.directory, token),
+                             os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            return False
+        return True
+
+    def taken(self, token: str) -> bool:
+        return os.path.exists(os.path.join(self.directory, token))
 
 
 class _Worker:
@@ -47,16 +96,19 @@ class _Worker:
         self.pool = pool
         self.index = index
         self.inflight: Deque[Task] = collections.deque()
-        self.batches: Deque[int] = collections.deque()  # sizes of unfinished batches
+        self.low_water = 1  # ask for more when this few calls are left
+        self.done_count = 0
+        self.retiring = False
         self.current_started = 0.0
         self.kill_reason: Optional[BaseException] = None
         self.outbox: "queue.Queue[Any]" = queue.Queue()
-        env = dict(os.environ, WRENCORE_WORKER_ID=f"local-{os.getpid()}-{index}")
+        env = dict(os.environ, WRENCORE_WORKER_ID=f"local-{os.getpid()}-{index}",
+                   WRENCORE_LOCAL_CLAIMS=pool.claims.directory)
         env.update(pool.extra_worker_env)
         self.proc = subprocess.Popen(
             [pool.python, "-c", "from wrencore_local.worker import main; raise SystemExit(main())"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
-            cwd=pool.workdir, env=env, bufsize=1 << 16,
+            cwd=pool.workdir, env=env, bufsize=1 << 16, start_new_session=True,
         )
         self.reader = threading.Thread(target=self._read_loop, daemon=True,
                                        name=f"wrencore-local-reader-{index}")
@@ -69,12 +121,24 @@ class _Worker:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    @property
+    def usable(self) -> bool:
+        return self.alive and self.kill_reason is None and not self.retiring
+
+    def quota_left(self) -> Optional[int]:
+        limit = self.pool.max_tasks_per_child
+        if limit is None:
+            return None
+        return max(0, limit - self.done_count - len(self.inflight))
+
     def send(self, job: Dict[str, Any], tasks: List[Task]) -> None:
         if not self.inflight:
             self.current_started = time.monotonic()
+        for task in tasks:
+            task.token = self.pool.claims.new_token(self.index)
         self.inflight.extend(tasks)
-        self.batches.append(len(tasks))
-        self.outbox.put(("tasks", job, [call.message for _, call in tasks]))
+        self.low_water = max(1, len(tasks) // 2)
+        self.outbox.put(("tasks", job, [dict(t.call.message, claim=t.token) for t in tasks]))
 
     def _write_loop(self) -> None:
         while True:
@@ -93,22 +157,23 @@ class _Worker:
                 frame = read_frame(stdout)
                 if frame[0] == "done":
                     self.pool._on_done(self, frame[1], frame[2], frame[3])
+                elif frame[0] == "retire":
+                    self.pool._on_retire(self, frame[1])
         except EOFError:
             pass
-        except Exception:
+        except BaseException:  # never let this thread die: the worker's futures would hang
             logger.exception("local worker %d sent an unreadable frame", self.index)
             self.kill()
         self.proc.wait()
+        kill_process_group(self.proc.pid)
         self.outbox.put(None)
         self.pool._on_exit(self)
 
     def kill(self, reason: Optional[BaseException] = None) -> None:
         if reason is not None and self.kill_reason is None:
             self.kill_reason = reason
-        try:
-            self.proc.kill()
-        except OSError:
-            pass
+        if self.proc.returncode is None:
+            kill_process_group(self.proc.pid)
 
     def stop(self) -> None:
         self.outbox.put(("exit",))
@@ -116,12 +181,15 @@ class _Worker:
 
 class WorkerPool:
     def __init__(self, size: int, storage: Storage, python: str,
-                 extra_worker_env: Optional[Dict[str, str]] = None):
+                 extra_worker_env: Optional[Dict[str, str]] = None,
+                 max_tasks_per_child: Optional[int] = None):
         self.size = size
         self.storage = storage
         self.python = python
         self.extra_worker_env = extra_worker_env or {}
+        self.max_tasks_per_child = max_tasks_per_child
         self.workdir = tempfile.mkdtemp(prefix="wrencore-local-")
+        self.claims = Claims(os.path.join(self.workdir, ".claims"))
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
         self._pending: Deque[Tuple[Task, Optional[int]]] = collections.deque()
@@ -136,7 +204,7 @@ class WorkerPool:
             if self._closed:
                 raise WrenError("the local worker pool is shut down")
             for call in calls:
-                self._pending.append(((job, call), chunksize))
+                self._pending.append((Task(job, call), chunksize))
             if not self._workers:
                 self._start_workers()
             if job.get("timeout") and self._watchdog is None:
@@ -153,69 +221,123 @@ class WorkerPool:
     def _batch_size(self, chunksize: Optional[int]) -> int:
         if chunksize:
             return chunksize
-        per_slot = len(self._pending) / (self.size * (PREFETCH + 1) * 2)
+        per_slot = len(self._pending) / (self.size * 4)
         return max(1, min(MAX_BATCH, math.ceil(per_slot)))
 
+    def _wants_work(self, worker: _Worker) -> bool:
+        if not worker.usable or worker.quota_left() == 0:
+            return False
+        if not worker.inflight:
+            return True
+        # Prefetch while the queue is long; the tail is left to whichever worker frees up.
+        return len(worker.inflight) <= worker.low_water and len(self._pending) >= self.size
+
     def _dispatch(self) -> None:
-        """Give queued calls to workers with free batch slots. Caller holds the lock."""
+        """Give queued calls to workers that want work, then let idle ones steal. Caller holds the lock."""
         for worker in self._workers:
-            while self._pending and len(worker.batches) <= PREFETCH and worker.alive \
-                    and worker.kill_reason is None:
-                if worker.batches and len(self._pending) < self.size:
-                    break  # the tail: keep it for whichever worker frees up first
-                (job, _), chunksize = self._pending[0]
+            while self._pending and self._wants_work(worker):
+                first, chunksize = self._pending[0]
                 size = self._batch_size(chunksize)
+                quota = worker.quota_left()
+                if quota is not None:
+                    size = min(size, quota)
                 batch: List[Task] = []
                 while self._pending and len(batch) < size:
-                    (task_job, call), _ = self._pending[0]
-                    if task_job is not job:
+                    task, _ = self._pending[0]
+                    if task.job is not first.job:
                         break
                     self._pending.popleft()
-                    if claim(call.future):
-                        batch.append((task_job, call))
+                    if claim(task.call.future):
+                        batch.append(task)
                 if batch:
-                    worker.send(job, batch)
+                    worker.send(first.job, batch)
+        if not self._pending:
+            self._steal()
+
+    def _steal(self) -> None:
+        """Move the unclaimed tail of the busiest worker's calls to each idle worker."""
+        for thief in self._workers:
+            if thief.inflight or not self._wants_work(thief):
+                continue
+            victim = max(self._workers, key=lambda w: len(w.inflight))
+            if len(victim.inflight) < 2:
+                return
+            stolen: List[Task] = []
+            for task in reversed(list(victim.inflight)[len(victim.inflight) // 2:]):
+                if not self.claims.take(task.token):
+                    break  # the victim got there first; it runs its calls in order
+                stolen.append(task)
+            if not stolen:
+                continue
+            for task in stolen:
+                victim.inflight.remove(task)
+            stolen.reverse()
+            logger.debug("local worker %d takes %d calls from worker %d",
+                         thief.index, len(stolen), victim.index)
+            quota = thief.quota_left()
+            if quota is not None and quota < len(stolen):
+                for task in reversed(stolen[quota:]):
+                    self._pending.appendleft((task, 1))
+                stolen = stolen[:quota]
+            by_job: Dict[int, List[Task]] = {}
+            for task in stolen:
+                by_job.setdefault(id(task.job), []).append(task)
+            for tasks in by_job.values():
+                thief.send(tasks[0].job, tasks)
 
     # -- worker events ---------------------------------------------------------------
-    def _on_done(self, worker: _Worker, call_id: str, status: Dict[str, Any],
+    def _on_done(self, worker: _Worker, token: str, status: Dict[str, Any],
                  result: Optional[bytes]) -> None:
         with self._lock:
-            if not worker.inflight or worker.inflight[0][1].call_id != call_id:
-                logger.error("local worker %d reported call %s out of order", worker.index, call_id)
+            if not worker.inflight or worker.inflight[0].token != token:
+                logger.error("local worker %d reported a call out of order", worker.index)
                 return
-            _, call = worker.inflight.popleft()
+            task = worker.inflight.popleft()
+            worker.done_count += 1
             worker.current_started = time.monotonic()
-            worker.batches[0] -= 1
-            if worker.batches[0] == 0:
-                worker.batches.popleft()
-                self._dispatch()
+            limit = self.max_tasks_per_child
+            if limit is not None and worker.done_count >= limit and not worker.inflight:
+                worker.retiring = True
+                worker.stop()
+            self._dispatch()
             if not worker.inflight:
                 self._idle.notify_all()
-        complete_from_status(call.future, status, result, self.storage)
+        complete_from_status(task.call.future, status, result, self.storage)
+
+    def _on_retire(self, worker: _Worker, reason: str) -> None:
+        """The worker exits after its last report; calls it had not started go to others."""
+        logger.info("local worker %d is replaced: %s", worker.index, reason)
+        with self._lock:
+            worker.retiring = True
+            for task in reversed(worker.inflight):
+                self._pending.appendleft((task, 1))
+            worker.inflight.clear()
+            self._dispatch()
 
     def _on_exit(self, worker: _Worker) -> None:
         with self._lock:
             lost = list(worker.inflight)
             worker.inflight.clear()
-            worker.batches.clear()
             if worker in self._workers:
                 self._workers.remove(worker)
-            failed: Optional[Task] = lost[0] if lost else None
-            requeue = lost[1:]
+            # The first call was running only if the worker claimed it.
+            failed: Optional[Task] = lost[0] if lost and self.claims.taken(lost[0].token) else None
+            requeue = lost[1:] if failed is not None else lost
             for task in reversed(requeue):
                 self._pending.appendleft((task, 1))
             if not self._closed:
                 self._start_workers()
                 self._dispatch()
             else:
-                for _, call in requeue:
-                    call.future.fail(WrenError("the executor was shut down before this call ran"))
+                for task in requeue:
+                    task.call.future.fail(WrenError("the executor was shut down before this call ran"))
             self._idle.notify_all()
         if failed is not None:
-            job, call = failed
+            call = failed.call
             error = worker.kill_reason or WorkerCrashedError(
-                f"the local worker process running call {call.call_id} of job {job['job_id']} "
-                f"died (exit code {worker.proc.returncode}); the call did not finish"
+                f"the local worker process running call {call.call_id} of job "
+                f"{failed.job['job_id']} died (exit code {worker.proc.returncode}); "
+                f"the call did not finish"
             )
             call.future.fail(error)
 
@@ -227,12 +349,12 @@ class WorkerPool:
                 for worker in self._workers:
                     if not worker.inflight or worker.kill_reason is not None:
                         continue
-                    job, call = worker.inflight[0]
-                    limit = job.get("timeout")
+                    task = worker.inflight[0]
+                    limit = task.job.get("timeout")
                     if limit and now - worker.current_started > limit + KILL_GRACE:
                         worker.kill(CallTimeoutError(
-                            f"call {call.call_id} of job {job['job_id']} exceeded its timeout "
-                            f"of {limit:g} s; its worker process was killed"))
+                            f"call {task.call.call_id} of job {task.job['job_id']} exceeded "
+                            f"its timeout of {limit:g} s; its worker process was killed"))
 
     # -- shutdown --------------------------------------------------------------------
     def shutdown(self, wait: bool) -> None:
@@ -244,9 +366,9 @@ class WorkerPool:
             workers = list(self._workers)
             abandoned = [task for task, _ in self._pending]
             self._pending.clear()
-        for _, call in abandoned:
-            if not cancel(call.future):
-                call.future.fail(WrenError("the executor was shut down before this call ran"))
+        for task in abandoned:
+            if not cancel(task.call.future):
+                task.call.future.fail(WrenError("the executor was shut down before this call ran"))
         for worker in workers:
             if wait:
                 worker.stop()
@@ -258,10 +380,9 @@ class WorkerPool:
                 worker.proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 worker.kill()
-        try:
-            os.rmdir(self.workdir)
-        except OSError:
-            pass
+        for worker in workers:
+            worker.reader.join(max(0.0, deadline + 5 - time.monotonic()))
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class LocalBackend(Backend):
@@ -276,12 +397,28 @@ class LocalBackend(Backend):
         super().__init__(config, storage)
         section = config.section("local")
         workers = section.int("workers", os.cpu_count() or 1, minimum=1)
-        if workers < 1:
-            raise ValueError(f"config [local] workers must be at least 1, not {workers}")
-        self.args_inline_limit = section.int("args_inline_limit", self.args_inline_limit, minimum=0)
+        self.args_inline_limit = section.int("args_inline_limit", self.args_inline_limit,
+                                             minimum=0)
         self.result_inline_limit = section.int("result_inline_limit", self.result_inline_limit,
                                                minimum=0)
-        self.pool = WorkerPool(workers, storage, section.str("python", sys.executable))
+        self.pool = WorkerPool(workers, storage, section.str("python", sys.executable),
+                               max_tasks_per_child=section.int("max_tasks_per_child", None, minimum=1))
+
+    def apply_pool_options(self, *, max_workers: Optional[int], mp_context: Any,
+                           max_tasks_per_child: Optional[int]) -> None:
+        """``max_workers`` and ``max_tasks_per_child`` are honoured; ``mp_context`` only if
+        it is ``"spawn"``, since every local worker is a fresh interpreter."""
+        if mp_context is not None:
+            method = mp_context.get_start_method()
+            if method != "spawn":
+                raise ConfigError(
+                    f"mp_context with start method {method!r} is not supported: local workers "
+                    f"are always fresh interpreters, as with 'spawn'. Pass "
+                    f"multiprocessing.get_context('spawn') or no mp_context.")
+        if max_workers is not None:
+            self.pool.size = max_workers
+        if max_tasks_per_child is not None:
+            self.pool.max_tasks_per_child = max_tasks_per_child
 
     def invoke(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:
         self.pool.enqueue(job, calls, chunksize)

@@ -3,8 +3,13 @@
 The protocol's pipes are moved off fds 0 and 1 first, so a call (or a C extension it uses)
 that prints to stdout cannot corrupt them. Imports only the runtime.
 
-Frames in:  ``("tasks", job, [call, ...])`` or ``("exit",)``
-Frames out: ``("ready", pid)``, then ``("done", call_id, status, result_bytes)`` per call.
+Frames in:  ``("tasks", job, [call, ...])`` or ``("exit",)``; each call carries ``claim``,
+            the name of its claim file in ``$WRENCORE_LOCAL_CLAIMS``.
+Frames out: ``("ready", pid)``, then ``("done", claim, status, result_bytes)`` per call run,
+            and ``("retire", reason)`` before exiting when the worker must be replaced.
+
+A call is run only if this worker creates its claim file first; one already claimed was
+taken by another worker and is skipped silently (see ``wrencore_local.backend``).
 """
 
 from __future__ import annotations
@@ -27,8 +32,18 @@ def _claim_pipes():
     return proto_in, proto_out
 
 
+def _claim(directory: str, token: str) -> bool:
+    try:
+        os.close(os.open(os.path.join(directory, token), os.O_CREAT | os.O_EXCL | os.O_WRONLY,
+                         0o600))
+    except FileExistsError:
+        return False
+    return True
+
+
 def main() -> int:
     proto_in, proto_out = _claim_pipes()
+    claims = os.environ["WRENCORE_LOCAL_CLAIMS"]
     runner = JobRunner(worker_id=os.environ.get("WRENCORE_WORKER_ID", ""))
     write_frame(proto_out, ("ready", os.getpid()))
     while True:
@@ -40,8 +55,15 @@ def main() -> int:
             return 0
         _, job, calls = message
         for call in calls:
+            token = call["claim"]
+            if not _claim(claims, token):
+                continue
             outcome = runner.run(job, call, store=False)
-            write_frame(proto_out, ("done", call["call_id"], outcome.status, outcome.result))
+            write_frame(proto_out, ("done", token, outcome.status, outcome.result))
+            os.unlink(os.path.join(claims, token))
+            if runner.needs_replacement:
+                write_frame(proto_out, ("retire", runner.needs_replacement))
+                return 0
 
 
 if __name__ == "__main__":

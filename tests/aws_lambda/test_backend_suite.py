@@ -17,5 +17,16 @@ def executor(lambda_env):
         yield ex
 
 
+@pytest.fixture
+def backend_spec(lambda_env):
+    return "aws_lambda", lambda_env.config
+
+
+def test_process_pool_arguments_are_refused_clearly(lambda_env):
+    with pytest.raises(ValueError, match="cannot honour max_tasks_per_child, max_workers"):
+        wrencore.Executor(backend="aws_lambda", config=lambda_env.config, max_workers=2,
+                          max_tasks_per_child=3)
+
+
 class TestLambdaBackend(BackendSuite):
     large_size = 9 * 1024 * 1024  # above the S3 multipart threshold, both ways

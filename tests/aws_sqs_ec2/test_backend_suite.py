@@ -37,5 +37,10 @@ def executor(suite_config):
         yield ex
 
 
+@pytest.fixture
+def backend_spec(suite_config):
+    return "aws_sqs_ec2", suite_config
+
+
 class TestStandaloneBackend(BackendSuite):
     large_size = 9 * 1024 * 1024  # above the S3 multipart threshold, both ways

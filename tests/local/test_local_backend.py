@@ -19,6 +19,11 @@ def executor():
         yield ex
 
 
+@pytest.fixture
+def backend_spec():
+    return "local", {"local": {"workers": 2}}
+
+
 class TestLocalBackend(BackendSuite):
     pass
 
