@@ -21,8 +21,9 @@ def _ledger_call(x, ledger, pid_file, stuck_how):
     with open(ledger, "a") as f:
         f.write(f"{x}\n")
     if x == 0:
-        with open(pid_file, "w") as f:
+        with open(pid_file + ".tmp", "w") as f:
             f.write(str(os.getpid()))
+        os.rename(pid_file + ".tmp", pid_file)  # whole, or not there yet
         if stuck_how == "stopped":
             os.kill(os.getpid(), signal.SIGSTOP)
         else:
@@ -38,15 +39,21 @@ def test_calls_queued_behind_a_stuck_worker_go_to_the_idle_one(tmp_path, stuck_h
         futures = executor.map_futures(
             lambda x: _ledger_call(x, ledger, str(pid_file), stuck_how), range(8), chunksize=4)
         # Calls 1-3 were handed to the stuck worker with call 0; the other worker runs them.
+        # (On a loaded machine the other worker may take them before call 0 even starts.)
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stuck_pid = int(pid_file.read_text())
         done, not_done = concurrent.futures.wait(futures[1:], timeout=12)
         assert not not_done, f"calls still waiting behind the stuck worker: {not_done}"
-        stuck_pid = int(pid_file.read_text())
         assert all(f.result()[1] != stuck_pid for f in futures[1:])
         if stuck_how == "stopped":
             os.kill(stuck_pid, signal.SIGCONT)
         assert futures[0].result(timeout=30) == (0, stuck_pid)
         assert [f.result()[0] for f in futures] == [10 * x for x in range(8)]
     finally:
+        if stuck_how == "stopped" and pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGCONT)  # never leave a stopped worker
         executor.shutdown(wait=True)
     with open(ledger) as f:
         ran = sorted(int(line) for line in f)
