@@ -42,6 +42,7 @@ from .errors import (
     RuntimeMismatchError,
     SerializationError,
 )
+from .environment import environment_mismatch
 from .modules import ModuleInstaller
 from .protocol import PYTHON, encode_json, version_mismatch
 from .storage import Storage, storage_from_spec
@@ -133,6 +134,16 @@ class JobRunner:
             OrderedDict()
         self._cache_size = function_cache_size
         self._modules = ModuleInstaller()
+        self._runtimes_checked: Dict[str, Optional[str]] = {}
+
+    def _runtime_mismatch(self, job: Dict[str, Any]) -> Optional[str]:
+        """Checked once per runtime and process: does this process run the job's runtime?"""
+        runtime = job.get("runtime")
+        if not runtime:
+            return None
+        if runtime["hash"] not in self._runtimes_checked:
+            self._runtimes_checked[runtime["hash"]] = environment_mismatch(runtime)
+        return self._runtimes_checked[runtime["hash"]]
 
     # -- loading ---------------------------------------------------------------------
     def _prepare_function(self, job: Dict[str, Any], storage: Storage) -> Callable:
@@ -206,7 +217,7 @@ class JobRunner:
         result_bytes: Optional[bytes] = None
         stdout, stderr = _TailBuffer(), _TailBuffer()
         try:
-            mismatch = version_mismatch(job)
+            mismatch = version_mismatch(job) or self._runtime_mismatch(job)
             if mismatch:
                 raise RuntimeMismatchError(
                     f"the worker's runtime does not match the client: {mismatch}"

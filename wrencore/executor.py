@@ -55,6 +55,13 @@ class Executor(concurrent.futures.Executor):
         chunksize: calls per invocation (None: the backend decides).
         timeout: per-call time limit in seconds (None: no limit).
         extra_env: environment variables set around each call on the worker.
+        runtime: the workers' environment (see ``wrencore.environment``): ``"auto"``
+            (detected from the function's imports), ``"explicit"`` (``requirements`` only),
+            ``"isolated"`` (auto; local workers run in it too), ``"none"`` (the backend's
+            own environment), or a stored runtime's ``"sha256:…"``. Default: the config's
+            ``runtime``, else the backend's (auto on the cloud, none locally).
+        requirements: requirement strings, or the path of a requirements file or
+            pyproject.toml, added to the detected set.
 
     Raises:
         UnknownNameError: no backend or storage has that name.
@@ -63,7 +70,8 @@ class Executor(concurrent.futures.Executor):
 
     def __init__(self, backend: Optional[str] = None, storage: Optional[str] = None,
                  config: Optional[Mapping[str, Any]] = None, *, chunksize: Optional[int] = None,
-                 timeout: Optional[float] = None, extra_env: Optional[Mapping[str, str]] = None):
+                 timeout: Optional[float] = None, extra_env: Optional[Mapping[str, str]] = None,
+                 runtime: Optional[str] = None, requirements: Any = None):
         overrides: Dict[str, Any] = dict(config or {})
         if backend is not None:
             overrides["backend"] = backend
@@ -80,6 +88,9 @@ class Executor(concurrent.futures.Executor):
         self.chunksize = chunksize if chunksize is not None else self.config.get("chunksize")
         self.timeout = _check_timeout(timeout if timeout is not None else self.config.get("timeout"))
         self.extra_env = dict(extra_env or {})
+        self.runtime = runtime if runtime is not None else self.config.get("runtime")
+        self.requirements = requirements if requirements is not None else \
+            self.config.get("requirements")
         self._shutdown = False
         self._lock = threading.RLock()
         self._job_ids: List[str] = []
@@ -106,12 +117,24 @@ class Executor(concurrent.futures.Executor):
             "result_inline_limit": self.backend.result_inline_limit,
             "function_name": getattr(fn, "__qualname__", repr(fn)),
         }
+        runtime = self._job_runtime(fn)
+        if runtime is not None:
+            job["runtime"] = runtime.job_entry()
         self.backend.preflight(job)
         self.storage.put(job["function_key"], package)
         self.storage.put(layout.job_header_key(job_id), encode_json(job).encode())
         with self._lock:
             self._job_ids.append(job_id)
         return job
+
+    def _job_runtime(self, fn: Callable):
+        if self.runtime is None and self.requirements is None \
+                and getattr(self.backend, "default_runtime", None) is None:
+            return None  # the default local path imports nothing more
+        from . import environment
+
+        return environment.job_runtime(fn, self.runtime, self.requirements, self.storage,
+                                       self.backend)
 
     def _make_calls(self, job: Dict[str, Any], arg_pairs: Iterable[Tuple[tuple, dict]],
                     first_index: int = 0) -> List[Call]:

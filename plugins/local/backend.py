@@ -281,9 +281,27 @@ class LocalBackend(Backend):
         self.args_inline_limit = section.int("args_inline_limit", self.args_inline_limit)
         self.result_inline_limit = section.int("result_inline_limit", self.result_inline_limit)
         self.pool = WorkerPool(workers, storage, section.str("python", sys.executable))
+        self._section = section
+        self._isolated: Dict[str, WorkerPool] = {}  # runtime hash -> its workers
+
+    def _pool_for(self, job: Dict[str, Any]) -> WorkerPool:
+        runtime = job.get("runtime")
+        if not runtime:
+            return self.pool
+        pool = self._isolated.get(runtime["hash"])
+        if pool is None:
+            from .isolated import IsolatedEnvironments
+
+            python = IsolatedEnvironments(self._section, self.storage).python_for(
+                runtime, in_use=set(self._isolated))
+            pool = self._isolated[runtime["hash"]] = WorkerPool(self.pool.size, self.storage,
+                                                                python)
+        return pool
 
     def invoke(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:
-        self.pool.enqueue(job, calls, chunksize)
+        self._pool_for(job).enqueue(job, calls, chunksize)
 
     def shutdown(self, wait: bool = True) -> None:
         self.pool.shutdown(wait)
+        for pool in self._isolated.values():
+            pool.shutdown(wait)
