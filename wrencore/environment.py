@@ -147,15 +147,15 @@ def _code_objects(code: types.CodeType) -> Iterable[types.CodeType]:
             yield from _code_objects(const)
 
 
-_code_imports_cache: Dict[types.CodeType, Tuple[Set[str], Set[str]]] = {}
+_code_imports_cache: Dict[types.CodeType, Tuple[Set[Tuple[str, int, Tuple[str, ...]]], Set[str]]] = {}
 
 
-def code_imports(code: types.CodeType) -> Tuple[Set[str], Set[str]]:
-    """(absolute module names imported anywhere in ``code``, global names it uses)."""
+def code_imports(code: types.CodeType):
+    """(imports ``(module, level, fromlist)`` anywhere in ``code``, global names it uses)."""
     cached = _code_imports_cache.get(code)
     if cached is not None:
         return cached
-    imports: Set[str] = set()
+    imports: Set[Tuple[str, int, Tuple[str, ...]]] = set()
     names: Set[str] = set()
     for obj in _code_objects(code):
         names.update(obj.co_names)
@@ -163,15 +163,24 @@ def code_imports(code: types.CodeType) -> Tuple[Set[str], Set[str]]:
         for index, instruction in enumerate(instructions):
             if instruction.opname != "IMPORT_NAME":
                 continue
-            level = 0
+            level, fromlist = 0, ()
             if index >= 2 and instructions[index - 2].opname == "LOAD_CONST":
                 level = instructions[index - 2].argval or 0
-            if level == 0 and instruction.argval:
-                imports.add(instruction.argval)
+            if index >= 1 and instructions[index - 1].opname == "LOAD_CONST":
+                fromlist = tuple(instructions[index - 1].argval or ())
+            imports.add((instruction.argval or "", int(level), fromlist))
     if len(_code_imports_cache) > 4096:
         _code_imports_cache.clear()
     _code_imports_cache[code] = (imports, names)
     return imports, names
+
+
+def _absolute(module: str, level: int, package: str) -> str:
+    if level == 0:
+        return module
+    parts = package.split(".") if package else []
+    base = ".".join(parts[:len(parts) - (level - 1)]) if level - 1 <= len(parts) else ""
+    return f"{base}.{module}".strip(".") if module else base
 
 
 def _module_of(value: Any) -> Optional[str]:
@@ -184,13 +193,39 @@ def _module_of(value: Any) -> Optional[str]:
     return module if isinstance(module, str) and module != "builtins" else None
 
 
-def function_imports(fn: Callable) -> Dict[str, str]:
-    """Top-level module names the function needs, with the reason: its imports (in its
-    body and nested functions), and the modules of the globals, closures and defaults it
-    references; functions of the user's own code it references are followed."""
+def _cell_filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
+    return True
+
+
+def _local_roots() -> Dict[str, str]:
+    from .serialize import _cached_local_module_roots
+
+    return _cached_local_module_roots()
+
+
+def function_imports(fn: Callable) -> Tuple[Dict[str, str], Set[str]]:
+    """What the function needs: ``({top-level module: reason}, {local module names})``.
+
+    Its imports (in its body and nested functions) and the modules of the globals,
+    closures and defaults it references; functions of the user's own code it references
+    are followed, and local modules it reaches are returned for scanning."""
+    local = _local_roots()
     found: Dict[str, str] = {}
+    local_modules: Set[str] = set()
     seen: Set[int] = set()
     pending: List[Any] = [fn]
+
+    def note(module: str, reason: str) -> None:
+        top = module.partition(".")[0]
+        if top in local:
+            local_modules.add(module)
+        elif top not in ("__main__", "__mp_main__"):
+            found.setdefault(top, reason)
+
     while pending:
         obj = pending.pop()
         if id(obj) in seen:
@@ -205,9 +240,18 @@ def function_imports(fn: Callable) -> Dict[str, str]:
             elif callable(obj) and hasattr(type(obj), "__call__"):
                 pending.append(type(obj))
             continue
+        home = getattr(obj, "__module__", None) or ""
+        if home.partition(".")[0] in local:
+            local_modules.add(home)
+        package = home if getattr(sys.modules.get(home), "__path__", None) else home.rpartition(".")[0]
         imports, names = code_imports(code)
-        for name in imports:
-            found.setdefault(name.partition(".")[0], f"imported in {label}")
+        for module, level, fromlist in imports:
+            name = _absolute(module, level, package)
+            if name:
+                note(name, f"imported in {label}")
+                for item in fromlist:
+                    if f"{name}.{item}" in sys.modules:
+                        note(f"{name}.{item}", f"imported in {label}")
         referenced: List[Any] = []
         globals_ = getattr(obj, "__globals__", {}) or {}
         referenced += [globals_[n] for n in names if n in globals_]
@@ -220,67 +264,71 @@ def function_imports(fn: Callable) -> Dict[str, str]:
             if not module:
                 continue
             top = module.partition(".")[0]
-            if top in ("__main__", "__mp_main__") or _is_local(top):
+            if top in ("__main__", "__mp_main__") or top in local:
+                if top in local:
+                    local_modules.add(module)
                 if callable(value) and not isinstance(value, types.ModuleType):
                     pending.append(value)
                 continue
             found.setdefault(top, f"referenced by {label}")
-    return found
-
-
-def _cell_filled(cell: Any) -> bool:
-    try:
-        cell.cell_contents
-    except ValueError:
-        return False
-    return True
-
-
-def _is_local(top: str) -> bool:
-    from .serialize import _cached_local_module_roots
-
-    return top in _cached_local_module_roots()
+    return found, local_modules
 
 
 class _LocalModuleImports:
-    """Imports made by the user's local modules (those that travel with a job), rescanned
-    only when their files change."""
+    """Imports made by the user's local modules that a function reaches (following their
+    own local imports), each file rescanned only when it changes."""
 
     def __init__(self) -> None:
-        self._key: Any = None
-        self._value: Dict[str, str] = {}
-        self._per_file: Dict[Tuple[str, int, int], Set[str]] = {}
+        self._per_file: Dict[Tuple[str, int, int], Set[Tuple[str, int, Tuple[str, ...]]]] = {}
 
-    def get(self) -> Dict[str, str]:
-        from .serialize import _cached_local_module_roots, _iter_files
+    def _file_imports(self, path: str):
+        try:
+            st = os.stat(path)
+        except OSError:
+            return set()
+        key = (path, st.st_mtime_ns, st.st_size)
+        imports = self._per_file.get(key)
+        if imports is None:
+            try:
+                with open(path, "rb") as f:
+                    code = compile(f.read(), path, "exec", dont_inherit=True)
+                imports = code_imports(code)[0]
+            except (SyntaxError, ValueError, OSError):
+                imports = set()
+            self._per_file[key] = imports
+        return imports
 
-        files = []
-        for name, path in sorted(_cached_local_module_roots().items()):
-            for full, _ in _iter_files(name, path):
-                if full.endswith(".py"):
-                    try:
-                        st = os.stat(full)
-                    except OSError:
-                        continue
-                    files.append((full, st.st_mtime_ns, st.st_size))
-        key = tuple(files)
-        if key == self._key:
-            return self._value
+    def get(self, start: Iterable[str]) -> Dict[str, str]:
+        local = _local_roots()
         found: Dict[str, str] = {}
-        for entry in files:
-            imports = self._per_file.get(entry)
-            if imports is None:
-                try:
-                    with open(entry[0], "rb") as f:
-                        code = compile(f.read(), entry[0], "exec", dont_inherit=True)
-                    imports = code_imports(code)[0]
-                except (SyntaxError, ValueError, OSError):
-                    imports = set()
-                self._per_file[entry] = imports
-            for name in imports:
-                found.setdefault(name.partition(".")[0],
-                                 f"imported by local module {os.path.basename(entry[0])}")
-        self._key, self._value = key, found
+        pending = list(start)
+        seen: Set[str] = set()
+        while pending:
+            name = pending.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            parent = name.rpartition(".")[0]
+            if parent:
+                pending.append(parent)  # importing a submodule runs its packages' __init__
+            module = sys.modules.get(name)
+            path = getattr(module, "__file__", None)
+            if not path or not path.endswith(".py"):
+                continue
+            is_package = os.path.basename(path) == "__init__.py"
+            package = name if is_package else parent
+            for imported, level, fromlist in self._file_imports(path):
+                target = _absolute(imported, level, package)
+                if not target:
+                    continue
+                candidates = [target] + [f"{target}.{item}" for item in fromlist
+                                         if f"{target}.{item}" in sys.modules]
+                for candidate in candidates:
+                    top = candidate.partition(".")[0]
+                    if top in local:
+                        pending.append(candidate)
+                    else:
+                        found.setdefault(top, f"imported by local module {name}")
         return found
 
 
@@ -652,12 +700,10 @@ class Resolver:
         """``{distribution: reasons}`` the function's code imports (before the closure)."""
         modules: Dict[str, str] = {}
         if fn is not None:
-            modules.update(function_imports(fn))
-        for top, reason in self.local_imports.get().items():
-            modules.setdefault(top, reason)
-        from .serialize import _cached_local_module_roots
-
-        local = _cached_local_module_roots()
+            modules, local_modules = function_imports(fn)
+            for top, reason in self.local_imports.get(local_modules).items():
+                modules.setdefault(top, reason)
+        local = _local_roots()
         found: Dict[str, List[str]] = {}
         for top, reason in sorted(modules.items()):
             if top in _STDLIB or top in local or top.startswith("wrencore") or top == "__main__":
