@@ -828,6 +828,16 @@ def resolver() -> Resolver:
     return _resolver
 
 
+def distribution_difference(there: Dict[str, str], here: Dict[str, str]) -> str:
+    """``toolz 1.2.0 there, 0.12.1 here; msgpack missing there`` for two locked sets."""
+    parts = []
+    for name in sorted(set(there) | set(here)):
+        a, b = there.get(name), here.get(name)
+        if a != b:
+            parts.append(f"{name} {a or 'missing'} there, {b or 'missing'} here")
+    return "; ".join(parts) or "same distributions"
+
+
 # -- storing ----------------------------------------------------------------------------------
 def manifest_of(runtime: Runtime) -> Dict[str, Any]:
     wheels = []
