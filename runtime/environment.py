@@ -311,3 +311,38 @@ if __name__ == "__main__":
         sys.exit(serve())
     print("usage: python -m wrencore_runtime.environment serve", file=sys.stderr)
     sys.exit(2)
+
+
+class JobEnvironments:
+    """A worker's environments for jobs whose runtime is not its own: built on first use
+    from storage under ``root``, each served by one :class:`EnvironmentProcess` (at most
+    ``max_processes`` alive), evicted from disk by age and total size."""
+
+    def __init__(self, root: str, *, max_age: float = 7 * 24 * 3600.0,
+                 max_bytes: int = 20 * 1024 ** 3, max_processes: int = 2,
+                 worker_id: str = "") -> None:
+        self.root, self.max_age, self.max_bytes = root, max_age, max_bytes
+        self.max_processes, self.worker_id = max_processes, worker_id
+        self.processes: "Dict[str, EnvironmentProcess]" = {}
+
+    def runner_for(self, job: Dict[str, Any]) -> EnvironmentProcess:
+        from .storage import storage_from_spec
+
+        runtime_hash = job["runtime"]["hash"]
+        process = self.processes.pop(runtime_hash, None)
+        if process is None or not process.alive:
+            env_dir = build_environment(storage_from_spec(job["storage"]), runtime_hash,
+                                        self.root)
+            evict_environments(self.root, max_age=self.max_age, max_bytes=self.max_bytes,
+                               keep={runtime_hash, *self.processes})
+            process = EnvironmentProcess(env_dir, self.worker_id)
+        self.processes[runtime_hash] = process  # most recently used last
+        while len(self.processes) > self.max_processes:
+            oldest = next(iter(self.processes))
+            self.processes.pop(oldest).stop()
+        return process
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.stop()
+        self.processes.clear()

@@ -150,14 +150,15 @@ def _code_objects(code: types.CodeType) -> Iterable[types.CodeType]:
 _code_imports_cache: Dict[types.CodeType, Tuple[Set[Tuple[str, int, Tuple[str, ...]]], Set[str]]] = {}
 
 
-def code_imports(code: types.CodeType):
-    """(imports ``(module, level, fromlist)`` anywhere in ``code``, global names it uses)."""
-    cached = _code_imports_cache.get(code)
+def code_imports(code: types.CodeType, nested: bool = True):
+    """(imports ``(module, level, fromlist)`` in ``code`` — and, with ``nested``, in every
+    function and class body inside it —, global names it uses)."""
+    cached = _code_imports_cache.get(code) if nested else None
     if cached is not None:
         return cached
     imports: Set[Tuple[str, int, Tuple[str, ...]]] = set()
     names: Set[str] = set()
-    for obj in _code_objects(code):
+    for obj in (_code_objects(code) if nested else [code]):
         names.update(obj.co_names)
         instructions = list(dis.get_instructions(obj))
         for index, instruction in enumerate(instructions):
@@ -171,7 +172,8 @@ def code_imports(code: types.CodeType):
             imports.add((instruction.argval or "", int(level), fromlist))
     if len(_code_imports_cache) > 4096:
         _code_imports_cache.clear()
-    _code_imports_cache[code] = (imports, names)
+    if nested:
+        _code_imports_cache[code] = (imports, names)
     return imports, names
 
 
@@ -267,7 +269,10 @@ def function_imports(fn: Callable) -> Tuple[Dict[str, str], Set[str]]:
             if top in ("__main__", "__mp_main__") or top in local:
                 if top in local:
                     local_modules.add(module)
-                if callable(value) and not isinstance(value, types.ModuleType):
+                if isinstance(value, types.ModuleType):  # helper.fn(): follow helper.fn
+                    pending.extend(getattr(value, n) for n in names
+                                   if callable(getattr(value, n, None)))
+                elif callable(value):
                     pending.append(value)
                 continue
             found.setdefault(top, f"referenced by {label}")
@@ -292,7 +297,8 @@ class _LocalModuleImports:
             try:
                 with open(path, "rb") as f:
                     code = compile(f.read(), path, "exec", dont_inherit=True)
-                imports = code_imports(code)[0]
+                # Module level only: its functions count when the job's function uses them.
+                imports = code_imports(code, nested=False)[0]
             except (SyntaxError, ValueError, OSError):
                 imports = set()
             self._per_file[key] = imports

@@ -63,9 +63,14 @@ class StandaloneSettings:
     batch_size: int = 10
     metadata_url: str = "http://169.254.169.254"
     region: Optional[str] = None
-    #: What the instance installs with pip instead of ``wrencore[standalone]==<version>``
-    #: (e.g. a wheel's URL while developing).
+    #: Unused: instances install the runtime the client stored (kept so old configs load).
     install_spec: Optional[str] = None
+    #: Environments of job runtimes on an instance are evicted when unused this long
+    #: (seconds), or least recently used first beyond this many bytes.
+    env_max_age: float = 7 * 24 * 3600.0
+    env_max_bytes: int = 20 * 1024 ** 3
+    #: The instances' platform (``linux-x86_64`` or ``linux-aarch64``): runtimes target it.
+    platform: str = "linux-x86_64"
     #: Seconds between peeks at the dead-letter queue while calls are pending.
     dead_letter_check_interval: float = 2.0
     #: Seconds between checks that waiting calls have a live instance (else one launches).
@@ -80,13 +85,13 @@ class StandaloneSettings:
         s = cls()
         for name in ("queue_name", "fleet", "instance_type", "ami", "instance_profile",
                      "key_name", "subnet_id", "log_group", "metadata_url", "region",
-                     "install_spec"):
+                     "install_spec", "platform"):
             setattr(s, name, section.str(name, getattr(s, name)))
         for name in ("max_receives", "visibility_timeout", "min_instances", "max_instances",
-                     "numprocs", "batch_size"):
+                     "numprocs", "batch_size", "env_max_bytes"):
             setattr(s, name, section.int(name, getattr(s, name)))
         for name in ("idle_timeout", "min_uptime", "poll_wait", "dead_letter_check_interval",
-                     "fleet_check_interval"):
+                     "fleet_check_interval", "env_max_age"):
             setattr(s, name, section.float(name, getattr(s, name)))
         s.spot = section.bool("spot", s.spot)
         groups = section.get("security_group_ids", [])
