@@ -40,3 +40,16 @@ def touch(path):
 
 def plain(x):
     return x + 1
+
+
+def import_dynamically(name):
+    """An import detection cannot see: it works only if the environment has ``name``."""
+    import importlib
+
+    return importlib.import_module(name).__name__
+
+
+def touch_with_toolz(path):
+    import toolz  # noqa: F401
+
+    return touch(path)
