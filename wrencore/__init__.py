@@ -29,6 +29,7 @@ from .errors import (
     ExecutorShutdownError,
     MissingDependencyError,
     RemoteError,
+    RuntimeBuildError,
     RuntimeMismatchError,
     SerializationError,
     UnknownNameError,
@@ -55,7 +56,8 @@ __all__ = [
     "shutdown_default_executors",
     "WrenError", "CallCancelledError", "CallTimeoutError", "ConfigError",
     "DeserializationError", "ExecutorShutdownError", "MissingDependencyError", "RemoteError",
-    "RuntimeMismatchError", "SerializationError", "UnknownNameError", "WorkerCrashedError",
+    "RuntimeBuildError", "RuntimeMismatchError", "SerializationError", "UnknownNameError",
+    "WorkerCrashedError",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -56,7 +56,7 @@ from wrencore_runtime.errors import StorageKeyError
 from wrencore_runtime.protocol import PYTHON
 from wrencore_runtime.storage import Storage
 
-from .errors import ConfigError, WrenError
+from .errors import ConfigError, RuntimeBuildError
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +66,6 @@ _SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".tox", ".venv", ".pytest_ca
               ".mypy_cache", "node_modules"}
 _DIST_INFO_SKIP = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
 _STDLIB = set(getattr(sys, "stdlib_module_names", ())) | set(sys.builtin_module_names)
-
-
-class RuntimeBuildError(WrenError):
-    """A runtime could not be built; the message names the distribution and what to do."""
 
 
 def cache_dir(*parts: str) -> str:

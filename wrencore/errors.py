@@ -32,13 +32,18 @@ class ExecutorShutdownError(WrenError, RuntimeError):
     """Work was submitted to an executor after ``shutdown()``."""
 
 
+class RuntimeBuildError(WrenError):
+    """A job's runtime could not be built; the message names the distribution and what to do."""
+
+
 class CallCancelledError(WrenError):
     """A call was cancelled before it ran."""
 
 
 __all__ = [
     "WrenError", "ConfigError", "UnknownNameError", "MissingDependencyError",
-    "ExecutorShutdownError", "CallCancelledError", "CallTimeoutError", "DeserializationError",
+    "ExecutorShutdownError", "CallCancelledError", "RuntimeBuildError", "CallTimeoutError",
+    "DeserializationError",
     "RemoteError", "RuntimeMismatchError", "SerializationError", "StorageKeyError",
     "WorkerCrashedError",
 ]
