@@ -126,7 +126,8 @@ stdout_logfile_backups=3
 
 def bootstrap_script(python: str, runtime_hash: str, bundle_url: str, numprocs: int) -> str:
     """The instance's bootstrap: a Python build, then only what the client stored."""
-    procs = str(numprocs) if numprocs else "$(nproc)"
+    # One daemon per core by default; an instance (or the test harness) may preset it.
+    procs = str(numprocs) if numprocs else f"${{{NUMPROCS_ENV}:-$(nproc)}}"
     return f"""\
 #!/bin/sh
 # Builds the daemon's environment from the runtime the client stored and starts supervisord.

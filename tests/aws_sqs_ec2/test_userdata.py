@@ -54,7 +54,7 @@ def test_user_data_carries_daemon_settings_and_installs_only_the_stored_runtime(
     # Apart from getting a Python build, nothing is installed from a package index.
     rest = script.replace(get_python[0], "")
     assert "pip install" not in rest and "uv " not in rest and "wrencore[standalone]" not in rest
-    assert '="$(nproc)"' in script  # one daemon per core by default
+    assert f'="${{{userdata.NUMPROCS_ENV}:-$(nproc)}}"' in script  # one daemon per core
     assert f"supervisord -c {userdata.SUPERVISOR_CONF_PATH}" in script.splitlines()[-1]
     assert document["runcmd"] == [[userdata.BOOTSTRAP_PATH]]
     settings.numprocs = 2
