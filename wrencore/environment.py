@@ -729,7 +729,7 @@ class Resolver:
                 roots[canonical_name(req.name)] = (tuple(sorted(req.extras)), "wrencore worker code")
             for name, reasons in detected.items():
                 roots.setdefault(name, ((), reasons[0]))
-            explicit_installed, missing = self._split_requirements(requirements, roots)
+            missing = self._split_requirements(requirements, roots)
             closure = self.installed.closure(roots)
             versions = {name: self.installed.version(name) or "" for name in closure}
             reasons = {name: list(r) for name, r in closure.items()}
@@ -768,7 +768,7 @@ class Resolver:
             return runtime
 
     def _split_requirements(self, requirements: Sequence[str],
-                            roots: Dict[str, Tuple[Tuple[str, ...], str]]):
+                            roots: Dict[str, Tuple[Tuple[str, ...], str]]) -> List[str]:
         """Add installed requirements that satisfy their specifier to ``roots``; return the
         others (to download)."""
         missing = []
@@ -781,7 +781,7 @@ class Resolver:
             else:
                 roots.pop(name, None)
                 missing.append(text)
-        return [], missing
+        return missing
 
     def _download_missing(self, missing: List[str], versions: Dict[str, str], target: Target):
         names = {canonical_name(_requirement(t).name) for t in missing}
