@@ -44,6 +44,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, List, Optional
 
 from . import layout
+from .environment import EnvironmentProcessDied, JobEnvironments
 from .protocol import decode_json, encode_json
 from .queues import QueueMessage, TaskQueue, queue_from_spec
 from .runner import JobRunner
@@ -88,6 +89,11 @@ class DaemonSettings:
     log_group: str = DEFAULT_LOG_GROUP
     log_send_interval: float = 5.0
     log_level: str = "INFO"
+    #: Where environments of job runtimes are built (default: ``{state_dir}/envs``), and
+    #: when they are evicted: unused for ``env_max_age`` seconds, or beyond ``env_max_bytes``.
+    env_dir: str = ""
+    env_max_age: float = 7 * 24 * 3600.0
+    env_max_bytes: int = 20 * 1024 ** 3
 
     @classmethod
     def load(cls, path: Optional[str] = None,
@@ -402,6 +408,10 @@ class Daemon:
         self.queue = queue or queue_from_spec(settings.queue)
         self.instance_id = instance_id or settings.instance_id or socket.gethostname()
         self.runner = JobRunner(worker_id=f"{self.instance_id}-{settings.process_name}")
+        self.environments = JobEnvironments(
+            settings.env_dir or os.path.join(settings.state_dir, "envs"),
+            max_age=settings.env_max_age, max_bytes=settings.env_max_bytes,
+            worker_id=self.runner.worker_id)
         self.board = IdleBoard(settings.state_dir, settings.process_name)
         self._terminate_instance = terminate_instance or (
             lambda iid: terminate_instance_ec2(iid, settings.region))
@@ -416,7 +426,16 @@ class Daemon:
         return storage.exists(layout.status_key(job["job_id"], call["call_id"]))
 
     def _run_call(self, job: Dict[str, Any], call: Dict[str, Any]) -> None:
-        outcome = self.runner.run(job, call, store=False)
+        if job.get("runtime") and self.runner._runtime_mismatch(job):
+            # Another runtime than this daemon's own: run it in that runtime's environment.
+            try:
+                outcome = self.environments.runner_for(job).run(job, call)
+            except EnvironmentProcessDied:
+                logger.error("the call killed its environment's process; exiting as if it "
+                             "had killed this daemon")
+                os._exit(70)
+        else:
+            outcome = self.runner.run(job, call, store=False)
         status = outcome.status
         if outcome.result is not None:
             status["result"] = outcome.result  # one write: the status carries the result
@@ -591,6 +610,7 @@ class Daemon:
                     break
         finally:
             heartbeat.stop()
+            self.environments.stop()
         return 0
 
 

@@ -17,6 +17,13 @@ prefix::
 ``status.json`` after it, and every storage writes objects atomically, so a reader that sees
 a status never sees a partial result. Writes are idempotent: a redelivered call rewrites the
 same keys with an equivalent outcome. Deleting ``{job_id}/`` removes everything of a job.
+
+Runtimes (worker environments, see ``runtime/environment.py``) live beside the jobs, shared
+by every job that uses them::
+
+    runtimes/{hash}/wheels/{wheel file}   the runtime's distributions
+    runtimes/{hash}/runtime.json          its manifest; written last (the commit marker)
+    runtimes/{hash}/bundle.tar            the wheels in one object (for instance bootstrap)
 """
 
 JOB_HEADER = "job.json"
@@ -69,3 +76,22 @@ def batch_status_key(job_id: str, first_call_id: str) -> str:
 
 def is_batch_status_key(key: str) -> bool:
     return key.rsplit("/", 1)[-1] == BATCH_STATUS
+
+
+RUNTIMES = "runtimes/"
+
+
+def runtime_prefix(runtime_hash: str) -> str:
+    return f"{RUNTIMES}{runtime_hash}/"
+
+
+def runtime_manifest_key(runtime_hash: str) -> str:
+    return f"{RUNTIMES}{runtime_hash}/runtime.json"
+
+
+def runtime_wheel_key(runtime_hash: str, filename: str) -> str:
+    return f"{RUNTIMES}{runtime_hash}/wheels/{filename}"
+
+
+def runtime_bundle_key(runtime_hash: str) -> str:
+    return f"{RUNTIMES}{runtime_hash}/bundle.tar"

@@ -44,14 +44,15 @@ from .errors import (
     RuntimeMismatchError,
     SerializationError,
 )
+from .environment import environment_mismatch
+from .modules import ModuleInstaller
+from .protocol import PYTHON, encode_json, version_mismatch
+from .storage import Storage, storage_from_spec
 
 try:
     import resource
 except ImportError:  # not POSIX
     resource = None  # type: ignore[assignment]
-from .modules import ModuleInstaller
-from .protocol import PYTHON, encode_json, version_mismatch
-from .storage import Storage, storage_from_spec
 
 logger = logging.getLogger(__name__)
 
@@ -245,6 +246,17 @@ class JobRunner:
         self._initialized: Dict[str, Optional[str]] = {}
         #: Why this process should be replaced before its next call, or None.
         self.needs_replacement: Optional[str] = None
+        self._runtimes_checked: Dict[str, Optional[str]] = {}
+
+    def _runtime_mismatch(self, job: Dict[str, Any]) -> Optional[str]:
+        """Checked once per runtime and process: does this process run the job's runtime?"""
+        runtime = job.get("runtime")
+        if not runtime:
+            return None
+        if runtime["hash"] not in self._runtimes_checked:
+            self._runtimes_checked[runtime["hash"]] = environment_mismatch(runtime)
+        return self._runtimes_checked[runtime["hash"]]
+
     # -- loading ---------------------------------------------------------------------
     def _prepare_function(self, job: Dict[str, Any], storage: Storage) -> Callable:
         """The job's function, loaded once per process, with its module bundle active."""
@@ -343,7 +355,7 @@ class JobRunner:
         stdout, stderr = _TailBuffer(), _TailBuffer()
         call_text: Optional[str] = None
         try:
-            mismatch = version_mismatch(job)
+            mismatch = version_mismatch(job) or self._runtime_mismatch(job)
             if mismatch:
                 raise RuntimeMismatchError(
                     f"the worker's runtime does not match the client: {mismatch}"

@@ -31,6 +31,7 @@ from .errors import (
     InitializerError,
     MissingDependencyError,
     RemoteError,
+    RuntimeBuildError,
     RuntimeMismatchError,
     SerializationError,
     StatusError,
@@ -59,7 +60,8 @@ __all__ = [
     "shutdown_default_executors",
     "WrenError", "CallCancelledError", "CallTimeoutError", "ConfigError",
     "DeserializationError", "ExecutorShutdownError", "InitializerError", "MissingDependencyError",
-    "RemoteError", "RuntimeMismatchError", "SerializationError", "StatusError", "StorageError",
+    "RemoteError", "RuntimeBuildError", "RuntimeMismatchError", "SerializationError",
+    "StatusError", "StorageError",
     "UnknownNameError", "WorkerCrashedError",
 ]
 

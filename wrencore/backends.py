@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from wrencore_runtime.storage import Storage
 
@@ -44,6 +44,13 @@ class Backend(abc.ABC):
     result_inline_limit: int = 64 * 1024
     #: The chunk size used when the user gives none (None: the backend decides).
     default_chunksize: Optional[int] = 1
+    #: The runtime a job gets when the user names none: ``"auto"`` (detect the function's
+    #: distributions and ship them) or None (the workers' own environment).
+    default_runtime: Optional[str] = None
+    #: What the backend's worker code needs in every runtime.
+    runtime_requirements: Tuple[str, ...] = ("wrencore",)
+    #: The workers' platform (``sysconfig.get_platform()`` form); None: this computer's.
+    runtime_platform: Optional[str] = None
 
     def __init__(self, config: Config, storage: Storage) -> None:
         self.config = config

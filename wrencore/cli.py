@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
     plugins = subparsers.add_parser("plugins", help="list plugins and what they register")
     plugins.set_defaults(func=_cmd_plugins)
+    from .runtime_cli import add_commands as add_runtime_commands
+
+    add_runtime_commands(subparsers)
     get_plugin_manager().hook.wrencore_register_commands(subparsers=subparsers)
     return parser
 

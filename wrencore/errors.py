@@ -35,6 +35,10 @@ class ExecutorShutdownError(WrenError, RuntimeError):
     """Work was submitted to an executor after ``shutdown()``."""
 
 
+class RuntimeBuildError(WrenError):
+    """A job's runtime could not be built; the message names the distribution and what to do."""
+
+
 class CallCancelledError(WrenError):
     """A call was cancelled before it ran."""
 
@@ -42,7 +46,7 @@ class CallCancelledError(WrenError):
 __all__ = [
     "WrenError", "ConfigError", "UnknownNameError", "MissingDependencyError",
     "ExecutorShutdownError", "CallCancelledError", "CallTimeoutError", "DeserializationError",
-    "InitializerError",
+    "InitializerError", "RuntimeBuildError",
     "RemoteError", "RuntimeMismatchError", "SerializationError", "StatusError", "StorageError",
     "StorageKeyError",
     "WorkerCrashedError",

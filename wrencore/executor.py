@@ -222,6 +222,13 @@ class Executor(concurrent.futures.Executor):
         chunksize: calls per invocation (None: the backend decides).
         timeout: per-call time limit in seconds (None: no limit).
         extra_env: environment variables set around each call on the worker.
+        runtime: the workers' environment (see ``wrencore.environment``): ``"auto"``
+            (detected from the function's imports), ``"explicit"`` (``requirements`` only),
+            ``"isolated"`` (auto; local workers run in it too), ``"none"`` (the backend's
+            own environment), or a stored runtime's ``"sha256:…"``. Default: the config's
+            ``runtime``, else the backend's (auto on the cloud, none locally).
+        requirements: requirement strings, or the path of a requirements file or
+            pyproject.toml, added to the detected set.
 
     Raises:
         UnknownNameError: no backend or storage has that name.
@@ -235,7 +242,8 @@ class Executor(concurrent.futures.Executor):
                  max_workers: Optional[int] = None, mp_context: Any = None,
                  initializer: Optional[Callable] = None, initargs: tuple = (),
                  max_tasks_per_child: Optional[int] = None, chunksize: Optional[int] = None,
-                 timeout: Optional[float] = None, extra_env: Optional[Mapping[str, str]] = None):
+                 timeout: Optional[float] = None, extra_env: Optional[Mapping[str, str]] = None,
+                 runtime: Optional[str] = None, requirements: Any = None):
         if max_workers is not None and max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
         if max_tasks_per_child is not None and (
@@ -263,6 +271,9 @@ class Executor(concurrent.futures.Executor):
         self.timeout = _check_timeout(timeout) if timeout is not None else \
             _check_timeout(None, top)
         self.extra_env = dict(extra_env or {})
+        self.runtime = runtime if runtime is not None else self.config.get("runtime")
+        self.requirements = requirements if requirements is not None else \
+            self.config.get("requirements")
         self._shutdown = False
         self._lock = threading.RLock()
         self._job_ids: List[str] = []
@@ -302,6 +313,15 @@ class Executor(concurrent.futures.Executor):
         with self._lock:
             self._job_ids.append(job_id)
         return job
+
+    def _job_runtime(self, fn: Callable):
+        if self.runtime is None and self.requirements is None \
+                and getattr(self.backend, "default_runtime", None) is None:
+            return None  # the default local path imports nothing more
+        from . import environment
+
+        return environment.job_runtime(fn, self.runtime, self.requirements, self.storage,
+                                       self.backend)
 
     def _make_calls(self, job: Dict[str, Any], arg_pairs: Iterable[Tuple[tuple, dict]],
                     first_index: int = 0) -> List[Call]:

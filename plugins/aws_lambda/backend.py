@@ -76,12 +76,16 @@ class LambdaBackend(Backend):
     default_storage = "s3"
     default_chunksize = 1
     args_inline_limit = 64 * 1024
+    default_runtime = "auto"
 
     def __init__(self, config: Config, storage: Storage) -> None:
         super().__init__(config, storage)
         self.settings = LambdaSettings.from_config(config)
+        self.runtime_platform = ("linux-aarch64" if self.settings.architecture == "arm64"
+                                 else "linux-x86_64")
         self.deployer = Deployer(self.settings, storage)  # type: ignore[arg-type]
-        self._function: Optional[DeployedFunction] = None
+        self._functions: Dict[str, DeployedFunction] = {}  # by job runtime hash
+        self._last_function: Optional[DeployedFunction] = None
         self._function_lock = threading.Lock()
         self._client: Any = None
         self._pool = ThreadPoolExecutor(self.settings.invoke_threads,
@@ -95,15 +99,24 @@ class LambdaBackend(Backend):
                                       **watcher_options(config))
 
     # -- deployment ------------------------------------------------------------------
-    def function(self) -> DeployedFunction:
-        """The checked function for this client (deployed on first use with ``auto_deploy``)."""
+    def function(self, job: Optional[Dict[str, Any]] = None) -> DeployedFunction:
+        """The checked function for this client and the job's runtime (deployed on first
+        use with ``auto_deploy``); one function per runtime, its layer delivering it."""
+        if job is None and self._functions:
+            return self._last_function
+        runtime = (job or {}).get("runtime")
+        key = runtime["hash"] if runtime else ""
         with self._function_lock:
-            if self._function is None:
-                self._function = self.deployer.ensure()
-            return self._function
+            function = self._functions.get(key)
+            if function is None:
+                deployer = (Deployer(self.settings, self.storage, runtime)  # type: ignore[arg-type]
+                            if runtime else self.deployer)
+                function = self._functions[key] = deployer.ensure()
+            self._last_function = function
+            return function
 
     def preflight(self, job: Dict[str, Any]) -> None:
-        self.function()
+        self.function(job)
 
     @property
     def client(self) -> Any:
@@ -118,7 +131,7 @@ class LambdaBackend(Backend):
 
     # -- invoking ----------------------------------------------------------------------
     def invoke(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:
-        function = self.function()
+        function = self.function(job)
         size = max(1, int(chunksize or self.default_chunksize or 1))
         self._watcher.watch(job["job_id"], {c.call_id: c.future for c in calls})
         for start in range(0, len(calls), size):
@@ -185,7 +198,7 @@ class LambdaBackend(Backend):
         stall_limit = self.settings.timeout + self.settings.result_grace
         if deadline is None or now < deadline or now < self._last_progress + stall_limit:
             return None
-        function = self._function
+        function = self._last_function
         name = function.name if function else "?"
         waited = now - future.metadata.get("host_invoke_timestamp", deadline)
         return LostCallError(

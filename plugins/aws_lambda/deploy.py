@@ -8,11 +8,14 @@ job storage's bucket prefix and write only its own log group.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import time
+import zipfile
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 from wrencore.config import Config
 from wrencore.errors import ConfigError, RuntimeMismatchError, WrenError
@@ -29,6 +32,8 @@ HASH_VARIABLE = "WRENCORE_RUNTIME_HASH"
 PYTHON_VARIABLE = "WRENCORE_PYTHON"
 SERIALIZER_VARIABLE = "WRENCORE_SERIALIZER"
 TIMEOUT_VARIABLE = "WRENCORE_FUNCTION_TIMEOUT"
+#: The hash of the job runtime whose layer the function has ("" for none).
+ENVIRONMENT_VARIABLE = "WRENCORE_ENVIRONMENT_HASH"
 LAMBDA_TRUST_POLICY = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
@@ -55,6 +60,8 @@ class LambdaSettings:
         retry_for: seconds to keep retrying a throttled or failing invocation.
         auto_deploy: deploy on first use when the function is missing or stale.
         runtime_path: build the package from this ``wrencore_runtime`` directory.
+        architecture: ``x86_64`` or ``arm64``; job runtimes are built for it.
+        max_unzipped_size: bytes of function and layers unzipped, at most (Lambda: 250 MB).
         endpoint_url, region: override boto3's endpoint and region for Lambda and IAM.
     """
 
@@ -69,6 +76,8 @@ class LambdaSettings:
     retry_for: float = 600.0
     auto_deploy: bool = True
     runtime_path: Optional[str] = None
+    architecture: str = "x86_64"
+    max_unzipped_size: int = 250 * 1024 * 1024
     endpoint_url: Optional[str] = None
     region: Optional[str] = None
 
@@ -87,9 +96,14 @@ class LambdaSettings:
             retry_for=s.float("retry_for", cls.retry_for, minimum=0),
             auto_deploy=s.bool("auto_deploy", cls.auto_deploy),
             runtime_path=s.str("runtime_path"),
+            architecture=s.str("architecture", cls.architecture),
+            max_unzipped_size=s.int("max_unzipped_size", cls.max_unzipped_size),
             endpoint_url=s.str("endpoint_url"),
             region=s.str("region"),
         )
+        if settings.architecture not in ("x86_64", "arm64"):
+            raise ConfigError(f"[aws_lambda] architecture = {settings.architecture!r}; "
+                              f"Lambda offers 'x86_64' and 'arm64'")
         return settings
 
     @property
@@ -106,6 +120,7 @@ class DeployedFunction:
     serializer: str
     timeout: int
     memory: int
+    environment_hash: str = ""
 
 
 def _deployed(configuration: Mapping[str, Any]) -> DeployedFunction:
@@ -116,13 +131,15 @@ def _deployed(configuration: Mapping[str, Any]) -> DeployedFunction:
         serializer=variables.get(SERIALIZER_VARIABLE, ""),
         timeout=int(configuration.get("Timeout") or 0),
         memory=int(configuration.get("MemorySize") or 0),
+        environment_hash=variables.get(ENVIRONMENT_VARIABLE, ""),
     )
 
 
 class Deployer:
     """Builds, deploys and describes the function for one configuration and storage."""
 
-    def __init__(self, settings: LambdaSettings, storage: S3Storage):
+    def __init__(self, settings: LambdaSettings, storage: S3Storage,
+                 runtime: Optional[Dict[str, Any]] = None):
         if not isinstance(storage, S3Storage):
             raise ConfigError(
                 f"the aws_lambda backend needs storage Lambda can reach, i.e. 's3', not "
@@ -130,6 +147,8 @@ class Deployer:
             )
         self.settings = settings
         self.storage = storage
+        #: The job runtime (``job["runtime"]``) the function's layer delivers, if any.
+        self.runtime = runtime
         self._package: Optional[RuntimePackage] = None
         self._lambda: Any = None
         self._iam: Any = None
@@ -142,9 +161,30 @@ class Deployer:
         return self._package
 
     @property
+    def environment_hash(self) -> str:
+        return self.runtime["hash"] if self.runtime else ""
+
+    @property
     def function_name(self) -> str:
-        return self.settings.function_name or (
-            f"{self.settings.name_prefix}-{PYTHON.replace('.', '')}-{self.package.short_hash}")
+        if self.settings.function_name:
+            return self.settings.function_name
+        identity = self.package.short_hash
+        if self.runtime:
+            identity = hashlib.sha256(
+                f"{self.package.sha256}:{self.runtime['hash']}".encode()).hexdigest()[:16]
+        return f"{self.settings.name_prefix}-{PYTHON.replace('.', '')}-{identity}"
+
+    def layers(self) -> List[str]:
+        """The layer ARNs that deliver the job runtime (published on first use)."""
+        if not self.runtime:
+            return []
+        from .layers import ensure_layer
+
+        package_size = sum(i.file_size for i in zipfile.ZipFile(
+            io.BytesIO(self.package.zip_bytes)).infolist())
+        return ensure_layer(self.lambda_client, self.storage, self.runtime,
+                            self.package.lambda_runtime, package_size,
+                            self.settings.max_unzipped_size)
 
     @property
     def lambda_client(self) -> Any:
@@ -213,6 +253,7 @@ class Deployer:
         return {"Variables": {
             HASH_VARIABLE: self.package.sha256, PYTHON_VARIABLE: PYTHON,
             SERIALIZER_VARIABLE: SERIALIZER, TIMEOUT_VARIABLE: str(self.settings.timeout),
+            ENVIRONMENT_VARIABLE: self.environment_hash,
         }}
 
     def _wait_until_ready(self, deadline_seconds: float = 300) -> Dict[str, Any]:
@@ -246,6 +287,7 @@ class Deployer:
         """Create or update the function so it runs this client's runtime; wait until ready."""
         package, settings, client = self.package, self.settings, self.lambda_client
         existing = self.describe()
+        layers = self.layers()
         if existing is None:
             role_arn = self.ensure_role()
             logger.info("creating Lambda function %s (runtime %s)", self.function_name,
@@ -255,7 +297,7 @@ class Deployer:
                     FunctionName=self.function_name, Runtime=package.lambda_runtime,
                     Role=role_arn, Handler=package.handler, Code={"ZipFile": package.zip_bytes},
                     Timeout=settings.timeout, MemorySize=settings.memory,
-                    Environment=self._environment(), Publish=False,
+                    Environment=self._environment(), Publish=False, Layers=layers,
                     Description=f"wrencore runtime {package.short_hash}",
                     Tags={"wrencore:runtime-hash": package.sha256},
                 ), retry_for=120, base=0.5, retryable=self._role_not_ready, what="CreateFunction")
@@ -273,12 +315,13 @@ class Deployer:
                     retry_for=120, what="UpdateFunctionCode")
             if (existing.runtime_hash != package.sha256 or existing.timeout != settings.timeout
                     or existing.memory != settings.memory or existing.python != PYTHON
-                    or existing.serializer != SERIALIZER):
+                    or existing.serializer != SERIALIZER
+                    or existing.environment_hash != self.environment_hash):
                 self._wait_until_ready()
                 call_with_retries(lambda: client.update_function_configuration(
                     FunctionName=self.function_name, Timeout=settings.timeout,
                     MemorySize=settings.memory, Environment=self._environment(),
-                    Runtime=package.lambda_runtime, Handler=package.handler),
+                    Runtime=package.lambda_runtime, Handler=package.handler, Layers=layers),
                     retry_for=120, what="UpdateFunctionConfiguration")
         deployed = _deployed(self._wait_until_ready())
         self.check(deployed)
@@ -298,6 +341,11 @@ class Deployer:
         if deployed.runtime_hash != self.package.sha256:
             problems.append(f"it runs runtime {deployed.runtime_hash[:16] or 'unknown'}, this "
                             f"client has {self.package.short_hash}")
+        if deployed.environment_hash != self.environment_hash:
+            problems.append(f"its layers deliver runtime "
+                            f"{deployed.environment_hash[:16] or 'none'}, the job needs "
+                            f"{self.environment_hash[:16] or 'none'}"
+                            f"{self._distribution_difference(deployed.environment_hash)}")
         if deployed.python != PYTHON:
             problems.append(f"Python {deployed.python or 'unknown'} there, {PYTHON} here")
         if deployed.serializer != SERIALIZER:
@@ -310,11 +358,23 @@ class Deployer:
                 f"[aws_lambda] auto_deploy = true) to deploy this client's runtime."
             )
 
+    def _distribution_difference(self, deployed_hash: str) -> str:
+        from wrencore.environment import distribution_difference
+        from wrencore_runtime.environment import load_manifest
+
+        try:
+            there = load_manifest(self.storage, deployed_hash)["distributions"] \
+                if deployed_hash else {}
+        except Exception:
+            return ""
+        return f" ({distribution_difference(there, (self.runtime or {}).get('distributions') or {})})"
+
     def ensure(self) -> DeployedFunction:
         """The function for this client: deployed if missing (with ``auto_deploy``), checked."""
         deployed = self.describe()
         stale = deployed is not None and (
             deployed.runtime_hash != self.package.sha256
+            or deployed.environment_hash != self.environment_hash
             or deployed.timeout != self.settings.timeout or deployed.memory != self.settings.memory)
         if deployed is None or (self.settings.auto_deploy and stale):
             if not self.settings.auto_deploy:

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Dict, List, Mapping, Optional, Union
+import time
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from wrencore.config import Config
+from wrencore_runtime import layout
 from wrencore_runtime.queues import QueueMessage
 
 from .fleet import EC2Provider
 from .settings import StandaloneSettings
-from .userdata import render_user_data
+from .userdata import DAEMON_REQUIREMENTS, render_user_data
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_S3_PREFIX = "wrencore"
+#: Seconds the presigned URL of the daemon's runtime bundle stays valid (SigV4's maximum),
+#: and how long one rendered user-data is reused for new instances.
+BUNDLE_URL_LIFETIME = 7 * 24 * 3600
+USER_DATA_REUSE = 24 * 3600
 
 
 class Standalone:
@@ -36,6 +42,7 @@ class Standalone:
         self._queue: Any = None
         self._provider: Optional[EC2Provider] = None
         self._fleet_lock = threading.Lock()  # one launch decision at a time
+        self._user_data: Optional[Tuple[float, str]] = None
 
     @property
     def queue(self):
@@ -59,8 +66,38 @@ class Standalone:
         prefix = str(section.get("prefix", DEFAULT_S3_PREFIX) or "").strip("/")
         return section.get("bucket"), (prefix + "/") if prefix else ""
 
+    def _runtime_storage(self) -> Any:
+        if self.storage is not None:
+            return self.storage
+        from wrencore.plugins import get_registry
+
+        return get_registry().load("storage", "s3")(self.config.section("s3"))
+
+    def daemon_runtime(self) -> Any:
+        """The daemon's own runtime (``wrencore[standalone]`` at this client's versions and
+        code), stored with its bundle in the job storage."""
+        from wrencore.environment import Target, ensure_stored, resolver
+
+        runtime = resolver().resolve(None, mode="explicit", base=(),
+                                     requirements=list(DAEMON_REQUIREMENTS),
+                                     target=Target(platform=self.settings.platform))
+        ensure_stored(self._runtime_storage(), runtime, bundle=True)
+        return runtime
+
     def user_data(self) -> str:
-        return render_user_data(self.settings, self.queue.to_spec())
+        """The user-data of new instances; the same text (and presigned URL) for a day."""
+        cached = self._user_data
+        if cached is not None and time.time() - cached[0] < USER_DATA_REUSE:
+            return cached[1]
+        runtime = self.daemon_runtime()
+        storage = self._runtime_storage()
+        url = storage.client.generate_presigned_url(
+            "get_object", ExpiresIn=BUNDLE_URL_LIFETIME,
+            Params={"Bucket": storage.bucket,
+                    "Key": storage._full_key(layout.runtime_bundle_key(runtime.hash))})
+        text = render_user_data(self.settings, self.queue.to_spec(), runtime.hash, url)
+        self._user_data = (time.time(), text)
+        return text
 
     # -- operations ------------------------------------------------------------------
     def launch(self, count: int) -> List[str]:

@@ -53,11 +53,15 @@ class StandaloneBackend(Backend):
     args_inline_limit = 32 * 1024
     result_inline_limit = 64 * 1024
     default_chunksize = 1
+    default_runtime = "auto"
+    #: A job's environment on an instance also reads and writes S3.
+    runtime_requirements = ("wrencore[aws]",)
 
     def __init__(self, config: Config, storage: Storage) -> None:
         super().__init__(config, storage)
         self.standalone = Standalone(config, storage=storage)
         self.settings = self.standalone.settings
+        self.runtime_platform = self.settings.platform
         self.watcher = StatusWatcher(storage, deadline_check=self._dead_letter_check,
                                      **watcher_options(config))
         self._dead: Dict[str, Dict[str, int]] = {}  # job id -> call id -> receives

@@ -70,9 +70,14 @@ class StandaloneSettings:
     batch_size: int = 10
     metadata_url: str = "http://169.254.169.254"
     region: Optional[str] = None
-    #: What the instance installs with pip instead of ``wrencore[standalone]==<version>``
-    #: (e.g. a wheel's URL while developing).
+    #: Unused: instances install the runtime the client stored (kept so old configs load).
     install_spec: Optional[str] = None
+    #: Environments of job runtimes on an instance are evicted when unused this long
+    #: (seconds), or least recently used first beyond this many bytes.
+    env_max_age: float = 7 * 24 * 3600.0
+    env_max_bytes: int = 20 * 1024 ** 3
+    #: The instances' platform (``linux-x86_64`` or ``linux-aarch64``): runtimes target it.
+    platform: str = "linux-x86_64"
     #: Seconds between peeks at the dead-letter queue while calls are pending.
     dead_letter_check_interval: float = 2.0
     #: Seconds between checks that waiting calls have a live instance (else one launches).
@@ -87,13 +92,15 @@ class StandaloneSettings:
         s = cls()
         for name in ("queue_name", "fleet", "instance_type", "ami", "instance_profile",
                      "key_name", "subnet_id", "log_group", "metadata_url", "region",
-                     "install_spec"):
+                     "install_spec", "platform"):
             setattr(s, name, section.str(name, getattr(s, name)))
         for name, low, high in _INT_RANGES:
             setattr(s, name, section.int(name, getattr(s, name), minimum=low, maximum=high))
         for name in ("idle_timeout", "min_uptime", "poll_wait", "dead_letter_check_interval",
                      "fleet_check_interval"):
             setattr(s, name, section.float(name, getattr(s, name), minimum=0))
+        s.env_max_bytes = section.int("env_max_bytes", s.env_max_bytes, minimum=0)
+        s.env_max_age = section.float("env_max_age", s.env_max_age, minimum=0)
         s.spot = section.bool("spot", s.spot)
         groups = section.get("security_group_ids", [])
         s.security_group_ids = ([g.strip() for g in groups.split(",") if g.strip()]

@@ -4,9 +4,15 @@ The user-data is a ``#cloud-config`` document that
 
 1. writes the daemon's settings (``/etc/wrencore/daemon.json``), supervisord's config
    (``/etc/wrencore/supervisord.conf``) and a bootstrap script;
-2. runs the bootstrap script, which installs the client's exact Python minor version and
-   exact versions of wrencore, cloudpickle, boto3, watchtower and supervisor into
-   ``/opt/wrencore`` (with ``uv``), then starts supervisord.
+2. runs the bootstrap script, which gets a Python build of the client's minor version (the
+   image's own, else one ``uv`` installs), fetches the daemon's runtime — ``wrencore[standalone]``
+   and its dependencies as wheels of the client's exact versions and code, which the client
+   stored as a runtime (see ``wrencore.environment``) — through a presigned URL, unpacks it
+   into the virtualenv ``/opt/wrencore`` and starts supervisord. No package index is asked
+   for anything of wrencore: an unreleased or editable client works.
+
+Jobs bring their own runtimes: a daemon builds one environment per runtime hash from the
+stored wheels under ``/var/lib/wrencore/envs`` and runs such a job's calls there.
 
 supervisord runs ``numprocs`` daemon processes (default: one per core, counted on the
 instance), restarts one that crashes (``autorestart=unexpected``) and leaves one that exits
@@ -38,6 +44,11 @@ PROGRAM = "wrencore-daemon"
 NUMPROCS_ENV = "WRENCORE_AWS_SQS_EC2__NUMPROCS"
 
 PINNED_DISTRIBUTIONS = ("cloudpickle", "boto3", "botocore", "watchtower", "supervisor", "pluggy")
+BOOT_DIR = "/var/cache/wrencore-boot"
+#: The bootstrap line that gets a Python build; the fleet test harness replaces only it.
+GET_PYTHON_PREFIX = "PYTHON_BUILD="
+#: What every instance's daemon environment holds (at the client's versions).
+DAEMON_REQUIREMENTS = ("wrencore[standalone]",)
 
 
 def client_versions() -> Dict[str, str]:
@@ -69,6 +80,8 @@ def daemon_settings(settings: StandaloneSettings, queue_spec: Dict[str, Any]) ->
         "region": settings.region or "",
         "cloudwatch": True,
         "log_group": settings.log_group,
+        "env_max_age": settings.env_max_age,
+        "env_max_bytes": settings.env_max_bytes,
     }
 
 
@@ -111,29 +124,35 @@ stdout_logfile_backups=3
 """
 
 
-def bootstrap_script(versions: Dict[str, str], install_spec: Optional[str],
-                     numprocs: int) -> str:
-    wrencore_req = install_spec or f"wrencore[standalone]=={versions['wrencore']}"
-    pins = [f"{name}=={versions[name]}" for name in PINNED_DISTRIBUTIONS if name in versions]
-    requirements = " ".join(f"'{r}'" for r in [wrencore_req, *pins])
-    procs = str(numprocs) if numprocs else "$(nproc)"
+def bootstrap_script(python: str, runtime_hash: str, bundle_url: str, numprocs: int) -> str:
+    """The instance's bootstrap: a Python build, then only what the client stored."""
+    # One daemon per core by default; an instance (or the test harness) may preset it.
+    procs = str(numprocs) if numprocs else f"${{{NUMPROCS_ENV}:-$(nproc)}}"
     return f"""\
 #!/bin/sh
-# Installs the wrencore runtime at the client's versions and starts supervisord.
+# Builds the daemon's environment from the runtime the client stored and starts supervisord.
 set -eu
-mkdir -p {STATE_DIR} {LOG_DIR} {RUN_DIR}
-python3 -m pip install --break-system-packages --quiet uv || python3 -m pip install --quiet uv
-python3 -m uv python install {versions['python']}
-python3 -m uv venv --python {versions['python']} {VENV_DIR}
-python3 -m uv pip install --python {PYTHON} {requirements}
+mkdir -p {STATE_DIR} {LOG_DIR} {RUN_DIR} {BOOT_DIR}
+# Get a Python {python} build: the one step that may need more than the client stored.
+{GET_PYTHON_PREFIX}"$(command -v python{python} || {{ python3 -m pip install --quiet --break-system-packages uv >&2 || python3 -m pip install --quiet uv >&2; python3 -m uv python install {python} >&2; python3 -m uv python find {python}; }})"
+# The daemon's runtime {runtime_hash}: wheels of the client's exact versions.
+"$PYTHON_BUILD" -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' '{bundle_url}' {BOOT_DIR}/bundle.tar
+rm -rf {BOOT_DIR}/wheels {VENV_DIR} && mkdir -p {BOOT_DIR}/wheels
+"$PYTHON_BUILD" -m tarfile -e {BOOT_DIR}/bundle.tar {BOOT_DIR}/wheels
+"$PYTHON_BUILD" -m venv --without-pip {VENV_DIR}
+SITE="$({PYTHON} -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+for wheel in {BOOT_DIR}/wheels/*.whl; do "$PYTHON_BUILD" -m zipfile -e "$wheel" "$SITE"; done
+cp {BOOT_DIR}/wheels/runtime.json {VENV_DIR}/wrencore-runtime.json
 export {NUMPROCS_ENV}="{procs}"
-exec {VENV_DIR}/bin/supervisord -c {SUPERVISOR_CONF_PATH}
+exec {PYTHON} -m supervisor.supervisord -c {SUPERVISOR_CONF_PATH} ${{WRENCORE_SUPERVISORD_ARGS:-}}
 """
 
 
 def render_user_data(settings: StandaloneSettings, queue_spec: Dict[str, Any],
+                     runtime_hash: str, bundle_url: str,
                      versions: Optional[Dict[str, str]] = None) -> str:
-    """The ``#cloud-config`` user-data of a worker instance."""
+    """The ``#cloud-config`` user-data of a worker instance whose daemon runs the stored
+    runtime ``runtime_hash``, fetched from ``bundle_url``."""
     versions = versions or client_versions()
     files: List[Dict[str, Any]] = [
         {"path": SETTINGS_PATH, "permissions": "0644", "owner": "root:root",
@@ -141,7 +160,8 @@ def render_user_data(settings: StandaloneSettings, queue_spec: Dict[str, Any],
         {"path": SUPERVISOR_CONF_PATH, "permissions": "0644", "owner": "root:root",
          "content": supervisord_conf()},
         {"path": BOOTSTRAP_PATH, "permissions": "0755", "owner": "root:root",
-         "content": bootstrap_script(versions, settings.install_spec, settings.numprocs)},
+         "content": bootstrap_script(versions["python"], runtime_hash, bundle_url,
+                                     settings.numprocs)},
     ]
     document = {
         "package_update": True,

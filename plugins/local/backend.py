@@ -403,6 +403,8 @@ class LocalBackend(Backend):
                                                minimum=0)
         self.pool = WorkerPool(workers, storage, section.str("python", sys.executable),
                                max_tasks_per_child=section.int("max_tasks_per_child", None, minimum=1))
+        self._section = section
+        self._isolated: Dict[str, WorkerPool] = {}  # runtime hash -> its workers
 
     def apply_pool_options(self, *, max_workers: Optional[int], mp_context: Any,
                            max_tasks_per_child: Optional[int]) -> None:
@@ -420,8 +422,24 @@ class LocalBackend(Backend):
         if max_tasks_per_child is not None:
             self.pool.max_tasks_per_child = max_tasks_per_child
 
+    def _pool_for(self, job: Dict[str, Any]) -> WorkerPool:
+        runtime = job.get("runtime")
+        if not runtime:
+            return self.pool
+        pool = self._isolated.get(runtime["hash"])
+        if pool is None:
+            from .isolated import IsolatedEnvironments
+
+            python = IsolatedEnvironments(self._section, self.storage).python_for(
+                runtime, in_use=set(self._isolated))
+            pool = self._isolated[runtime["hash"]] = WorkerPool(self.pool.size, self.storage,
+                                                                python)
+        return pool
+
     def invoke(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:
-        self.pool.enqueue(job, calls, chunksize)
+        self._pool_for(job).enqueue(job, calls, chunksize)
 
     def shutdown(self, wait: bool = True) -> None:
         self.pool.shutdown(wait)
+        for pool in self._isolated.values():
+            pool.shutdown(wait)

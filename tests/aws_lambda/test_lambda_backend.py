@@ -258,7 +258,8 @@ def test_calls_left_without_time_in_a_chunk_fail_clearly(lambda_env):
 def test_changed_settings_are_applied_on_first_use(lambda_env):
     first = deploy_function(lambda_env.config)
     config = _config(lambda_env, timeout=45, memory=512)
-    with wrencore.Executor(backend="aws_lambda", config=config) as executor:
+    # runtime="none": the function deploy_function made, without a job runtime's layer.
+    with wrencore.Executor(backend="aws_lambda", config=config, runtime="none") as executor:
         assert executor.submit(workload.square, 4).result(timeout=60) == 16
         assert executor.backend.function().name == first.name
     configuration = boto3.client("lambda").get_function_configuration(FunctionName=first.name)

@@ -17,11 +17,17 @@ from wrencore_aws_sqs_ec2.settings import StandaloneSettings
 
 QUEUE_SPEC = {"class": "wrencore_runtime.queue_sqs:SQSQueue",
               "config": {"name": "q", "max_receives": 3, "visibility_timeout": 30}}
+RUNTIME_HASH = "ab" * 32
+BUNDLE_URL = "https://bucket.example.invalid/jobs/runtimes/abab/bundle.tar?X-Amz-Signature=1&a=b"
+
+
+def render(settings):
+    return userdata.render_user_data(settings, QUEUE_SPEC, RUNTIME_HASH, BUNDLE_URL)
 
 
 def test_rendered_user_data_passes_cloud_init_schema_check():
     settings = StandaloneSettings(idle_timeout=120, numprocs=3)
-    result = cloudinit.check_schema(userdata.render_user_data(settings, QUEUE_SPEC))
+    result = cloudinit.check_schema(render(settings))
     assert result.valid, result.output
 
 
@@ -32,30 +38,27 @@ def test_schema_check_rejects_broken_cloud_config():
     assert "runcmd" in result.output
 
 
-def test_user_data_carries_daemon_settings_and_pins_client_versions():
+def test_user_data_carries_daemon_settings_and_installs_only_the_stored_runtime():
     settings = StandaloneSettings(idle_timeout=42, min_uptime=7, log_group="grp", numprocs=0)
-    document = yaml.safe_load(userdata.render_user_data(settings, QUEUE_SPEC))
+    document = yaml.safe_load(render(settings))
     files = {f["path"]: f["content"] for f in document["write_files"]}
     daemon = json.loads(files[userdata.SETTINGS_PATH])
     assert daemon["queue"] == QUEUE_SPEC
     assert (daemon["idle_timeout"], daemon["min_uptime"], daemon["log_group"]) == (42, 7, "grp")
     script = files[userdata.BOOTSTRAP_PATH]
-    versions = userdata.client_versions()
-    assert f"uv venv --python {sys.version_info[0]}.{sys.version_info[1]}" in script
-    for name in ("wrencore[standalone]", "cloudpickle", "boto3", "watchtower", "supervisor"):
-        key = name.split("[")[0]
-        assert f"'{name}=={versions[key]}'" in script
-    assert '="$(nproc)"' in script  # one daemon per core by default
-    assert script.rstrip().endswith(f"supervisord -c {userdata.SUPERVISOR_CONF_PATH}")
+    python = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    get_python = [line for line in script.splitlines()
+                  if line.startswith(userdata.GET_PYTHON_PREFIX)]
+    assert len(get_python) == 1 and f"python{python}" in get_python[0]
+    assert f"'{BUNDLE_URL}'" in script and RUNTIME_HASH in script
+    # Apart from getting a Python build, nothing is installed from a package index.
+    rest = script.replace(get_python[0], "")
+    assert "pip install" not in rest and "uv " not in rest and "wrencore[standalone]" not in rest
+    assert f'="${{{userdata.NUMPROCS_ENV}:-$(nproc)}}"' in script  # one daemon per core
+    assert f"supervisord -c {userdata.SUPERVISOR_CONF_PATH}" in script.splitlines()[-1]
     assert document["runcmd"] == [[userdata.BOOTSTRAP_PATH]]
-
-
-def test_install_spec_replaces_the_pypi_requirement():
-    settings = StandaloneSettings(install_spec="https://example.invalid/wrencore.whl")
-    script = userdata.bootstrap_script(userdata.client_versions(), settings.install_spec, 2)
-    assert "'https://example.invalid/wrencore.whl'" in script
-    assert "wrencore[standalone]==" not in script
-    assert '="2"' in script
+    settings.numprocs = 2
+    assert '="2"' in yaml.safe_load(render(settings))["write_files"][2]["content"]
 
 
 def test_supervisord_runs_numprocs_from_environment_and_restarts_a_crashed_daemon():

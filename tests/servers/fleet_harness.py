@@ -3,14 +3,17 @@
 moto records RunInstances but boots nothing. The harness watches the fleet's instances in
 moto and, for each new one, does what the instance's cloud-init would do with the plugin's
 user-data: it writes the ``write_files`` of the cloud-config into a directory of its own
-(instance paths such as ``/etc/wrencore`` mapped under it), serves that instance's id from
-a metadata endpoint on loopback, and starts a real supervisord from the written
-configuration, which runs the real daemons. Only the package installation of the bootstrap
-script is skipped: the test's own environment already has the client's versions.
+(instance paths such as ``/etc/wrencore`` and ``/opt/wrencore`` mapped under it), serves
+that instance's id from a metadata endpoint on loopback, and runs the real bootstrap script,
+which fetches the daemon's runtime the client stored, builds the instance's virtualenv from
+it and starts supervisord, which runs the real daemons. One line of the bootstrap is
+replaced: getting a Python build becomes this machine's Python of the same minor version.
+Nothing of the test's own environment reaches an instance.
 
-Each instance is one session: supervisord leads it, and the daemons it starts (each in a
-process group of its own) and whatever their calls start stay in it. Stopping an instance
-powers it off: every process of the session is killed at once, so nothing finishes a call.
+Each instance is one session: the bootstrap, then supervisord, leads it, and the daemons
+it starts (each in a process group of its own) and whatever their calls start stay in it.
+Stopping an instance powers it off: every process of the session is killed at once, so
+nothing finishes a call.
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ from wrencore_aws_sqs_ec2 import userdata
 from wrencore_aws_sqs_ec2.fleet import FLEET_TAG
 
 from . import procs
+
+
+def machine_python() -> str:
+    """This machine's own Python build of the test's minor version (not a virtualenv)."""
+    return getattr(sys, "_base_executable", None) or sys.executable
 
 
 class MetadataServer:
@@ -85,17 +93,25 @@ class SimulatedInstance:
             userdata.STATE_DIR: os.path.join(root, "state"),
             userdata.LOG_DIR: os.path.join(root, "log"),
             userdata.RUN_DIR: os.path.join(root, "run"),
-            userdata.PYTHON: sys.executable,
+            userdata.VENV_DIR: os.path.join(root, "venv"),
+            userdata.BOOT_DIR: os.path.join(root, "boot-cache"),
         }
         for path in self.mapping.values():
-            if path != sys.executable:
-                os.makedirs(path, exist_ok=True)
+            os.makedirs(path, exist_ok=True)
         self.cloud_config = yaml.safe_load(user_data)
         for entry in self.cloud_config["write_files"]:
             path = self.map(entry["path"])
             with open(path, "w", encoding="utf-8") as f:
                 f.write(self.map(entry["content"]))
             os.chmod(path, int(entry.get("permissions", "0644"), 8))
+        bootstrap = self.map(userdata.BOOTSTRAP_PATH)
+        with open(bootstrap) as f:
+            lines = f.read().splitlines(keepends=True)
+        with open(bootstrap, "w") as f:
+            for line in lines:
+                if line.startswith(userdata.GET_PYTHON_PREFIX):
+                    line = f'{userdata.GET_PYTHON_PREFIX}"{machine_python()}"\n'
+                f.write(line)
         self.conf = self.map(userdata.SUPERVISOR_CONF_PATH)
         boot_file = os.path.join(root, "boot")
         open(boot_file, "w").close()
@@ -107,11 +123,13 @@ class SimulatedInstance:
             "WRENCORE_AWS_SQS_EC2__SHUTDOWN_COMMAND":
                 f"{sys.executable} -m supervisor.supervisorctl -c {self.conf} shutdown",
             "WRENCORE_MODULE_CACHE": os.path.join(root, "modules"),
+            "WRENCORE_SUPERVISORD_ARGS": "-n",  # stay in the foreground: this is its pid
         })
+        for name in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"):
+            env.pop(name, None)
         self.log = open(os.path.join(root, "supervisord.out"), "ab")
-        self.proc = procs.start(
-            [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", self.conf],
-            env=env, stdout=self.log, stderr=self.log, cwd=root)
+        self.proc = procs.start(["/bin/sh", bootstrap], env=env, stdout=self.log,
+                                stderr=self.log, cwd=root)
 
     def map(self, text: str) -> str:
         for original in sorted(self.mapping, key=len, reverse=True):
@@ -230,7 +248,7 @@ class FleetHarness:
             raise self.errors[0]
         return list(self.instances.values())
 
-    def wait_for_daemons(self, count_per_instance: int, timeout: float = 30) -> None:
+    def wait_for_daemons(self, count_per_instance: int, timeout: float = 60) -> None:
         for instance in list(self.instances.values()):
             procs.wait_until(lambda: len(instance.daemon_pids()) >= count_per_instance,
                              timeout, f"daemons of {instance.id}")

@@ -7,6 +7,11 @@ moto cannot execute Lambda code without Docker, so this process stands in front 
   CreateFunction/UpdateFunctionCode (by its CodeSha256), and answers Invoke itself:
   RequestResponse waits for the handler; Event returns 202 and runs in the background, at
   most ``concurrency`` at a time per function, like Lambda's asynchronous queue;
+* layers are delivered as Lambda delivers them: PublishLayerVersion is forwarded to moto
+  (which keeps no layer bytes), the harness keeps the zip (from the request, or from S3
+  when the content is an S3 object) under the returned version ARN, and a sandbox of a
+  function with layers has each layer's ``python/`` directory on its path after the
+  function's own code, as Lambda extracts layers under ``/opt``;
 * each sandbox is AWS's Runtime Interface Client (``python -m awslambdaric HANDLER``) in a
   separate virtualenv holding only awslambdaric and boto3, run from the unzipped package,
   talking to a Lambda Runtime API this process serves on its own loopback port;
@@ -46,6 +51,7 @@ logger = logging.getLogger("lambda_harness")
 
 ASYNC_LIMIT = 256 * 1024
 SYNC_LIMIT = 6 * 1024 * 1024
+LAYER_VERSIONS_PATH = re.compile(r"^/2018-10-31/layers/([^/]+)/versions$")
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations$")
 FUNCTION_PATH = re.compile(r"^/2015-03-31/functions/([^/?]+)")
 
@@ -145,7 +151,8 @@ class Sandbox:
         env.update({
             "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}",
             "LAMBDA_TASK_ROOT": function.task_root,
-            "PYTHONPATH": function.task_root,
+            "PYTHONPATH": os.pathsep.join([function.task_root] + [
+                os.path.join(layer, "python") for layer in function.layer_roots]),
             "AWS_LAMBDA_FUNCTION_NAME": function.name,
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory),
@@ -214,6 +221,8 @@ class FunctionRuntime:
         self.memory = int(configuration.get("MemorySize") or 128)
         self.environment = dict((configuration.get("Environment") or {}).get("Variables") or {})
         self.task_root = harness.unpack(configuration["CodeSha256"])
+        self.layer_roots = [harness.unpack_layer(layer["Arn"])
+                            for layer in configuration.get("Layers") or ()]
         self.events: "queue.Queue[Invocation]" = queue.Queue()
         self.sandboxes: List[Sandbox] = []
         self.lock = threading.Lock()
@@ -305,7 +314,9 @@ class Harness:
             os.replace(path + ".tmp", path)
 
     def unpack(self, code_sha: str) -> str:
-        name = hashlib.sha256(code_sha.encode()).hexdigest()
+        return self._unpack_zip(hashlib.sha256(code_sha.encode()).hexdigest())
+
+    def _unpack_zip(self, name: str) -> str:
         root = os.path.join(self.roots_dir, name)
         if not os.path.isdir(root):
             with open(os.path.join(self.zips_dir, name + ".zip"), "rb") as f:
@@ -318,6 +329,26 @@ class Harness:
             except OSError:
                 shutil.rmtree(staging, ignore_errors=True)
         return root
+
+    def _layer_name(self, arn: str) -> str:
+        return "layer-" + hashlib.sha256(arn.encode()).hexdigest()
+
+    def keep_layer(self, arn: str, content: Dict[str, Any]) -> None:
+        if content.get("ZipFile"):
+            data = base64.b64decode(content["ZipFile"])
+        else:
+            import boto3
+
+            s3 = boto3.client("s3", endpoint_url=self.moto.geturl(), region_name="us-east-1",
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+            data = s3.get_object(Bucket=content["S3Bucket"], Key=content["S3Key"])["Body"].read()
+        path = os.path.join(self.zips_dir, self._layer_name(arn) + ".zip")
+        with open(path + ".tmp", "wb") as f:
+            f.write(data)
+        os.replace(path + ".tmp", path)
+
+    def unpack_layer(self, arn: str) -> str:
+        return self._unpack_zip(self._layer_name(arn))
 
     # -- moto --------------------------------------------------------------------------
     def forward(self, method: str, path: str, headers: Dict[str, str],
@@ -353,7 +384,8 @@ class Harness:
 
     def runtime_for(self, configuration: Dict[str, Any]) -> FunctionRuntime:
         key_data = json.dumps([configuration.get(k) for k in (
-            "FunctionName", "CodeSha256", "Handler", "Timeout", "MemorySize", "Environment")],
+            "FunctionName", "CodeSha256", "Handler", "Timeout", "MemorySize", "Environment",
+            "Layers")],
             sort_keys=True)
         key = (configuration["FunctionName"], hashlib.sha256(key_data.encode()).hexdigest())
         with self.lock:
@@ -502,6 +534,8 @@ class FrontHandler(_Handler):
         match = INVOKE_PATH.match(path)
         if match:
             return self._invoke(urllib.parse.unquote(match.group(1)), body)
+        if LAYER_VERSIONS_PATH.match(path):
+            return self._publish_layer(body)
         if path.rstrip("/") == "/2015-03-31/functions":
             self._keep_zip(body)
         self._forward(body)
@@ -514,6 +548,18 @@ class FrontHandler(_Handler):
         code = document.get("Code", document) if isinstance(document, dict) else {}
         if isinstance(code, dict) and code.get("ZipFile"):
             self.harness.keep_zip(code["ZipFile"])
+
+    def _publish_layer(self, body: bytes) -> None:
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() not in ("host", "content-length", "connection")}
+        status, response_headers, response_body = self.harness.forward(
+            self.command, self.path, headers, body)
+        if status in (200, 201):
+            arn = json.loads(response_body)["LayerVersionArn"]
+            self.harness.keep_layer(arn, json.loads(body).get("Content") or {})
+        content_type = next((v for k, v in response_headers if k.lower() == "content-type"),
+                            "application/json")
+        self._send(status, response_body, {}, content_type)
 
     def _forward(self, body: bytes) -> None:
         match = FUNCTION_PATH.match(self.path)

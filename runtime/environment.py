@@ -1,0 +1,348 @@
+"""Worker environments built from a runtime the client stored, and the check that a worker
+runs the job's runtime.
+
+A *runtime* (see ``wrencore.environment`` on the client) is a locked set of distributions
+for one Python minor version and platform, named by its hash. The client stores it once::
+
+    runtimes/{hash}/wheels/{wheel file}     one wheel per distribution
+    runtimes/{hash}/runtime.json            the manifest (written last): python, platform,
+                                            distributions {name: version}, wheels [...]
+
+A worker builds an environment only from those objects — never from a package index — in
+a directory named by the hash, unpacking the wheels with the standard library (a wheel is
+a zip of what goes into site-packages). Environments are built once, cached and evicted
+by age and total size. :func:`environment_mismatch` is the check every call makes before
+it runs: the job's distributions, at the job's versions, are what this process imports.
+
+Also the child-process protocol a worker uses to run a job in another runtime's
+environment (:class:`EnvironmentProcess` and ``python -m wrencore_runtime.environment serve``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import pickle
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from importlib import metadata
+from typing import Any, Dict, Iterable, List, Optional
+
+from . import layout
+from .storage import Storage
+
+logger = logging.getLogger(__name__)
+
+#: The file in an environment's root that says which runtime it holds.
+ENVIRONMENT_FILE = "wrencore-runtime.json"
+
+
+def canonical_name(name: str) -> str:
+    """PEP 503 normalization: ``PyYAML`` and ``pyyaml``, ``a_b`` and ``a-b`` are one name."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# -- the check ----------------------------------------------------------------------------
+def installed_version(name: str) -> Optional[str]:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment_mismatch(runtime: Dict[str, Any]) -> Optional[str]:
+    """Say which of the runtime's distributions this process would import at another
+    version (or not at all); None when it runs the runtime."""
+    differences = []
+    for name, wanted in sorted((runtime.get("distributions") or {}).items()):
+        have = installed_version(name)
+        if have != wanted:
+            differences.append(f"{name}=={wanted} in the job's runtime but "
+                               f"{'not installed' if have is None else have} on the worker")
+    if not differences:
+        return None
+    return (f"this worker does not run the job's runtime {str(runtime.get('hash'))[:16]}: "
+            + "; ".join(differences))
+
+
+# -- wheels -------------------------------------------------------------------------------
+def wheel_unpacked_size(data: bytes) -> int:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return sum(info.file_size for info in archive.infolist())
+
+
+def install_wheel(wheel: "str | bytes", site_dir: str) -> None:
+    """Unpack a wheel into ``site_dir`` as an installer would (purelib and platlib only)."""
+    source = io.BytesIO(wheel) if isinstance(wheel, bytes) else wheel
+    with zipfile.ZipFile(source) as archive:
+        for info in archive.infolist():
+            name = info.filename
+            if name.endswith("/"):
+                continue
+            top, _, rest = name.partition("/")
+            if top.endswith(".data"):
+                kind, _, rest = rest.partition("/")
+                if kind not in ("purelib", "platlib"):
+                    continue  # scripts, headers and data files: workers need none
+                name = rest
+            target = os.path.join(site_dir, *name.split("/"))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with archive.open(info) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            mode = (info.external_attr >> 16) & 0o777
+            if mode & 0o111:
+                os.chmod(target, mode)
+
+
+# -- environments -------------------------------------------------------------------------
+def site_packages(env_dir: str) -> str:
+    return os.path.join(env_dir, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}",
+                        "site-packages")
+
+
+def env_python(env_dir: str) -> str:
+    return os.path.join(env_dir, "bin", "python")
+
+
+def base_python() -> str:
+    """The interpreter a new environment is made from (never a virtualenv's own)."""
+    return getattr(sys, "_base_executable", None) or sys.executable
+
+
+def load_manifest(storage: Storage, runtime_hash: str) -> Dict[str, Any]:
+    return json.loads(storage.get(layout.runtime_manifest_key(runtime_hash)))
+
+
+def _locked(root: str):
+    import fcntl  # POSIX only; workers build environments on Linux
+
+    os.makedirs(root, exist_ok=True)
+    lock = open(os.path.join(root, ".lock"), "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return lock
+
+
+def build_environment(storage: Storage, runtime_hash: str, root: str, *,
+                      python: Optional[str] = None, layout_kind: str = "venv") -> str:
+    """The directory of the runtime's environment under ``root``, built if missing.
+
+    ``layout_kind`` ``"venv"`` makes a virtualenv without pip from ``python`` and unpacks
+    the wheels into its site-packages; ``"layer"`` unpacks them into ``python/`` (a Lambda
+    layer's layout). Concurrent builders on one machine wait for each other.
+    """
+    env_dir = os.path.join(root, runtime_hash)
+    marker = os.path.join(env_dir, ENVIRONMENT_FILE)
+    if os.path.exists(marker):
+        _touch(env_dir)
+        return env_dir
+    with _locked(root):
+        if os.path.exists(marker):
+            return env_dir
+        start = time.time()
+        manifest = load_manifest(storage, runtime_hash)
+        staging = tempfile.mkdtemp(dir=root, prefix=".build-")
+        try:
+            if layout_kind == "venv":
+                subprocess.run([python or base_python(), "-m", "venv", "--without-pip", staging],
+                               check=True, stdout=subprocess.DEVNULL)
+                site_dir = site_packages(staging)
+            else:
+                site_dir = os.path.join(staging, "python")
+            os.makedirs(site_dir, exist_ok=True)
+            for wheel in manifest["wheels"]:
+                install_wheel(storage.get(layout.runtime_wheel_key(runtime_hash, wheel["file"])),
+                              site_dir)
+            with open(os.path.join(staging, ENVIRONMENT_FILE), "w") as f:
+                json.dump(manifest, f, indent=1, sort_keys=True)
+            if layout_kind == "venv":
+                # A virtualenv's scripts name its directory: build in place, not in staging.
+                shutil.rmtree(env_dir, ignore_errors=True)
+                subprocess.run([python or base_python(), "-m", "venv", "--without-pip",
+                                env_dir], check=True, stdout=subprocess.DEVNULL)
+                shutil.rmtree(site_packages(env_dir))
+                os.rename(site_packages(staging), site_packages(env_dir))
+                os.rename(os.path.join(staging, ENVIRONMENT_FILE), marker)
+                shutil.rmtree(staging, ignore_errors=True)
+            else:
+                os.rename(staging, env_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        logger.info("built environment of runtime %s in %.1f s", runtime_hash[:16],
+                    time.time() - start)
+        return env_dir
+
+
+def _touch(path: str) -> None:
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def _tree_size(path: str) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def evict_environments(root: str, *, max_age: float, max_bytes: int,
+                       keep: Iterable[str] = ()) -> List[str]:
+    """Delete environments unused for ``max_age`` seconds, then the least recently used
+    until the rest fit in ``max_bytes``; never those in ``keep``. Returns the deleted hashes."""
+    if not os.path.isdir(root):
+        return []
+    keep = set(keep)
+    entries = []
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if name.startswith(".") or not os.path.isdir(path):
+            continue
+        entries.append((os.stat(path).st_mtime, name, path, _tree_size(path)))
+    entries.sort()
+    deleted = []
+    now = time.time()
+    total = sum(e[3] for e in entries)
+    with _locked(root):
+        for mtime, name, path, size in entries:
+            if name in keep:
+                continue
+            if now - mtime > max_age or total > max_bytes:
+                shutil.rmtree(path, ignore_errors=True)
+                total -= size
+                deleted.append(name)
+    if deleted:
+        logger.info("evicted environments %s", ", ".join(d[:16] for d in deleted))
+    return deleted
+
+
+# -- running a job in another environment -------------------------------------------------
+def _write_frame(stream, obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(struct.pack("!Q", len(data)) + data)
+    stream.flush()
+
+
+def _read_frame(stream) -> Any:
+    header = stream.read(8)
+    if len(header) < 8:
+        raise EOFError("the other side closed the pipe")
+    (size,) = struct.unpack("!Q", header)
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError("the other side closed the pipe")
+    return pickle.loads(data)
+
+
+class EnvironmentProcessDied(RuntimeError):
+    """The child process running a call in a runtime's environment exited mid-call."""
+
+
+class EnvironmentProcess:
+    """A long-lived child process that runs calls with an environment's own interpreter
+    and its own (the client's version of) ``wrencore_runtime``; ``run`` mirrors
+    :meth:`JobRunner.run` with ``store=False``."""
+
+    def __init__(self, env_dir: str, worker_id: str = "") -> None:
+        self.env_dir = env_dir
+        env = dict(os.environ, WRENCORE_WORKER_ID=worker_id)
+        env.pop("PYTHONPATH", None)
+        self.proc = subprocess.Popen(
+            [env_python(env_dir), "-m", "wrencore_runtime.environment", "serve"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def run(self, job: Dict[str, Any], call: Dict[str, Any]):
+        from .runner import CallOutcome
+
+        try:
+            _write_frame(self.proc.stdin, (job, call))
+            status, result = _read_frame(self.proc.stdout)
+        except (EOFError, BrokenPipeError, OSError) as exc:
+            self.proc.wait()
+            raise EnvironmentProcessDied(
+                f"the process running call {call.get('call_id')} in the environment of runtime "
+                f"{os.path.basename(self.env_dir)[:16]} exited ({self.proc.returncode})") from exc
+        return CallOutcome(status=status, result=result)
+
+    def stop(self) -> None:
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(5)
+        except Exception:
+            self.proc.kill()
+
+
+def serve() -> int:
+    """The child side of :class:`EnvironmentProcess`: frames in, outcomes out."""
+    from .runner import JobRunner
+
+    proto_in = os.fdopen(os.dup(0), "rb")
+    proto_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a call's prints must not corrupt the protocol
+    runner = JobRunner(worker_id=os.environ.get("WRENCORE_WORKER_ID", ""))
+    while True:
+        try:
+            job, call = _read_frame(proto_in)
+        except EOFError:
+            return 0
+        outcome = runner.run(job, call, store=False)
+        _write_frame(proto_out, (outcome.status, outcome.result))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["serve"]:
+        sys.exit(serve())
+    print("usage: python -m wrencore_runtime.environment serve", file=sys.stderr)
+    sys.exit(2)
+
+
+class JobEnvironments:
+    """A worker's environments for jobs whose runtime is not its own: built on first use
+    from storage under ``root``, each served by one :class:`EnvironmentProcess` (at most
+    ``max_processes`` alive), evicted from disk by age and total size."""
+
+    def __init__(self, root: str, *, max_age: float = 7 * 24 * 3600.0,
+                 max_bytes: int = 20 * 1024 ** 3, max_processes: int = 2,
+                 worker_id: str = "") -> None:
+        self.root, self.max_age, self.max_bytes = root, max_age, max_bytes
+        self.max_processes, self.worker_id = max_processes, worker_id
+        self.processes: "Dict[str, EnvironmentProcess]" = {}
+
+    def runner_for(self, job: Dict[str, Any]) -> EnvironmentProcess:
+        from .storage import storage_from_spec
+
+        runtime_hash = job["runtime"]["hash"]
+        process = self.processes.pop(runtime_hash, None)
+        if process is None or not process.alive:
+            env_dir = build_environment(storage_from_spec(job["storage"]), runtime_hash,
+                                        self.root)
+            evict_environments(self.root, max_age=self.max_age, max_bytes=self.max_bytes,
+                               keep={runtime_hash, *self.processes})
+            process = EnvironmentProcess(env_dir, self.worker_id)
+        self.processes[runtime_hash] = process  # most recently used last
+        while len(self.processes) > self.max_processes:
+            oldest = next(iter(self.processes))
+            self.processes.pop(oldest).stop()
+        return process
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.stop()
+        self.processes.clear()
