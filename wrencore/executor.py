@@ -307,6 +307,9 @@ class Executor(concurrent.futures.Executor):
         }
         if self._initializer:
             job["initializer"] = {"name": self._initializer["name"], "id": self._initializer["id"]}
+        runtime = self._job_runtime(fn)
+        if runtime is not None:
+            job["runtime"] = runtime.job_entry()
         self.backend.preflight(job)
         self.storage.put(job["function_key"], package)
         self.storage.put(layout.job_header_key(job_id), encode_json(job).encode())
