@@ -142,7 +142,7 @@ def test_call_outliving_the_function_timeout_fails_with_a_timeout_error(lambda_e
 
 
 def test_call_killed_by_the_lambda_timeout_fails_instead_of_hanging(lambda_env):
-    config = _config(lambda_env, timeout=2, result_grace=1)
+    config = _config(lambda_env, timeout=4, result_grace=1)
     with wrencore.Executor(backend="aws_lambda", config=config) as executor:
         futures = executor.map_futures(workload.sleep_ignoring_alarm, [0.0, 20.0, 0.0])
         with pytest.raises(WorkerCrashedError, match="Lambda timeout"):
