@@ -160,7 +160,11 @@ class SpeculationPolicy:
 
 
 def speculation_policy(value: Any, top: Section) -> Optional[SpeculationPolicy]:
-    """The policy for ``speculation=value`` (None: the config's ``speculation``)."""
+    """The policy for ``speculation=value`` (None: the config's ``speculation``).
+
+    The configured knobs are checked whether or not speculation is on.
+    """
+    configured = SpeculationPolicy.from_config(top)
     if isinstance(value, SpeculationPolicy):
         return value
     if value is None:
@@ -168,7 +172,7 @@ def speculation_policy(value: Any, top: Section) -> Optional[SpeculationPolicy]:
     elif not isinstance(value, bool):
         raise ConfigError(f"speculation must be True, False or a SpeculationPolicy, "
                           f"not {value!r}")
-    return SpeculationPolicy.from_config(top) if value else None
+    return configured if value else None
 
 
 class _Job:
