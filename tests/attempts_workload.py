@@ -55,3 +55,12 @@ def straggles_once(x, directory, straggler=0, seconds=0.05):
 def sleep_for(seconds):
     time.sleep(seconds)
     return seconds
+
+
+def killed_then_slow(x, directory, seconds):
+    """The first run SIGKILLs its worker; the second says it started, then takes ``seconds``."""
+    if _first_time(os.path.join(directory, f"killed-{x}")):
+        os.kill(os.getpid(), signal.SIGKILL)
+    open(os.path.join(directory, f"second-started-{x}"), "w").close()
+    time.sleep(seconds)
+    return x * 10
