@@ -32,9 +32,11 @@ job's calls are done (and the job has at least ``min_calls`` calls), a call whos
 been running longer than ``multiple`` times the median duration of the job's finished calls,
 and at least ``min_time`` seconds, gets one backup attempt; the backend's idle workers run
 it. The first attempt to succeed completes the future; the other one is ignored (its outcome
-is never read). A call counts as running from its dispatch, but not before the job's backlog
-cleared: the moment no more calls were unfinished than distinct workers had finished calls,
-so a call still queued behind others is not taken for a straggler.
+is never read). Backends do not say when a call starts, so its first attempt counts as
+running from when it could have started, had the job's calls started in order on ``P``
+workers (``P``: the distinct workers that finished calls of the job so far): call ``i``
+starts when ``i - P + 1`` calls have finished. A call still queued behind others is thus not
+taken for a straggler. Later attempts count from their dispatch.
 
 **Metadata.** A call under a policy gets ``attempts`` (attempts started), ``attempt`` (the one
 whose outcome the future holds), ``backups`` (backup attempts started) and
@@ -43,6 +45,7 @@ whose outcome the future holds), ``backups`` (backup attempts started) and
 
 from __future__ import annotations
 
+import array
 import heapq
 import itertools
 import logging
@@ -189,10 +192,11 @@ class _Job:
         self.durations_seen = 0
         self.workers: Set[str] = set()
         self.unfinished: Set["CallAttempts"] = set()
-        self.backlog_cleared_at: Optional[float] = None
+        self.completions = array.array("d")  # when each finished call finished, in order
 
     def finished(self, call: "CallAttempts", metadata: Dict[str, Any], success: bool) -> None:
         self.done += 1
+        self.completions.append(time.time())
         self.unfinished.discard(call)
         if success:
             start = metadata.get("worker_start_timestamp")
@@ -201,9 +205,14 @@ class _Job:
                 self._sample(max(0.0, end - start))
             if metadata.get("worker_id"):
                 self.workers.add(str(metadata["worker_id"]))
-        if self.backlog_cleared_at is None and self.workers and \
-                len(self.unfinished) <= len(self.workers):
-            self.backlog_cleared_at = time.time()
+
+    def could_start_at(self, index: int) -> Optional[float]:
+        """When the job's call ``index`` could have started on its workers, or None if not yet:
+        once ``index - P + 1`` calls finished, ``P`` the workers seen so far."""
+        before = index - len(self.workers)
+        if before < 0:
+            return 0.0
+        return self.completions[before] if before < len(self.completions) else None
 
     def _sample(self, duration: float) -> None:
         self.durations_seen += 1
@@ -218,7 +227,7 @@ class _Job:
         """Seconds a call may run before it gets a backup, or None while none may start."""
         policy = self.speculation
         if policy is None or self.total < policy.min_calls or not self.durations \
-                or self.backlog_cleared_at is None or self.done < policy.fraction * self.total:
+                or self.done < policy.fraction * self.total:
             return None
         return max(policy.multiple * statistics.median(self.durations), policy.min_time)
 
@@ -226,10 +235,11 @@ class _Job:
 class CallAttempts:
     """One call's attempts: which run, how each failed, what runs next."""
 
-    def __init__(self, owner: "Attempts", job: _Job, call: Call):
+    def __init__(self, owner: "Attempts", job: _Job, call: Call, index: int):
         self.owner = owner
         self.job = job
         self.call = call
+        self.index = index  # its place in the job's order of dispatch
         self.live: Dict[int, float] = {0: time.time()}  # attempt -> dispatched at
         self.next_attempt = 1
         self.retries_used = 0
@@ -309,9 +319,9 @@ class Attempts:
             state = self._jobs.get(job["job_id"])
             if state is None or state.retry != retry or state.speculation != speculation:
                 state = self._jobs[job["job_id"]] = _Job(job, retry, speculation)
-            state.total += len(calls)
             for call in calls:
-                attempts = CallAttempts(self, state, call)
+                attempts = CallAttempts(self, state, call, state.total)
+                state.total += 1
                 state.unfinished.add(attempts)
                 call.future._attempts = attempts
             if speculation is not None:
@@ -357,8 +367,13 @@ class Attempts:
             for call in state.unfinished:
                 if call.backups or call.retry_pending or len(call.live) != 1:
                     continue
-                dispatched = next(iter(call.live.values()))
-                running = now - max(dispatched, state.backlog_cleared_at or now)
+                [(attempt, started)] = call.live.items()
+                if attempt == 0:
+                    could_start = state.could_start_at(call.index)
+                    if could_start is None:
+                        continue
+                    started = max(started, could_start)
+                running = now - started
                 future = call.call.future
                 if running > threshold and not future.done():
                     call.backups += 1
