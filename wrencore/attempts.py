@@ -46,6 +46,7 @@ whose outcome the future holds), ``backups`` (backup attempts started) and
 from __future__ import annotations
 
 import array
+import functools
 import heapq
 import itertools
 import logging
@@ -391,33 +392,36 @@ class Attempts:
     def _speculating(self) -> bool:
         return any(s.speculation is not None and s.unfinished for s in self._jobs.values())
 
+    def _next_work(self) -> Optional[List[Callable[[], None]]]:
+        """Wait for what is due (retries, backups) and return it; None when nothing is left.
+
+        The caller holds the lock (released while waiting).
+        """
+        while True:
+            now = time.monotonic()
+            if self._timers and self._timers[0][0] <= now:
+                return [heapq.heappop(self._timers)[2]]
+            speculating = self._speculating()
+            if not self._timers and not speculating:
+                return None
+            if speculating:
+                due = self._backups_due(time.time())
+                if due:
+                    return [functools.partial(self.run_again, future, call, number, backup=True)
+                            for future, call, number in due]
+            wait = self._timers[0][0] - now if self._timers else STRAGGLER_CHECK_INTERVAL
+            self._wake.wait(min(wait, STRAGGLER_CHECK_INTERVAL) if speculating else wait)
+
     def _run(self) -> None:
         while True:
             with self.lock:
-                while True:
-                    now = time.monotonic()
-                    if self._timers and self._timers[0][0] <= now:
-                        action = heapq.heappop(self._timers)[2]
-                        backups: List[Tuple[Any, CallAttempts, int]] = []
-                        break
-                    speculating = self._speculating()
-                    if not self._timers and not speculating:
-                        self._jobs = {k: v for k, v in self._jobs.items() if v.unfinished}
-                        self._thread = None
-                        return
-                    backups = self._backups_due(time.time()) if speculating else []
-                    if backups:
-                        action = None  # type: ignore[assignment]
-                        break
-                    wait = self._timers[0][0] - now if self._timers else None
-                    if speculating:
-                        wait = STRAGGLER_CHECK_INTERVAL if wait is None else \
-                            min(wait, STRAGGLER_CHECK_INTERVAL)
-                    self._wake.wait(wait)
-            try:
-                if action is not None:
+                work = self._next_work()
+                if work is None:
+                    self._jobs = {k: v for k, v in self._jobs.items() if v.unfinished}
+                    self._thread = None
+                    return
+            for action in work:
+                try:
                     action()
-                for future, call, number in backups:
-                    self.run_again(future, call, number, backup=True)
-            except Exception:  # never let this thread die: retries would never start
-                logger.exception("running a call again failed")
+                except Exception:  # never let this thread die: retries would never start
+                    logger.exception("running a call again failed")
