@@ -423,7 +423,8 @@ class Daemon:
     # -- messages --------------------------------------------------------------------
     def _already_done(self, job: Dict[str, Any], call: Dict[str, Any]) -> bool:
         storage = storage_from_spec(job["storage"])
-        return storage.exists(layout.status_key(job["job_id"], call["call_id"]))
+        return storage.exists(layout.status_key(job["job_id"], call["call_id"],
+                                                call.get("attempt", 0)))
 
     def _run_call(self, job: Dict[str, Any], call: Dict[str, Any]) -> None:
         if job.get("runtime") and self.runner._runtime_mismatch(job):
@@ -440,7 +441,7 @@ class Daemon:
         if outcome.result is not None:
             status["result"] = outcome.result  # one write: the status carries the result
         storage = storage_from_spec(job["storage"])
-        storage.put(layout.status_key(job["job_id"], call["call_id"]),
+        storage.put(layout.status_key(job["job_id"], call["call_id"], call.get("attempt", 0)),
                     encode_json(status).encode())
         self.calls_run += 1
         logger.info("call %s/%s %s in %.3f s", job["job_id"], call["call_id"],

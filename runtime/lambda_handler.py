@@ -105,13 +105,14 @@ class _Reporter:
             self._writer.start()
 
     def add(self, status: Dict[str, Any], result: Optional[bytes]) -> None:
-        job_id, call_id = self.job["job_id"], status["call_id"]
+        job_id, call_id, attempt = self.job["job_id"], status["call_id"], status.get("attempt", 0)
         if not self.batched:
             if result is not None:
-                key = layout.result_key(job_id, call_id)
+                key = layout.result_key(job_id, call_id, attempt)
                 self.storage.put(key, result)
                 status["result_key"] = key
-            self.storage.put(layout.status_key(job_id, call_id), encode_json(status).encode())
+            self.storage.put(layout.status_key(job_id, call_id, attempt),
+                             encode_json(status).encode())
             return
         with self._cond:
             self._statuses.append(status)
@@ -125,7 +126,8 @@ class _Reporter:
         return statuses, results
 
     def _put_batch(self, statuses: list, results: Dict[str, bytes]) -> None:
-        key = layout.batch_status_key(self.job["job_id"], statuses[0]["call_id"])
+        key = layout.batch_status_key(self.job["job_id"], statuses[0]["call_id"],
+                                      statuses[0].get("attempt", 0))
         batch = {"job_id": self.job["job_id"], "statuses": statuses, "results": results}
         self.storage.put(key, encode_json(batch).encode())
 

@@ -13,6 +13,11 @@ prefix::
                                        outcomes (and small results) of several calls run
                                        together, starting with {call_id}; written last
 
+A call run again (a retry, or a backup of a straggler; see ``wrencore.attempts``) writes
+under names of its own: attempt ``n`` > 0 of a call writes ``result.{n}.pickle``,
+``status.{n}.json`` and ``batch-status.{n}.json``, so a late outcome of one attempt can never
+overwrite or be mistaken for another's. Attempt 0 keeps the plain names.
+
 ``status.json`` is the commit marker: a worker writes ``result.pickle`` first and
 ``status.json`` after it, and every storage writes objects atomically, so a reader that sees
 a status never sees a partial result. Writes are idempotent: a redelivered call rewrites the
@@ -54,28 +59,61 @@ def args_key(job_id: str, call_id: str) -> str:
     return f"{job_id}/{call_id}/{ARGS}"
 
 
-def result_key(job_id: str, call_id: str) -> str:
-    return f"{job_id}/{call_id}/{RESULT}"
+def _of_attempt(name: str, attempt: int) -> str:
+    """``status.json`` for attempt 0, ``status.{attempt}.json`` for a later one."""
+    if not attempt:
+        return name
+    stem, _, extension = name.rpartition(".")
+    return f"{stem}.{int(attempt)}.{extension}"
 
 
-def status_key(job_id: str, call_id: str) -> str:
-    return f"{job_id}/{call_id}/{STATUS}"
-
-
-def call_id_of_status_key(key: str) -> "str | None":
-    """The call id in a ``{job_id}/{call_id}/status.json`` key, or None for other keys."""
-    parts = key.rstrip("/").split("/")
-    if len(parts) >= 3 and parts[-1] == STATUS:
-        return parts[-2]
+def _attempt_of(filename: str, name: str) -> "int | None":
+    """The attempt whose ``name`` (e.g. ``status.json``) ``filename`` is, or None."""
+    if filename == name:
+        return 0
+    stem, _, extension = name.rpartition(".")
+    if filename.startswith(stem + ".") and filename.endswith("." + extension):
+        number = filename[len(stem) + 1:-len(extension) - 1]
+        if number.isdigit() and not number.startswith("0"):
+            return int(number)
     return None
 
 
-def batch_status_key(job_id: str, first_call_id: str) -> str:
-    return f"{job_id}/{first_call_id}/{BATCH_STATUS}"
+def result_key(job_id: str, call_id: str, attempt: int = 0) -> str:
+    return f"{job_id}/{call_id}/{_of_attempt(RESULT, attempt)}"
+
+
+def status_key(job_id: str, call_id: str, attempt: int = 0) -> str:
+    return f"{job_id}/{call_id}/{_of_attempt(STATUS, attempt)}"
+
+
+def parse_status_key(key: str) -> "tuple[str, int] | None":
+    """``(call_id, attempt)`` of a call's status key (any attempt), or None for other keys."""
+    parts = key.rstrip("/").split("/")
+    if len(parts) < 3:
+        return None
+    attempt = _attempt_of(parts[-1], STATUS)
+    return None if attempt is None else (parts[-2], attempt)
+
+
+def call_id_of_status_key(key: str) -> "str | None":
+    """The call id in a ``{job_id}/{call_id}/status[.n].json`` key, or None for other keys."""
+    parsed = parse_status_key(key)
+    return parsed[0] if parsed else None
+
+
+def batch_status_key(job_id: str, first_call_id: str, attempt: int = 0) -> str:
+    """Where a chunk starting with ``first_call_id`` (at ``attempt``) writes its outcomes."""
+    return f"{job_id}/{first_call_id}/{_of_attempt(BATCH_STATUS, attempt)}"
+
+
+def attempt_of_batch_status_key(key: str) -> "int | None":
+    """The attempt of a batch status key's first call, or None for other keys."""
+    return _attempt_of(key.rsplit("/", 1)[-1], BATCH_STATUS)
 
 
 def is_batch_status_key(key: str) -> bool:
-    return key.rsplit("/", 1)[-1] == BATCH_STATUS
+    return attempt_of_batch_status_key(key) is not None
 
 
 RUNTIMES = "runtimes/"

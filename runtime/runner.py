@@ -386,7 +386,7 @@ class JobRunner:
             metadata["worker_result_size"] = len(result_bytes)
             limit = job.get("result_inline_limit")
             if store or (limit is not None and len(result_bytes) > limit):
-                key = layout.result_key(job["job_id"], call["call_id"])
+                key = layout.result_key(job["job_id"], call["call_id"], call.get("attempt", 0))
                 storage.put(key, result_bytes)
                 status["result_key"] = key
                 result_bytes = None
@@ -404,7 +404,7 @@ class JobRunner:
         if store:
             storage = storage or storage_from_spec(job["storage"])
             storage.put(
-                layout.status_key(job["job_id"], call["call_id"]),
+                layout.status_key(job["job_id"], call["call_id"], call.get("attempt", 0)),
                 encode_json(status).encode(),
             )
         return CallOutcome(status=status, result=result_bytes)

@@ -117,7 +117,8 @@ def shutdown_default_executors() -> None:
 def map(f: Callable, iterdata: Iterable, *, backend: Optional[str] = None,
         storage: Optional[str] = None, chunksize: Optional[int] = None,
         timeout: Optional[float] = None,
-        extra_env: Optional[Mapping[str, str]] = None) -> List[Future]:
+        extra_env: Optional[Mapping[str, str]] = None, retries: Optional[int] = None,
+        retry_on: Any = None, speculation: Optional[bool] = None) -> List[Future]:
     """Call ``f(x)`` for each ``x`` in ``iterdata`` on a backend.
 
     Args:
@@ -129,6 +130,12 @@ def map(f: Callable, iterdata: Iterable, *, backend: Optional[str] = None,
         timeout: per-call time limit in seconds; a call over it fails with
             :class:`CallTimeoutError`.
         extra_env: environment variables set on the worker around each call.
+        retries: how many more attempts a failed call gets (default: config ``retries``,
+            else 0); only infrastructure failures unless ``retry_on`` names more.
+        retry_on: the user's exceptions to retry too: an exception class, a tuple of
+            them, True (any) or a predicate ``retry_on(exc) -> bool``.
+        speculation: give straggling calls a backup attempt (default: config
+            ``speculation``, else off). See :mod:`wrencore.attempts`.
 
     Returns:
         One :class:`Future` per element, in input order.
@@ -140,7 +147,8 @@ def map(f: Callable, iterdata: Iterable, *, backend: Optional[str] = None,
     """
     executor = _default_executor(backend, storage)
     return executor.map_futures(f, iterdata, chunksize=chunksize, timeout=timeout,
-                                extra_env=extra_env)
+                                extra_env=extra_env, retries=retries, retry_on=retry_on,
+                                speculation=speculation)
 
 
 def call_async(f: Callable, *args: Any, backend: Optional[str] = None,

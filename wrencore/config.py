@@ -30,7 +30,9 @@ else:  # pragma: no cover
 ENV_PREFIX = "WRENCORE_"
 DEFAULT_BACKEND = "local"
 
-_TOP_LEVEL = {"backend", "storage", "chunksize", "timeout", "loglevel", "config"}
+_TOP_LEVEL = {"backend", "storage", "chunksize", "timeout", "loglevel", "config", "retries",
+              "speculation", "speculation_fraction", "speculation_multiple",
+              "speculation_min_time", "speculation_min_calls"}
 
 
 def config_file_path(env: Mapping[str, str] = os.environ) -> Optional[str]:

@@ -20,6 +20,7 @@ from wrencore_runtime import layout
 from wrencore_runtime.protocol import PYTHON, SERIALIZER, encode_json
 
 from . import serialize
+from .attempts import Attempts, RetryOn, RetryPolicy, SpeculationPolicy, speculation_policy
 from .backends import Backend, Call
 from .config import DEFAULT_BACKEND, Config, Section
 from .errors import ConfigError, ExecutorShutdownError
@@ -205,6 +206,22 @@ def _check_chunksize(chunksize: Any, section: Optional[Section] = None) -> Optio
     return section.int("chunksize", minimum=1)
 
 
+def _check_retries(retries: Any, section: Optional[Section] = None) -> int:
+    """Attempts after a call's first (at least 0); ConfigError names where it came from."""
+    section = section if section is not None else \
+        _setting("retries", retries, "the retries argument")
+    return section.int("retries", 0, minimum=0)
+
+
+def _reinvoker(backend: Backend, pm: Any, backend_name: str):
+    """``invoke(job, calls, chunksize)`` for attempts after the first (holds no executor)."""
+    def invoke(job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:
+        pm.hook.wrencore_before_invoke(backend=backend_name, job=job,
+                                       call_ids=[c.call_id for c in calls])
+        backend.invoke(job, calls, chunksize)
+    return invoke
+
+
 class Executor(concurrent.futures.Executor):
     """Runs calls on a backend chosen by name; a drop-in for ``ProcessPoolExecutor``.
 
@@ -229,6 +246,13 @@ class Executor(concurrent.futures.Executor):
             ``runtime``, else the backend's (auto on the cloud, none locally).
         requirements: requirement strings, or the path of a requirements file or
             pyproject.toml, added to the detected set.
+        retries: how many more attempts a failed call gets (default: config ``retries``,
+            else 0). Only infrastructure failures are retried unless ``retry_on`` says
+            otherwise (see :mod:`wrencore.attempts`).
+        retry_on: the user's exceptions to retry too: an exception class, a tuple of
+            them, True (any) or a predicate ``retry_on(exc) -> bool``.
+        speculation: start a backup attempt of straggling calls: True, False, or a
+            :class:`wrencore.attempts.SpeculationPolicy` (default: config ``speculation``).
 
     Raises:
         UnknownNameError: no backend or storage has that name.
@@ -243,7 +267,9 @@ class Executor(concurrent.futures.Executor):
                  initializer: Optional[Callable] = None, initargs: tuple = (),
                  max_tasks_per_child: Optional[int] = None, chunksize: Optional[int] = None,
                  timeout: Optional[float] = None, extra_env: Optional[Mapping[str, str]] = None,
-                 runtime: Optional[str] = None, requirements: Any = None):
+                 runtime: Optional[str] = None, requirements: Any = None,
+                 retries: Optional[int] = None, retry_on: RetryOn = None,
+                 speculation: Any = None):
         if max_workers is not None and max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
         if max_tasks_per_child is not None and (
@@ -271,6 +297,10 @@ class Executor(concurrent.futures.Executor):
         self.timeout = _check_timeout(timeout) if timeout is not None else \
             _check_timeout(None, top)
         self.extra_env = dict(extra_env or {})
+        self.retry_policy = RetryPolicy(
+            retries=_check_retries(retries) if retries is not None else _check_retries(None, top),
+            retry_on=retry_on)
+        self.speculation = speculation_policy(speculation, top)
         self.runtime = runtime if runtime is not None else self.config.get("runtime")
         self.requirements = requirements if requirements is not None else \
             self.config.get("requirements")
@@ -280,6 +310,7 @@ class Executor(concurrent.futures.Executor):
         self._submit_jobs: "OrderedDict[int, Tuple[weakref.ref, Dict[str, Any], itertools.count]]" \
             = OrderedDict()
         self._pm = get_plugin_manager()
+        self._attempts = Attempts(_reinvoker(self.backend, self._pm, self.backend_name))
         self._lifecycle = _Lifecycle(self.backend)
         _live.add(self._lifecycle)
         # A dropped executor lets its calls finish, then releases its workers and threads.
@@ -350,7 +381,24 @@ class Executor(concurrent.futures.Executor):
             call.future.metadata["host_submit_timestamp"] = now
         return calls
 
-    def _invoke(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:
+    def _attempt_policies(self, retries: Optional[int], retry_on: RetryOn, speculation: Any
+                          ) -> Tuple[RetryPolicy, Optional[SpeculationPolicy]]:
+        """The executor's retry and backup policies with one map's overrides."""
+        retry = self.retry_policy
+        if retries is not None or retry_on is not None:
+            retry = RetryPolicy(
+                retries=_check_retries(retries) if retries is not None else retry.retries,
+                retry_on=retry_on if retry_on is not None else retry.retry_on)
+        backup = self.speculation if speculation is None else \
+            speculation_policy(speculation, self.config.top())
+        return retry, backup
+
+    def _invoke(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int],
+                policies: Optional[Tuple[RetryPolicy, Optional[SpeculationPolicy]]] = None
+                ) -> None:
+        retry, backup = policies or (self.retry_policy, self.speculation)
+        if retry.retries or backup is not None:
+            self._attempts.adopt(job, calls, retry, backup)
         finished_hook = self._pm.hook.wrencore_call_finished
         notify = bool(finished_hook.get_hookimpls())
         for call in calls:
@@ -371,7 +419,9 @@ class Executor(concurrent.futures.Executor):
     # -- public API ------------------------------------------------------------------
     def map_futures(self, fn: Callable, iterdata: Iterable, *, chunksize: Optional[int] = None,
                     timeout: Optional[float] = None,
-                    extra_env: Optional[Mapping[str, str]] = None) -> List[Future]:
+                    extra_env: Optional[Mapping[str, str]] = None,
+                    retries: Optional[int] = None, retry_on: RetryOn = None,
+                    speculation: Any = None) -> List[Future]:
         """Call ``fn(x)`` for each ``x`` of ``iterdata``; return the futures in input order.
 
         Args:
@@ -380,6 +430,8 @@ class Executor(concurrent.futures.Executor):
             chunksize: calls per invocation (None: the executor's default).
             timeout: per-call time limit in seconds.
             extra_env: environment variables set around each call on the worker.
+            retries, retry_on, speculation: this map's retry and backup policies (None:
+                the executor's; see :class:`Executor`).
 
         Raises:
             TypeError: ``iterdata`` is not iterable.
@@ -392,15 +444,18 @@ class Executor(concurrent.futures.Executor):
             raise TypeError(
                 f"iterdata must be an iterable of arguments, not {type(iterdata).__name__}"
             ) from None
-        return self._map_pairs(fn, [((x,), {}) for x in items], chunksize, timeout, extra_env)
+        policies = self._attempt_policies(retries, retry_on, speculation)
+        return self._map_pairs(fn, [((x,), {}) for x in items], chunksize, timeout, extra_env,
+                               policies)
 
-    def _map_pairs(self, fn, pairs, chunksize, timeout, extra_env) -> List[Future]:
+    def _map_pairs(self, fn, pairs, chunksize, timeout, extra_env,
+                   policies=None) -> List[Future]:
         chunksize = _check_chunksize(chunksize)
         if not pairs:
             return []
         job = self._new_job(fn, timeout, extra_env)
         calls = self._make_calls(job, pairs)
-        self._invoke(job, calls, chunksize)
+        self._invoke(job, calls, chunksize, policies)
         return [c.future for c in calls]
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
@@ -427,11 +482,13 @@ class Executor(concurrent.futures.Executor):
         return entry[1], next(entry[2])
 
     def map(self, fn: Callable, *iterables: Iterable, timeout: Optional[float] = None,
-            chunksize: int = 1) -> Iterator[Any]:
+            chunksize: int = 1, retries: Optional[int] = None, retry_on: RetryOn = None,
+            speculation: Any = None) -> Iterator[Any]:
         """Like :meth:`concurrent.futures.Executor.map`: results in order, lazily.
 
         ``timeout`` bounds the whole iteration (seconds from this call), as in the stdlib.
         Each future is dropped as its result is yielded, so results are not kept alive.
+        ``retries``, ``retry_on`` and ``speculation`` override the executor's policies.
 
         Raises:
             ValueError: ``chunksize`` is less than 1.
@@ -439,8 +496,10 @@ class Executor(concurrent.futures.Executor):
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         self._check_open()
+        policies = self._attempt_policies(retries, retry_on, speculation)
         pairs = [(tuple(args), {}) for args in zip(*iterables)]
-        futures = self._map_pairs(fn, pairs, chunksize if chunksize != 1 else None, None, None)
+        futures = self._map_pairs(fn, pairs, chunksize if chunksize != 1 else None, None, None,
+                                  policies)
         deadline = None if timeout is None else time.monotonic() + timeout
         futures.reverse()
 

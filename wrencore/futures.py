@@ -1,8 +1,12 @@
 """wrencore's Future: a :class:`concurrent.futures.Future` that knows its call.
 
-Backends complete futures only through :func:`complete_from_status` (or ``set_exception``
+Backends complete futures only through :func:`complete_from_status` (or ``Future.fail``
 for failures detected on the user's computer), which sets ``set_result``/``set_exception``
 exactly once, so stdlib ``wait`` and ``as_completed`` work on them unchanged.
+
+A future whose call may run more than once (retries, backup attempts) carries the
+executor's :class:`wrencore.attempts.Attempts`, which sees every outcome first: it may hold
+a failure back and run the call again, and it ignores outcomes of attempts already settled.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ class Future(concurrent.futures.Future):
             ``…_time`` durations in seconds, ``…_timestamp`` Unix timestamps).
         stdout: what the call printed to stdout (``""`` until done).
         stderr: what the call printed to stderr.
-        attempt: which attempt of the call this future accepts a status of (0: the first).
+        attempt: the newest attempt of the call started (0: the first). Without retries or
+            backups only its status is accepted; with them, see :meth:`accepts_attempt`.
     """
 
     def __init__(self, job_id: str = "", call_id: str = ""):
@@ -54,6 +59,8 @@ class Future(concurrent.futures.Future):
         self.stdout = ""
         self.stderr = ""
         self.attempt = 0
+        #: The executor's retry and backup policy for this call (None: one attempt only).
+        self._attempts: Any = None
         self._completion_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -72,10 +79,24 @@ class Future(concurrent.futures.Future):
                 self.set_running_or_notify_cancel()
         return True
 
-    def _complete(self, *, result: Any = None, exception: Optional[BaseException] = None) -> bool:
-        """Complete once; later completions (e.g. a redelivered call) are ignored."""
+    def accepts_attempt(self, attempt: int) -> bool:
+        """Whether an outcome of ``attempt`` can still complete this future."""
+        if self._attempts is None:
+            return attempt == self.attempt and not self.done()
+        return self._attempts.accepts(self, attempt)
+
+    def _complete(self, *, result: Any = None, exception: Optional[BaseException] = None,
+                  attempt: Optional[int] = None) -> bool:
+        """Complete once; later completions (e.g. a redelivered call) are ignored.
+
+        ``attempt`` is the attempt the outcome belongs to (None: every attempt running). An
+        attempt policy may hold a failure back to run the call again; then this returns False.
+        """
         with self._completion_lock:
             if self.done():
+                return False
+            if self._attempts is not None and \
+                    not self._attempts.settle(self, attempt, exception):
                 return False
             if self._state == concurrent.futures._base.PENDING:
                 # Completed before a backend marked it running (results found by polling).
@@ -87,10 +108,16 @@ class Future(concurrent.futures.Future):
                 self.set_result(result)
         return True
 
-    def fail(self, exception: BaseException) -> bool:
-        """Complete with an error detected on the user's computer."""
+    def fail(self, exception: BaseException, attempt: Optional[int] = None) -> bool:
+        """Complete with an error detected on the user's computer.
+
+        ``attempt``: the attempt it concerns, if the caller knows (else the error's
+        ``wrencore_attempt`` attribute, else every attempt running).
+        """
         self.metadata.setdefault("host_status_timestamp", time.time())
-        return self._complete(exception=exception)
+        if attempt is None:
+            attempt = getattr(exception, "wrencore_attempt", None)
+        return self._complete(exception=exception, attempt=attempt)
 
 
 def claim(future: concurrent.futures.Future) -> bool:
@@ -163,7 +190,8 @@ def complete_from_status(future: Future, status: Dict[str, Any], result: Optiona
     Returns False if the future was already done. Failures to fetch or unpickle the result
     become that future's exception; they never escape to the caller.
     """
-    if future.done():
+    attempt = int(status.get("attempt") or 0)
+    if future.done() or not future.accepts_attempt(attempt):
         return False
     future.metadata.update(status.get("metadata") or {})
     future.metadata["host_status_timestamp"] = time.time()
@@ -173,7 +201,7 @@ def complete_from_status(future: Future, status: Dict[str, Any], result: Optiona
         info = status.get("exception") or {}
         exc = _load_exception(info)
         add_note(exc, _call_note(future, info))
-        return future._complete(exception=exc)
+        return future._complete(exception=exc, attempt=attempt)
     start = time.time()
     if result is None and status.get("result") is not None:
         result = status["result"]  # inlined in the status by workers that write one object
@@ -181,13 +209,13 @@ def complete_from_status(future: Future, status: Dict[str, Any], result: Optiona
         data = result if result is not None else storage.get(status["result_key"])
         value = pickle.loads(data)
     except StorageKeyError as exc:
-        return future._complete(exception=DeserializationError(
+        return future._complete(attempt=attempt, exception=DeserializationError(
             f"call {future.call_id}: status says done but its result is missing ({exc})"))
     except BaseException as exc:  # SystemExit from a __reduce__ must not kill the caller's thread
         error = DeserializationError(
             f"the result of call {future.call_id} could not be unpickled on this computer: "
             f"{type(exc).__name__}: {exc}")
         error.__cause__ = exc
-        return future._complete(exception=error)
+        return future._complete(exception=error, attempt=attempt)
     future.metadata["host_result_time"] = time.time() - start
-    return future._complete(result=value)
+    return future._complete(result=value, attempt=attempt)

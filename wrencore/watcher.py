@@ -17,9 +17,11 @@ Every watched future ends, in bounded time, with its own outcome:
 * The backend's deadline verdicts (lost call, dead letter, timeout) are asked for on every
   poll, whether or not the job's listing succeeded.
 * A status is used only for the future it belongs to: its ``job_id``, ``call_id`` and
-  ``attempt`` must match. A status that is corrupt, unreadable or another call's is refused
-  and logged; when it still is after ``status_reads`` reads, its call ends with
-  :class:`StatusError` naming the object.
+  ``attempt`` must match its key's. A status that is corrupt, unreadable or another call's is
+  refused and logged; when it still is after ``status_reads`` reads, its call ends with
+  :class:`StatusError` naming the object. Each attempt of a call writes its own status (see
+  ``wrencore_runtime.layout``); only those of attempts the future still waits for are read
+  (``Future.accepts_attempt``), and a call stays watched until its future is done.
 """
 
 from __future__ import annotations
@@ -145,10 +147,13 @@ class StatusWatcher:
             return self._listing_failed(job_id, calls, exc)
         self._failures.pop(job_id, None)
         seen = self._seen_batches.setdefault(job_id, set())
-        singles = ({layout.call_id_of_status_key(k) for k in keys} - {None}) & calls.keys()
+        singles = {parsed for parsed in map(layout.parse_status_key, keys)
+                   if parsed and parsed[0] in calls
+                   and calls[parsed[0]].accepts_attempt(parsed[1])}
         batches = [k for k in keys if layout.is_batch_status_key(k) and k not in seen]
         tasks = [self._fetch_pool.submit(self._complete_single, job_id, call_id,
-                                         calls[call_id]) for call_id in singles]
+                                         calls[call_id], attempt)
+                 for call_id, attempt in singles]
         tasks += [self._fetch_pool.submit(self._complete_batch, job_id, key, calls)
                   for key in batches]
         return sum(len(task.result()) for task in tasks)
@@ -198,8 +203,9 @@ class StatusWatcher:
                 ended += 1
         return ended
 
-    def _complete_single(self, job_id: str, call_id: str, future: Future) -> List[str]:
-        key = layout.status_key(job_id, call_id)
+    def _complete_single(self, job_id: str, call_id: str, future: Future,
+                         attempt: int = 0) -> List[str]:
+        key = layout.status_key(job_id, call_id, attempt)
         try:
             status = decode_json(self.storage.get(key))
         except StorageKeyError:
@@ -212,7 +218,7 @@ class StatusWatcher:
             return self._refuse(key, future, f"could not be read: {exc}")
         except Exception as exc:
             return self._refuse(key, future, f"is corrupt: {type(exc).__name__}: {exc}")
-        problem = ownership_problem(status, job_id, call_id, getattr(future, "attempt", 0))
+        problem = ownership_problem(status, job_id, call_id, attempt)
         if problem:
             return self._refuse(key, future, problem)
         self._bad_reads.pop(key, None)
@@ -230,12 +236,11 @@ class StatusWatcher:
         if reads < self.status_reads or future is None:
             return []
         self._bad_reads.pop(key, None)
+        ended = future.fail(StatusError(
+            f"the status of call {future.call_id} of job {future.job_id} at {location} "
+            f"{problem} (refused after {reads} reads); the call's outcome is unknown"))
         self._forget(future.job_id, future.call_id)
-        if future.fail(StatusError(
-                f"the status of call {future.call_id} of job {future.job_id} at {location} "
-                f"{problem} (refused after {reads} reads); the call's outcome is unknown")):
-            return [future.call_id]
-        return []
+        return [future.call_id] if ended else []
 
     def _complete_batch(self, job_id: str, key: str, calls: Dict[str, Future]) -> List[str]:
         first_call_id = key.rstrip("/").split("/")[-2]
@@ -254,8 +259,8 @@ class StatusWatcher:
                                       f"is corrupt: {type(exc).__name__}: {exc}")
         statuses = batch.get("statuses") if isinstance(batch, dict) else None
         first = statuses[0] if isinstance(statuses, list) and statuses else None
-        problem = ownership_problem(first, job_id, first_call_id, (
-            getattr(calls.get(first_call_id), "attempt", 0)))
+        problem = ownership_problem(first, job_id, first_call_id,
+                                    layout.attempt_of_batch_status_key(key) or 0)
         if problem is None and batch.get("job_id", job_id) != job_id:
             problem = f"belongs to job {batch.get('job_id')!r}, not to job {job_id!r}"
         if problem:
@@ -268,7 +273,10 @@ class StatusWatcher:
             future = calls.get(call_id)
             if future is None:
                 continue
-            problem = ownership_problem(status, job_id, call_id, getattr(future, "attempt", 0))
+            attempt = int(status.get("attempt") or 0)
+            if not future.accepts_attempt(attempt):
+                continue  # an attempt the future no longer waits for
+            problem = ownership_problem(status, job_id, call_id, attempt)
             if problem:
                 logger.warning("refused a status in %s: it %s", self.storage.location(key),
                                problem)
@@ -294,9 +302,13 @@ class StatusWatcher:
         return ended
 
     def _forget(self, job_id: str, call_id: str) -> None:
+        """Stop watching a call whose future is done (one being run again stays watched)."""
         with self._lock:
             calls = self._pending.get(job_id)
             if calls is not None:
+                future = calls.get(call_id)
+                if future is not None and not future.done():
+                    return
                 calls.pop(call_id, None)
                 if not calls:
                     del self._pending[job_id]

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from wrencore.backends import Backend, Call
 from wrencore.config import Config
@@ -43,9 +43,13 @@ class LostCallError(WorkerCrashedError):
 class InvocationError(WrenError):
     """Lambda refused an invocation for good (not throttling, or throttled past ``retry_for``)."""
 
+    #: Retried by the executor's ``retries`` like a crashed worker (see wrencore.attempts).
+    infrastructure_failure = True
 
-def payload_key(job_id: str, first_call_id: str) -> str:
-    return f"{job_id}/payloads/{first_call_id}.json"
+
+def payload_key(job_id: str, first_call_id: str, attempt: int = 0) -> str:
+    suffix = f".{attempt}" if attempt else ""
+    return f"{job_id}/payloads/{first_call_id}{suffix}.json"
 
 
 class _CallBudget:
@@ -91,7 +95,7 @@ class LambdaBackend(Backend):
         self._pool = ThreadPoolExecutor(self.settings.invoke_threads,
                                         thread_name_prefix="wrencore-lambda-invoke")
         self._budget = _CallBudget(self.settings.max_in_flight)
-        self._deadlines: Dict[Future, float] = {}
+        self._deadlines: Dict[Future, Tuple[float, int]] = {}  # -> (deadline, attempt)
         self._last_progress = 0.0
         self._deadlines_lock = threading.Lock()
         self._watcher = StatusWatcher(storage, min_interval=0.05, max_interval=1.0,
@@ -144,6 +148,9 @@ class LambdaBackend(Backend):
             live = [c for c in chunk if claim(c.future)]
             if not live:
                 return
+            with self._deadlines_lock:  # an earlier attempt's deadline is no longer this one's
+                for call in live:
+                    self._deadlines.pop(call.future, None)
             taken = self._budget.acquire(len(live))
             for index, call in enumerate(live):
                 call.future.add_done_callback(self._forget_deadline)
@@ -161,20 +168,20 @@ class LambdaBackend(Backend):
                 f"{', '.join(c.call_id for c in chunk)} of job {job['job_id']}: "
                 f"{error_code(exc) or type(exc).__name__}: {exc}")
             for call in chunk:
-                call.future.fail(error)
+                call.future.fail(error, attempt=call.message.get("attempt", 0))
             return
         deadline = start + function.timeout + self.settings.result_grace
         with self._deadlines_lock:
             for call in live:
                 call.future.metadata["host_invoke_timestamp"] = start
                 if not call.future.done():
-                    self._deadlines[call.future] = deadline
+                    self._deadlines[call.future] = (deadline, call.message.get("attempt", 0))
 
     def _payload(self, job: Dict[str, Any], calls: List[Call]) -> bytes:
         body = encode_json(make_message(job, [c.message for c in calls])).encode()
         if len(body) <= ASYNC_PAYLOAD_LIMIT:
             return body
-        key = payload_key(job["job_id"], calls[0].call_id)
+        key = payload_key(job["job_id"], calls[0].call_id, calls[0].message.get("attempt", 0))
         self.storage.put(key, body)
         return encode_json({"protocol": PROTOCOL_VERSION,
                             "payload": {"storage": self.storage.to_spec(), "key": key}}).encode()
@@ -193,7 +200,7 @@ class LambdaBackend(Backend):
         # finishing, a silent one may still be waiting in Lambda's event queue. It is lost
         # once both its own deadline and one timeout (+ grace) without any progress passed.
         with self._deadlines_lock:
-            deadline = self._deadlines.get(future)
+            deadline, attempt = self._deadlines.get(future, (None, 0))
         now = time.time()
         stall_limit = self.settings.timeout + self.settings.result_grace
         if deadline is None or now < deadline or now < self._last_progress + stall_limit:
@@ -201,12 +208,14 @@ class LambdaBackend(Backend):
         function = self._last_function
         name = function.name if function else "?"
         waited = now - future.metadata.get("host_invoke_timestamp", deadline)
-        return LostCallError(
+        error = LostCallError(
             f"call {future.call_id} of job {future.job_id} has no result {waited:.0f} s after "
             f"Lambda accepted its invocation (function {name}, timeout "
             f"{function.timeout if function else '?'} s): the worker process crashed or was "
             f"stopped by the Lambda timeout. See the CloudWatch log group /aws/lambda/{name}."
         )
+        error.wrencore_attempt = attempt  # type: ignore[attr-defined]
+        return error
 
     def shutdown(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait)

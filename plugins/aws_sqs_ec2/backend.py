@@ -64,7 +64,8 @@ class StandaloneBackend(Backend):
         self.runtime_platform = self.settings.platform
         self.watcher = StatusWatcher(storage, deadline_check=self._dead_letter_check,
                                      **watcher_options(config))
-        self._dead: Dict[str, Dict[str, int]] = {}  # job id -> call id -> receives
+        #: job id -> (call id, attempt) -> receives
+        self._dead: Dict[str, Dict[tuple, int]] = {}
         self._dead_letter_checks = _Every(self.settings.dead_letter_check_interval)
         self._fleet_checks = _Every(self.settings.fleet_check_interval, start_due=False)
         self._dead_lock = threading.Lock()
@@ -99,7 +100,7 @@ class StandaloneBackend(Backend):
             queue.send_batch([body for body, _ in bodies])
         except Exception as exc:
             for call in live:
-                call.future.fail(exc)
+                call.future.fail(exc, attempt=call.message.get("attempt", 0))
             return
         try:
             launched = self.standalone.ensure_fleet(len(bodies))
@@ -117,7 +118,7 @@ class StandaloneBackend(Backend):
     def _refresh_dead_letters(self) -> None:
         if not self._dead_letter_checks.due():
             return
-        dead: Dict[str, Dict[str, int]] = {}
+        dead: Dict[str, Dict[tuple, int]] = {}
         try:
             letters = self.standalone.dead_letters()
         except Exception as exc:
@@ -128,7 +129,8 @@ class StandaloneBackend(Backend):
                 task = decode_json(letter.body)
                 job_id = task["job"]["job_id"]
                 for call in task["calls"]:
-                    dead.setdefault(job_id, {})[call["call_id"]] = letter.receive_count
+                    key = (call["call_id"], int(call.get("attempt") or 0))
+                    dead.setdefault(job_id, {})[key] = letter.receive_count
             except Exception:
                 continue  # undecodable: no future of ours to fail
         with self._dead_lock:
@@ -150,15 +152,17 @@ class StandaloneBackend(Backend):
         self._keep_fleet()
         self._refresh_dead_letters()
         with self._dead_lock:
-            receives = self._dead.get(future.job_id, {}).get(future.call_id)
+            receives = self._dead.get(future.job_id, {}).get((future.call_id, future.attempt))
         if receives is None:
             return None
-        return WorkerCrashedError(
+        error = WorkerCrashedError(
             f"call {future.call_id} of job {future.job_id} never reported a result: its "
             f"message was received {self.settings.max_receives} times and moved to the "
             f"dead-letter queue {self.settings.queue_name}-dlq. The call probably kills its "
             f"worker process (os._exit, a segfault, running out of memory); its message is "
             f"still there for inspection.")
+        error.wrencore_attempt = future.attempt  # type: ignore[attr-defined]
+        return error
 
     def shutdown(self, wait: bool = True) -> None:
         if wait:

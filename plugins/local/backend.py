@@ -339,7 +339,7 @@ class WorkerPool:
                 f"{failed.job['job_id']} died (exit code {worker.proc.returncode}); "
                 f"the call did not finish"
             )
-            call.future.fail(error)
+            call.future.fail(error, attempt=call.message.get("attempt", 0))
 
     def _watch_timeouts(self) -> None:
         while not self._closed:
