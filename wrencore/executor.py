@@ -7,6 +7,7 @@ import concurrent.futures.thread  # noqa: F401  (its exit hook must be registere
 import hashlib
 import itertools
 import logging
+import os
 import sys
 import threading
 import time
@@ -45,6 +46,7 @@ class _Lifecycle:
 
     def __init__(self, backend: Backend):
         self.backend = backend
+        self.pid = os.getpid()
         self.pending: Set[Future] = set()
         self.closed = False
         self.released = False
@@ -97,7 +99,12 @@ class _Lifecycle:
                 "the interpreter was interrupted while waiting for this call at exit"))
 
     def release(self, wait: bool) -> None:
-        """Shut the backend down once; with ``wait``, also wait for a release in progress."""
+        """Shut the backend down once; with ``wait``, also wait for a release in progress.
+
+        Never in a forked child: its copy of the backend names the parent's workers.
+        """
+        if os.getpid() != self.pid:
+            return
         with self._lock:
             first = not self.released
             self.released = True
@@ -141,6 +148,9 @@ def _wait_at_exit() -> None:
 # Exit hooks run in reverse order of registration: ours runs before the stdlib thread pools
 # stop taking work, which the backends' invoke and status-fetch pools still need.
 threading._register_atexit(_wait_at_exit)  # type: ignore[attr-defined]
+# A forked child (a fork-context ProcessPoolExecutor or multiprocessing.Pool worker) runs
+# the exit hooks when it ends; the executors it inherited are its parent's to release.
+os.register_at_fork(after_in_child=_live.clear)
 
 
 def _result_or_cancel(future: Future, timeout: Optional[float]) -> Any:
