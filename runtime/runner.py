@@ -18,6 +18,7 @@ seconds and ``…_timestamp`` a Unix timestamp.
 
 from __future__ import annotations
 
+import _signal
 import contextlib
 import io
 import logging
@@ -89,6 +90,35 @@ def describe_exception(exc: BaseException) -> Dict[str, Any]:
     }
 
 
+#: Types pickled the same by ``pickle`` and cloudpickle (no code, no classes by value).
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex, bytearray})
+_PLAIN_CONTAINERS = frozenset({tuple, list, dict, set, frozenset})
+
+
+def is_plain(value: Any, budget: int = 64) -> bool:
+    """True if ``value`` is built only of plain data (small enough to check quickly).
+
+    Such values pickle identically with the standard pickler, which is many times faster
+    than creating a cloudpickle pickler for each call's arguments or result.
+    """
+    kind = type(value)
+    if kind in _PLAIN:
+        return True
+    if kind not in _PLAIN_CONTAINERS or len(value) > budget:
+        return False
+    items = value.items() if kind is dict else value
+    if kind is dict:
+        return all(type(k) in _PLAIN and is_plain(v, budget // 2) for k, v in items)
+    return all(type(v) in _PLAIN or is_plain(v, budget // 2) for v in items)
+
+
+def dumps_result(value: Any) -> bytes:
+    """Pickle a call's result: plain data with the standard pickler, the rest by cloudpickle."""
+    if is_plain(value):
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return cloudpickle.dumps(value)
+
+
 _call_repr = reprlib.Repr()
 _call_repr.maxstring = _call_repr.maxother = 60
 _call_repr.maxlevel = 2
@@ -152,6 +182,21 @@ def _time_limit(seconds: Optional[float]):
 _RLIMITS = sorted({getattr(resource, name) for name in dir(resource)
                    if name.startswith("RLIMIT_")}) if resource is not None else []
 _UNCATCHABLE = {getattr(signal, name) for name in ("SIGKILL", "SIGSTOP") if hasattr(signal, name)}
+# Plain signal numbers, read through the C module: ``signal.getsignal`` converts every
+# number to an enum, which made saving the handlers the dearest part of a short call.
+_SIGNALS = [int(s) for s in signal.valid_signals() if s not in _UNCATCHABLE]
+_getsignal = getattr(_signal, "getsignal", signal.getsignal)
+
+
+def _environ_snapshot() -> Dict[Any, Any]:
+    """A copy of the environment; of ``os.environ``'s raw (encoded) dict where it has one."""
+    raw = getattr(os.environ, "_data", None)
+    return dict(raw) if isinstance(raw, dict) else dict(os.environ)
+
+
+def _environ_changed(saved: Dict[Any, Any]) -> bool:
+    raw = getattr(os.environ, "_data", None)
+    return (raw if isinstance(raw, dict) else dict(os.environ)) != saved
 
 
 class ProcessState:
@@ -165,7 +210,7 @@ class ProcessState:
 
     def __init__(self) -> None:
         self.cwd: Optional[str] = None
-        self.environ: Dict[str, str] = {}
+        self.environ: Dict[Any, Any] = {}
         self.umask = 0
         self.rlimits: Dict[int, Tuple[int, int]] = {}
         self.handlers: Dict[int, Any] = {}
@@ -177,18 +222,17 @@ class ProcessState:
             state.cwd = os.getcwd()
         except OSError:
             state.cwd = None
-        state.environ = dict(os.environ)
+        state.environ = _environ_snapshot()
         state.umask = os.umask(0o022)
         os.umask(state.umask)
         for limit in _RLIMITS:
             state.rlimits[limit] = resource.getrlimit(limit)
         if threading.current_thread() is threading.main_thread():
-            for signum in signal.valid_signals():
-                if signum in _UNCATCHABLE:
-                    continue
-                handler = signal.getsignal(signum)
+            handlers = state.handlers
+            for signum in _SIGNALS:
+                handler = _getsignal(signum)
                 if handler is not None:
-                    state.handlers[signum] = handler
+                    handlers[signum] = handler
         return state
 
     def restore(self) -> List[str]:
@@ -200,12 +244,8 @@ class ProcessState:
                     os.chdir(self.cwd)
             except OSError as exc:
                 failed.append(f"working directory {self.cwd} ({exc})")
-        if os.environ != self.environ:
-            for key in [k for k in os.environ if k not in self.environ]:
-                del os.environ[key]
-            for key, value in self.environ.items():
-                if os.environ.get(key) != value:
-                    os.environ[key] = value
+        if _environ_changed(self.environ):
+            self._restore_environ()
         os.umask(self.umask)
         for limit, saved in self.rlimits.items():
             if resource.getrlimit(limit) != saved:
@@ -214,12 +254,25 @@ class ProcessState:
                 except (ValueError, OSError) as exc:
                     failed.append(f"resource limit {limit} {saved} ({exc})")
         for signum, handler in self.handlers.items():
-            if signal.getsignal(signum) is not handler:
+            if _getsignal(signum) is not handler:
                 try:
                     signal.signal(signum, handler)
                 except (ValueError, OSError, TypeError) as exc:
                     failed.append(f"signal handler {signum} ({exc})")
         return failed
+
+    def _restore_environ(self) -> None:
+        raw = getattr(os.environ, "_data", None)
+        if isinstance(raw, dict):
+            decode = os.environ.decodekey, os.environ.decodevalue  # type: ignore[attr-defined]
+            saved = {decode[0](k): decode[1](v) for k, v in self.environ.items()}
+        else:
+            saved = self.environ
+        for key in [k for k in os.environ if k not in saved]:
+            del os.environ[key]
+        for key, value in saved.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
 
 
 class JobRunner:
@@ -245,6 +298,25 @@ class JobRunner:
         self._initialized: Dict[str, Optional[str]] = {}
         #: Why this process should be replaced before its next call, or None.
         self.needs_replacement: Optional[str] = None
+        self._hostname = socket.gethostname()
+        self._pid = os.getpid()
+        #: job id -> (its version mismatch or None, its storage once needed), newest last.
+        self._jobs: "OrderedDict[str, List[Any]]" = OrderedDict()
+
+    def _job_entry(self, job: Dict[str, Any]) -> List[Any]:
+        """What is checked or built once per job: the version check, then the storage."""
+        entry = self._jobs.get(job["job_id"])
+        if entry is None:
+            entry = self._jobs[job["job_id"]] = [version_mismatch(job), None]
+            while len(self._jobs) > self._cache_size:
+                self._jobs.popitem(last=False)
+        return entry
+
+    def _storage(self, job: Dict[str, Any]) -> Storage:
+        entry = self._job_entry(job)
+        if entry[1] is None:
+            entry[1] = storage_from_spec(job["storage"])
+        return entry[1]
     # -- loading ---------------------------------------------------------------------
     def _prepare_function(self, job: Dict[str, Any], storage: Storage) -> Callable:
         """The job's function, loaded once per process, with its module bundle active."""
@@ -324,8 +396,8 @@ class JobRunner:
             "host_submit_timestamp": call.get("host_submit_timestamp"),
             "worker_start_timestamp": start,
             "worker_id": self.worker_id,
-            "worker_hostname": socket.gethostname(),
-            "worker_pid": os.getpid(),
+            "worker_hostname": self._hostname,
+            "worker_pid": self._pid,
             "worker_python": PYTHON,
         }
         status: Dict[str, Any] = {
@@ -343,12 +415,12 @@ class JobRunner:
         stdout, stderr = _TailBuffer(), _TailBuffer()
         call_text: Optional[str] = None
         try:
-            mismatch = version_mismatch(job)
+            mismatch = self._job_entry(job)[0]
             if mismatch:
                 raise RuntimeMismatchError(
                     f"the worker's runtime does not match the client: {mismatch}"
                 )
-            storage = storage or storage_from_spec(job["storage"])
+            storage = storage or self._storage(job)
             with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
                 func = self._prepare_function(job, storage)  # may run the initializer
             args, kwargs = self._load_args(job, call, storage)
@@ -365,7 +437,7 @@ class JobRunner:
                 self._restore(saved, call)
             result_start = time.time()
             try:
-                result_bytes = cloudpickle.dumps(value)
+                result_bytes = dumps_result(value)
             except Exception as exc:
                 raise SerializationError(
                     f"the result of call {call['call_id']} ({type(value).__qualname__}) "
@@ -390,7 +462,7 @@ class JobRunner:
         status["stdout"], status["stderr"] = stdout.getvalue(), stderr.getvalue()
         metadata["worker_end_timestamp"] = time.time()
         if store:
-            storage = storage or storage_from_spec(job["storage"])
+            storage = storage or self._storage(job)
             storage.put(
                 layout.status_key(job["job_id"], call["call_id"]),
                 encode_json(status).encode(),

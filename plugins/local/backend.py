@@ -8,10 +8,10 @@ knows which call a worker is running: if the worker dies, exactly that call fail
 timeout, the worker is killed and that call fails with :class:`CallTimeoutError`.
 
 A call handed to a worker is not committed to it until the worker *claims* it, just before
-running it, by creating the call's claim file (``O_CREAT | O_EXCL``) in the pool's directory.
+running it, by marking the call's slot in its claim file (see ``wrencore_local.claims``).
 A worker that runs out of work steals the unclaimed tail of the busiest worker's batch by
-claiming those calls first, so a stuck or slow worker never holds calls an idle one could
-run, and no call runs twice: the victim skips a call it finds already claimed.
+marking those slots first, so a stuck or slow worker never holds calls an idle one could
+run, and no call runs twice: the victim skips a call whose slot it finds marked.
 
 Each worker is the leader of its own session; at its exit the pool kills what is left in
 its process group, so no process a call started outlives the worker. A worker whose call
@@ -43,6 +43,7 @@ from wrencore.errors import CallTimeoutError, ConfigError, WorkerCrashedError, W
 from wrencore.futures import cancel, claim, complete_from_status
 from wrencore_runtime.storage import Storage
 
+from .claims import SLOTS, ClaimSlots, claims_directory
 from .framing import read_frame, write_frame
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ MAX_BATCH = 256
 class Task:
     job: Dict[str, Any]
     call: Call
-    token: str = ""  # the name of its claim file, set when it is sent to a worker
+    token: int = -1  # its claim slot in its worker's claim file, set when it is sent
 
 
 def kill_process_group(pgid: int) -> None:
@@ -66,29 +67,6 @@ def kill_process_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-class Claims:
-    """Claim files: whoever creates a call's file first (worker or thief) owns the call."""
-
-    def __init__(self, directory: str):
-        self.directory = directory
-        os.makedirs(directory, exist_ok=True)
-        self._tokens = itertools.count()
-
-    def new_token(self, worker_index: int) -> str:
-        return f"{worker_index}-{next(self._tokens)}"
-
-    def take(self, token: str) -> bool:
-        try:
-            os.close(os.open(os.path.join(self.directory, token),
-                             os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        except FileExistsError:
-            return False
-        return True
-
-    def taken(self, token: str) -> bool:
-        return os.path.exists(os.path.join(self.directory, token))
 
 
 class _Worker:
@@ -102,8 +80,10 @@ class _Worker:
         self.current_started = 0.0
         self.kill_reason: Optional[BaseException] = None
         self.outbox: "queue.Queue[Any]" = queue.Queue()
+        self.slots = ClaimSlots(os.path.join(pool.claims_dir, f"worker-{index}"), create=True)
+        self._next_slot = itertools.count()
         env = dict(os.environ, WRENCORE_WORKER_ID=f"local-{os.getpid()}-{index}",
-                   WRENCORE_LOCAL_CLAIMS=pool.claims.directory)
+                   WRENCORE_LOCAL_CLAIMS=self.slots.path)
         env.update(pool.extra_worker_env)
         self.proc = subprocess.Popen(
             [pool.python, "-c", "from wrencore_local.worker import main; raise SystemExit(main())"],
@@ -119,7 +99,8 @@ class _Worker:
 
     @property
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        # The reader thread reaps the process; polling here would cost a system call.
+        return self.proc.returncode is None
 
     @property
     def usable(self) -> bool:
@@ -135,7 +116,8 @@ class _Worker:
         if not self.inflight:
             self.current_started = time.monotonic()
         for task in tasks:
-            task.token = self.pool.claims.new_token(self.index)
+            task.token = next(self._next_slot) % SLOTS
+            self.slots.reset(task.token)
         self.inflight.extend(tasks)
         self.low_water = max(1, len(tasks) // 2)
         self.outbox.put(("tasks", job, [dict(t.call.message, claim=t.token) for t in tasks]))
@@ -189,7 +171,7 @@ class WorkerPool:
         self.extra_worker_env = extra_worker_env or {}
         self.max_tasks_per_child = max_tasks_per_child
         self.workdir = tempfile.mkdtemp(prefix="wrencore-local-")
-        self.claims = Claims(os.path.join(self.workdir, ".claims"))
+        self.claims_dir = claims_directory()
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
         self._pending: Deque[Tuple[Task, Optional[int]]] = collections.deque()
@@ -262,11 +244,10 @@ class WorkerPool:
             victim = max(self._workers, key=lambda w: len(w.inflight))
             if len(victim.inflight) < 2:
                 return
-            stolen: List[Task] = []
-            for task in reversed(list(victim.inflight)[len(victim.inflight) // 2:]):
-                if not self.claims.take(task.token):
-                    break  # the victim got there first; it runs its calls in order
-                stolen.append(task)
+            tail = list(victim.inflight)[len(victim.inflight) // 2:]
+            tail.reverse()
+            # Stops at the first call the victim claimed; it runs its calls in order.
+            stolen = tail[:victim.slots.steal([task.token for task in tail])]
             if not stolen:
                 continue
             for task in stolen:
@@ -321,7 +302,9 @@ class WorkerPool:
             if worker in self._workers:
                 self._workers.remove(worker)
             # The first call was running only if the worker claimed it.
-            failed: Optional[Task] = lost[0] if lost and self.claims.taken(lost[0].token) else None
+            failed: Optional[Task] = lost[0] if lost and worker.slots.claimed(lost[0].token) \
+                else None
+            worker.slots.close(remove=True)
             requeue = lost[1:] if failed is not None else lost
             for task in reversed(requeue):
                 self._pending.appendleft((task, 1))
@@ -383,6 +366,7 @@ class WorkerPool:
         for worker in workers:
             worker.reader.join(max(0.0, deadline + 5 - time.monotonic()))
         shutil.rmtree(self.workdir, ignore_errors=True)
+        shutil.rmtree(self.claims_dir, ignore_errors=True)
 
 
 class LocalBackend(Backend):

@@ -4,12 +4,12 @@ The protocol's pipes are moved off fds 0 and 1 first, so a call (or a C extensio
 that prints to stdout cannot corrupt them. Imports only the runtime.
 
 Frames in:  ``("tasks", job, [call, ...])`` or ``("exit",)``; each call carries ``claim``,
-            the name of its claim file in ``$WRENCORE_LOCAL_CLAIMS``.
+            its slot in this worker's claim file ``$WRENCORE_LOCAL_CLAIMS``.
 Frames out: ``("ready", pid)``, then ``("done", claim, status, result_bytes)`` per call run,
             and ``("retire", reason)`` before exiting when the worker must be replaced.
 
-A call is run only if this worker creates its claim file first; one already claimed was
-taken by another worker and is skipped silently (see ``wrencore_local.backend``).
+A call is run only if this worker marks its claim slot first; one already marked was
+taken by another worker and is skipped silently (see ``wrencore_local.claims``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import sys
 
 from wrencore_runtime.runner import JobRunner
 
+from .claims import ClaimSlots
 from .framing import read_frame, write_frame
 
 
@@ -32,18 +33,9 @@ def _claim_pipes():
     return proto_in, proto_out
 
 
-def _claim(directory: str, token: str) -> bool:
-    try:
-        os.close(os.open(os.path.join(directory, token), os.O_CREAT | os.O_EXCL | os.O_WRONLY,
-                         0o600))
-    except FileExistsError:
-        return False
-    return True
-
-
 def main() -> int:
     proto_in, proto_out = _claim_pipes()
-    claims = os.environ["WRENCORE_LOCAL_CLAIMS"]
+    claims = ClaimSlots(os.environ["WRENCORE_LOCAL_CLAIMS"])
     runner = JobRunner(worker_id=os.environ.get("WRENCORE_WORKER_ID", ""))
     write_frame(proto_out, ("ready", os.getpid()))
     while True:
@@ -56,11 +48,10 @@ def main() -> int:
         _, job, calls = message
         for call in calls:
             token = call["claim"]
-            if not _claim(claims, token):
+            if not claims.claim(token):
                 continue
             outcome = runner.run(job, call, store=False)
             write_frame(proto_out, ("done", token, outcome.status, outcome.result))
-            os.unlink(os.path.join(claims, token))
             if runner.needs_replacement:
                 write_frame(proto_out, ("retire", runner.needs_replacement))
                 return 0
