@@ -185,6 +185,35 @@ _UNCATCHABLE = {getattr(signal, name) for name in ("SIGKILL", "SIGSTOP") if hasa
 # Plain signal numbers, read through the C module: ``signal.getsignal`` converts every
 # number to an enum, which made saving the handlers the dearest part of a short call.
 _SIGNALS = [int(s) for s in signal.valid_signals() if s not in _UNCATCHABLE]
+
+
+class _LimitChanges:
+    """Notes calls of ``resource.setrlimit``/``prlimit`` that set a limit.
+
+    Reading fifteen limits costs fifteen system calls; with this, a restore compares them
+    only after a call set one.
+    """
+
+    changed = False
+    _installed = False
+
+    @classmethod
+    def install(cls) -> None:
+        if cls._installed or resource is None:
+            return
+        cls._installed = True
+        for name, sets_from in (("setrlimit", 0), ("prlimit", 2)):
+            original = getattr(resource, name, None)
+            if original is None:
+                continue
+
+            def noting(*args, _original=original, _sets_from=sets_from, **kwargs):
+                if len(args) > _sets_from or kwargs:
+                    cls.changed = True
+                return _original(*args, **kwargs)
+
+            noting.__doc__, noting.__name__ = original.__doc__, original.__name__
+            setattr(resource, name, noting)
 _getsignal = getattr(_signal, "getsignal", signal.getsignal)
 
 
@@ -204,7 +233,8 @@ class ProcessState:
     resource limits and (in the main thread) Python signal handlers.
 
     :meth:`capture` before a call and :meth:`restore` after it put everything back that can
-    be put back; what cannot (a hard resource limit lowered by an unprivileged process) is
+    be put back (resource limits are compared only when the call set one through
+    :mod:`resource`, the way Python code changes them); what cannot (a hard resource limit lowered by an unprivileged process) is
     returned, so the worker can be replaced instead.
     """
 
@@ -225,6 +255,8 @@ class ProcessState:
         state.environ = _environ_snapshot()
         state.umask = os.umask(0o022)
         os.umask(state.umask)
+        _LimitChanges.install()
+        _LimitChanges.changed = False
         for limit in _RLIMITS:
             state.rlimits[limit] = resource.getrlimit(limit)
         if threading.current_thread() is threading.main_thread():
@@ -247,12 +279,18 @@ class ProcessState:
         if _environ_changed(self.environ):
             self._restore_environ()
         os.umask(self.umask)
+        if not _LimitChanges.changed:
+            return self._restore_handlers(failed)
         for limit, saved in self.rlimits.items():
             if resource.getrlimit(limit) != saved:
                 try:
                     resource.setrlimit(limit, saved)
                 except (ValueError, OSError) as exc:
                     failed.append(f"resource limit {limit} {saved} ({exc})")
+        _LimitChanges.changed = False
+        return self._restore_handlers(failed)
+
+    def _restore_handlers(self, failed: List[str]) -> List[str]:
         for signum, handler in self.handlers.items():
             if _getsignal(signum) is not handler:
                 try:
@@ -278,7 +316,8 @@ class ProcessState:
 class JobRunner:
     """Runs calls; keeps the last few jobs' functions loaded.
 
-    Each call runs between a capture and a restore of :class:`ProcessState`. When a call
+    Each call runs between a capture and a restore of :class:`ProcessState` (captured once
+    and reused while every restore succeeds and no initializer runs). When a call
     changed something that cannot be restored, :attr:`needs_replacement` says what, and a
     worker that can be replaced (a local worker) should exit after reporting the call.
 
@@ -298,6 +337,9 @@ class JobRunner:
         self._initialized: Dict[str, Optional[str]] = {}
         #: Why this process should be replaced before its next call, or None.
         self.needs_replacement: Optional[str] = None
+        #: The state every call returns to, captured once, again after an initializer runs
+        #: or a restore fails; with the thread that captured it.
+        self._baseline: Optional[Tuple[int, ProcessState]] = None
         self._hostname = socket.gethostname()
         self._pid = os.getpid()
         #: job id -> (its version mismatch or None, its storage once needed), newest last.
@@ -318,6 +360,15 @@ class JobRunner:
             entry[1] = storage_from_spec(job["storage"])
         return entry[1]
     # -- loading ---------------------------------------------------------------------
+    def _loaded_function(self, job: Dict[str, Any]) -> Optional[Callable]:
+        """The job's function if it is loaded and its initializer ran; else None."""
+        entry = self._functions.get(f"{job['job_id']}:{job['function_key']}")
+        spec = job.get("initializer")
+        if entry is None or (spec and self._initialized.get(spec["id"], "") is not None):
+            return None
+        self._modules.activate(entry[1], entry[2])
+        return entry[0]
+
     def _prepare_function(self, job: Dict[str, Any], storage: Storage) -> Callable:
         """The job's function, loaded once per process, with its module bundle active."""
         key = f"{job['job_id']}:{job['function_key']}"
@@ -367,6 +418,7 @@ class JobRunner:
             self._initialized[init_id] = failure
             raise InitializerError(failure) from exc
         self._initialized[init_id] = None
+        self._baseline = None  # the state calls return to now includes the initializer's
     @staticmethod
     def _load_args(job: Dict[str, Any], call: Dict[str, Any], storage: Storage):
         data = call.get("args")
@@ -414,6 +466,7 @@ class JobRunner:
         result_bytes: Optional[bytes] = None
         stdout, stderr = _TailBuffer(), _TailBuffer()
         call_text: Optional[str] = None
+        func = args = kwargs = None
         try:
             mismatch = self._job_entry(job)[0]
             if mismatch:
@@ -421,13 +474,14 @@ class JobRunner:
                     f"the worker's runtime does not match the client: {mismatch}"
                 )
             storage = storage or self._storage(job)
-            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-                func = self._prepare_function(job, storage)  # may run the initializer
+            func = self._loaded_function(job)
+            if func is None:
+                with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+                    func = self._prepare_function(job, storage)  # may run the initializer
             args, kwargs = self._load_args(job, call, storage)
-            call_text = describe_call(func, args, kwargs)
             exec_start = time.time()
             metadata["worker_setup_time"] = exec_start - start
-            saved = ProcessState.capture()
+            saved = self._state_to_restore()
             try:
                 with _environment(job.get("extra_env")), _time_limit(job.get("timeout")), \
                         contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
@@ -457,6 +511,9 @@ class JobRunner:
                 # The same initializer failure for every call: no worker-side traceback noise.
                 exc.__traceback__ = None
             status["exception"] = describe_exception(exc)
+            if func is not None and args is not None:
+                # Described when it fails (arguments the call changed show as changed).
+                call_text = describe_call(func, args, kwargs)
             status["exception"]["call"] = call_text
             result_bytes = None
         status["stdout"], status["stderr"] = stdout.getvalue(), stderr.getvalue()
@@ -469,9 +526,17 @@ class JobRunner:
             )
         return CallOutcome(status=status, result=result_bytes)
 
+    def _state_to_restore(self) -> ProcessState:
+        """The state before the call: the baseline, unless another thread captured it."""
+        thread = threading.get_ident()
+        if self._baseline is None or self._baseline[0] != thread:
+            self._baseline = (thread, ProcessState.capture())
+        return self._baseline[1]
+
     def _restore(self, saved: ProcessState, call: Dict[str, Any]) -> None:
         failed = saved.restore()
         if failed:
+            self._baseline = None
             self.needs_replacement = "; ".join(failed)
             logger.warning("call %s changed process state that cannot be restored: %s",
                            call.get("call_id"), self.needs_replacement)

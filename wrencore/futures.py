@@ -11,7 +11,6 @@ import concurrent.futures
 import importlib
 import logging
 import pickle
-import threading
 import time
 from typing import Any, Dict, Optional
 
@@ -54,7 +53,6 @@ class Future(concurrent.futures.Future):
         self.stdout = ""
         self.stderr = ""
         self.attempt = 0
-        self._completion_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<wrencore.Future {self.job_id}/{self.call_id} state={self._state.lower()}>"
@@ -74,7 +72,7 @@ class Future(concurrent.futures.Future):
 
     def _complete(self, *, result: Any = None, exception: Optional[BaseException] = None) -> bool:
         """Complete once; later completions (e.g. a redelivered call) are ignored."""
-        with self._completion_lock:
+        with self._condition:  # reentrant: set_result takes it again
             if self.done():
                 return False
             if self._state == concurrent.futures._base.PENDING:

@@ -34,16 +34,23 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from wrencore.backends import Backend, Call
 from wrencore.config import Config
-from wrencore.errors import CallTimeoutError, ConfigError, WorkerCrashedError, WrenError
+from wrencore.errors import (
+    CallCancelledError,
+    CallTimeoutError,
+    ConfigError,
+    WorkerCrashedError,
+    WrenError,
+)
 from wrencore.futures import cancel, claim, complete_from_status
 from wrencore_runtime.storage import Storage
 
-from .claims import SLOTS, ClaimSlots, claims_directory
+from .claims import CLAIMED, SLOTS, ClaimSlots, claims_directory
 from .framing import read_frame, write_frame
 
 logger = logging.getLogger(__name__)
@@ -138,7 +145,7 @@ class _Worker:
             while True:
                 frame = read_frame(stdout)
                 if frame[0] == "done":
-                    self.pool._on_done(self, frame[1], frame[2], frame[3])
+                    self.pool._on_done(self, frame[1])
                 elif frame[0] == "retire":
                     self.pool._on_retire(self, frame[1])
         except EOFError:
@@ -176,6 +183,8 @@ class WorkerPool:
         self._idle = threading.Condition(self._lock)
         self._pending: Deque[Tuple[Task, Optional[int]]] = collections.deque()
         self._workers: List[_Worker] = []
+        #: Futures of running calls whose worker is being killed to cancel them.
+        self._cancelled: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._closed = False
         self._watchdog: Optional[threading.Thread] = None
         self._next_index = 0
@@ -267,14 +276,16 @@ class WorkerPool:
                 thief.send(tasks[0].job, tasks)
 
     # -- worker events ---------------------------------------------------------------
-    def _on_done(self, worker: _Worker, token: str, status: Dict[str, Any],
-                 result: Optional[bytes]) -> None:
+    def _on_done(self, worker: _Worker,
+                 reports: List[Tuple[int, Dict[str, Any], Optional[bytes]]]) -> None:
+        finished = []
         with self._lock:
-            if not worker.inflight or worker.inflight[0].token != token:
-                logger.error("local worker %d reported a call out of order", worker.index)
-                return
-            task = worker.inflight.popleft()
-            worker.done_count += 1
+            for token, status, result in reports:
+                if not worker.inflight or worker.inflight[0].token != token:
+                    logger.error("local worker %d reported a call out of order", worker.index)
+                    break
+                finished.append((worker.inflight.popleft(), status, result))
+            worker.done_count += len(finished)
             worker.current_started = time.monotonic()
             limit = self.max_tasks_per_child
             if limit is not None and worker.done_count >= limit and not worker.inflight:
@@ -283,7 +294,8 @@ class WorkerPool:
             self._dispatch()
             if not worker.inflight:
                 self._idle.notify_all()
-        complete_from_status(task.call.future, status, result, self.storage)
+        for task, status, result in finished:
+            complete_from_status(task.call.future, status, result, self.storage)
 
     def _on_retire(self, worker: _Worker, reason: str) -> None:
         """The worker exits after its last report; calls it had not started go to others."""
@@ -301,11 +313,15 @@ class WorkerPool:
             worker.inflight.clear()
             if worker in self._workers:
                 self._workers.remove(worker)
-            # The first call was running only if the worker claimed it.
-            failed: Optional[Task] = lost[0] if lost and worker.slots.claimed(lost[0].token) \
-                else None
+            # The call it was running is the one it claimed and had not finished. Calls
+            # before it finished, but their reports died with the worker: they run again.
+            failed: Optional[Task] = next(
+                (t for t in lost if worker.slots.state(t.token) == CLAIMED), None)
             worker.slots.close(remove=True)
-            requeue = lost[1:] if failed is not None else lost
+            requeue = [t for t in lost if t is not failed]
+            # A call cancelled as it finished is not run again.
+            withdrawn = [t for t in requeue if t.call.future in self._cancelled]
+            requeue = [t for t in requeue if t.call.future not in self._cancelled]
             for task in reversed(requeue):
                 self._pending.appendleft((task, 1))
             if not self._closed:
@@ -315,6 +331,9 @@ class WorkerPool:
                 for task in requeue:
                     task.call.future.fail(WrenError("the executor was shut down before this call ran"))
             self._idle.notify_all()
+        for task in withdrawn:
+            task.call.future.fail(CallCancelledError(
+                f"call {task.call.call_id} of job {task.job['job_id']} was cancelled"))
         if failed is not None:
             call = failed.call
             error = worker.kill_reason or WorkerCrashedError(
@@ -338,6 +357,44 @@ class WorkerPool:
                         worker.kill(CallTimeoutError(
                             f"call {task.call.call_id} of job {task.job['job_id']} exceeded "
                             f"its timeout of {limit:g} s; its worker process was killed"))
+
+    # -- cancellation ----------------------------------------------------------------
+    def cancel(self, futures: List[Any], running: bool) -> int:
+        """Cancel queued calls and withdraw those handed to a worker but not started; with
+        ``running``, also kill (and replace) each worker running one of them."""
+        wanted = set(futures)
+        cancelled = 0
+        doomed: List[Task] = []
+        with self._lock:
+            kept: Deque[Tuple[Task, Optional[int]]] = collections.deque()
+            for entry in self._pending:
+                if entry[0].call.future in wanted:
+                    cancelled += cancel(entry[0].call.future)
+                else:
+                    kept.append(entry)
+            self._pending = kept
+            for worker in self._workers:  # handed to a worker: withdrawn unless started
+                mine = [t for t in worker.inflight if t.call.future in wanted]
+                if not mine:
+                    continue
+                withdrawn = set(worker.slots.withdraw([t.token for t in mine]))
+                for task in mine:
+                    if task.token in withdrawn:
+                        worker.inflight.remove(task)
+                        doomed.append(task)
+                    elif running and worker.slots.state(task.token) == CLAIMED:
+                        self._cancelled.add(task.call.future)
+                        worker.kill(CallCancelledError(
+                            f"call {task.call.call_id} of job {task.job['job_id']} was "
+                            f"cancelled while it ran; its worker process was killed"))
+                        cancelled += not task.call.future.done()
+            self._dispatch()
+            self._idle.notify_all()
+        for task in doomed:
+            cancelled += task.call.future.fail(CallCancelledError(
+                f"call {task.call.call_id} of job {task.job['job_id']} was cancelled "
+                f"before it started"))
+        return cancelled
 
     # -- shutdown --------------------------------------------------------------------
     def shutdown(self, wait: bool) -> None:
@@ -406,6 +463,9 @@ class LocalBackend(Backend):
 
     def invoke(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:
         self.pool.enqueue(job, calls, chunksize)
+
+    def cancel(self, *, futures: List[Any], running: bool = True) -> int:
+        return self.pool.cancel(futures, running)
 
     def shutdown(self, wait: bool = True) -> None:
         self.pool.shutdown(wait)

@@ -7,8 +7,10 @@ the call to an idle worker. Every check-and-mark happens under ``flock`` on the 
 no call runs twice; the lock is held for a few instructions, and the kernel releases it
 if its holder dies. A claim costs two system calls, not the creation and removal of a file.
 
-A slot keeps its mark after the call ends, so once a worker has died the pool can tell the
-call it was running (claimed, never reported) from the calls it had not started.
+When the call ends the worker marks its slot ``DONE`` (no lock: a thief only ever changes
+``FREE`` slots), before it reports the call. So once a worker has died the pool can tell
+the call it was running (``CLAIMED``) from calls that finished but whose reports died with
+it (``DONE``) and calls it had not started.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import mmap
 import os
 import time
 
-FREE, CLAIMED, STOLEN = 0, 1, 2
+FREE, CLAIMED, STOLEN, DONE = 0, 1, 2, 3
 #: Slots per worker, used round-robin; far more than the calls a worker holds at once.
 SLOTS = 1 << 16
 
@@ -88,8 +90,23 @@ class ClaimSlots:
         finally:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
 
-    def claimed(self, slot: int) -> bool:
-        return self.map[slot] == CLAIMED
+    def withdraw(self, slots) -> list:
+        """Mark each free slot of ``slots`` stolen; return the slots marked."""
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            taken = [slot for slot in slots if self.map[slot] == FREE]
+            for slot in taken:
+                self.map[slot] = STOLEN
+            return taken
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def finish(self, slot: int) -> None:
+        """The worker's mark that the call ended (before it reports it)."""
+        self.map[slot] = DONE
+
+    def state(self, slot: int) -> int:
+        return self.map[slot]
 
     def close(self, *, remove: bool = False) -> None:
         try:
