@@ -18,6 +18,7 @@ seconds and ``…_timestamp`` a Unix timestamp.
 
 from __future__ import annotations
 
+import _signal
 import contextlib
 import io
 import logging
@@ -90,6 +91,35 @@ def describe_exception(exc: BaseException) -> Dict[str, Any]:
     }
 
 
+#: Types pickled the same by ``pickle`` and cloudpickle (no code, no classes by value).
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex, bytearray})
+_PLAIN_CONTAINERS = frozenset({tuple, list, dict, set, frozenset})
+
+
+def is_plain(value: Any, budget: int = 64) -> bool:
+    """True if ``value`` is built only of plain data (small enough to check quickly).
+
+    Such values pickle identically with the standard pickler, which is many times faster
+    than creating a cloudpickle pickler for each call's arguments or result.
+    """
+    kind = type(value)
+    if kind in _PLAIN:
+        return True
+    if kind not in _PLAIN_CONTAINERS or len(value) > budget:
+        return False
+    items = value.items() if kind is dict else value
+    if kind is dict:
+        return all(type(k) in _PLAIN and is_plain(v, budget // 2) for k, v in items)
+    return all(type(v) in _PLAIN or is_plain(v, budget // 2) for v in items)
+
+
+def dumps_result(value: Any) -> bytes:
+    """Pickle a call's result: plain data with the standard pickler, the rest by cloudpickle."""
+    if is_plain(value):
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return cloudpickle.dumps(value)
+
+
 _call_repr = reprlib.Repr()
 _call_repr.maxstring = _call_repr.maxother = 60
 _call_repr.maxlevel = 2
@@ -153,6 +183,50 @@ def _time_limit(seconds: Optional[float]):
 _RLIMITS = sorted({getattr(resource, name) for name in dir(resource)
                    if name.startswith("RLIMIT_")}) if resource is not None else []
 _UNCATCHABLE = {getattr(signal, name) for name in ("SIGKILL", "SIGSTOP") if hasattr(signal, name)}
+# Plain signal numbers, read through the C module: ``signal.getsignal`` converts every
+# number to an enum, which made saving the handlers the dearest part of a short call.
+_SIGNALS = [int(s) for s in signal.valid_signals() if s not in _UNCATCHABLE]
+
+
+class _LimitChanges:
+    """Notes calls of ``resource.setrlimit``/``prlimit`` that set a limit.
+
+    Reading fifteen limits costs fifteen system calls; with this, a restore compares them
+    only after a call set one.
+    """
+
+    changed = False
+    _installed = False
+
+    @classmethod
+    def install(cls) -> None:
+        if cls._installed or resource is None:
+            return
+        cls._installed = True
+        for name, sets_from in (("setrlimit", 0), ("prlimit", 2)):
+            original = getattr(resource, name, None)
+            if original is None:
+                continue
+
+            def noting(*args, _original=original, _sets_from=sets_from, **kwargs):
+                if len(args) > _sets_from or kwargs:
+                    cls.changed = True
+                return _original(*args, **kwargs)
+
+            noting.__doc__, noting.__name__ = original.__doc__, original.__name__
+            setattr(resource, name, noting)
+_getsignal = getattr(_signal, "getsignal", signal.getsignal)
+
+
+def _environ_snapshot() -> Dict[Any, Any]:
+    """A copy of the environment; of ``os.environ``'s raw (encoded) dict where it has one."""
+    raw = getattr(os.environ, "_data", None)
+    return dict(raw) if isinstance(raw, dict) else dict(os.environ)
+
+
+def _environ_changed(saved: Dict[Any, Any]) -> bool:
+    raw = getattr(os.environ, "_data", None)
+    return (raw if isinstance(raw, dict) else dict(os.environ)) != saved
 
 
 class ProcessState:
@@ -160,13 +234,14 @@ class ProcessState:
     resource limits and (in the main thread) Python signal handlers.
 
     :meth:`capture` before a call and :meth:`restore` after it put everything back that can
-    be put back; what cannot (a hard resource limit lowered by an unprivileged process) is
+    be put back (resource limits are compared only when the call set one through
+    :mod:`resource`, the way Python code changes them); what cannot (a hard resource limit lowered by an unprivileged process) is
     returned, so the worker can be replaced instead.
     """
 
     def __init__(self) -> None:
         self.cwd: Optional[str] = None
-        self.environ: Dict[str, str] = {}
+        self.environ: Dict[Any, Any] = {}
         self.umask = 0
         self.rlimits: Dict[int, Tuple[int, int]] = {}
         self.handlers: Dict[int, Any] = {}
@@ -178,18 +253,19 @@ class ProcessState:
             state.cwd = os.getcwd()
         except OSError:
             state.cwd = None
-        state.environ = dict(os.environ)
+        state.environ = _environ_snapshot()
         state.umask = os.umask(0o022)
         os.umask(state.umask)
+        _LimitChanges.install()
+        _LimitChanges.changed = False
         for limit in _RLIMITS:
             state.rlimits[limit] = resource.getrlimit(limit)
         if threading.current_thread() is threading.main_thread():
-            for signum in signal.valid_signals():
-                if signum in _UNCATCHABLE:
-                    continue
-                handler = signal.getsignal(signum)
+            handlers = state.handlers
+            for signum in _SIGNALS:
+                handler = _getsignal(signum)
                 if handler is not None:
-                    state.handlers[signum] = handler
+                    handlers[signum] = handler
         return state
 
     def restore(self) -> List[str]:
@@ -201,32 +277,48 @@ class ProcessState:
                     os.chdir(self.cwd)
             except OSError as exc:
                 failed.append(f"working directory {self.cwd} ({exc})")
-        if os.environ != self.environ:
-            for key in [k for k in os.environ if k not in self.environ]:
-                del os.environ[key]
-            for key, value in self.environ.items():
-                if os.environ.get(key) != value:
-                    os.environ[key] = value
+        if _environ_changed(self.environ):
+            self._restore_environ()
         os.umask(self.umask)
+        if not _LimitChanges.changed:
+            return self._restore_handlers(failed)
         for limit, saved in self.rlimits.items():
             if resource.getrlimit(limit) != saved:
                 try:
                     resource.setrlimit(limit, saved)
                 except (ValueError, OSError) as exc:
                     failed.append(f"resource limit {limit} {saved} ({exc})")
+        _LimitChanges.changed = False
+        return self._restore_handlers(failed)
+
+    def _restore_handlers(self, failed: List[str]) -> List[str]:
         for signum, handler in self.handlers.items():
-            if signal.getsignal(signum) is not handler:
+            if _getsignal(signum) is not handler:
                 try:
                     signal.signal(signum, handler)
                 except (ValueError, OSError, TypeError) as exc:
                     failed.append(f"signal handler {signum} ({exc})")
         return failed
 
+    def _restore_environ(self) -> None:
+        raw = getattr(os.environ, "_data", None)
+        if isinstance(raw, dict):
+            decode = os.environ.decodekey, os.environ.decodevalue  # type: ignore[attr-defined]
+            saved = {decode[0](k): decode[1](v) for k, v in self.environ.items()}
+        else:
+            saved = self.environ
+        for key in [k for k in os.environ if k not in saved]:
+            del os.environ[key]
+        for key, value in saved.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
+
 
 class JobRunner:
     """Runs calls; keeps the last few jobs' functions loaded.
 
-    Each call runs between a capture and a restore of :class:`ProcessState`. When a call
+    Each call runs between a capture and a restore of :class:`ProcessState` (captured once
+    and reused while every restore succeeds and no initializer runs). When a call
     changed something that cannot be restored, :attr:`needs_replacement` says what, and a
     worker that can be replaced (a local worker) should exit after reporting the call.
 
@@ -247,6 +339,13 @@ class JobRunner:
         #: Why this process should be replaced before its next call, or None.
         self.needs_replacement: Optional[str] = None
         self._runtimes_checked: Dict[str, Optional[str]] = {}
+        #: The state every call returns to, captured once, again after an initializer runs
+        #: or a restore fails; with the thread that captured it.
+        self._baseline: Optional[Tuple[int, ProcessState]] = None
+        self._hostname = socket.gethostname()
+        self._pid = os.getpid()
+        #: job id -> (its version mismatch or None, its storage once needed), newest last.
+        self._jobs: "OrderedDict[str, List[Any]]" = OrderedDict()
 
     def _runtime_mismatch(self, job: Dict[str, Any]) -> Optional[str]:
         """Checked once per runtime and process: does this process run the job's runtime?"""
@@ -257,7 +356,31 @@ class JobRunner:
             self._runtimes_checked[runtime["hash"]] = environment_mismatch(runtime)
         return self._runtimes_checked[runtime["hash"]]
 
+    def _job_entry(self, job: Dict[str, Any]) -> List[Any]:
+        """What is checked or built once per job: the version check, then the storage."""
+        entry = self._jobs.get(job["job_id"])
+        if entry is None:
+            entry = self._jobs[job["job_id"]] = [version_mismatch(job), None]
+            while len(self._jobs) > self._cache_size:
+                self._jobs.popitem(last=False)
+        return entry
+
+    def _storage(self, job: Dict[str, Any]) -> Storage:
+        entry = self._job_entry(job)
+        if entry[1] is None:
+            entry[1] = storage_from_spec(job["storage"])
+        return entry[1]
+
     # -- loading ---------------------------------------------------------------------
+    def _loaded_function(self, job: Dict[str, Any]) -> Optional[Callable]:
+        """The job's function if it is loaded and its initializer ran; else None."""
+        entry = self._functions.get(f"{job['job_id']}:{job['function_key']}")
+        spec = job.get("initializer")
+        if entry is None or (spec and self._initialized.get(spec["id"], "") is not None):
+            return None
+        self._modules.activate(entry[1], entry[2])
+        return entry[0]
+
     def _prepare_function(self, job: Dict[str, Any], storage: Storage) -> Callable:
         """The job's function, loaded once per process, with its module bundle active."""
         key = f"{job['job_id']}:{job['function_key']}"
@@ -307,6 +430,7 @@ class JobRunner:
             self._initialized[init_id] = failure
             raise InitializerError(failure) from exc
         self._initialized[init_id] = None
+        self._baseline = None  # the state calls return to now includes the initializer's
     @staticmethod
     def _load_args(job: Dict[str, Any], call: Dict[str, Any], storage: Storage):
         data = call.get("args")
@@ -336,8 +460,8 @@ class JobRunner:
             "host_submit_timestamp": call.get("host_submit_timestamp"),
             "worker_start_timestamp": start,
             "worker_id": self.worker_id,
-            "worker_hostname": socket.gethostname(),
-            "worker_pid": os.getpid(),
+            "worker_hostname": self._hostname,
+            "worker_pid": self._pid,
             "worker_python": PYTHON,
         }
         status: Dict[str, Any] = {
@@ -354,20 +478,22 @@ class JobRunner:
         result_bytes: Optional[bytes] = None
         stdout, stderr = _TailBuffer(), _TailBuffer()
         call_text: Optional[str] = None
+        func = args = kwargs = None
         try:
-            mismatch = version_mismatch(job) or self._runtime_mismatch(job)
+            mismatch = self._job_entry(job)[0] or self._runtime_mismatch(job)
             if mismatch:
                 raise RuntimeMismatchError(
                     f"the worker's runtime does not match the client: {mismatch}"
                 )
-            storage = storage or storage_from_spec(job["storage"])
-            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-                func = self._prepare_function(job, storage)  # may run the initializer
+            storage = storage or self._storage(job)
+            func = self._loaded_function(job)
+            if func is None:
+                with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+                    func = self._prepare_function(job, storage)  # may run the initializer
             args, kwargs = self._load_args(job, call, storage)
-            call_text = describe_call(func, args, kwargs)
             exec_start = time.time()
             metadata["worker_setup_time"] = exec_start - start
-            saved = ProcessState.capture()
+            saved = self._state_to_restore()
             try:
                 with _environment(job.get("extra_env")), _time_limit(job.get("timeout")), \
                         contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
@@ -377,7 +503,7 @@ class JobRunner:
                 self._restore(saved, call)
             result_start = time.time()
             try:
-                result_bytes = cloudpickle.dumps(value)
+                result_bytes = dumps_result(value)
             except Exception as exc:
                 raise SerializationError(
                     f"the result of call {call['call_id']} ({type(value).__qualname__}) "
@@ -397,21 +523,32 @@ class JobRunner:
                 # The same initializer failure for every call: no worker-side traceback noise.
                 exc.__traceback__ = None
             status["exception"] = describe_exception(exc)
+            if func is not None and args is not None:
+                # Described when it fails (arguments the call changed show as changed).
+                call_text = describe_call(func, args, kwargs)
             status["exception"]["call"] = call_text
             result_bytes = None
         status["stdout"], status["stderr"] = stdout.getvalue(), stderr.getvalue()
         metadata["worker_end_timestamp"] = time.time()
         if store:
-            storage = storage or storage_from_spec(job["storage"])
+            storage = storage or self._storage(job)
             storage.put(
                 layout.status_key(job["job_id"], call["call_id"], call.get("attempt", 0)),
                 encode_json(status).encode(),
             )
         return CallOutcome(status=status, result=result_bytes)
 
+    def _state_to_restore(self) -> ProcessState:
+        """The state before the call: the baseline, unless another thread captured it."""
+        thread = threading.get_ident()
+        if self._baseline is None or self._baseline[0] != thread:
+            self._baseline = (thread, ProcessState.capture())
+        return self._baseline[1]
+
     def _restore(self, saved: ProcessState, call: Dict[str, Any]) -> None:
         failed = saved.restore()
         if failed:
+            self._baseline = None
             self.needs_replacement = "; ".join(failed)
             logger.warning("call %s changed process state that cannot be restored: %s",
                            call.get("call_id"), self.needs_replacement)

@@ -40,7 +40,7 @@ from .errors import (
     WorkerCrashedError,
     WrenError,
 )
-from .executor import Executor
+from .executor import Executor, cancel_on_interrupt, job_ids_of
 from .futures import Future
 
 __version__ = "0.1.0"
@@ -216,13 +216,29 @@ def wait(fs: Iterable[concurrent.futures.Future], timeout: Optional[float] = Non
     Returns:
         ``(done, not_done)`` sets.
     """
-    return concurrent.futures.wait(fs, timeout=timeout, return_when=return_when)
+    fs = list(fs)
+    with cancel_on_interrupt(job_ids_of(fs)):
+        return concurrent.futures.wait(fs, timeout=timeout, return_when=return_when)
 
 
 def as_completed(fs: Iterable[concurrent.futures.Future],
                  timeout: Optional[float] = None) -> Iterator[concurrent.futures.Future]:
     """Yield futures as they complete; same contract as :func:`concurrent.futures.as_completed`."""
-    return concurrent.futures.as_completed(fs, timeout=timeout)
+    fs = list(fs)
+    job_ids = job_ids_of(fs)
+    completed = concurrent.futures.as_completed(fs, timeout=timeout)
+    del fs
+
+    def yielding() -> Iterator[concurrent.futures.Future]:
+        while True:
+            with cancel_on_interrupt(job_ids):
+                try:
+                    future = next(completed)
+                except StopIteration:
+                    return
+            yield future
+
+    return yielding()
 
 
 def get_all_results(fs: Iterable[concurrent.futures.Future],
@@ -236,7 +252,8 @@ def get_all_results(fs: Iterable[concurrent.futures.Future],
         TimeoutError: not all finished within ``timeout``.
     """
     futures = list(fs)
-    done, not_done = concurrent.futures.wait(futures, timeout=timeout)
+    with cancel_on_interrupt(job_ids_of(futures)):
+        done, not_done = concurrent.futures.wait(futures, timeout=timeout)
     if not_done:
         raise TimeoutError(f"{len(not_done)} of {len(futures)} calls unfinished after {timeout} s")
     return [f.result() for f in futures]

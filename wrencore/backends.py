@@ -16,6 +16,7 @@ from wrencore_runtime.storage import Storage
 from .config import Config
 from .errors import ConfigError
 from .futures import Future
+from .futures import cancel as cancel_future
 
 
 @dataclass
@@ -81,6 +82,20 @@ class Backend(abc.ABC):
                 f"the {type(self).__name__} backend does not manage a pool of worker processes, "
                 f"so it cannot honour {', '.join(sorted(given))}; size it through its own "
                 f"configuration section instead")
+
+    def cancel(self, *, futures: List[Future], running: bool = True) -> int:
+        """Cancel calls of this backend; return how many were cancelled.
+
+        Calls not started must end ``cancelled()`` and never start. With ``running``, calls
+        already started are also stopped where the backend can, and their futures end with
+        :class:`~wrencore.errors.CallCancelledError`; where it cannot, the call runs on but
+        its future still ends that way at once, and its outcome is ignored. This default
+        cancels only what has not started.
+
+        :param futures: futures of calls this backend was given; others are ignored.
+        :param running: also stop calls that already started.
+        """
+        return sum(1 for future in futures if cancel_future(future))
 
     def preflight(self, job: Dict[str, Any]) -> None:
         """Check, before any call of ``job`` is invoked, that it can run (e.g. versions)."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import concurrent.futures.thread  # noqa: F401  (its exit hook must be registered before ours)
+import contextlib
 import hashlib
 import itertools
 import logging
+import os
 import sys
 import threading
 import time
@@ -46,16 +48,18 @@ class _Lifecycle:
 
     def __init__(self, backend: Backend):
         self.backend = backend
+        self.pid = os.getpid()
         self.pending: Set[Future] = set()
         self.closed = False
         self.released = False
         self._release_done = threading.Event()
         self._lock = threading.Lock()
 
-    def track(self, future: Future) -> None:
+    def track(self, futures: List[Future]) -> None:
         with self._lock:
-            self.pending.add(future)
-        future.add_done_callback(self._finished)
+            self.pending.update(futures)
+        for future in futures:
+            future.add_done_callback(self._finished)
 
     def _finished(self, future: concurrent.futures.Future) -> None:
         with self._lock:
@@ -98,7 +102,12 @@ class _Lifecycle:
                 "the interpreter was interrupted while waiting for this call at exit"))
 
     def release(self, wait: bool) -> None:
-        """Shut the backend down once; with ``wait``, also wait for a release in progress."""
+        """Shut the backend down once; with ``wait``, also wait for a release in progress.
+
+        Never in a forked child: its copy of the backend names the parent's workers.
+        """
+        if os.getpid() != self.pid:
+            return
         with self._lock:
             first = not self.released
             self.released = True
@@ -142,6 +151,42 @@ def _wait_at_exit() -> None:
 # Exit hooks run in reverse order of registration: ours runs before the stdlib thread pools
 # stop taking work, which the backends' invoke and status-fetch pools still need.
 threading._register_atexit(_wait_at_exit)  # type: ignore[attr-defined]
+# A forked child (a fork-context ProcessPoolExecutor or multiprocessing.Pool worker) runs
+# the exit hooks when it ends; the executors it inherited are its parent's to release.
+os.register_at_fork(after_in_child=_live.clear)
+
+
+def job_ids_of(futures: Iterable[concurrent.futures.Future]) -> Set[str]:
+    return {getattr(f, "job_id", "") for f in futures} - {""}
+
+
+def cancel_jobs(job_ids: Set[str]) -> int:
+    """Cancel every unfinished call of these jobs, running ones too where their backend
+    can; return how many were cancelled."""
+    cancelled = 0
+    for lifecycle in list(_live):
+        mine = [f for f in lifecycle.snapshot() if f.job_id in job_ids and not f.done()]
+        if not mine:
+            continue
+        try:
+            cancelled += lifecycle.backend.cancel(futures=mine, running=True)
+        except Exception:
+            logger.exception("cancelling %d calls on the %s backend failed", len(mine),
+                             type(lifecycle.backend).__name__)
+    return cancelled
+
+
+@contextlib.contextmanager
+def cancel_on_interrupt(job_ids: Set[str]) -> Iterator[None]:
+    """On Ctrl-C in the block: cancel the rest of these jobs, say so in one line on
+    stderr, and re-raise the KeyboardInterrupt."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        count = cancel_jobs(job_ids)
+        print(f"wrencore: interrupted; cancelled {count} call{'' if count == 1 else 's'}",
+              file=sys.stderr, flush=True)
+        raise
 
 
 def _result_or_cancel(future: Future, timeout: Optional[float]) -> Any:
@@ -401,9 +446,9 @@ class Executor(concurrent.futures.Executor):
             self._attempts.adopt(job, calls, retry, backup)
         finished_hook = self._pm.hook.wrencore_call_finished
         notify = bool(finished_hook.get_hookimpls())
-        for call in calls:
-            self._lifecycle.track(call.future)
-            if notify:
+        self._lifecycle.track([call.future for call in calls])
+        if notify:
+            for call in calls:
                 call.future.add_done_callback(
                     lambda f: finished_hook(future=f, metadata=f.metadata))
         self._pm.hook.wrencore_before_invoke(backend=self.backend_name, job=job,
@@ -503,16 +548,39 @@ class Executor(concurrent.futures.Executor):
         deadline = None if timeout is None else time.monotonic() + timeout
         futures.reverse()
 
+        job_ids = job_ids_of(futures[-1:])  # for Ctrl-C
+
         def results() -> Iterator[Any]:
             try:
                 while futures:
                     remaining = None if deadline is None else deadline - time.monotonic()
-                    yield _result_or_cancel(futures.pop(), remaining)
+                    with cancel_on_interrupt(job_ids):
+                        yield _result_or_cancel(futures.pop(), remaining)
             finally:
                 for future in futures:
                     cancel_future(future)
 
         return results()
+
+    def cancel(self, futures: Iterable[concurrent.futures.Future], *, running: bool = True) -> int:
+        """Cancel calls of this executor; return how many were cancelled.
+
+        Calls not started end ``cancelled()``, as with ``future.cancel()``. With
+        ``running``, calls already running are stopped where the backend can (local: their
+        worker process is killed and replaced; aws_sqs_ec2: the worker stops the call;
+        aws_lambda: chunk calls not yet started are skipped) and their futures end with
+        :class:`CallCancelledError` at once, whether or not the call could be stopped.
+        Futures already done, or of other executors, are left alone.
+
+        Args:
+            futures: the futures to cancel.
+            running: also stop calls that already started.
+        """
+        mine = set(self._lifecycle.snapshot())
+        targets = [f for f in futures if f in mine and not f.done()]
+        if not targets:
+            return 0
+        return self.backend.cancel(futures=targets, running=running)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False,
                  cleanup: bool = False) -> None:

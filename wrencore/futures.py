@@ -15,7 +15,6 @@ import concurrent.futures
 import importlib
 import logging
 import pickle
-import threading
 import time
 from typing import Any, Dict, Optional
 
@@ -92,6 +91,8 @@ class Future(concurrent.futures.Future):
         ``attempt`` is the attempt the outcome belongs to (None: every attempt running). An
         attempt policy may hold a failure back to run the call again; then this returns False.
         """
+        # Not self._condition: the attempt policy takes its own lock here, and holds it while
+        # asking done(), which takes self._condition.
         with self._completion_lock:
             if self.done():
                 return False

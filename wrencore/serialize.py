@@ -21,6 +21,7 @@ from collections import ChainMap
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import cloudpickle
+from wrencore_runtime.runner import is_plain
 from wrencore_runtime.sources import load_code
 
 from .errors import SerializationError
@@ -262,7 +263,13 @@ def dumps_function(func: Any, *, initializer: Optional[bytes] = None) -> bytes:
 
 
 def dumps_args(args: tuple, kwargs: dict, call_id: str) -> bytes:
-    """Pickle one call's arguments; wrap many calls in :func:`local_modules_by_value`."""
+    """Pickle one call's arguments; wrap many calls in :func:`local_modules_by_value`.
+
+    Plain data (numbers, strings, bytes and small containers of them) pickles the same
+    with the standard pickler, which is an order of magnitude cheaper per call.
+    """
+    if is_plain(args) and (not kwargs or is_plain(kwargs)):
+        return pickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
     try:
         return dumps((args, kwargs))
     except Exception as exc:

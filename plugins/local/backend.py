@@ -8,10 +8,10 @@ knows which call a worker is running: if the worker dies, exactly that call fail
 timeout, the worker is killed and that call fails with :class:`CallTimeoutError`.
 
 A call handed to a worker is not committed to it until the worker *claims* it, just before
-running it, by creating the call's claim file (``O_CREAT | O_EXCL``) in the pool's directory.
+running it, by marking the call's slot in its claim file (see ``wrencore_local.claims``).
 A worker that runs out of work steals the unclaimed tail of the busiest worker's batch by
-claiming those calls first, so a stuck or slow worker never holds calls an idle one could
-run, and no call runs twice: the victim skips a call it finds already claimed.
+marking those slots first, so a stuck or slow worker never holds calls an idle one could
+run, and no call runs twice: the victim skips a call whose slot it finds marked.
 
 Each worker is the leader of its own session; at its exit the pool kills what is left in
 its process group, so no process a call started outlives the worker. A worker whose call
@@ -34,15 +34,23 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from wrencore.backends import Backend, Call
 from wrencore.config import Config
-from wrencore.errors import CallTimeoutError, ConfigError, WorkerCrashedError, WrenError
+from wrencore.errors import (
+    CallCancelledError,
+    CallTimeoutError,
+    ConfigError,
+    WorkerCrashedError,
+    WrenError,
+)
 from wrencore.futures import cancel, claim, complete_from_status
 from wrencore_runtime.storage import Storage
 
+from .claims import CLAIMED, SLOTS, ClaimSlots, claims_directory
 from .framing import read_frame, write_frame
 
 logger = logging.getLogger(__name__)
@@ -57,7 +65,7 @@ MAX_BATCH = 256
 class Task:
     job: Dict[str, Any]
     call: Call
-    token: str = ""  # the name of its claim file, set when it is sent to a worker
+    token: int = -1  # its claim slot in its worker's claim file, set when it is sent
 
 
 def kill_process_group(pgid: int) -> None:
@@ -66,29 +74,6 @@ def kill_process_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-class Claims:
-    """Claim files: whoever creates a call's file first (worker or thief) owns the call."""
-
-    def __init__(self, directory: str):
-        self.directory = directory
-        os.makedirs(directory, exist_ok=True)
-        self._tokens = itertools.count()
-
-    def new_token(self, worker_index: int) -> str:
-        return f"{worker_index}-{next(self._tokens)}"
-
-    def take(self, token: str) -> bool:
-        try:
-            os.close(os.open(os.path.join(self.directory, token),
-                             os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        except FileExistsError:
-            return False
-        return True
-
-    def taken(self, token: str) -> bool:
-        return os.path.exists(os.path.join(self.directory, token))
 
 
 class _Worker:
@@ -102,8 +87,10 @@ class _Worker:
         self.current_started = 0.0
         self.kill_reason: Optional[BaseException] = None
         self.outbox: "queue.Queue[Any]" = queue.Queue()
+        self.slots = ClaimSlots(os.path.join(pool.claims_dir, f"worker-{index}"), create=True)
+        self._next_slot = itertools.count()
         env = dict(os.environ, WRENCORE_WORKER_ID=f"local-{os.getpid()}-{index}",
-                   WRENCORE_LOCAL_CLAIMS=pool.claims.directory)
+                   WRENCORE_LOCAL_CLAIMS=self.slots.path)
         env.update(pool.extra_worker_env)
         self.proc = subprocess.Popen(
             [pool.python, "-c", "from wrencore_local.worker import main; raise SystemExit(main())"],
@@ -119,7 +106,8 @@ class _Worker:
 
     @property
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        # The reader thread reaps the process; polling here would cost a system call.
+        return self.proc.returncode is None
 
     @property
     def usable(self) -> bool:
@@ -135,7 +123,8 @@ class _Worker:
         if not self.inflight:
             self.current_started = time.monotonic()
         for task in tasks:
-            task.token = self.pool.claims.new_token(self.index)
+            task.token = next(self._next_slot) % SLOTS
+            self.slots.reset(task.token)
         self.inflight.extend(tasks)
         self.low_water = max(1, len(tasks) // 2)
         self.outbox.put(("tasks", job, [dict(t.call.message, claim=t.token) for t in tasks]))
@@ -156,7 +145,7 @@ class _Worker:
             while True:
                 frame = read_frame(stdout)
                 if frame[0] == "done":
-                    self.pool._on_done(self, frame[1], frame[2], frame[3])
+                    self.pool._on_done(self, frame[1])
                 elif frame[0] == "retire":
                     self.pool._on_retire(self, frame[1])
         except EOFError:
@@ -189,11 +178,13 @@ class WorkerPool:
         self.extra_worker_env = extra_worker_env or {}
         self.max_tasks_per_child = max_tasks_per_child
         self.workdir = tempfile.mkdtemp(prefix="wrencore-local-")
-        self.claims = Claims(os.path.join(self.workdir, ".claims"))
+        self.claims_dir = claims_directory()
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
         self._pending: Deque[Tuple[Task, Optional[int]]] = collections.deque()
         self._workers: List[_Worker] = []
+        #: Futures of running calls whose worker is being killed to cancel them.
+        self._cancelled: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._closed = False
         self._watchdog: Optional[threading.Thread] = None
         self._next_index = 0
@@ -262,11 +253,10 @@ class WorkerPool:
             victim = max(self._workers, key=lambda w: len(w.inflight))
             if len(victim.inflight) < 2:
                 return
-            stolen: List[Task] = []
-            for task in reversed(list(victim.inflight)[len(victim.inflight) // 2:]):
-                if not self.claims.take(task.token):
-                    break  # the victim got there first; it runs its calls in order
-                stolen.append(task)
+            tail = list(victim.inflight)[len(victim.inflight) // 2:]
+            tail.reverse()
+            # Stops at the first call the victim claimed; it runs its calls in order.
+            stolen = tail[:victim.slots.steal([task.token for task in tail])]
             if not stolen:
                 continue
             for task in stolen:
@@ -286,14 +276,16 @@ class WorkerPool:
                 thief.send(tasks[0].job, tasks)
 
     # -- worker events ---------------------------------------------------------------
-    def _on_done(self, worker: _Worker, token: str, status: Dict[str, Any],
-                 result: Optional[bytes]) -> None:
+    def _on_done(self, worker: _Worker,
+                 reports: List[Tuple[int, Dict[str, Any], Optional[bytes]]]) -> None:
+        finished = []
         with self._lock:
-            if not worker.inflight or worker.inflight[0].token != token:
-                logger.error("local worker %d reported a call out of order", worker.index)
-                return
-            task = worker.inflight.popleft()
-            worker.done_count += 1
+            for token, status, result in reports:
+                if not worker.inflight or worker.inflight[0].token != token:
+                    logger.error("local worker %d reported a call out of order", worker.index)
+                    break
+                finished.append((worker.inflight.popleft(), status, result))
+            worker.done_count += len(finished)
             worker.current_started = time.monotonic()
             limit = self.max_tasks_per_child
             if limit is not None and worker.done_count >= limit and not worker.inflight:
@@ -302,7 +294,8 @@ class WorkerPool:
             self._dispatch()
             if not worker.inflight:
                 self._idle.notify_all()
-        complete_from_status(task.call.future, status, result, self.storage)
+        for task, status, result in finished:
+            complete_from_status(task.call.future, status, result, self.storage)
 
     def _on_retire(self, worker: _Worker, reason: str) -> None:
         """The worker exits after its last report; calls it had not started go to others."""
@@ -320,9 +313,15 @@ class WorkerPool:
             worker.inflight.clear()
             if worker in self._workers:
                 self._workers.remove(worker)
-            # The first call was running only if the worker claimed it.
-            failed: Optional[Task] = lost[0] if lost and self.claims.taken(lost[0].token) else None
-            requeue = lost[1:] if failed is not None else lost
+            # The call it was running is the one it claimed and had not finished. Calls
+            # before it finished, but their reports died with the worker: they run again.
+            failed: Optional[Task] = next(
+                (t for t in lost if worker.slots.state(t.token) == CLAIMED), None)
+            worker.slots.close(remove=True)
+            requeue = [t for t in lost if t is not failed]
+            # A call cancelled as it finished is not run again.
+            withdrawn = [t for t in requeue if t.call.future in self._cancelled]
+            requeue = [t for t in requeue if t.call.future not in self._cancelled]
             for task in reversed(requeue):
                 self._pending.appendleft((task, 1))
             if not self._closed:
@@ -332,6 +331,9 @@ class WorkerPool:
                 for task in requeue:
                     task.call.future.fail(WrenError("the executor was shut down before this call ran"))
             self._idle.notify_all()
+        for task in withdrawn:
+            task.call.future.fail(CallCancelledError(
+                f"call {task.call.call_id} of job {task.job['job_id']} was cancelled"))
         if failed is not None:
             call = failed.call
             error = worker.kill_reason or WorkerCrashedError(
@@ -355,6 +357,44 @@ class WorkerPool:
                         worker.kill(CallTimeoutError(
                             f"call {task.call.call_id} of job {task.job['job_id']} exceeded "
                             f"its timeout of {limit:g} s; its worker process was killed"))
+
+    # -- cancellation ----------------------------------------------------------------
+    def cancel(self, futures: List[Any], running: bool) -> int:
+        """Cancel queued calls and withdraw those handed to a worker but not started; with
+        ``running``, also kill (and replace) each worker running one of them."""
+        wanted = set(futures)
+        cancelled = 0
+        doomed: List[Task] = []
+        with self._lock:
+            kept: Deque[Tuple[Task, Optional[int]]] = collections.deque()
+            for entry in self._pending:
+                if entry[0].call.future in wanted:
+                    cancelled += cancel(entry[0].call.future)
+                else:
+                    kept.append(entry)
+            self._pending = kept
+            for worker in self._workers:  # handed to a worker: withdrawn unless started
+                mine = [t for t in worker.inflight if t.call.future in wanted]
+                if not mine:
+                    continue
+                withdrawn = set(worker.slots.withdraw([t.token for t in mine]))
+                for task in mine:
+                    if task.token in withdrawn:
+                        worker.inflight.remove(task)
+                        doomed.append(task)
+                    elif running and worker.slots.state(task.token) == CLAIMED:
+                        self._cancelled.add(task.call.future)
+                        worker.kill(CallCancelledError(
+                            f"call {task.call.call_id} of job {task.job['job_id']} was "
+                            f"cancelled while it ran; its worker process was killed"))
+                        cancelled += not task.call.future.done()
+            self._dispatch()
+            self._idle.notify_all()
+        for task in doomed:
+            cancelled += task.call.future.fail(CallCancelledError(
+                f"call {task.call.call_id} of job {task.job['job_id']} was cancelled "
+                f"before it started"))
+        return cancelled
 
     # -- shutdown --------------------------------------------------------------------
     def shutdown(self, wait: bool) -> None:
@@ -383,6 +423,7 @@ class WorkerPool:
         for worker in workers:
             worker.reader.join(max(0.0, deadline + 5 - time.monotonic()))
         shutil.rmtree(self.workdir, ignore_errors=True)
+        shutil.rmtree(self.claims_dir, ignore_errors=True)
 
 
 class LocalBackend(Backend):
@@ -438,6 +479,9 @@ class LocalBackend(Backend):
 
     def invoke(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:
         self._pool_for(job).enqueue(job, calls, chunksize)
+
+    def cancel(self, *, futures: List[Any], running: bool = True) -> int:
+        return self.pool.cancel(futures, running)
 
     def shutdown(self, wait: bool = True) -> None:
         self.pool.shutdown(wait)

@@ -4,21 +4,28 @@ The protocol's pipes are moved off fds 0 and 1 first, so a call (or a C extensio
 that prints to stdout cannot corrupt them. Imports only the runtime.
 
 Frames in:  ``("tasks", job, [call, ...])`` or ``("exit",)``; each call carries ``claim``,
-            the name of its claim file in ``$WRENCORE_LOCAL_CLAIMS``.
-Frames out: ``("ready", pid)``, then ``("done", claim, status, result_bytes)`` per call run,
-            and ``("retire", reason)`` before exiting when the worker must be replaced.
+            its slot in this worker's claim file ``$WRENCORE_LOCAL_CLAIMS``.
+Frames out: ``("ready", pid)``, then ``("done", [(claim, status, result_bytes), ...])`` for
+            the calls run since the last report, and ``("retire", reason)`` before
+            exiting when the worker must be replaced.
 
-A call is run only if this worker creates its claim file first; one already claimed was
-taken by another worker and is skipped silently (see ``wrencore_local.backend``).
+Reports of quick calls are sent together: a report waits at most ``REPORT_DELAY`` seconds
+of further quick calls, never for a call of a job with a timeout (the pool times the call
+from the report before it), and never while the worker waits for work.
+
+A call is run only if this worker marks its claim slot first; one already marked was
+taken by another worker and is skipped silently (see ``wrencore_local.claims``).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 
 from wrencore_runtime.runner import JobRunner
 
+from .claims import ClaimSlots
 from .framing import read_frame, write_frame
 
 
@@ -32,21 +39,50 @@ def _claim_pipes():
     return proto_in, proto_out
 
 
-def _claim(directory: str, token: str) -> bool:
-    try:
-        os.close(os.open(os.path.join(directory, token), os.O_CREAT | os.O_EXCL | os.O_WRONLY,
-                         0o600))
-    except FileExistsError:
-        return False
-    return True
+#: Longest a finished call's report waits to be sent with the reports of later calls.
+REPORT_DELAY = 0.001
+#: Most reports sent in one frame.
+REPORT_BATCH = 64
+
+
+class _Reports:
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.pending: list = []
+        self.since = 0.0
+
+    def add(self, report: tuple) -> None:
+        if not self.pending:
+            self.since = time.monotonic()
+        self.pending.append(report)
+        if len(self.pending) >= REPORT_BATCH:
+            self.flush()
+
+    def due(self, job) -> bool:
+        return bool(self.pending) and (
+            bool(job.get("timeout")) or time.monotonic() - self.since > REPORT_DELAY)
+
+    def flush(self) -> None:
+        if self.pending:
+            write_frame(self.stream, ("done", self.pending))
+            self.pending = []
 
 
 def main() -> int:
+    try:
+        return _serve()
+    except (BrokenPipeError, KeyboardInterrupt):
+        return 0  # the pool went away (or was interrupted): nothing to report, no traceback
+
+
+def _serve() -> int:
     proto_in, proto_out = _claim_pipes()
-    claims = os.environ["WRENCORE_LOCAL_CLAIMS"]
+    claims = ClaimSlots(os.environ["WRENCORE_LOCAL_CLAIMS"])
     runner = JobRunner(worker_id=os.environ.get("WRENCORE_WORKER_ID", ""))
+    reports = _Reports(proto_out)
     write_frame(proto_out, ("ready", os.getpid()))
     while True:
+        reports.flush()
         try:
             message = read_frame(proto_in)
         except EOFError:
@@ -56,12 +92,15 @@ def main() -> int:
         _, job, calls = message
         for call in calls:
             token = call["claim"]
-            if not _claim(claims, token):
+            if reports.due(job):
+                reports.flush()
+            if not claims.claim(token):
                 continue
             outcome = runner.run(job, call, store=False)
-            write_frame(proto_out, ("done", token, outcome.status, outcome.result))
-            os.unlink(os.path.join(claims, token))
+            claims.finish(token)
+            reports.add((token, outcome.status, outcome.result))
             if runner.needs_replacement:
+                reports.flush()
                 write_frame(proto_out, ("retire", runner.needs_replacement))
                 return 0
 

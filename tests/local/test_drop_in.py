@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import gc
 import multiprocessing
 import os
@@ -220,3 +221,26 @@ def test_killed_worker_is_a_broken_process_pool_for_stdlib_code():
 
 def _kill_self():
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_forked_child_leaves_the_parents_executor_alone():
+    # A fork-context ProcessPoolExecutor's workers run the threading exit hooks when they
+    # end; wrencore's must not shut down (and kill the workers of) the parent's executor.
+    with wrencore.Executor(backend="local", max_workers=2) as ex:
+        assert ex.submit(_pid).result(timeout=60)
+        workers = _worker_pids(ex)
+        workdir = ex.backend.pool.workdir
+        with concurrent.futures.ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("fork")) as forked:
+            assert forked.submit(abs, -1).result(timeout=60) == 1
+        assert os.path.isdir(workdir)
+        assert list(ex.map(_double_it, range(20))) == [2 * x for x in range(20)]
+        assert _worker_pids(ex) == workers
+
+
+def _double_it(x):
+    return 2 * x
+
+
+def _worker_pids(executor):
+    return {w.proc.pid for w in executor.backend.pool._workers}
