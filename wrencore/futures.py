@@ -15,6 +15,7 @@ import concurrent.futures
 import importlib
 import logging
 import pickle
+import threading
 import time
 from typing import Any, Dict, Optional
 
