@@ -26,6 +26,7 @@ from .errors import ConfigError, ExecutorShutdownError
 from .futures import Future
 from .futures import cancel as cancel_future
 from .plugins import get_plugin_manager, get_registry
+from .streaming import MAX_PENDING, FutureStream
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +206,22 @@ def _check_chunksize(chunksize: Any, section: Optional[Section] = None) -> Optio
     return section.int("chunksize", minimum=1)
 
 
+def _check_max_pending(max_pending: Any, section: Optional[Section] = None) -> int:
+    """Calls a streamed map keeps in flight (at least 1); ConfigError names where it came from."""
+    section = section if section is not None else \
+        _setting("max_pending", max_pending, "the max_pending argument")
+    return section.int("max_pending", MAX_PENDING, minimum=1)
+
+
+def _is_sized(iterable: Any) -> bool:
+    """Whether ``iterable`` knows its length (a list, tuple, range …), so it can be listed."""
+    try:
+        len(iterable)
+    except TypeError:
+        return False
+    return True
+
+
 class Executor(concurrent.futures.Executor):
     """Runs calls on a backend chosen by name; a drop-in for ``ProcessPoolExecutor``.
 
@@ -221,6 +238,8 @@ class Executor(concurrent.futures.Executor):
         max_tasks_per_child: calls a local worker runs before it is replaced.
         chunksize: calls per invocation (None: the backend decides).
         timeout: per-call time limit in seconds (None: no limit).
+        max_pending: most calls a ``map`` over an iterator of unknown length keeps
+            unfinished or untaken at once (config ``max_pending``, default 10,000).
         extra_env: environment variables set around each call on the worker.
         runtime: the workers' environment (see ``wrencore.environment``): ``"auto"``
             (detected from the function's imports), ``"explicit"`` (``requirements`` only),
@@ -243,7 +262,8 @@ class Executor(concurrent.futures.Executor):
                  initializer: Optional[Callable] = None, initargs: tuple = (),
                  max_tasks_per_child: Optional[int] = None, chunksize: Optional[int] = None,
                  timeout: Optional[float] = None, extra_env: Optional[Mapping[str, str]] = None,
-                 runtime: Optional[str] = None, requirements: Any = None):
+                 runtime: Optional[str] = None, requirements: Any = None,
+                 max_pending: Optional[int] = None):
         if max_workers is not None and max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
         if max_tasks_per_child is not None and (
@@ -270,6 +290,8 @@ class Executor(concurrent.futures.Executor):
             _check_chunksize(None, top)
         self.timeout = _check_timeout(timeout) if timeout is not None else \
             _check_timeout(None, top)
+        self.max_pending = _check_max_pending(max_pending) if max_pending is not None else \
+            _check_max_pending(None, top)
         self.extra_env = dict(extra_env or {})
         self.runtime = runtime if runtime is not None else self.config.get("runtime")
         self.requirements = requirements if requirements is not None else \
@@ -277,6 +299,7 @@ class Executor(concurrent.futures.Executor):
         self._shutdown = False
         self._lock = threading.RLock()
         self._job_ids: List[str] = []
+        self._streams: "weakref.WeakSet[FutureStream]" = weakref.WeakSet()
         self._submit_jobs: "OrderedDict[int, Tuple[weakref.ref, Dict[str, Any], itertools.count]]" \
             = OrderedDict()
         self._pm = get_plugin_manager()
@@ -368,8 +391,16 @@ class Executor(concurrent.futures.Executor):
     # -- public API ------------------------------------------------------------------
     def map_futures(self, fn: Callable, iterdata: Iterable, *, chunksize: Optional[int] = None,
                     timeout: Optional[float] = None,
-                    extra_env: Optional[Mapping[str, str]] = None) -> List[Future]:
+                    extra_env: Optional[Mapping[str, str]] = None,
+                    max_pending: Optional[int] = None):
         """Call ``fn(x)`` for each ``x`` of ``iterdata``; return the futures in input order.
+
+        A sized ``iterdata`` (list, tuple, range …) starts every call at once and returns a
+        list. Any other iterable (a generator, a file) streams: a
+        :class:`~wrencore.streaming.FutureStream` is returned at once, an iterator of the
+        futures in input order, which reads ``iterdata`` only as the window allows — at most
+        ``max_pending`` calls unfinished or not yet taken from it — so the inputs are never
+        all in memory. ``list(stream)`` gives the list of futures when that is wanted.
 
         Args:
             fn: the function; it and the objects it references must be picklable.
@@ -377,19 +408,28 @@ class Executor(concurrent.futures.Executor):
             chunksize: calls per invocation (None: the executor's default).
             timeout: per-call time limit in seconds.
             extra_env: environment variables set around each call on the worker.
+            max_pending: the window of a streamed map (None: the executor's).
+
+        Returns:
+            ``list[Future]`` for a sized ``iterdata``, else a ``FutureStream``.
 
         Raises:
             TypeError: ``iterdata`` is not iterable.
-            SerializationError: ``fn`` or an element cannot be pickled (nothing is invoked).
+            SerializationError: ``fn`` or an element cannot be pickled (for a list,
+                nothing is invoked; for a stream, ``next`` raises it after the calls before).
         """
         self._check_open()
+        if _is_sized(iterdata):
+            pairs = [((x,), {}) for x in iterdata]
+            return self._map_pairs(fn, pairs, chunksize, timeout, extra_env)
         try:
-            items = list(iterdata)
+            items = iter(iterdata)
         except TypeError:
             raise TypeError(
                 f"iterdata must be an iterable of arguments, not {type(iterdata).__name__}"
             ) from None
-        return self._map_pairs(fn, [((x,), {}) for x in items], chunksize, timeout, extra_env)
+        return self._stream_pairs(fn, (((x,), {}) for x in items), chunksize, timeout,
+                                  extra_env, max_pending)
 
     def _map_pairs(self, fn, pairs, chunksize, timeout, extra_env) -> List[Future]:
         chunksize = _check_chunksize(chunksize)
@@ -399,6 +439,25 @@ class Executor(concurrent.futures.Executor):
         calls = self._make_calls(job, pairs)
         self._invoke(job, calls, chunksize)
         return [c.future for c in calls]
+
+    def _stream_pairs(self, fn, pairs, chunksize, timeout, extra_env,
+                      max_pending: Optional[int]) -> FutureStream:
+        chunksize = _check_chunksize(chunksize)
+        window = _check_max_pending(max_pending) if max_pending is not None else \
+            self.max_pending
+        job = self._new_job(fn, timeout, extra_env)
+
+        def submit(batch: List[Tuple[tuple, dict]], first_index: int) -> List[Future]:
+            if _interpreter_exiting:
+                raise ExecutorShutdownError("cannot start calls after interpreter shutdown")
+            calls = self._make_calls(job, batch, first_index)
+            self._invoke(job, calls, chunksize)
+            return [c.future for c in calls]
+
+        stream = FutureStream(pairs, submit, window)
+        with self._lock:
+            self._streams.add(stream)
+        return stream
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
         """Schedule ``fn(*args, **kwargs)``; return its :class:`Future`."""
@@ -429,6 +488,9 @@ class Executor(concurrent.futures.Executor):
 
         ``timeout`` bounds the whole iteration (seconds from this call), as in the stdlib.
         Each future is dropped as its result is yielded, so results are not kept alive.
+        When every iterable is sized, every call starts at once, as in the stdlib; otherwise
+        the inputs stream (see :meth:`map_futures`): at most ``max_pending`` calls are
+        unfinished or unread at a time, and closing the iterator stops reading the inputs.
 
         Raises:
             ValueError: ``chunksize`` is less than 1.
@@ -436,21 +498,35 @@ class Executor(concurrent.futures.Executor):
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         self._check_open()
-        pairs = [(tuple(args), {}) for args in zip(*iterables)]
-        futures = self._map_pairs(fn, pairs, chunksize if chunksize != 1 else None, None, None)
+        size = chunksize if chunksize != 1 else None
         deadline = None if timeout is None else time.monotonic() + timeout
-        futures.reverse()
+        if all(_is_sized(it) for it in iterables):
+            futures = self._map_pairs(fn, [(tuple(args), {}) for args in zip(*iterables)],
+                                      size, None, None)
+            futures.reverse()
 
-        def results() -> Iterator[Any]:
+            def results() -> Iterator[Any]:
+                try:
+                    while futures:
+                        remaining = None if deadline is None else deadline - time.monotonic()
+                        yield _result_or_cancel(futures.pop(), remaining)
+                finally:
+                    for future in futures:
+                        cancel_future(future)
+
+            return results()
+        stream = self._stream_pairs(fn, ((tuple(args), {}) for args in zip(*iterables)),
+                                    size, None, None, None)
+
+        def streamed_results() -> Iterator[Any]:
             try:
-                while futures:
+                for future in stream:
                     remaining = None if deadline is None else deadline - time.monotonic()
-                    yield _result_or_cancel(futures.pop(), remaining)
+                    yield _result_or_cancel(future, remaining)
             finally:
-                for future in futures:
-                    cancel_future(future)
+                stream.close()
 
-        return results()
+        return streamed_results()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False,
                  cleanup: bool = False) -> None:
@@ -460,12 +536,17 @@ class Executor(concurrent.futures.Executor):
             wait: wait for the pending calls to finish and the backend to stop. Without it,
                 return at once: pending calls still run and the backend is released
                 after the last one.
-            cancel_futures: cancel calls that have not started.
+            cancel_futures: cancel calls that have not started, and stop streamed maps
+                from reading more inputs. Without it, a streamed map's remaining inputs
+                are all started first, as the stdlib's ``map`` would have done.
             cleanup: delete this executor's job data from storage afterwards (with
                 ``wait=False``, only what is there when this returns).
         """
         with self._lock:
             self._shutdown = True
+            streams = list(self._streams)
+        for stream in streams:  # a map started before shutdown runs to its end, as stdlib's
+            stream.close() if cancel_futures else stream.drain()
         self._lifecycle.close(wait=wait, cancel_futures=cancel_futures)
         if cleanup:
             self.cleanup()
