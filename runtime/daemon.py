@@ -6,8 +6,8 @@ Runs on a worker instance, one per supervisord process (``numprocs`` per instanc
 
 For each received message it runs every call through the shared
 :class:`~wrencore_runtime.runner.JobRunner` and writes the call's ``status.json`` (the
-commit marker; small results travel inside it, larger ones are staged first), and only
-then deletes the message. While calls run, a heartbeat thread keeps the held messages
+commit marker; small results travel inside it, larger ones are staged first), publishes it
+to the client's completion channel when the job has one, and only then deletes the message. While calls run, a heartbeat thread keeps the held messages
 invisible. A redelivered message whose calls already have a status is deleted without
 running them again. A message that cannot be decoded is released at once, so it reaches
 the dead-letter queue after ``max_receives`` receives; the client fails the futures of
@@ -43,7 +43,7 @@ import urllib.request
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, List, Optional
 
-from . import layout
+from . import completion, layout
 from .environment import EnvironmentProcessDied, JobEnvironments
 from .protocol import decode_json, encode_json
 from .queues import QueueMessage, TaskQueue, queue_from_spec
@@ -441,8 +441,9 @@ class Daemon:
         if outcome.result is not None:
             status["result"] = outcome.result  # one write: the status carries the result
         storage = storage_from_spec(job["storage"])
-        storage.put(layout.status_key(job["job_id"], call["call_id"], call.get("attempt", 0)),
-                    encode_json(status).encode())
+        key = layout.status_key(job["job_id"], call["call_id"], call.get("attempt", 0))
+        storage.put(key, encode_json(status).encode())
+        completion.publish(job, [status], None, key)  # the status carries its result
         self.calls_run += 1
         logger.info("call %s/%s %s in %.3f s", job["job_id"], call["call_id"],
                     "succeeded" if status["success"] else "failed",

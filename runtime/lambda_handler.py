@@ -8,7 +8,9 @@ asynchronous-invoke limit — a reference to it in storage::
 
 Each call's outcome is written to storage (result first, then status); the calls of a
 chunk report in batch statuses (see ``layout.batch_status_key``) written behind the calls,
-so a finished call keeps its outcome when a later call of its chunk times out or crashes. A call gets at most
+so a finished call keeps its outcome when a later call of its chunk times out or crashes.
+Each write is then published to the client's completion channel, when the job has one
+(see :mod:`wrencore_runtime.completion`). A call gets at most
 its own timeout and never more than what is left of the Lambda invocation, so a call that
 would outlive the function's timeout fails with :class:`CallTimeoutError` that says so,
 rather than being killed without a status.
@@ -21,7 +23,7 @@ import os
 import threading
 from typing import Any, Dict, Optional
 
-from . import PROTOCOL_VERSION, layout
+from . import PROTOCOL_VERSION, completion, layout
 from .errors import CallTimeoutError, WrenError
 from .protocol import decode_json, encode_json
 from .runner import JobRunner, describe_exception
@@ -111,8 +113,9 @@ class _Reporter:
                 key = layout.result_key(job_id, call_id, attempt)
                 self.storage.put(key, result)
                 status["result_key"] = key
-            self.storage.put(layout.status_key(job_id, call_id, attempt),
-                             encode_json(status).encode())
+            key = layout.status_key(job_id, call_id, attempt)
+            self.storage.put(key, encode_json(status).encode())
+            completion.publish(self.job, [status], {call_id: result} if result else None, key)
             return
         with self._cond:
             self._statuses.append(status)
@@ -130,6 +133,7 @@ class _Reporter:
                                       statuses[0].get("attempt", 0))
         batch = {"job_id": self.job["job_id"], "statuses": statuses, "results": results}
         self.storage.put(key, encode_json(batch).encode())
+        completion.publish(self.job, statuses, results, key)
 
     def _write_behind(self) -> None:
         while True:

@@ -118,7 +118,8 @@ def map(f: Callable, iterdata: Iterable, *, backend: Optional[str] = None,
         storage: Optional[str] = None, chunksize: Optional[int] = None,
         timeout: Optional[float] = None,
         extra_env: Optional[Mapping[str, str]] = None, retries: Optional[int] = None,
-        retry_on: Any = None, speculation: Optional[bool] = None) -> List[Future]:
+        retry_on: Any = None, speculation: Optional[bool] = None,
+        max_pending: Optional[int] = None):
     """Call ``f(x)`` for each ``x`` in ``iterdata`` on a backend.
 
     Args:
@@ -136,9 +137,13 @@ def map(f: Callable, iterdata: Iterable, *, backend: Optional[str] = None,
             them, True (any) or a predicate ``retry_on(exc) -> bool``.
         speculation: give straggling calls a backup attempt (default: config
             ``speculation``, else off). See :mod:`wrencore.attempts`.
+        max_pending: for an ``iterdata`` of unknown length, the most calls unfinished or
+            not yet taken from the returned stream (None: config ``max_pending``).
 
     Returns:
-        One :class:`Future` per element, in input order.
+        One :class:`Future` per element, in input order: a list when ``iterdata`` is sized,
+        else a :class:`~wrencore.streaming.FutureStream` that reads ``iterdata`` lazily
+        (see :meth:`Executor.map_futures`).
 
     Raises:
         TypeError: ``iterdata`` is not iterable.
@@ -148,7 +153,7 @@ def map(f: Callable, iterdata: Iterable, *, backend: Optional[str] = None,
     executor = _default_executor(backend, storage)
     return executor.map_futures(f, iterdata, chunksize=chunksize, timeout=timeout,
                                 extra_env=extra_env, retries=retries, retry_on=retry_on,
-                                speculation=speculation)
+                                speculation=speculation, max_pending=max_pending)
 
 
 def call_async(f: Callable, *args: Any, backend: Optional[str] = None,
@@ -168,8 +173,8 @@ def map_reduce(map_f: Callable, iterdata: Iterable, reduce_f: Callable, *,
         call's exception and ``reduce_f`` does not run.
     """
     executor = _default_executor(backend, storage)
-    map_futures = executor.map_futures(map_f, iterdata, chunksize=chunksize, timeout=timeout,
-                                       extra_env=extra_env)
+    map_futures = list(executor.map_futures(map_f, iterdata, chunksize=chunksize,
+                                            timeout=timeout, extra_env=extra_env))
     reduce_future = Future(call_id="reduce")
     remaining = [len(map_futures)]
     lock = threading.Lock()

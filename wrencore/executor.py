@@ -29,6 +29,7 @@ from .errors import ConfigError, ExecutorShutdownError
 from .futures import Future
 from .futures import cancel as cancel_future
 from .plugins import get_plugin_manager, get_registry
+from .streaming import MAX_PENDING, FutureStream
 
 logger = logging.getLogger(__name__)
 
@@ -267,6 +268,22 @@ def _reinvoker(backend: Backend, pm: Any, backend_name: str):
     return invoke
 
 
+def _check_max_pending(max_pending: Any, section: Optional[Section] = None) -> int:
+    """Calls a streamed map keeps in flight (at least 1); ConfigError names where it came from."""
+    section = section if section is not None else \
+        _setting("max_pending", max_pending, "the max_pending argument")
+    return section.int("max_pending", MAX_PENDING, minimum=1)
+
+
+def _is_sized(iterable: Any) -> bool:
+    """Whether ``iterable`` knows its length (a list, tuple, range …), so it can be listed."""
+    try:
+        len(iterable)
+    except TypeError:
+        return False
+    return True
+
+
 class Executor(concurrent.futures.Executor):
     """Runs calls on a backend chosen by name; a drop-in for ``ProcessPoolExecutor``.
 
@@ -283,6 +300,8 @@ class Executor(concurrent.futures.Executor):
         max_tasks_per_child: calls a local worker runs before it is replaced.
         chunksize: calls per invocation (None: the backend decides).
         timeout: per-call time limit in seconds (None: no limit).
+        max_pending: most calls a ``map`` over an iterator of unknown length keeps
+            unfinished or untaken at once (config ``max_pending``, default 10,000).
         extra_env: environment variables set around each call on the worker.
         runtime: the workers' environment (see ``wrencore.environment``): ``"auto"``
             (detected from the function's imports), ``"explicit"`` (``requirements`` only),
@@ -314,7 +333,7 @@ class Executor(concurrent.futures.Executor):
                  timeout: Optional[float] = None, extra_env: Optional[Mapping[str, str]] = None,
                  runtime: Optional[str] = None, requirements: Any = None,
                  retries: Optional[int] = None, retry_on: RetryOn = None,
-                 speculation: Any = None):
+                 speculation: Any = None, max_pending: Optional[int] = None):
         if max_workers is not None and max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
         if max_tasks_per_child is not None and (
@@ -341,6 +360,8 @@ class Executor(concurrent.futures.Executor):
             _check_chunksize(None, top)
         self.timeout = _check_timeout(timeout) if timeout is not None else \
             _check_timeout(None, top)
+        self.max_pending = _check_max_pending(max_pending) if max_pending is not None else \
+            _check_max_pending(None, top)
         self.extra_env = dict(extra_env or {})
         self.retry_policy = RetryPolicy(
             retries=_check_retries(retries) if retries is not None else _check_retries(None, top),
@@ -352,6 +373,7 @@ class Executor(concurrent.futures.Executor):
         self._shutdown = False
         self._lock = threading.RLock()
         self._job_ids: List[str] = []
+        self._streams: "weakref.WeakSet[FutureStream]" = weakref.WeakSet()
         self._submit_jobs: "OrderedDict[int, Tuple[weakref.ref, Dict[str, Any], itertools.count]]" \
             = OrderedDict()
         self._pm = get_plugin_manager()
@@ -466,8 +488,15 @@ class Executor(concurrent.futures.Executor):
                     timeout: Optional[float] = None,
                     extra_env: Optional[Mapping[str, str]] = None,
                     retries: Optional[int] = None, retry_on: RetryOn = None,
-                    speculation: Any = None) -> List[Future]:
+                    speculation: Any = None, max_pending: Optional[int] = None):
         """Call ``fn(x)`` for each ``x`` of ``iterdata``; return the futures in input order.
+
+        A sized ``iterdata`` (list, tuple, range …) starts every call at once and returns a
+        list. Any other iterable (a generator, a file) streams: a
+        :class:`~wrencore.streaming.FutureStream` is returned at once, an iterator of the
+        futures in input order, which reads ``iterdata`` only as the window allows — at most
+        ``max_pending`` calls unfinished or not yet taken from it — so the inputs are never
+        all in memory. ``list(stream)`` gives the list of futures when that is wanted.
 
         Args:
             fn: the function; it and the objects it references must be picklable.
@@ -477,21 +506,29 @@ class Executor(concurrent.futures.Executor):
             extra_env: environment variables set around each call on the worker.
             retries, retry_on, speculation: this map's retry and backup policies (None:
                 the executor's; see :class:`Executor`).
+            max_pending: the window of a streamed map (None: the executor's).
+
+        Returns:
+            ``list[Future]`` for a sized ``iterdata``, else a ``FutureStream``.
 
         Raises:
             TypeError: ``iterdata`` is not iterable.
-            SerializationError: ``fn`` or an element cannot be pickled (nothing is invoked).
+            SerializationError: ``fn`` or an element cannot be pickled (for a list,
+                nothing is invoked; for a stream, ``next`` raises it after the calls before).
         """
         self._check_open()
+        policies = self._attempt_policies(retries, retry_on, speculation)
+        if _is_sized(iterdata):
+            pairs = [((x,), {}) for x in iterdata]
+            return self._map_pairs(fn, pairs, chunksize, timeout, extra_env, policies)
         try:
-            items = list(iterdata)
+            items = iter(iterdata)
         except TypeError:
             raise TypeError(
                 f"iterdata must be an iterable of arguments, not {type(iterdata).__name__}"
             ) from None
-        policies = self._attempt_policies(retries, retry_on, speculation)
-        return self._map_pairs(fn, [((x,), {}) for x in items], chunksize, timeout, extra_env,
-                               policies)
+        return self._stream_pairs(fn, (((x,), {}) for x in items), chunksize, timeout,
+                                  extra_env, max_pending, policies)
 
     def _map_pairs(self, fn, pairs, chunksize, timeout, extra_env,
                    policies=None) -> List[Future]:
@@ -502,6 +539,25 @@ class Executor(concurrent.futures.Executor):
         calls = self._make_calls(job, pairs)
         self._invoke(job, calls, chunksize, policies)
         return [c.future for c in calls]
+
+    def _stream_pairs(self, fn, pairs, chunksize, timeout, extra_env,
+                      max_pending: Optional[int], policies=None) -> FutureStream:
+        chunksize = _check_chunksize(chunksize)
+        window = _check_max_pending(max_pending) if max_pending is not None else \
+            self.max_pending
+        job = self._new_job(fn, timeout, extra_env)
+
+        def submit(batch: List[Tuple[tuple, dict]], first_index: int) -> List[Future]:
+            if _interpreter_exiting:
+                raise ExecutorShutdownError("cannot start calls after interpreter shutdown")
+            calls = self._make_calls(job, batch, first_index)
+            self._invoke(job, calls, chunksize, policies)
+            return [c.future for c in calls]
+
+        stream = FutureStream(pairs, submit, window)
+        with self._lock:
+            self._streams.add(stream)
+        return stream
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
         """Schedule ``fn(*args, **kwargs)``; return its :class:`Future`."""
@@ -534,6 +590,9 @@ class Executor(concurrent.futures.Executor):
         ``timeout`` bounds the whole iteration (seconds from this call), as in the stdlib.
         Each future is dropped as its result is yielded, so results are not kept alive.
         ``retries``, ``retry_on`` and ``speculation`` override the executor's policies.
+        When every iterable is sized, every call starts at once, as in the stdlib; otherwise
+        the inputs stream (see :meth:`map_futures`): at most ``max_pending`` calls are
+        unfinished or unread at a time, and closing the iterator stops reading the inputs.
 
         Raises:
             ValueError: ``chunksize`` is less than 1.
@@ -542,25 +601,38 @@ class Executor(concurrent.futures.Executor):
             raise ValueError("chunksize must be >= 1.")
         self._check_open()
         policies = self._attempt_policies(retries, retry_on, speculation)
-        pairs = [(tuple(args), {}) for args in zip(*iterables)]
-        futures = self._map_pairs(fn, pairs, chunksize if chunksize != 1 else None, None, None,
-                                  policies)
+        size = chunksize if chunksize != 1 else None
         deadline = None if timeout is None else time.monotonic() + timeout
-        futures.reverse()
+        if all(_is_sized(it) for it in iterables):
+            futures = self._map_pairs(fn, [(tuple(args), {}) for args in zip(*iterables)],
+                                      size, None, None, policies)
+            futures.reverse()
+            job_ids = job_ids_of(futures[-1:])  # for Ctrl-C
 
-        job_ids = job_ids_of(futures[-1:])  # for Ctrl-C
+            def results() -> Iterator[Any]:
+                try:
+                    while futures:
+                        remaining = None if deadline is None else deadline - time.monotonic()
+                        with cancel_on_interrupt(job_ids):
+                            yield _result_or_cancel(futures.pop(), remaining)
+                finally:
+                    for future in futures:
+                        cancel_future(future)
 
-        def results() -> Iterator[Any]:
+            return results()
+        stream = self._stream_pairs(fn, ((tuple(args), {}) for args in zip(*iterables)),
+                                    size, None, None, None, policies)
+
+        def streamed_results() -> Iterator[Any]:
             try:
-                while futures:
+                for future in stream:
                     remaining = None if deadline is None else deadline - time.monotonic()
-                    with cancel_on_interrupt(job_ids):
-                        yield _result_or_cancel(futures.pop(), remaining)
+                    with cancel_on_interrupt([future.job_id]):
+                        yield _result_or_cancel(future, remaining)
             finally:
-                for future in futures:
-                    cancel_future(future)
+                stream.close()
 
-        return results()
+        return streamed_results()
 
     def cancel(self, futures: Iterable[concurrent.futures.Future], *, running: bool = True) -> int:
         """Cancel calls of this executor; return how many were cancelled.
@@ -590,12 +662,17 @@ class Executor(concurrent.futures.Executor):
             wait: wait for the pending calls to finish and the backend to stop. Without it,
                 return at once: pending calls still run and the backend is released
                 after the last one.
-            cancel_futures: cancel calls that have not started.
+            cancel_futures: cancel calls that have not started, and stop streamed maps
+                from reading more inputs. Without it, a streamed map's remaining inputs
+                are all started first, as the stdlib's ``map`` would have done.
             cleanup: delete this executor's job data from storage afterwards (with
                 ``wait=False``, only what is there when this returns).
         """
         with self._lock:
             self._shutdown = True
+            streams = list(self._streams)
+        for stream in streams:  # a map started before shutdown runs to its end, as stdlib's
+            stream.close() if cancel_futures else stream.drain()
         self._lifecycle.close(wait=wait, cancel_futures=cancel_futures)
         if cleanup:
             self.cleanup()

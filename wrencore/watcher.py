@@ -22,15 +22,39 @@ Every watched future ends, in bounded time, with its own outcome:
   :class:`StatusError` naming the object. Each attempt of a call writes its own status (see
   ``wrencore_runtime.layout``); only those of attempts the future still waits for are read
   (``Future.accepts_attempt``), and a call stays watched until its future is done.
+
+Completion channel (why finished calls cost O(1) requests each)
+-------------------------------------------------------------------
+Listing a job's prefix to find finished calls costs requests in proportion to the job's
+size on *every* poll (S3 returns 1,000 keys a page, three keys a call), then one GET a
+status: a 100,000-call job pays for its whole listing again and again. So a backend may
+hand the watcher a :class:`CompletionChannel` — an SQS queue on AWS — that workers publish
+each outcome to right after writing it to storage (``wrencore_runtime.completion``). The
+client receives up to ten messages a request and deletes them ten a request, and a message
+carries the statuses (and small results) of a whole write, so finding a finished call costs
+about 0.2 requests or less, whatever the job's size; no GET is needed for small results.
+
+Storage stays the durable record and the listing stays as the fallback, so the guarantees
+above hold whether or not the channel does: a job is listed as before while the channel
+is unusable (not created, failing), and otherwise only after the channel has been quiet
+for ``quiet_listing_after`` seconds while calls are pending — a worker that died between
+its storage write and its publish, a status replaced in storage, a bucket gone — backing
+off to ``quiet_listing_max`` between such listings. Channel messages are notifications: a
+status in one is used only if it passes the same ownership check; anything else in it is
+ignored (the listing then judges the stored status). Time-ordered storage keys listed with
+``StartAfter`` were the alternative; they still cost a GET per call (a key cannot carry an
+outcome) and S3 lists keys in name order, not write order, so late writers would need a
+re-read window — the channel has neither cost.
 """
 
 from __future__ import annotations
 
+import abc
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from wrencore_runtime import layout
 from wrencore_runtime.errors import StatusError, StorageError, StorageKeyError
@@ -69,6 +93,31 @@ def ownership_problem(status: Any, job_id: str, call_id: str, attempt: int = 0) 
     return None
 
 
+class CompletionChannel(abc.ABC):
+    """Where workers publish outcomes for one client (see "Completion channel" above)."""
+
+    @abc.abstractmethod
+    def spec(self) -> Dict[str, Any]:
+        """The channel's address for workers (``job["completion"]``); creates it on first use."""
+
+    @property
+    @abc.abstractmethod
+    def ready(self) -> bool:
+        """Whether the channel exists (workers may publish to it)."""
+
+    @abc.abstractmethod
+    def receive(self, wait: float) -> List[Tuple[Any, Any]]:
+        """Up to a batch of ``(body, handle)``, waiting up to ``wait`` seconds for the first."""
+
+    @abc.abstractmethod
+    def acknowledge(self, handles: List[Any]) -> None:
+        """Remove received messages for good."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Delete the channel (at shutdown)."""
+
+
 class _FailureStreak:
     """Consecutive failures of one job's listing."""
 
@@ -81,7 +130,10 @@ class StatusWatcher:
     def __init__(self, storage: Storage, *, min_interval: float = 0.05,
                  max_interval: float = 2.0, deadline_check: Optional[DeadlineCheck] = None,
                  fetch_threads: int = 16, give_up_after: float = STORAGE_RETRY_FOR,
-                 permanent_attempts: int = 3, status_reads: int = STATUS_READS):
+                 permanent_attempts: int = 3, status_reads: int = STATUS_READS,
+                 channel: Optional[CompletionChannel] = None, quiet_listing_after: float = 1.0,
+                 quiet_listing_max: float = 30.0, channel_wait: float = 2.0,
+                 channel_gather: float = 0.2):
         self.storage = storage
         self.min_interval = min_interval
         self.max_interval = max_interval
@@ -100,6 +152,20 @@ class StatusWatcher:
         self._thread: Optional[threading.Thread] = None
         self._fetch_pool = ThreadPoolExecutor(fetch_threads,
                                               thread_name_prefix="wrencore-status-fetch")
+        self.channel = channel
+        self.quiet_listing_after = quiet_listing_after
+        self.quiet_listing_max = quiet_listing_max
+        self.channel_wait = channel_wait
+        self.channel_gather = channel_gather
+        self._channel_healthy = True  # until a receive fails
+        self._last_heard = time.monotonic()
+        self._quiet_interval = quiet_listing_after
+        self._next_quiet_listing = 0.0
+        self._channel_thread: Optional[threading.Thread] = None
+        self._channel_wake = threading.Event()
+        self._stop_event = threading.Event()
+        self._last_sweep = 0.0
+        self._sweep_every = 0.0
 
     def watch(self, job_id: str, futures: Dict[str, Future]) -> None:
         with self._lock:
@@ -109,17 +175,32 @@ class StatusWatcher:
                 self._thread = threading.Thread(target=self._run, name="wrencore-watcher",
                                                 daemon=True)
                 self._thread.start()
+            if self.channel is not None and self._channel_thread is None:
+                self._channel_thread = threading.Thread(
+                    target=self._listen, name="wrencore-completion", daemon=True)
+                self._channel_thread.start()
         self._wake.set()
+        self._channel_wake.set()
 
     def pending_count(self) -> int:
         with self._lock:
             return sum(len(v) for v in self._pending.values())
 
     def stop(self) -> None:
+        """Stop watching; delete the completion channel, if any."""
         self._stopped = True
+        self._stop_event.set()
         self._wake.set()
+        self._channel_wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self._channel_thread is not None:
+            self._channel_thread.join(timeout=self.channel_wait + 10)
+        if self.channel is not None:
+            try:
+                self.channel.close()
+            except Exception as exc:
+                logger.warning("could not delete the completion channel: %s", exc)
         self._fetch_pool.shutdown(wait=False)
 
     def poll_once(self) -> int:
@@ -127,17 +208,59 @@ class StatusWatcher:
         with self._lock:
             jobs = {job: dict(calls) for job, calls in self._pending.items()}
         completed = 0
+        sweep = self._sweep_due()
+        quiet_listing = self._quiet_listing_due()
         for job_id, calls in jobs.items():
-            for call_id, future in list(calls.items()):
-                if future.cancelled():
-                    self._forget(job_id, call_id)
-            completed += self._collect(job_id, calls)
-            completed += self._apply_deadlines(job_id, calls)
+            if sweep:
+                for call_id, future in list(calls.items()):
+                    if future.cancelled():
+                        self._forget(job_id, call_id)
+            if quiet_listing or self._listing_needed(job_id):
+                completed += self._collect(job_id, calls)
+            if sweep:
+                completed += self._apply_deadlines(job_id, calls)
+        if sweep:
+            self._sweep_done(sweep)
         with self._lock:
             for finished in (set(self._seen_batches) | set(self._failures)) - set(self._pending):
                 self._seen_batches.pop(finished, None)
                 self._failures.pop(finished, None)
         return completed
+
+    # -- when to list and sweep -------------------------------------------------------
+    def _listing_needed(self, job_id: str) -> bool:
+        """List on every poll without a working channel, and while a listing fails."""
+        return (self.channel is None or not self.channel.ready or not self._channel_healthy
+                or job_id in self._failures)
+
+    def _quiet_listing_due(self) -> bool:
+        """With a working channel: list once it has been quiet a while, backing off."""
+        if self.channel is None or not self.channel.ready or not self._channel_healthy:
+            return False
+        now = time.monotonic()
+        if now - self._last_heard < self.quiet_listing_after or now < self._next_quiet_listing:
+            return False
+        self._next_quiet_listing = now + self._quiet_interval
+        self._quiet_interval = min(self._quiet_interval * 2, self.quiet_listing_max)
+        return True
+
+    def _heard(self) -> None:
+        self._last_heard = time.monotonic()
+        self._quiet_interval = self.quiet_listing_after
+        self._next_quiet_listing = 0.0
+
+    def _sweep_due(self) -> float:
+        """Whether to pass over every pending call (cancellations, deadline verdicts) now.
+
+        Such a pass costs client CPU in proportion to the calls pending, so it runs at most
+        every 20 times as long as the last one took (never more than 5% of a core).
+        """
+        now = time.monotonic()
+        return now if now - self._last_sweep >= self._sweep_every else 0.0
+
+    def _sweep_done(self, started: float) -> None:
+        self._last_sweep = time.monotonic()
+        self._sweep_every = 20 * (self._last_sweep - started)
 
     def _collect(self, job_id: str, calls: Dict[str, Future]) -> int:
         """Read the statuses the job's listing shows; end the job's calls if it keeps failing."""
@@ -301,6 +424,104 @@ class StatusWatcher:
             self._bad_reads.pop(key, None)
         return ended
 
+    # -- the completion channel -------------------------------------------------------
+    def _listen(self) -> None:
+        """Receive outcomes from the channel while calls are pending; acknowledge in batches."""
+        unacknowledged: List[Any] = []
+        oldest = 0.0
+        failures = 0
+        while not self._stopped:
+            if not self.pending_count() or not self.channel.ready:
+                self._flush_acknowledgements(unacknowledged)
+                self._channel_wake.wait(1.0)
+                self._channel_wake.clear()
+                continue
+            try:
+                messages = self.channel.receive(self.channel_wait)
+            except Exception as exc:
+                failures += 1
+                if self._channel_healthy or failures == 1:
+                    logger.warning("the completion channel failed; listing storage instead "
+                                   "until it works again: %s", exc)
+                self._channel_healthy = False
+                self._wake.set()  # the listing takes over at once
+                self._stop_event.wait(min(10.0, 0.5 * failures))
+                continue
+            if not self._channel_healthy:
+                self._heard()  # listing was on until now; no quiet to make up for
+            failures = 0
+            self._channel_healthy = True
+            if messages:
+                self._heard()
+                if not unacknowledged:
+                    oldest = time.monotonic()
+                for body, handle in messages:
+                    self._complete_message(body)
+                    unacknowledged.append(handle)
+            if len(unacknowledged) >= 10 or (
+                    unacknowledged and time.monotonic() - oldest >= 1.0):
+                self._flush_acknowledgements(unacknowledged)
+            if len(messages) < 10:  # few are coming: let them gather for one request
+                self._stop_event.wait(self.channel_gather)
+        self._flush_acknowledgements(unacknowledged)
+
+    def _flush_acknowledgements(self, handles: List[Any]) -> None:
+        if not handles:
+            return
+        try:
+            self.channel.acknowledge(list(handles))
+        except Exception as exc:  # they come again after the visibility timeout: no harm
+            logger.warning("could not acknowledge %d completion messages: %s",
+                           len(handles), exc)
+        handles.clear()
+
+    def _complete_message(self, body: Any) -> None:
+        """Complete the calls a channel message reports; ignore what is not ours."""
+        try:
+            message = decode_json(body)
+            job_id = message["job_id"]
+        except Exception as exc:
+            logger.warning("ignored an unreadable completion message: %s", exc)
+            return
+        with self._lock:
+            calls = self._pending.get(job_id)
+            calls = dict(calls) if calls is not None and "keys" in message else calls
+        if not calls:
+            return
+        for key in message.get("keys") or ():  # too large for a message: read from storage
+            parsed = layout.parse_status_key(key)
+            if parsed is not None and parsed[0] in calls:
+                call_id, attempt = parsed
+                if calls[call_id].accepts_attempt(attempt):
+                    self._fetch_pool.submit(self._complete_single, job_id, call_id,
+                                            calls[call_id], attempt)
+            elif layout.is_batch_status_key(key):
+                self._fetch_pool.submit(self._complete_batch, job_id, key, calls)
+        results = message.get("results") or {}
+        for status in message.get("statuses") or ():
+            call_id = status.get("call_id") if isinstance(status, dict) else None
+            future = calls.get(call_id) if isinstance(call_id, str) else None
+            if future is None:
+                continue
+            attempt = int(status.get("attempt") or 0)
+            if not future.accepts_attempt(attempt):
+                continue  # an attempt the future no longer waits for
+            problem = ownership_problem(status, job_id, call_id, attempt)
+            if problem:
+                logger.info("ignored a completion message for %s/%s: it %s", job_id, call_id,
+                            problem)
+                continue
+            result = results.get(call_id)
+            if status.get("success") and result is None and status.get("result") is None:
+                self._fetch_pool.submit(self._complete_with_stored_result, future, status)
+            else:
+                complete_from_status(future, status, result, self.storage)
+                self._forget(job_id, call_id)
+
+    def _complete_with_stored_result(self, future: Future, status: Dict[str, Any]) -> None:
+        complete_from_status(future, status, None, self.storage)
+        self._forget(future.job_id, future.call_id)
+
     def _forget(self, job_id: str, call_id: str) -> None:
         """Stop watching a call whose future is done (one being run again stays watched)."""
         with self._lock:
@@ -333,6 +554,8 @@ class StatusWatcher:
                 logger.exception("status watcher poll failed")
                 progressed = 0
             interval = self.min_interval if progressed else min(interval * 1.5, self.max_interval)
+            if self.channel is not None and self.channel.ready and self._channel_healthy:
+                interval = max(interval, 0.25)  # only sweeps and quiet listings happen here
             # Listing grows with the job; keep polling to at most a third of this thread's
             # time so it never starves the threads that invoke.
             interval = max(interval, 2 * (time.monotonic() - started))

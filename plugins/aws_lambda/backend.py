@@ -4,7 +4,9 @@ Chunks of calls are invoked with ``InvocationType="Event"`` from a bounded threa
 never more than ``max_in_flight`` calls at once. Throttling and transient errors are
 retried with full-jitter backoff for up to ``retry_for`` seconds, so a throttled map slows
 down instead of failing. A message over the asynchronous-invoke limit travels through the
-job storage. Results come back through :class:`~wrencore.watcher.StatusWatcher`; a call with
+job storage. Results come back through :class:`~wrencore.watcher.StatusWatcher`, which hears
+of them on an SQS completion queue (``wrencore_aws.completion``) and lists S3 only as a
+fallback; a call with
 no status once its invocation's deadline (function timeout + ``result_grace``) has passed,
 and no call has finished for as long (so it cannot still be queued behind others), fails
 with :class:`LostCallError` (a :class:`WorkerCrashedError`) instead of hanging.
@@ -24,6 +26,7 @@ from wrencore.errors import WorkerCrashedError, WrenError
 from wrencore.futures import Future, claim
 from wrencore.watcher import StatusWatcher, watcher_options
 from wrencore_aws.clients import call_with_retries, error_code, make_client
+from wrencore_aws.completion import channel_for, with_channel
 from wrencore_runtime import PROTOCOL_VERSION
 from wrencore_runtime.protocol import encode_json, make_message
 from wrencore_runtime.storage import Storage
@@ -98,9 +101,10 @@ class LambdaBackend(Backend):
         self._deadlines: Dict[Future, Tuple[float, int]] = {}  # -> (deadline, attempt)
         self._last_progress = 0.0
         self._deadlines_lock = threading.Lock()
+        self._channel = channel_for(config, self.settings.client_section)
         self._watcher = StatusWatcher(storage, min_interval=0.05, max_interval=1.0,
                                       deadline_check=self._deadline_check,
-                                      **watcher_options(config))
+                                      channel=self._channel, **watcher_options(config))
 
     # -- deployment ------------------------------------------------------------------
     def function(self, job: Optional[Dict[str, Any]] = None) -> DeployedFunction:
@@ -136,6 +140,7 @@ class LambdaBackend(Backend):
     # -- invoking ----------------------------------------------------------------------
     def invoke(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:
         function = self.function(job)
+        job = with_channel(job, self._channel)
         size = max(1, int(chunksize or self.default_chunksize or 1))
         self._watcher.watch(job["job_id"], {c.call_id: c.future for c in calls})
         for start in range(0, len(calls), size):
@@ -219,5 +224,5 @@ class LambdaBackend(Backend):
 
     def shutdown(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait)
-        if wait:
-            self._watcher.stop()
+        if wait or not self._watcher.pending_count():
+            self._watcher.stop()  # and delete the completion queue

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 from wrencore.config import Config
 from wrencore.errors import ConfigError, RuntimeMismatchError, WrenError
 from wrencore_aws.clients import call_with_retries, error_code, is_transient, make_client
+from wrencore_aws.completion import send_statement
 from wrencore_runtime.protocol import PYTHON, SERIALIZER
 from wrencore_runtime.storage_s3 import S3Storage
 
@@ -199,7 +200,8 @@ class Deployer:
         return self._iam
 
     def role_policy(self, account: str, region: str) -> Dict[str, Any]:
-        """Least privilege: the storage's prefix in its bucket, and the function's log group."""
+        """Least privilege: the storage's prefix in its bucket, the function's log group, and
+        sending to completion queues."""
         bucket, prefix = self.storage.bucket, self.storage.prefix
         log_group = f"arn:aws:logs:{region}:{account}:log-group:/aws/lambda/{self.function_name}"
         return {
@@ -216,6 +218,7 @@ class Deployer:
                 {"Sid": "OwnLogStreams", "Effect": "Allow",
                  "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
                  "Resource": f"{log_group}:*"},
+                send_statement(region, account),
             ],
         }
 

@@ -3,7 +3,8 @@
 ``invoke`` makes sure the queue and enough instances exist, then sends one task message
 per chunk of calls (arguments inline when small, else staged in storage by the executor;
 results come back through storage). A :class:`~wrencore.watcher.StatusWatcher` completes
-futures from the statuses workers write. Calls whose message reached the dead-letter
+futures from the statuses workers publish to an SQS completion queue (storage is listed as
+the fallback). Calls whose message reached the dead-letter
 queue — because it kept crashing its worker — fail with :class:`WorkerCrashedError`.
 """
 
@@ -19,6 +20,7 @@ from wrencore.config import Config
 from wrencore.errors import WorkerCrashedError
 from wrencore.futures import Future, claim
 from wrencore.watcher import StatusWatcher, watcher_options
+from wrencore_aws.completion import channel_for, with_channel
 from wrencore_runtime.protocol import decode_json, encode_json, make_message
 from wrencore_runtime.storage import Storage
 
@@ -62,8 +64,9 @@ class StandaloneBackend(Backend):
         self.standalone = Standalone(config, storage=storage)
         self.settings = self.standalone.settings
         self.runtime_platform = self.settings.platform
+        self.channel = channel_for(config, {"region": self.settings.region})
         self.watcher = StatusWatcher(storage, deadline_check=self._dead_letter_check,
-                                     **watcher_options(config))
+                                     channel=self.channel, **watcher_options(config))
         #: job id -> (call id, attempt) -> receives
         self._dead: Dict[str, Dict[tuple, int]] = {}
         self._dead_letter_checks = _Every(self.settings.dead_letter_check_interval)
@@ -95,7 +98,8 @@ class StandaloneBackend(Backend):
             return
         self.watcher.watch(job["job_id"], {c.call_id: c.future for c in live})
         try:
-            bodies = self._bodies(job, live, max(1, int(chunksize or 1)))
+            bodies = self._bodies(with_channel(job, self.channel), live,
+                                  max(1, int(chunksize or 1)))
             queue = self.standalone.queue
             queue.send_batch([body for body, _ in bodies])
         except Exception as exc:

@@ -19,6 +19,7 @@ from wrencore.backends import InstanceProvider
 from wrencore.config import Config
 from wrencore.errors import ConfigError
 from wrencore_aws.clients import call_with_retries, make_client
+from wrencore_aws.completion import send_statement
 
 from .settings import StandaloneSettings
 
@@ -47,6 +48,7 @@ def worker_policy(*, queue_arn: str, bucket: Optional[str], prefix: str, log_gro
                     "logs:DescribeLogGroups"],
          "Resource": [f"arn:aws:logs:{region}:{account}:log-group:{log_group}",
                       f"arn:aws:logs:{region}:{account}:log-group:{log_group}:*"]},
+        send_statement(region, account),
         {"Sid": "TerminateOwnFleet", "Effect": "Allow", "Action": "ec2:TerminateInstances",
          "Resource": f"arn:aws:ec2:{region}:{account}:instance/*",
          "Condition": {"StringEquals": {f"ec2:ResourceTag/{FLEET_TAG}": fleet}}},

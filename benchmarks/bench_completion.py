@@ -1,0 +1,191 @@
+"""Benchmark: what finding finished calls costs the client, as jobs grow.
+
+For no-op jobs of growing size at chunksize 1 — on the standalone fleet harness (moto +
+simulated instances running the real daemon under supervisord) and on the Lambda harness
+(moto + awslambdaric) — it counts the client's AWS requests by operation (botocore's
+``before-call`` event hooks on every client the executor uses), its CPU seconds
+(``time.process_time``; both harnesses run in other processes) and its peak Python memory
+(``tracemalloc``), and prints requests per call and the growth exponent of total requests
+between sizes, ``log(r2/r1) / log(n2/n1)``. The jobs stream their inputs (a generator,
+``max_pending`` 2,000), as a million-call job would.
+
+Targets at chunksize 1: at most 0.5 client requests per call, at most 1 ms of client CPU
+per call, growth exponent at most 1.05 in total requests from 1,000 to 100,000 calls.
+A Lambda invocation is one request per call by itself, so its rows also show the requests
+spent on completion alone (everything but Invoke). The last lines project a
+1,000,000-call job from the largest measured size of each harness.
+
+Run from the repository root:
+``python benchmarks/bench_completion.py [--fleet 1000,10000,100000] [--lambda 1000,10000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def noop(x):
+    return x
+
+
+def run_job(executor, counter, calls: int) -> dict:
+    import wrencore
+
+    before = counter.snapshot()
+    tracemalloc.start()
+    cpu, wall = time.process_time(), time.monotonic()
+    done = 0
+    for future in executor.map_futures(noop, iter(range(calls)), max_pending=2000):
+        future.result(timeout=1800)
+        done += 1
+    cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert done == calls
+    counts = counter.snapshot()
+    counts.subtract(before)
+    counts = {k: v for k, v in counts.items() if v}
+    del wrencore
+    return {"calls": calls, "counts": counts, "cpu": cpu, "wall": wall, "peak": peak}
+
+
+FLEET_HARNESS = """
+import sys
+sys.path.insert(0, {root!r})
+from tests.servers.fleet_harness import FleetHarness
+harness = FleetHarness({env!r}, {fleet!r}, numprocs=2).__enter__()
+print("ready", flush=True)
+sys.stdin.read()
+harness.stop()
+"""
+
+
+def bench_fleet(sizes, work):
+    import boto3
+
+    import wrencore
+    from tests.request_counter import RequestCounter, fleet_clients
+    from tests.servers.moto_server import MotoServer
+
+    moto = MotoServer(os.path.join(work, "moto-fleet.log"))
+    harness = None
+    try:
+        os.environ.update(moto.env())
+        bucket, fleet = f"bench-{uuid.uuid4().hex[:8]}", f"f{uuid.uuid4().hex[:8]}"
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        ami = boto3.client("ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        env = dict(moto.env(), WRENCORE_AWS_SQS_EC2__LOG_SEND_INTERVAL="5")
+        harness = subprocess.Popen(
+            [sys.executable, "-c", FLEET_HARNESS.format(root=ROOT, env=env, fleet=fleet)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        assert harness.stdout.readline().strip() == "ready"
+        config = {"aws_sqs_ec2": {"queue_name": f"q-{fleet}", "fleet": fleet, "ami": ami,
+                                  "min_instances": 1, "max_instances": 1, "numprocs": 0,
+                                  "idle_timeout": 3600, "poll_wait": 1, "batch_size": 10},
+                  "s3": {"bucket": bucket, "prefix": "jobs"}}
+        rows = []
+        with wrencore.Executor(backend="aws_sqs_ec2", config=config, chunksize=1) as executor:
+            assert executor.submit(noop, 1).result(timeout=300) == 1  # boot, runtime
+            counter = RequestCounter().attach(fleet_clients(executor))
+            for size in sizes:
+                rows.append(run_job(executor, counter, size))
+                print(f"  fleet {size}: {rows[-1]['wall']:.1f} s", file=sys.stderr)
+        return rows
+    finally:
+        if harness is not None:
+            harness.stdin.close()
+            harness.wait(60)
+        moto.stop()
+
+
+def bench_lambda(sizes, work):
+    import boto3
+
+    import wrencore
+    from tests.request_counter import RequestCounter, lambda_clients
+    from tests.servers.lambda_harness import LambdaHarness
+    from tests.servers.moto_server import MotoServer
+
+    moto = MotoServer(os.path.join(work, "moto-lambda.log"))
+    harness = None
+    try:
+        os.environ.update(moto.env())
+        harness = LambdaHarness(moto.endpoint, work, concurrency=4)
+        os.environ["AWS_ENDPOINT_URL_LAMBDA"] = harness.endpoint
+        bucket = f"bench-{uuid.uuid4().hex[:8]}"
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        config = {"s3": {"bucket": bucket, "prefix": "jobs"},
+                  "aws_lambda": {"timeout": 60, "invoke_threads": 16}}
+        rows = []
+        with wrencore.Executor(backend="aws_lambda", config=config, chunksize=1) as executor:
+            assert executor.submit(noop, 1).result(timeout=300) == 1  # deploy, warm
+            counter = RequestCounter().attach(lambda_clients(executor))
+            for size in sizes:
+                rows.append(run_job(executor, counter, size))
+                print(f"  lambda {size}: {rows[-1]['wall']:.1f} s", file=sys.stderr)
+        return rows
+    finally:
+        os.environ.pop("AWS_ENDPOINT_URL_LAMBDA", None)
+        if harness is not None:
+            harness.stop()
+        moto.stop()
+
+
+def report(name, rows, dispatch_ops):
+    print(f"\n{name} (chunksize 1)")
+    print(f"{'calls':>8} {'wall s':>8} {'requests':>9} {'req/call':>9} {'compl/call':>11} "
+          f"{'CPU ms/call':>12} {'peak MiB':>9}  requests by operation")
+    for row in rows:
+        total = sum(row["counts"].values())
+        completion = sum(n for (_, op), n in row["counts"].items() if op not in dispatch_ops)
+        ops = ", ".join(f"{op} {n}" for (_, op), n in sorted(row["counts"].items(),
+                                                             key=lambda kv: -kv[1]))
+        print(f"{row['calls']:>8} {row['wall']:>8.1f} {total:>9} {total / row['calls']:>9.3f} "
+              f"{completion / row['calls']:>11.3f} {1000 * row['cpu'] / row['calls']:>12.3f} "
+              f"{row['peak'] / 2**20:>9.1f}  {ops}")
+    for a, b in zip(rows, rows[1:]):
+        ra, rb = sum(a["counts"].values()), sum(b["counts"].values())
+        exponent = math.log(rb / ra) / math.log(b["calls"] / a["calls"])
+        print(f"growth exponent of total requests {a['calls']} -> {b['calls']}: {exponent:.3f}")
+    if len(rows) >= 2:
+        first, last = rows[0], rows[-1]
+        exponent = math.log(sum(last["counts"].values()) / sum(first["counts"].values())) / \
+            math.log(last["calls"] / first["calls"])
+        print(f"growth exponent {first['calls']} -> {last['calls']}: {exponent:.3f}")
+    last = rows[-1]
+    scale = 1_000_000 / last["calls"]
+    total = sum(last["counts"].values())
+    print(f"projected 1,000,000-call job: {total * scale:,.0f} requests "
+          f"({total / last['calls']:.3f} a call), {last['cpu'] * scale:,.0f} s of client CPU")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--fleet", default="1000,10000,100000")
+    parser.add_argument("--lambda", dest="lambda_", default="1000,10000")
+    args = parser.parse_args()
+    sizes = lambda text: [int(x) for x in text.split(",") if x]  # noqa: E731
+    with tempfile.TemporaryDirectory(prefix="bench-completion-") as work:
+        fleet = bench_fleet(sizes(args.fleet), work) if sizes(args.fleet) else []
+        lam = bench_lambda(sizes(args.lambda_), work) if sizes(args.lambda_) else []
+    if fleet:
+        report("standalone fleet harness (1 instance, 2 daemons)", fleet, {"SendMessageBatch"})
+    if lam:
+        report("Lambda harness (concurrency 4)", lam, {"Invoke"})
+    print("\ntargets: <= 0.5 requests a call, <= 1 ms client CPU a call, growth <= 1.05")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
