@@ -50,6 +50,8 @@ MIN_ATTEMPTS, MAX_ATTEMPTS = 5, 100
 MIN_DEADLINE, MAX_DEADLINE = 10, 600
 #: Ack ids per acknowledge / modify_ack_deadline request (Pub/Sub's request size limit).
 ACK_BATCH = 1000
+#: The shortest wait of one pull request, seconds.
+PULL_MIN_WAIT = 0.5
 
 
 def default_project() -> str:
@@ -171,21 +173,14 @@ class PubSubQueue(TaskQueue):
 
     def receive(self, max_messages: int = 10, wait_time: float = 20.0,
                 visibility_timeout: Optional[float] = None) -> List[QueueMessage]:
-        from google.api_core import exceptions
-
         deadline = time.monotonic() + max(0.0, wait_time)
         while True:
-            try:
-                response = self.subscriber.pull(
-                    request={"subscription": self.subscription,
-                             "max_messages": max(1, int(max_messages))},
-                    timeout=max(5.0, min(wait_time, 60.0) + 5.0))
-                received = list(response.received_messages)
-            except exceptions.DeadlineExceeded:
-                received = []
+            # A pull waits for messages until its own deadline (or the server's, some
+            # seconds); an empty one ends as DeadlineExceeded.
+            received = self._pull(self.subscription, max_messages,
+                                  max(PULL_MIN_WAIT, min(deadline - time.monotonic(), 60.0)))
             if received or time.monotonic() >= deadline:
                 break
-            time.sleep(0.05)
         self._last_pulled = len(received)
         messages = [QueueMessage(message_id=m.message.message_id,
                                  body=m.message.data.decode("utf-8", "replace"),
@@ -198,6 +193,17 @@ class PubSubQueue(TaskQueue):
             until = time.monotonic() + seconds
             self._held.update((m.receipt, until) for m in messages)
         return messages
+
+    def _pull(self, subscription: str, max_messages: int, wait: float) -> List[Any]:
+        from google.api_core import exceptions
+
+        try:
+            response = self.subscriber.pull(
+                request={"subscription": subscription, "max_messages": max(1, int(max_messages))},
+                timeout=wait, retry=None)
+        except exceptions.DeadlineExceeded:
+            return []
+        return list(response.received_messages)
 
     def _modify(self, messages: List[QueueMessage], seconds: float) -> None:
         ack_ids = [m.receipt for m in messages]
@@ -241,9 +247,7 @@ class PubSubQueue(TaskQueue):
         """Acknowledge every message of the subscription and of the dead-letter topic."""
         for subscription in (self.subscription, self.peek_subscription):
             while True:
-                response = self.subscriber.pull(
-                    request={"subscription": subscription, "max_messages": 1000}, timeout=30)
-                ack_ids = [m.ack_id for m in response.received_messages]
+                ack_ids = [m.ack_id for m in self._pull(subscription, 1000, 2.0)]
                 if not ack_ids:
                     break
                 self.subscriber.acknowledge(request={"subscription": subscription,
@@ -254,11 +258,9 @@ class PubSubQueue(TaskQueue):
         seen: Dict[str, QueueMessage] = {}
         ack_ids: List[str] = []
         for _round in range(20):
-            response = self.subscriber.pull(
-                request={"subscription": self.peek_subscription, "max_messages": 1000},
-                timeout=30)
-            fresh = [m for m in response.received_messages if m.message.message_id not in seen]
-            ack_ids += [m.ack_id for m in response.received_messages]
+            received = self._pull(self.peek_subscription, 1000, 2.0 if not seen else 0.5)
+            fresh = [m for m in received if m.message.message_id not in seen]
+            ack_ids += [m.ack_id for m in received]
             for m in fresh:
                 seen[m.message.message_id] = QueueMessage(
                     m.message.message_id, m.message.data.decode("utf-8", "replace"), m.ack_id,
