@@ -47,6 +47,8 @@ def worker_policy(*, queue_arn: str, bucket: Optional[str], prefix: str, log_gro
                     "logs:DescribeLogGroups"],
          "Resource": [f"arn:aws:logs:{region}:{account}:log-group:{log_group}",
                       f"arn:aws:logs:{region}:{account}:log-group:{log_group}:*"]},
+        {"Sid": "CountOwnFleet", "Effect": "Allow", "Action": "ec2:DescribeInstances",
+         "Resource": "*"},
         {"Sid": "TerminateOwnFleet", "Effect": "Allow", "Action": "ec2:TerminateInstances",
          "Resource": f"arn:aws:ec2:{region}:{account}:instance/*",
          "Condition": {"StringEquals": {f"ec2:ResourceTag/{FLEET_TAG}": fleet}}},
