@@ -47,6 +47,8 @@ def worker_policy(*, queue_arn: str, bucket: Optional[str], prefix: str, log_gro
                     "logs:DescribeLogGroups"],
          "Resource": [f"arn:aws:logs:{region}:{account}:log-group:{log_group}",
                       f"arn:aws:logs:{region}:{account}:log-group:{log_group}:*"]},
+        # Describe actions take no resource-level permissions: "*" is the only resource.
+        # An idle instance counts its fleet so as not to fall below min_instances.
         {"Sid": "CountOwnFleet", "Effect": "Allow", "Action": "ec2:DescribeInstances",
          "Resource": "*"},
         {"Sid": "TerminateOwnFleet", "Effect": "Allow", "Action": "ec2:TerminateInstances",

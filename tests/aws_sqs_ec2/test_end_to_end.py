@@ -134,7 +134,7 @@ def test_idle_instance_terminates_itself_but_not_while_a_sibling_is_busy(standal
     procs.wait_until(lambda: harness.states()[instance.id] == "terminated", 30,
                      "the instance to terminate itself")
     procs.wait_until(lambda: not instance.supervisord_running, 30, "supervisord to stop")
-    assert "terminating it" in instance.log_text()
+    assert "releasing it" in instance.log_text()
 
 
 def test_daemon_logs_reach_cloudwatch_under_group_and_stream(standalone_config, fleet):
