@@ -79,26 +79,30 @@ def cloudwatch_handler(log_group: str, stream: str, region: str = "",
     return handler
 
 
-def live_fleet_size(fleet: str, region: str = "") -> int:
+def live_fleet(fleet: str, region: str = "") -> list:
+    """The ids of the fleet's live instances, oldest first."""
     import boto3
 
     ec2 = boto3.client("ec2", region_name=region or None)
-    count = 0
+    found = []
     for page in ec2.get_paginator("describe_instances").paginate(Filters=[
             {"Name": "tag:wrencore:fleet", "Values": [fleet]},
             {"Name": "instance-state-name", "Values": ["pending", "running"]}]):
-        count += sum(len(r["Instances"]) for r in page["Reservations"])
-    return count
+        for reservation in page["Reservations"]:
+            found += [(i["LaunchTime"], i["InstanceId"]) for i in reservation["Instances"]]
+    return [instance_id for _launched, instance_id in sorted(found)]
 
 
 def release_ec2_instance(instance_id: str, region: str = "", fleet: str = "",
                          min_instances: int = 0) -> bool:
-    """Terminate this idle instance, unless its fleet would fall below ``min_instances``."""
+    """Terminate this idle instance, unless it is one of the fleet's ``min_instances``
+    oldest: those stay, so instances idling out together never take the fleet below its
+    minimum."""
     if min_instances > 0 and fleet:
-        live = live_fleet_size(fleet, region)
-        if live <= min_instances:
-            logger.info("fleet %s has %d live instance(s), its minimum is %d: %s stays",
-                        fleet, live, min_instances, instance_id)
+        live = live_fleet(fleet, region)
+        if instance_id in live[:min_instances]:
+            logger.info("%s is one of the %d oldest of fleet %s (min_instances): it stays",
+                        instance_id, min_instances, fleet)
             return False
     terminate_instance_ec2(instance_id, region)
     return True
