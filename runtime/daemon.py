@@ -13,12 +13,19 @@ running them again. A message that cannot be decoded is released at once, so it 
 the dead-letter queue after ``max_receives`` receives; the client fails the futures of
 calls it finds there.
 
+The daemon talks to its queue and storages only through
+:class:`~wrencore_runtime.queues.TaskQueue` and :class:`~wrencore_runtime.storage.Storage`;
+whatever is specific to a cloud (the instance id, log shipping, giving the machine back)
+is handed in by the entry point that starts it, which asks the plugins' hooks.
+
 Idle self-termination: each process keeps a marker file in the instance's ``state_dir``
 saying whether it is busy and since when. When the queue is empty, every one of the
 instance's ``numprocs`` processes has been idle for ``idle_timeout`` seconds and the
 instance is older than ``min_uptime``, one process (holding an exclusive lock) announces
-termination, checks that no sibling turned busy meanwhile, terminates its own instance
-through EC2 and runs ``shutdown_command``. Siblings see the announcement and exit.
+termination, checks that no sibling turned busy meanwhile, releases its instance (the
+``release_instance`` callable: the ``wrencore_release_instance`` hook — terminate the EC2
+instance, or nothing on a plain machine; it may also keep the instance) and runs
+``shutdown_command``. Siblings see the announcement and exit.
 
 Settings come from a JSON file, overridden by ``WRENCORE_AWS_SQS_EC2__<KEY>`` variables.
 """
@@ -38,8 +45,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, List, Optional
 
@@ -72,13 +77,20 @@ class DaemonSettings:
     min_uptime: float = 0.0
     #: File whose mtime is the instance's boot time (default: from /proc/uptime).
     boot_time_file: str = ""
-    #: Terminate the instance when idle (False: only exit the daemons).
+    #: Release the instance when idle (False: only exit the daemons).
     terminate: bool = True
+    #: The instance provider that launched this machine (``ec2``; empty: none), and what
+    #: it needs to know to release it (e.g. its fleet and ``min_instances``).
+    provider: str = ""
+    provider_config: Dict[str, Any] = field(default_factory=dict)
     #: Command run after TerminateInstances (e.g. ``shutdown -h now``); empty for none.
     shutdown_command: str = ""
     poll_wait: float = 20.0
     batch_size: int = 10
     visibility_timeout: float = 60.0
+    #: Seconds before a message whose call killed a daemon is delivered again (negative:
+    #: when its visibility timeout ends). 0 spends a crash loop's receives at once.
+    crash_redelivery: float = -1.0
     #: Seconds between visibility extensions (default: a third of the visibility timeout).
     heartbeat_interval: float = 0.0
     metadata_url: str = DEFAULT_METADATA_URL
@@ -123,8 +135,8 @@ class DaemonSettings:
                 setattr(self, f.name, int(value))
             elif f.type in ("bool", bool) and isinstance(value, str):
                 setattr(self, f.name, value.strip().lower() in ("1", "true", "yes", "on"))
-            elif f.name == "queue" and isinstance(value, str):
-                self.queue = json.loads(value)
+            elif f.name in ("queue", "provider_config") and isinstance(value, str):
+                setattr(self, f.name, json.loads(value))
         if not self.process_name:
             self.process_name = os.environ.get("SUPERVISOR_PROCESS_NAME") or f"pid{os.getpid()}"
         if not self.queue:
@@ -132,38 +144,8 @@ class DaemonSettings:
 
 
 # ------------------------------------------------------------------------------------
-# the instance: id, uptime, termination
+# the instance: uptime and idle markers
 # ------------------------------------------------------------------------------------
-
-
-def fetch_instance_id(base_url: str = DEFAULT_METADATA_URL, timeout: float = 2.0,
-                      attempts: int = 5) -> str:
-    """The instance id from the metadata service (IMDSv2 token, falling back to v1)."""
-    base = base_url.rstrip("/")
-    last_error: Optional[BaseException] = None
-    for attempt in range(attempts):
-        headers = {}
-        try:
-            request = urllib.request.Request(
-                f"{base}/latest/api/token", method="PUT",
-                headers={"X-aws-ec2-metadata-token-ttl-seconds": "21600"})
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                headers["X-aws-ec2-metadata-token"] = response.read().decode()
-        except urllib.error.HTTPError:
-            pass  # IMDSv1 only
-        except OSError as exc:
-            last_error = exc
-            time.sleep(min(2 ** attempt * 0.2, 2))
-            continue
-        try:
-            request = urllib.request.Request(f"{base}/latest/meta-data/instance-id",
-                                             headers=headers)
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.read().decode().strip()
-        except OSError as exc:
-            last_error = exc
-            time.sleep(min(2 ** attempt * 0.2, 2))
-    raise RuntimeError(f"cannot read the instance id from {base}: {last_error}")
 
 
 def instance_uptime(boot_time_file: str = "") -> float:
@@ -177,13 +159,6 @@ def instance_uptime(boot_time_file: str = "") -> float:
             return float(f.read().split()[0])
     except (OSError, ValueError, IndexError):
         return float("inf")
-
-
-def terminate_instance_ec2(instance_id: str, region: str = "") -> None:
-    import boto3
-
-    boto3.client("ec2", region_name=region or None).terminate_instances(
-        InstanceIds=[instance_id])
 
 
 def _alive(pid: Any) -> bool:
@@ -403,7 +378,7 @@ class Heartbeat:
 class Daemon:
     def __init__(self, settings: DaemonSettings, *, queue: Optional[TaskQueue] = None,
                  instance_id: str = "",
-                 terminate_instance: Optional[Callable[[str], None]] = None) -> None:
+                 terminate_instance: Optional[Callable[[str], Optional[bool]]] = None) -> None:
         self.settings = settings
         self.queue = queue or queue_from_spec(settings.queue)
         self.instance_id = instance_id or settings.instance_id or socket.gethostname()
@@ -413,8 +388,8 @@ class Daemon:
             max_age=settings.env_max_age, max_bytes=settings.env_max_bytes,
             worker_id=self.runner.worker_id)
         self.board = IdleBoard(settings.state_dir, settings.process_name)
-        self._terminate_instance = terminate_instance or (
-            lambda iid: terminate_instance_ec2(iid, settings.region))
+        #: Releases the instance; returns False to keep it (None counts as released).
+        self._terminate_instance = terminate_instance or (lambda iid: None)
         self.journal = Journal(settings.state_dir, settings.process_name)
         self.crashes = CrashLedger(settings.state_dir)
         self.stopping = threading.Event()
@@ -476,9 +451,9 @@ class Daemon:
             return False
         return True
 
-    def _release(self, message: QueueMessage) -> None:
+    def _release(self, message: QueueMessage, after: float = 0) -> None:
         try:
-            self.queue.change_visibility(message, 0)
+            self.queue.change_visibility(message, after)
         except Exception as exc:
             logger.warning("could not release message %s: %s", message.message_id, exc)
 
@@ -540,6 +515,8 @@ class Daemon:
             count = self.crashes.add(culprit)
             logger.error("the previous daemon %s died running message %s (crash %d of it)",
                          self.settings.process_name, culprit, count)
+            if self.settings.crash_redelivery >= 0 and culprit in by_id:
+                self._release(by_id[culprit], self.settings.crash_redelivery)
         try:
             finished = [by_id[i] for i in entry["done"] if i in by_id]
             if finished:
@@ -569,11 +546,14 @@ class Daemon:
         if not self.board.all_idle_for(s.idle_timeout, s.numprocs):
             self.board.withdraw(lock_fd)
             return False
-        logger.info("instance %s idle for %.0f s with an empty queue; terminating it",
+        logger.info("instance %s idle for %.0f s with an empty queue; releasing it",
                     self.instance_id, s.idle_timeout)
         try:
-            if s.terminate:
-                self._terminate_instance(self.instance_id)
+            if s.terminate and self._terminate_instance(self.instance_id) is False:
+                logger.info("instance %s is kept (its provider says so); staying idle",
+                            self.instance_id)
+                self.board.withdraw(lock_fd)
+                return False
         except Exception as exc:
             logger.error("could not terminate instance %s: %s", self.instance_id, exc)
             self.board.withdraw(lock_fd)
@@ -621,32 +601,6 @@ class Daemon:
 # ------------------------------------------------------------------------------------
 
 
-def cloudwatch_handler(log_group: str, stream: str, region: str = "",
-                       send_interval: float = 5.0) -> Optional[logging.Handler]:
-    """A watchtower handler on ``log_group``/``stream``, or None if CloudWatch is unreachable.
-
-    Later outages or throttling drop batches with a warning, while the local log file
-    (supervisord's capture of stderr) keeps every line.
-    """
-    try:
-        import boto3
-        import watchtower
-        from botocore.config import Config
-
-        client = boto3.client("logs", region_name=region or None, config=Config(
-            connect_timeout=2, read_timeout=5, retries={"max_attempts": 2}))
-        handler = watchtower.CloudWatchLogHandler(
-            log_group_name=log_group, log_stream_name=stream, boto3_client=client,
-            send_interval=send_interval,
-        )
-    except Exception as exc:
-        logger.warning("CloudWatch Logs unavailable (%s: %s); logging to local files only",
-                       type(exc).__name__, exc)
-        return None
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    return handler
-
-
 def stream_name(instance_id: str, process_name: str) -> str:
     return f"{instance_id}-{process_name}"
 
@@ -662,19 +616,21 @@ def configure_logging(settings: DaemonSettings) -> None:
     root = logging.getLogger()
     root.setLevel(settings.log_level.upper())
     root.addHandler(stream)
-    for noisy in ("botocore", "boto3", "urllib3"):
+    for noisy in ("botocore", "boto3", "urllib3", "google", "grpc"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def serve(settings: DaemonSettings, instance_id: str,
-          log_handlers: Optional[List[logging.Handler]] = None) -> int:
+          log_handlers: Optional[List[logging.Handler]] = None,
+          release_instance: Optional[Callable[[str], Optional[bool]]] = None) -> int:
     """Run a daemon in this process until the instance terminates or SIGTERM arrives.
 
     Call :func:`configure_logging` first; ``log_handlers`` are added to it.
+    ``release_instance(instance_id)`` gives the idle machine back (False: keep it).
     """
     for handler in log_handlers or []:
         logging.getLogger().addHandler(handler)
-    daemon = Daemon(settings, instance_id=instance_id)
+    daemon = Daemon(settings, instance_id=instance_id, terminate_instance=release_instance)
     signal.signal(signal.SIGTERM, lambda signum, frame: daemon.stopping.set())
     try:
         return daemon.run()
@@ -683,20 +639,16 @@ def serve(settings: DaemonSettings, instance_id: str,
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run a daemon without plugins: the instance id from the settings (or the host name),
+    logs to stderr only, and an idle machine is not released (the daemons just exit).
+    Entry points that ask the plugins are ``wrencore_workers.entry`` and
+    ``wrencore_aws_sqs_ec2.worker``."""
     parser = argparse.ArgumentParser(prog="wrencore-daemon", description=__doc__.split("\n")[0])
     parser.add_argument("--settings", help="JSON settings file")
     args = parser.parse_args(argv)
     settings = DaemonSettings.load(args.settings)
     configure_logging(settings)
-    instance_id = settings.instance_id or fetch_instance_id(settings.metadata_url)
-    handlers = []
-    if settings.cloudwatch:
-        handler = cloudwatch_handler(settings.log_group,
-                                     stream_name(instance_id, settings.process_name),
-                                     settings.region, settings.log_send_interval)
-        if handler is not None:
-            handlers.append(handler)
-    return serve(settings, instance_id, handlers)
+    return serve(settings, settings.instance_id or socket.gethostname())
 
 
 if __name__ == "__main__":

@@ -51,3 +51,51 @@ def aws_env(moto_server, monkeypatch):
     for key, value in moto_server.env().items():
         monkeypatch.setenv(key, value)
     return moto_server
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator(tmp_path_factory):
+    """The Pub/Sub emulator; skipped (locally only: .ci/run checks it exists) when missing."""
+    from tests.servers.gcp_emulators import PubSubEmulator, pubsub_emulator_path
+
+    if not pubsub_emulator_path():
+        pytest.skip("the Pub/Sub emulator is not installed (gcloud's pubsub-emulator component "
+                    "at /usr/lib/google-cloud-sdk/platform/pubsub-emulator)")
+    server = PubSubEmulator(str(tmp_path_factory.mktemp("pubsub") / "emulator.log"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(tmp_path_factory):
+    from tests.servers.gcp_emulators import StorageEmulator
+
+    server = StorageEmulator(str(tmp_path_factory.mktemp("gcs") / "emulator.log"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pubsub_env(pubsub_emulator, monkeypatch):
+    """The emulator's address and a project of this test's own (the emulator has no reset)."""
+    import uuid
+
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.host)
+    project = f"wrencore-{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", project)
+    return project
+
+
+@pytest.fixture
+def gcs_bucket(gcs_emulator, monkeypatch):
+    """A fresh bucket on the storage emulator, and the variable that points clients at it."""
+    import uuid
+
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.endpoint)
+    name = f"wrencore-test-{uuid.uuid4().hex[:8]}"
+    storage.Client(project="wrencore-emulator",
+                   credentials=AnonymousCredentials()).create_bucket(name)
+    return name

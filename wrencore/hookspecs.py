@@ -148,6 +148,23 @@ def wrencore_instance_id(config: Mapping[str, Any]) -> Optional[str]:
     """
 
 
+@hookspec(firstresult=True)
+def wrencore_release_instance(instance_id: str, config: Mapping[str, Any]) -> Optional[bool]:
+    """Give up the machine whose workers have all been idle for their idle timeout.
+
+    Called by the worker daemon that won the instance's idle decision, before its workers
+    exit. A provider plugin releases what it launched (terminate this EC2 instance, delete
+    it from its managed instance group) or keeps it (its fleet would fall below
+    ``min_instances``); the built-in default, for a machine no provider launched, releases
+    nothing and lets the workers exit. Stops at first non-None result.
+
+    :param instance_id: the id of the machine (as ``wrencore_instance_id`` found it).
+    :param config: the worker's settings (``provider`` names the plugin that launched it).
+    :returns: True when the machine is released (the workers exit), False to keep it
+        running and idle, None to let the next implementation decide.
+    """
+
+
 # ------------------------------------------------------------------------------------
 # command line
 # ------------------------------------------------------------------------------------

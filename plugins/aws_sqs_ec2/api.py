@@ -100,11 +100,8 @@ class Standalone:
         return text
 
     # -- operations ------------------------------------------------------------------
-    def launch(self, count: int) -> List[str]:
-        """Launch ``count`` more instances; return their ids."""
-        if count < 0:
-            raise ValueError(f"count must be >= 0, not {count}")
-        if count == 0:
+    def _launch(self, count: int) -> List[str]:
+        if count <= 0:
             return []
         bucket, prefix = self._storage_location()
         queue_arn = self.queue.arns()[0]
@@ -112,13 +109,34 @@ class Standalone:
                                                         prefix=prefix)
         return self.provider.launch(count, user_data=self.user_data(), instance_profile=profile)
 
-    def ensure_fleet(self, wanted: int) -> List[str]:
-        """Launch what is missing for ``wanted`` busy instances, within min/max; new ids."""
+    def launch(self, count: int) -> List[str]:
+        """Launch up to ``count`` more instances, never beyond ``max_instances``; their ids."""
+        if count < 0:
+            raise ValueError(f"count must be >= 0, not {count}")
+        with self._fleet_lock:
+            room = self.settings.max_instances - len(self.provider.live())
+            if count > room:
+                logger.warning("launching %d instead of %d instance(s): fleet %s is at most "
+                               "max_instances = %d", max(room, 0), count, self.settings.fleet,
+                               self.settings.max_instances)
+            return self._launch(min(count, room))
+
+    def fleet_target(self, wanted: int = 0) -> int:
+        """How many instances the fleet should have for ``wanted`` messages (or the queue's
+        waiting and in-flight ones, if more): one per ``messages_per_instance``, within
+        ``min_instances`` and ``max_instances``."""
         s = self.settings
-        target = max(s.min_instances, min(s.max_instances, wanted))
+        depth = self.queue.depth()
+        messages = max(wanted, depth.get("visible", 0) + depth.get("in_flight", 0))
+        needed = -(-messages // s.messages_per_instance)
+        return max(s.min_instances, min(s.max_instances, needed))
+
+    def ensure_fleet(self, wanted: int = 0) -> List[str]:
+        """Launch what the queue (or ``wanted`` messages) needs, within min/max; new ids."""
+        target = self.fleet_target(wanted)
         with self._fleet_lock:
             missing = target - len(self.provider.live())
-            return self.launch(missing) if missing > 0 else []
+            return self._launch(missing) if missing > 0 else []
 
     def list(self, all_states: bool = False) -> List[Dict[str, Any]]:
         """The fleet's instances (pending and running ones unless ``all_states``)."""

@@ -141,11 +141,12 @@ class StandaloneBackend(Backend):
             self._dead = dead
 
     def _keep_fleet(self) -> None:
-        """Relaunch if calls wait but no instance is live (e.g. one idled out as they came)."""
+        """Follow the queue: relaunch if calls wait but no instance is live (e.g. one idled
+        out as they came), grow with the queue's depth, keep ``min_instances``."""
         if not self._fleet_checks.due():
             return
         try:
-            launched = self.standalone.ensure_fleet(self.watcher.pending_count())
+            launched = self.standalone.ensure_fleet()  # as many as the queue's depth asks
         except Exception as exc:
             logger.warning("could not check the fleet: %s: %s", type(exc).__name__, exc)
             return

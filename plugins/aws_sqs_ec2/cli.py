@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import sys
 from typing import Any, Dict, List
 
 STANDALONE_HELP = "manage the standalone (SQS + EC2) fleet of [aws_sqs_ec2]"
@@ -17,7 +18,8 @@ def add_commands(subparsers: "argparse._SubParsersAction") -> None:
                         help='configuration overrides, e.g. \'{"aws_sqs_ec2": {"fleet": "x"}}\'')
     commands = parser.add_subparsers(dest="standalone_command", required=True)
 
-    launch = commands.add_parser("launch", help="launch more worker instances")
+    launch = commands.add_parser("launch", help="launch more worker instances (up to "
+                                                      "max_instances live)")
     launch.add_argument("--count", type=int, required=True, help="how many instances")
     launch.set_defaults(func=_launch)
 
@@ -50,8 +52,14 @@ def _launch(args: argparse.Namespace) -> int:
     if args.count < 1:
         print("--count must be at least 1")
         return 2
-    for instance_id in _standalone(args).launch(args.count):
+    standalone = _standalone(args)
+    launched = standalone.launch(args.count)
+    for instance_id in launched:
         print(instance_id)
+    if len(launched) < args.count:
+        print(f"launched {len(launched)} of {args.count}: the fleet may have at most "
+              f"max_instances = {standalone.settings.max_instances} live instances",
+              file=sys.stderr)
     return 0
 
 

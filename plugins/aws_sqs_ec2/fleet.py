@@ -49,6 +49,10 @@ def worker_policy(*, queue_arn: str, bucket: Optional[str], prefix: str, log_gro
          "Resource": [f"arn:aws:logs:{region}:{account}:log-group:{log_group}",
                       f"arn:aws:logs:{region}:{account}:log-group:{log_group}:*"]},
         send_statement(region, account),
+        # Describe actions take no resource-level permissions: "*" is the only resource.
+        # An idle instance counts its fleet so as not to fall below min_instances.
+        {"Sid": "CountOwnFleet", "Effect": "Allow", "Action": "ec2:DescribeInstances",
+         "Resource": "*"},
         {"Sid": "TerminateOwnFleet", "Effect": "Allow", "Action": "ec2:TerminateInstances",
          "Resource": f"arn:aws:ec2:{region}:{account}:instance/*",
          "Condition": {"StringEquals": {f"ec2:ResourceTag/{FLEET_TAG}": fleet}}},

@@ -1,6 +1,6 @@
 """Registers the ``aws_sqs_ec2`` backend, the ``sqs`` queue, the ``ec2`` instance provider,
-the standalone daemon's instance id and CloudWatch log handlers, and the ``wrencore
-standalone`` commands. Importing this module does not import boto3."""
+the standalone daemon's instance id, CloudWatch log handlers and idle termination, and the
+``wrencore standalone`` commands. Importing this module does not import boto3."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def wrencore_instance_id(config: Mapping[str, Any]) -> Optional[str]:
     base = config.get("metadata_url")
     if not base:
         return None
-    from wrencore_runtime.daemon import fetch_instance_id
+    from .instance import fetch_instance_id
 
     try:
         return fetch_instance_id(base)
@@ -47,11 +47,26 @@ def wrencore_instance_id(config: Mapping[str, Any]) -> Optional[str]:
 
 
 @hookimpl
+def wrencore_release_instance(instance_id: str, config: Mapping[str, Any]) -> Optional[bool]:
+    """Terminate an idle instance this plugin launched, keeping ``min_instances`` alive."""
+    if config.get("provider") != "ec2":
+        return None
+    from .instance import release_ec2_instance
+
+    fleet = config.get("provider_config") or {}
+    return release_ec2_instance(instance_id, config.get("region") or "",
+                                fleet=str(fleet.get("fleet") or ""),
+                                min_instances=int(fleet.get("min_instances") or 0))
+
+
+@hookimpl
 def wrencore_worker_log_handlers(component: str, instance_id: str, process_name: str,
                                  config: Mapping[str, Any]) -> Optional[List[logging.Handler]]:
     if component != "standalone-daemon" or not config.get("cloudwatch", True):
         return None
-    from wrencore_runtime.daemon import DEFAULT_LOG_GROUP, cloudwatch_handler, stream_name
+    from wrencore_runtime.daemon import stream_name
+
+    from .instance import DEFAULT_LOG_GROUP, cloudwatch_handler
 
     handler = cloudwatch_handler(config.get("log_group") or DEFAULT_LOG_GROUP,
                                  stream_name(instance_id, process_name),

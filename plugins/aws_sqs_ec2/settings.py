@@ -14,6 +14,7 @@ Every key can also be set as ``WRENCORE_AWS_SQS_EC2__<KEY>`` or in
     spot = true
     min_instances = 0
     max_instances = 8               # map launches what is missing, up to this
+    messages_per_instance = 1       # the fleet grows by one instance per this many messages
     numprocs = 0                    # daemons per instance; 0: one per core
     idle_timeout = 300              # an idle instance terminates itself after this
     min_uptime = 0
@@ -40,6 +41,7 @@ SECTION = "aws_sqs_ec2"
 _INT_RANGES = (
     ("max_receives", 1, None), ("visibility_timeout", 0, 43200), ("min_instances", 0, None),
     ("max_instances", 1, None), ("numprocs", 0, None), ("batch_size", 1, 10),
+    ("messages_per_instance", 1, None),
 )
 
 
@@ -55,6 +57,8 @@ class StandaloneSettings:
     min_uptime: float = 0.0
     min_instances: int = 0
     max_instances: int = 1
+    #: Queue messages (waiting or in flight) per instance the fleet grows to.
+    messages_per_instance: int = 1
     instance_type: str = "t3.small"
     ami: Optional[str] = None
     spot: bool = False

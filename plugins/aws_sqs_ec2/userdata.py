@@ -71,6 +71,8 @@ def daemon_settings(settings: StandaloneSettings, queue_spec: Dict[str, Any]) ->
         "idle_timeout": settings.idle_timeout,
         "min_uptime": settings.min_uptime,
         "terminate": True,
+        "provider": "ec2",
+        "provider_config": {"fleet": settings.fleet, "min_instances": settings.min_instances},
         # Backup if TerminateInstances fails: instances launch with shutdown -> terminate.
         "shutdown_command": "shutdown -h now",
         "poll_wait": settings.poll_wait,

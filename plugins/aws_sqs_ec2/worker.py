@@ -1,39 +1,26 @@
 """The daemon's entry point on a worker instance (what supervisord runs).
 
-It resolves the instance id and the log handlers through the plugin hooks
-``wrencore_instance_id`` and ``wrencore_worker_log_handlers`` — so another plugin can
-supply them — and runs :mod:`wrencore_runtime.daemon`. If the plugins cannot be loaded it
-falls back to the daemon's own defaults (metadata service, watchtower).
+It resolves the instance id, the log handlers and the release of an idle instance through
+the plugin hooks ``wrencore_instance_id``, ``wrencore_worker_log_handlers`` and
+``wrencore_release_instance`` — so another plugin can supply them — and runs
+:mod:`wrencore_runtime.daemon`. If the plugins cannot be loaded it falls back to this
+plugin's EC2 defaults (metadata service, CloudWatch, TerminateInstances).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from typing import List, Optional
 
 from wrencore_runtime import daemon
 
+from . import instance
+
 logger = logging.getLogger(__name__)
 
 COMPONENT = "standalone-daemon"
-
-
-def _from_hooks(settings: daemon.DaemonSettings):
-    from wrencore.plugins import get_plugin_manager
-
-    hook = get_plugin_manager().hook
-    config = dataclasses.asdict(settings)
-    instance_id = settings.instance_id or hook.wrencore_instance_id(config=config)
-    if not instance_id:
-        raise RuntimeError("no plugin could tell this machine's instance id")
-    groups = hook.wrencore_worker_log_handlers(component=COMPONENT, instance_id=instance_id,
-                                               process_name=settings.process_name,
-                                               config=config)
-    handlers = [h for group in groups if group for h in group]
-    return instance_id, handlers
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -43,16 +30,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     settings = daemon.DaemonSettings.load(args.settings)
     daemon.configure_logging(settings)
     try:
-        instance_id, handlers = _from_hooks(settings)
+        from wrencore_workers.entry import from_hooks
+
+        instance_id, handlers, release = from_hooks(settings, COMPONENT)
     except Exception as exc:
-        logger.warning("plugin hooks unavailable (%s: %s); using the daemon's defaults",
+        logger.warning("plugin hooks unavailable (%s: %s); using the EC2 defaults",
                        type(exc).__name__, exc)
-        instance_id = settings.instance_id or daemon.fetch_instance_id(settings.metadata_url)
-        handler = daemon.cloudwatch_handler(
+        instance_id = settings.instance_id or instance.fetch_instance_id(settings.metadata_url)
+        handler = instance.cloudwatch_handler(
             settings.log_group, daemon.stream_name(instance_id, settings.process_name),
             settings.region, settings.log_send_interval) if settings.cloudwatch else None
         handlers = [handler] if handler is not None else []
-    return daemon.serve(settings, instance_id, handlers)
+
+        def release(iid: str) -> bool:
+            provider = settings.provider_config
+            return instance.release_ec2_instance(
+                iid, settings.region, fleet=str(provider.get("fleet") or ""),
+                min_instances=int(provider.get("min_instances") or 0))
+    return daemon.serve(settings, instance_id, handlers, release)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from wrencore import plugins
 from wrencore.errors import ConfigError, StorageKeyError
 from wrencore_runtime import storage as storage_module
 from wrencore_runtime.storage import storage_from_spec
+from tests.storage_suite import StorageSuite
 from wrencore_runtime.storage_s3 import SINGLE_REQUEST_LIMIT, S3Storage
 
 
@@ -100,3 +101,9 @@ def test_registered_factory_validates_config():
     with pytest.raises(ConfigError, match="credentials"):
         factory({"bucket": "b", "aws_secret_access_key": "x"})
     assert factory({"bucket": "b"}).prefix == "wrencore/"
+
+
+class TestS3StorageContract(StorageSuite):
+    @pytest.fixture
+    def other_store(self, s3_bucket):
+        return S3Storage(s3_bucket, "other")

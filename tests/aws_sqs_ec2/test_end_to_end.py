@@ -4,6 +4,7 @@ instances running real supervisord and the real daemon."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import boto3
@@ -11,6 +12,7 @@ import pytest
 
 import wrencore
 from wrencore.errors import WorkerCrashedError
+from wrencore_aws_sqs_ec2.api import Standalone
 from tests.servers import procs
 
 
@@ -116,7 +118,7 @@ def test_poison_message_goes_to_dead_letter_queue_and_its_future_errors(standalo
 
 def test_idle_instance_terminates_itself_but_not_while_a_sibling_is_busy(standalone_config,
                                                                           fleet, tmp_path):
-    config = standalone_config(idle_timeout=2)
+    config = standalone_config(idle_timeout=2, min_instances=0)  # min 1 would keep it
     harness = fleet(numprocs=2, reap_terminated=False)
     with wrencore.Executor(backend="aws_sqs_ec2", config=config) as executor:
         future = executor.submit(record_run, str(tmp_path), 1, 8)
@@ -134,7 +136,7 @@ def test_idle_instance_terminates_itself_but_not_while_a_sibling_is_busy(standal
     procs.wait_until(lambda: harness.states()[instance.id] == "terminated", 30,
                      "the instance to terminate itself")
     procs.wait_until(lambda: not instance.supervisord_running, 30, "supervisord to stop")
-    assert "terminating it" in instance.log_text()
+    assert "releasing it" in instance.log_text()
 
 
 def test_daemon_logs_reach_cloudwatch_under_group_and_stream(standalone_config, fleet):
@@ -179,3 +181,36 @@ def test_waiting_calls_get_a_new_instance_when_the_fleet_is_gone(standalone_conf
     states = harness.states()
     assert states.pop(gone[0]) == "terminated"
     assert list(states.values()) == ["running"]
+
+
+def slow_square(x):
+    time.sleep(2)
+    return x * x
+
+
+def test_the_fleet_grows_with_the_queue_up_to_max_and_shrinks_to_min_when_idle(
+        standalone_config, fleet):
+    config = standalone_config(min_instances=1, max_instances=2, idle_timeout=2,
+                               batch_size=1, fleet_check_interval=1)
+    fleet(numprocs=1)
+    standalone = Standalone(config)
+    sizes, stop = [], threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            sizes.append(len(standalone.list()))
+            time.sleep(0.3)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with wrencore.Executor(backend="aws_sqs_ec2", config=config) as executor:
+            assert list(executor.map(slow_square, range(8))) == [x * x for x in range(8)]
+        procs.wait_until(lambda: len(standalone.list()) == 1, 90,
+                         "the fleet to shrink to min_instances")
+        time.sleep(6)  # idle for longer than idle_timeout again: the last one stays
+        assert len(standalone.list()) == 1
+    finally:
+        stop.set()
+        watcher.join()
+    assert max(sizes) == 2, "grew with the queue, up to max_instances and never beyond"

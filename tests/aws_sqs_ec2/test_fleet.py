@@ -52,7 +52,9 @@ def test_launch_tags_profile_user_data_and_least_privilege_policy(standalone_con
         actions = statement["Action"] if isinstance(statement["Action"], list) \
             else [statement["Action"]]
         assert all("*" not in a for a in actions), statement
-        assert statement["Resource"] != "*"
+        # EC2's Describe actions take no resource-level permissions; counting the
+        # fleet (to keep min_instances) needs DescribeInstances on "*", and nothing else.
+        assert statement["Resource"] != "*" or actions == ["ec2:DescribeInstances"]
 
 
 def test_spot_option_requests_spot_instances(standalone_config):
@@ -70,6 +72,26 @@ def test_fleet_size_is_kept_within_min_and_max(standalone_config):
     assert len(standalone.ensure_fleet(50)) == 1         # capped at max
     assert standalone.ensure_fleet(50) == []
     assert len(standalone.list()) == 3
+
+
+def test_max_instances_holds_for_launches_from_the_command_line(standalone_config, capsys):
+    config = standalone_config(min_instances=0, max_instances=1)
+    code, out = run_cli(config, "launch", "--count", "2", capsys=capsys)
+    assert code == 0 and len(out.split()) == 1
+    code, out = run_cli(config, "launch", "--count", "2", capsys=capsys)
+    assert code == 0 and out.split() == []
+    assert len(Standalone(config).list()) == 1
+
+
+def test_the_fleet_target_follows_the_queue_depth(standalone_config):
+    standalone = Standalone(standalone_config(min_instances=1, max_instances=3,
+                                              messages_per_instance=2))
+    assert standalone.fleet_target() == 1                   # min, with an empty queue
+    standalone.queue.send_batch(["a", "b", "c"])
+    assert standalone.fleet_target() == 2                   # ceil(3 / 2)
+    standalone.queue.send_batch([str(i) for i in range(20)])
+    assert standalone.fleet_target() == 3                   # capped at max
+    assert len(standalone.ensure_fleet()) == 3 and standalone.ensure_fleet() == []
 
 
 def test_list_and_terminate(standalone_config):

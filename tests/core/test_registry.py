@@ -49,12 +49,12 @@ def test_each_concern_is_chosen_independently(tmp_path):
 
 
 def test_disabled_plugins_are_not_loaded(monkeypatch):
-    monkeypatch.setenv("WRENCORE_DISABLE_PLUGINS", "aws_lambda, aws_sqs_ec2")
+    monkeypatch.setenv("WRENCORE_DISABLE_PLUGINS", "aws_lambda, aws_sqs_ec2, gcp, workers")
     plugins.reset()
     pm = plugins.get_plugin_manager()
     loaded = {name for name, plugin in pm.list_name_plugin() if plugin is not None}
-    assert "aws_lambda" not in loaded and "local" in loaded
-    with pytest.raises(wrencore.UnknownNameError, match="available: local"):
+    assert "aws_lambda" not in loaded and "gcp" not in loaded and "local" in loaded
+    with pytest.raises(wrencore.UnknownNameError, match="available: local\\."):
         wrencore.Executor(backend="aws_lambda")
 
 

@@ -1,0 +1,31 @@
+"""Registers the ``gcp_pubsub`` queue and backend and the ``gcs`` storage.
+
+Importing this module imports no Google SDK."""
+
+from __future__ import annotations
+
+from wrencore import hookimpl
+
+GCP_INSTALL = "pip install 'wrencore[gcp]'"
+
+
+@hookimpl
+def wrencore_register_queues(register) -> None:
+    register("gcp_pubsub", "wrencore_gcp.queue:PubSubQueue",
+             requires=("google.cloud.pubsub_v1",), install=GCP_INSTALL,
+             description="Google Cloud Pub/Sub with a dead-letter topic (config [gcp_pubsub])")
+
+
+@hookimpl
+def wrencore_register_storages(register) -> None:
+    register("gcs", "wrencore_gcp.storage:gcs_storage", requires=("google.cloud.storage",),
+             install=GCP_INSTALL,
+             description="Google Cloud Storage (bucket and key prefix from config [gcs])")
+
+
+@hookimpl
+def wrencore_register_backends(register) -> None:
+    register("gcp_pubsub", "wrencore_gcp.backend:PubSubBackend",
+             requires=("google.cloud.pubsub_v1",), install=GCP_INSTALL,
+             description="calls through Pub/Sub to workers started with `wrencore worker "
+                         "--queue gcp_pubsub` (config [gcp_pubsub])")

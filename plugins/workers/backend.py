@@ -1,0 +1,139 @@
+"""The ``queue`` backend: calls go to a queue that workers started elsewhere work off.
+
+Start workers on any machines with ``wrencore worker --queue NAME --storage NAME``, then::
+
+    wrencore.map(f, xs, backend="queue", config={"queue": {"name": "gcp_pubsub"},
+                                                "gcp_pubsub": {"name": "my-topic"}})
+
+``[queue] name`` chooses the queue plugin; that plugin's own table configures it.
+``backend="gcp_pubsub"`` is this backend with the Pub/Sub queue and GCS as its default
+storage. The workers' storage must be the job's (``storage=`` here); results come back
+through it, and a :class:`~wrencore.watcher.StatusWatcher` completes the futures. The
+backend launches nothing: the workers' own environment runs the calls. Calls whose message
+reached the dead-letter queue (it kept killing its worker) fail with
+:class:`~wrencore.errors.WorkerCrashedError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from wrencore.backends import Backend, Call
+from wrencore.config import Config
+from wrencore.errors import ConfigError, WorkerCrashedError
+from wrencore.futures import Future, claim
+from wrencore.watcher import StatusWatcher, watcher_options
+from wrencore_runtime.protocol import decode_json, encode_json, make_message
+from wrencore_runtime.storage import Storage
+
+logger = logging.getLogger(__name__)
+
+#: Task messages stay below this size (SQS's limit is 256 KiB); larger chunks are split.
+MESSAGE_LIMIT = 200 * 1024
+#: Seconds between peeks at the dead-letter queue while calls are pending.
+DEAD_LETTER_CHECK_INTERVAL = 2.0
+
+
+class QueueBackend(Backend):
+    #: The queue plugin this backend always uses (None: ``[queue] name``).
+    queue_plugin: Optional[str] = None
+    default_storage = "localfs"
+    args_inline_limit = 32 * 1024
+    result_inline_limit = 64 * 1024
+    default_chunksize = 1
+    default_runtime = None
+
+    def __init__(self, config: Config, storage: Storage) -> None:
+        super().__init__(config, storage)
+        from wrencore.plugins import get_registry
+
+        registry = get_registry()
+        self.queue_name = self.queue_plugin or config.section("queue").get("name")
+        if not self.queue_name:
+            raise ConfigError(
+                "the queue backend needs a queue: set [queue] name = \"...\" (one of: "
+                f"{', '.join(registry.names('queue'))}), as workers were started with "
+                "`wrencore worker --queue NAME`")
+        queue_cls = registry.load("queue", self.queue_name)
+        self.queue = queue_cls(**dict(config.section(self.queue_name)))
+        self.watcher = StatusWatcher(storage, deadline_check=self._dead_letter_check,
+                                     **watcher_options(config))
+        self._dead: Dict[str, Dict[str, int]] = {}
+        self._dead_lock = threading.Lock()
+        self._last_dead_check = -float("inf")
+
+    def _bodies(self, job: Dict[str, Any], calls: List[Call], chunksize: int
+                ) -> List[Tuple[str, List[Call]]]:
+        bodies = []
+        for start in range(0, len(calls), chunksize):
+            pending = [calls[start:start + chunksize]]
+            while pending:
+                part = pending.pop()
+                body = encode_json(make_message(job, [c.message for c in part]))
+                if len(body) > MESSAGE_LIMIT and len(part) > 1:
+                    half = len(part) // 2
+                    pending += [part[half:], part[:half]]
+                    continue
+                if len(body) > MESSAGE_LIMIT:
+                    raise ValueError(f"the task message of call {part[0].call_id} is "
+                                     f"{len(body)} bytes, over the limit of {MESSAGE_LIMIT}")
+                bodies.append((body, part))
+        return bodies
+
+    def invoke(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:
+        live = [c for c in calls if claim(c.future)]
+        if not live:
+            return
+        self.watcher.watch(job["job_id"], {c.call_id: c.future for c in live})
+        try:
+            bodies = self._bodies(job, live, max(1, int(chunksize or 1)))
+            self.queue.send_batch([body for body, _ in bodies])
+        except Exception as exc:
+            for call in live:
+                call.future.fail(exc)
+
+    # -- dead letters ----------------------------------------------------------------
+    def _refresh_dead_letters(self) -> None:
+        with self._dead_lock:
+            if time.monotonic() - self._last_dead_check < DEAD_LETTER_CHECK_INTERVAL:
+                return
+            self._last_dead_check = time.monotonic()
+        try:
+            letters = self.queue.dead_letters()
+        except Exception as exc:
+            logger.warning("could not read the dead-letter queue: %s", exc)
+            return
+        dead: Dict[str, Dict[str, int]] = {}
+        for letter in letters:
+            try:
+                task = decode_json(letter.body)
+                for call in task["calls"]:
+                    dead.setdefault(task["job"]["job_id"], {})[call["call_id"]] = \
+                        letter.receive_count
+            except Exception:
+                continue  # undecodable: no future of ours to fail
+        with self._dead_lock:
+            self._dead = dead
+
+    def _dead_letter_check(self, future: Future) -> Optional[BaseException]:
+        self._refresh_dead_letters()
+        with self._dead_lock:
+            receives = self._dead.get(future.job_id, {}).get(future.call_id)
+        if receives is None:
+            return None
+        return WorkerCrashedError(
+            f"call {future.call_id} of job {future.job_id} never reported a result: its "
+            f"message was delivered {receives} times without being completed and moved to "
+            f"the dead-letter queue of {self.queue!r}. The call probably kills its worker "
+            f"process (os._exit, a segfault, running out of memory); its message is still "
+            f"there for inspection.")
+
+    def shutdown(self, wait: bool = True) -> None:
+        if wait:
+            deadline = time.monotonic() + 3600
+            while self.watcher.pending_count() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        self.watcher.stop()

@@ -1,0 +1,84 @@
+"""The Pub/Sub queue against the emulator, through google-cloud-pubsub over gRPC."""
+
+from __future__ import annotations
+
+import pytest
+
+from wrencore import plugins
+from wrencore_gcp.queue import PubSubQueue
+from wrencore_runtime.queues import queue_from_spec
+
+
+@pytest.fixture
+def queue(pubsub_env):
+    return PubSubQueue("tasks", max_receives=5, ack_deadline=10)
+
+
+def drain(queue, wanted, rounds=20):
+    got = []
+    for _ in range(rounds):
+        got += queue.receive(max_messages=100, wait_time=0.5)
+        if len(got) >= wanted:
+            break
+    return got
+
+
+def test_batched_publish_and_pull_of_several(queue):
+    queue.send_batch([f"m{i}" for i in range(250)])
+    got = drain(queue, 250)
+    assert sorted(m.body for m in got) == sorted(f"m{i}" for i in range(250))
+    assert all(m.receive_count == 1 for m in got)
+    queue.delete_many(got)
+    assert queue.receive(wait_time=0.5) == []
+
+
+def test_an_empty_pull_returns_nothing_after_the_wait(queue):
+    assert queue.receive(max_messages=10, wait_time=0.1) == []
+    assert queue.depth() == {"visible": 0, "in_flight": 0}
+
+
+def test_released_message_comes_back_with_its_attempt_counted(queue):
+    queue.send_batch(["once"])
+    (first,) = drain(queue, 1)
+    assert queue.depth() == {"visible": 1, "in_flight": 1}
+    queue.change_visibility(first, 0)
+    (again,) = drain(queue, 1)
+    assert again.message_id == first.message_id and again.receive_count == 2
+    queue.delete(again)
+    assert queue.receive(wait_time=0.3) == []
+
+
+def test_after_max_receives_a_message_is_a_dead_letter(queue):
+    queue.send_batch(["poison"])
+    for attempt in range(1, 6):
+        (message,) = drain(queue, 1)
+        assert message.receive_count == attempt
+        queue.change_visibility(message, 0)
+    # The emulator forwards a dead letter when the subscription is next pulled.
+    assert queue.receive(wait_time=0.5) == []
+    for _ in range(10):
+        letters = queue.dead_letters()
+        if letters:
+            break
+    assert [m.body for m in letters] == ["poison"]
+    assert [m.body for m in queue.dead_letters()] == ["poison"], "a peek leaves them there"
+    queue.purge()
+    assert queue.dead_letters() == []
+
+
+def test_spec_rebuilds_the_queue_on_a_worker(queue):
+    spec = queue.to_spec()
+    assert spec["config"]["create"] is False and spec["config"]["project"] == queue.project
+    worker_side = queue_from_spec(spec)
+    queue.send_batch(["x"])
+    (message,) = drain(worker_side, 1)
+    worker_side.delete(message)
+
+
+def test_bounds_and_registration(pubsub_env):
+    with pytest.raises(ValueError, match="5..100"):
+        PubSubQueue("tasks", max_receives=3)
+    with pytest.raises(ValueError, match="10..600"):
+        PubSubQueue("tasks", ack_deadline=5)
+    cls = plugins.get_registry().load("queue", "gcp_pubsub")
+    assert cls is PubSubQueue
