@@ -81,7 +81,11 @@ _WAITS = {
 
 def ctrl_c_script(wait_code: str, directory: str, backend_lines: str) -> str:
     return f"""if 1:
-        import os, sys, time
+        import os, signal, sys, time
+        # As a script started from a terminal: Ctrl-C raises KeyboardInterrupt, whatever
+        # SIGINT disposition or mask the test process passed on.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGINT}})
         import wrencore
 
         def slow(directory):

@@ -107,7 +107,12 @@ def test_interpreter_exit_waits_and_submit_from_atexit_is_refused(tmp_path):
 def test_ctrl_c_while_waiting_at_exit_cancels_cleanly(tmp_path):
     pid_file = tmp_path / "worker.pid"
     proc = subprocess.Popen([sys.executable, "-c", f"""if 1:
-        import os, time, wrencore
+        import os, signal, time
+        # As a script started from a terminal: Ctrl-C raises KeyboardInterrupt, whatever
+        # SIGINT disposition or mask the test process passed on.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGINT}})
+        import wrencore
 
         def slow(path):
             with open(path, "w") as f:
