@@ -11,6 +11,7 @@ import abc
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+from wrencore_runtime.protocol import encode_json, make_message
 from wrencore_runtime.storage import Storage
 
 from .config import Config
@@ -118,3 +119,27 @@ class InstanceProvider(abc.ABC):
     @abc.abstractmethod
     def terminate(self, instance_ids: List[str]) -> None:
         """Terminate the given instances."""
+
+
+def task_message_bodies(job: Dict[str, Any], calls: List["Call"], chunksize: int, limit: int,
+                        limit_name: str) -> List[Tuple[str, List["Call"]]]:
+    """Queue message bodies for ``calls`` in chunks of ``chunksize``, each under ``limit`` bytes.
+
+    A chunk whose message is too large is halved until it fits; a single call that still
+    does not fit raises ValueError naming it and ``limit_name``.
+    """
+    bodies = []
+    for start in range(0, len(calls), chunksize):
+        pending = [calls[start:start + chunksize]]
+        while pending:
+            part = pending.pop()
+            body = encode_json(make_message(job, [c.message for c in part]))
+            if len(body) > limit and len(part) > 1:
+                half = len(part) // 2
+                pending += [part[half:], part[:half]]
+                continue
+            if len(body) > limit:
+                raise ValueError(f"the task message of call {part[0].call_id} is "
+                                 f"{len(body)} bytes, over {limit_name}")
+            bodies.append((body, part))
+    return bodies

@@ -15,13 +15,13 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from wrencore.backends import Backend, Call
+from wrencore.backends import Backend, Call, task_message_bodies
 from wrencore.config import Config
 from wrencore.errors import WorkerCrashedError
 from wrencore.futures import Future, claim
 from wrencore.watcher import StatusWatcher, watcher_options
 from wrencore_aws.completion import channel_for, with_channel
-from wrencore_runtime.protocol import decode_json, encode_json, make_message
+from wrencore_runtime.protocol import decode_json
 from wrencore_runtime.storage import Storage
 
 from .api import Standalone
@@ -74,32 +74,15 @@ class StandaloneBackend(Backend):
         self._dead_lock = threading.Lock()
 
     # -- invoke ----------------------------------------------------------------------
-    def _bodies(self, job: Dict[str, Any], calls: List[Call], chunksize: int) -> List[tuple]:
-        bodies = []
-        for start in range(0, len(calls), chunksize):
-            chunk = calls[start:start + chunksize]
-            pending = [chunk]
-            while pending:
-                part = pending.pop()
-                body = encode_json(make_message(job, [c.message for c in part]))
-                if len(body) > MESSAGE_LIMIT and len(part) > 1:
-                    half = len(part) // 2
-                    pending += [part[half:], part[:half]]
-                    continue
-                if len(body) > MESSAGE_LIMIT:
-                    raise ValueError(f"the task message of call {part[0].call_id} is "
-                                     f"{len(body)} bytes, over SQS's limit")
-                bodies.append((body, part))
-        return bodies
-
     def invoke(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:
         live = [c for c in calls if claim(c.future)]
         if not live:
             return
         self.watcher.watch(job["job_id"], {c.call_id: c.future for c in live})
         try:
-            bodies = self._bodies(with_channel(job, self.channel), live,
-                                  max(1, int(chunksize or 1)))
+            bodies = task_message_bodies(with_channel(job, self.channel), live,
+                                         max(1, int(chunksize or 1)), MESSAGE_LIMIT,
+                                         "SQS's limit")
             queue = self.standalone.queue
             queue.send_batch([body for body, _ in bodies])
         except Exception as exc:

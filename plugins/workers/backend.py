@@ -19,14 +19,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
-from wrencore.backends import Backend, Call
+from wrencore.backends import Backend, Call, task_message_bodies
 from wrencore.config import Config
 from wrencore.errors import ConfigError, WorkerCrashedError
 from wrencore.futures import Future, claim
 from wrencore.watcher import StatusWatcher, watcher_options
-from wrencore_runtime.protocol import decode_json, encode_json, make_message
+from wrencore_runtime.protocol import decode_json
 from wrencore_runtime.storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -65,31 +65,14 @@ class QueueBackend(Backend):
         self._dead_lock = threading.Lock()
         self._last_dead_check = -float("inf")
 
-    def _bodies(self, job: Dict[str, Any], calls: List[Call], chunksize: int
-                ) -> List[Tuple[str, List[Call]]]:
-        bodies = []
-        for start in range(0, len(calls), chunksize):
-            pending = [calls[start:start + chunksize]]
-            while pending:
-                part = pending.pop()
-                body = encode_json(make_message(job, [c.message for c in part]))
-                if len(body) > MESSAGE_LIMIT and len(part) > 1:
-                    half = len(part) // 2
-                    pending += [part[half:], part[:half]]
-                    continue
-                if len(body) > MESSAGE_LIMIT:
-                    raise ValueError(f"the task message of call {part[0].call_id} is "
-                                     f"{len(body)} bytes, over the limit of {MESSAGE_LIMIT}")
-                bodies.append((body, part))
-        return bodies
-
     def invoke(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:
         live = [c for c in calls if claim(c.future)]
         if not live:
             return
         self.watcher.watch(job["job_id"], {c.call_id: c.future for c in live})
         try:
-            bodies = self._bodies(job, live, max(1, int(chunksize or 1)))
+            bodies = task_message_bodies(job, live, max(1, int(chunksize or 1)), MESSAGE_LIMIT,
+                                         f"the limit of {MESSAGE_LIMIT}")
             self.queue.send_batch([body for body, _ in bodies])
         except Exception as exc:
             for call in live:
