@@ -97,6 +97,16 @@ class Backend(abc.ABC):
         """
         return sum(1 for future in futures if cancel_future(future))
 
+    def stop_attempts(self, *, future: Future, attempts: List[int]) -> None:
+        """Stop ``attempts`` of a call whose future is already decided (another attempt won,
+        or the call was cancelled), where the backend can; do nothing where it cannot.
+
+        Never touches the future, which is done. This default does nothing.
+
+        :param future: the call's future (done).
+        :param attempts: the call's attempt numbers still running.
+        """
+
     def preflight(self, job: Dict[str, Any]) -> None:
         """Check, before any call of ``job`` is invoked, that it can run (e.g. versions)."""
 
