@@ -8,7 +8,9 @@ asynchronous-invoke limit — a reference to it in storage::
 
 Each call's outcome is written to storage (result first, then status); the calls of a
 chunk report in batch statuses (see ``layout.batch_status_key``) written behind the calls,
-so a finished call keeps its outcome when a later call of its chunk times out or crashes. A call gets at most
+so a finished call keeps its outcome when a later call of its chunk times out or crashes. Before
+each call of a chunk the handler looks for the call's cancel marker (``layout.cancel_key``);
+a cancelled call is not run and reports a cancelled status. A call gets at most
 its own timeout and never more than what is left of the Lambda invocation, so a call that
 would outlive the function's timeout fails with :class:`CallTimeoutError` that says so,
 rather than being killed without a status.
@@ -24,7 +26,7 @@ from typing import Any, Dict, Optional
 from . import PROTOCOL_VERSION, layout
 from .errors import CallTimeoutError, WrenError
 from .protocol import decode_json, encode_json
-from .runner import JobRunner, describe_exception
+from .runner import JobRunner, cancel_marker, cancelled_status, describe_exception
 from .storage import storage_from_spec
 
 logger = logging.getLogger(__name__)
@@ -167,10 +169,15 @@ def run_message(message: Dict[str, Any], remaining_time, function_timeout: float
     """Run every call of ``message``, each within the invocation's remaining time."""
     job = message["job"]
     storage = storage_from_spec(job["storage"])
-    reporter = _Reporter(storage, job, batched=len(message["calls"]) > 1)
-    succeeded = failed = 0
+    chunk = len(message["calls"]) > 1
+    reporter = _Reporter(storage, job, batched=chunk)
+    succeeded = failed = cancelled = 0
     try:
         for call in message["calls"]:
+            if chunk and cancel_marker(storage, job, call) is not None:
+                reporter.add(cancelled_status(job, call, "before it started"), None)
+                cancelled += 1
+                continue
             budget = remaining_time() - SAFETY_MARGIN
             if budget <= 0.05:
                 reporter.add(_out_of_time_status(job, call, max(budget, 0.0)), None)
@@ -191,7 +198,8 @@ def run_message(message: Dict[str, Any], remaining_time, function_timeout: float
                 failed += 1
     finally:
         reporter.close()
-    return {"calls": succeeded + failed, "succeeded": succeeded, "failed": failed}
+    return {"calls": succeeded + failed + cancelled, "succeeded": succeeded, "failed": failed,
+            "cancelled": cancelled}
 
 
 def handler(event: Dict[str, Any], context: Any) -> Dict[str, int]:

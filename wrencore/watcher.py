@@ -129,7 +129,7 @@ class StatusWatcher:
         completed = 0
         for job_id, calls in jobs.items():
             for call_id, future in list(calls.items()):
-                if future.cancelled():
+                if future.done():  # cancelled, or failed at once by Executor.cancel
                     self._forget(job_id, call_id)
             completed += self._collect(job_id, calls)
             completed += self._apply_deadlines(job_id, calls)
