@@ -5,6 +5,7 @@ cancels the rest of the job."""
 from __future__ import annotations
 
 import json
+import os
 
 import boto3
 import pytest
@@ -56,7 +57,7 @@ def test_cancel_stops_a_running_call_and_its_daemon_runs_the_next(standalone_con
 
 def test_ctrl_c_on_the_fleet_cancels_the_rest_of_the_job(standalone_config, fleet, tmp_path):
     fleet(numprocs=2)
-    config = standalone_config()
+    config = standalone_config(batch_size=1)  # each daemon holds the one call it runs
     script = ctrl_c_script(
         "wrencore.get_all_results(futures)", str(tmp_path),
         f"executor = wrencore.Executor(backend='aws_sqs_ec2', config={config!r})")
@@ -64,6 +65,6 @@ def test_ctrl_c_on_the_fleet_cancels_the_rest_of_the_job(standalone_config, flee
     assert err.splitlines() == ["wrencore: interrupted; cancelled 6 calls"], err
     assert "KeyboardInterrupt reached the script" in out
     assert int(out.split()[-1]) == 6  # every call of the job ended cancelled
-    running = [int(name) for name in __import__("os").listdir(tmp_path) if name.isdigit()]
+    running = [int(name) for name in os.listdir(tmp_path) if name.isdigit()]
     assert len(running) == 2
     wait_until_gone(running, timeout=30)  # the daemons stopped the running calls
