@@ -12,12 +12,14 @@ prefix::
     {job_id}/{call_id}/batch-status.json
                                        outcomes (and small results) of several calls run
                                        together, starting with {call_id}; written last
-    {job_id}/{call_id}/cancel.json     the cancel marker: the client asks workers not to
-                                       start the call, and to stop it if it runs (empty)
+    {job_id}/cancel/{call_id}.json     the call's cancel marker: the client asks workers not
+                                       to start the call (and, if its ``stop_running`` says
+                                       so, to stop it while it runs); all of a job's markers
+                                       share a prefix, so one listing finds them
 
 A call run again (a retry, or a backup of a straggler; see ``wrencore.attempts``) writes
 under names of its own: attempt ``n`` > 0 of a call writes ``result.{n}.pickle``,
-``status.{n}.json``, ``batch-status.{n}.json`` and ``cancel.{n}.json``, so a late outcome of one attempt can never
+``status.{n}.json``, ``batch-status.{n}.json`` and ``cancel/{call_id}.{n}.json``, so a late outcome of one attempt can never
 overwrite or be mistaken for another's, and cancelling one attempt (the loser of a backup
 race) leaves the others running. Attempt 0 keeps the plain names.
 
@@ -44,7 +46,7 @@ ARGS = "args.pickle"
 RESULT = "result.pickle"
 STATUS = "status.json"
 BATCH_STATUS = "batch-status.json"
-CANCEL = "cancel.json"
+CANCEL_DIR = "cancel"
 
 
 def job_prefix(job_id: str) -> str:
@@ -110,9 +112,14 @@ def call_id_of_status_key(key: str) -> "str | None":
     return parsed[0] if parsed else None
 
 
+def cancel_prefix(job_id: str) -> str:
+    """Where every cancel marker of a job lives."""
+    return f"{job_id}/{CANCEL_DIR}/"
+
+
 def cancel_key(job_id: str, call_id: str, attempt: int = 0) -> str:
     """The cancel marker of ``attempt`` of a call (see the module's docstring)."""
-    return f"{job_id}/{call_id}/{_of_attempt(CANCEL, attempt)}"
+    return f"{job_id}/{CANCEL_DIR}/{_of_attempt(call_id + '.json', attempt)}"
 
 
 def batch_status_key(job_id: str, first_call_id: str, attempt: int = 0) -> str:

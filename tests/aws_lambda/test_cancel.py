@@ -4,11 +4,14 @@ Ctrl-C cancels the rest of the job."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 import wrencore
 from tests import cancel_workload as work
 from tests.servers import procs
+from wrencore_runtime.lambda_handler import CANCEL_CHECK_INTERVAL
 
 
 def _config(env, **lambda_settings):
@@ -46,6 +49,9 @@ def test_a_chunks_handler_skips_its_cancelled_calls(lambda_env, tmp_path):
         procs.wait_until(lambda: 0 in work.started(directory), 60, "the chunk's first call")
         # Without running=True the futures end with what the handler reports.
         executor.cancel(futures[1:], running=False)
+        # The handler lists the job's markers at most every CANCEL_CHECK_INTERVAL seconds:
+        # hold the first call until a listing made before the cancel can no longer serve.
+        time.sleep(CANCEL_CHECK_INTERVAL)
         (tmp_path / "release").touch()
         assert futures[0].result(timeout=60) == 0
         for future in futures[1:]:
