@@ -18,6 +18,14 @@ The daemon talks to its queue and storages only through
 whatever is specific to a cloud (the instance id, log shipping, giving the machine back)
 is handed in by the entry point that starts it, which asks the plugins' hooks.
 
+Cancellation: before it starts a call, a daemon looks for the call's cancel marker (see
+``layout.cancel_key``); a cancelled call is not run, and gets a cancelled status instead.
+While a call runs, the heartbeat looks for its marker too. A call running in a runtime's
+environment process is stopped by killing that process (the next call gets a new one); a call
+running in the daemon's own process is stopped by ending the daemon, which supervisord
+replaces at once. Either way the call's cancelled status is written first, and the message
+is settled as if the daemon had finished it, so no crash is blamed on it.
+
 Idle self-termination: each process keeps a marker file in the instance's ``state_dir``
 saying whether it is busy and since when. When the queue is empty, every one of the
 instance's ``numprocs`` processes has been idle for ``idle_timeout`` seconds and the
@@ -52,12 +60,15 @@ from . import completion, layout
 from .environment import EnvironmentProcessDied, JobEnvironments
 from .protocol import decode_json, encode_json
 from .queues import QueueMessage, TaskQueue, queue_from_spec
-from .runner import JobRunner
+from .runner import JobRunner, cancel_marker, cancelled_status
 from .storage import storage_from_spec
 
 logger = logging.getLogger(__name__)
 
 ENV_PREFIX = "WRENCORE_AWS_SQS_EC2__"
+#: The exit code of a daemon that ended itself to stop a cancelled call (supervisord
+#: restarts a daemon on any exit code but 0).
+CANCELLED_EXIT_CODE = 75
 DEFAULT_METADATA_URL = "http://169.254.169.254"
 DEFAULT_LOG_GROUP = "wrencore-standalone"
 
@@ -286,6 +297,13 @@ class Journal:
         self._entry["running"] = None
         self._write()
 
+    def interrupted(self, message: QueueMessage) -> None:
+        """The running message was given up on purpose: the successor releases it, blaming
+        no crash on it."""
+        if self._entry.get("running") == message.message_id:
+            self._entry["running"] = None
+            self._write()
+
     def end(self) -> None:
         self._entry = {}
         try:
@@ -334,8 +352,10 @@ class CrashLedger:
 class Heartbeat:
     """Extends the visibility of held messages until they are released."""
 
-    def __init__(self, queue: TaskQueue, visibility_timeout: float, interval: float) -> None:
+    def __init__(self, queue: TaskQueue, visibility_timeout: float, interval: float,
+                 on_beat: Optional[Callable[[], None]] = None) -> None:
         self.queue = queue
+        self.on_beat = on_beat
         self.visibility_timeout = visibility_timeout
         self.interval = interval
         self._held: Dict[str, QueueMessage] = {}
@@ -368,11 +388,28 @@ class Heartbeat:
                 except Exception as exc:  # the message may have been deleted meanwhile
                     logger.warning("heartbeat for message %s failed: %s",
                                    message.message_id, exc)
+            if self.on_beat is not None:
+                try:
+                    self.on_beat()
+                except Exception:
+                    logger.exception("the heartbeat's check of the running call failed")
 
 
 # ------------------------------------------------------------------------------------
 # the daemon
 # ------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _RunningCall:
+    """A call a daemon runs: its message, and how to stop it if it is cancelled."""
+
+    message: QueueMessage
+    job: Dict[str, Any]
+    call: Dict[str, Any]
+    last: bool  # the message's last call
+    process: Any = None  # the EnvironmentProcess running it, if not this process
+    stopped: bool = False
 
 
 class Daemon:
@@ -394,6 +431,9 @@ class Daemon:
         self.crashes = CrashLedger(settings.state_dir)
         self.stopping = threading.Event()
         self.calls_run = 0
+        #: The call being run, for the heartbeat's cancel check (see :meth:`stop_if_cancelled`).
+        self._running: Optional[_RunningCall] = None
+        self._outcome_lock = threading.Lock()
 
     # -- messages --------------------------------------------------------------------
     def _already_done(self, job: Dict[str, Any], call: Dict[str, Any]) -> bool:
@@ -401,24 +441,47 @@ class Daemon:
         return storage.exists(layout.status_key(job["job_id"], call["call_id"],
                                                 call.get("attempt", 0)))
 
-    def _run_call(self, job: Dict[str, Any], call: Dict[str, Any]) -> None:
-        if job.get("runtime") and self.runner._runtime_mismatch(job):
-            # Another runtime than this daemon's own: run it in that runtime's environment.
-            try:
-                outcome = self.environments.runner_for(job).run(job, call)
-            except EnvironmentProcessDied:
-                logger.error("the call killed its environment's process; exiting as if it "
-                             "had killed this daemon")
-                os._exit(70)
-        else:
-            outcome = self.runner.run(job, call, store=False)
-        status = outcome.status
-        if outcome.result is not None:
-            status["result"] = outcome.result  # one write: the status carries the result
+    def _put_status(self, job: Dict[str, Any], call: Dict[str, Any],
+                    status: Dict[str, Any]) -> None:
         storage = storage_from_spec(job["storage"])
         key = layout.status_key(job["job_id"], call["call_id"], call.get("attempt", 0))
         storage.put(key, encode_json(status).encode())
         completion.publish(job, [status], None, key)  # the status carries its result
+
+    def _skip_if_cancelled(self, job: Dict[str, Any], call: Dict[str, Any]) -> bool:
+        """Record a cancelled status instead of starting a call the client cancelled."""
+        if cancel_marker(storage_from_spec(job["storage"]), job, call) is None:
+            return False
+        self._put_status(job, call, cancelled_status(job, call, "before it started"))
+        logger.info("call %s/%s was cancelled; not running it", job["job_id"], call["call_id"])
+        return True
+
+    def _run_call(self, job: Dict[str, Any], call: Dict[str, Any],
+                  running: "_RunningCall") -> None:
+        if job.get("runtime") and self.runner._runtime_mismatch(job):
+            # Another runtime than this daemon's own: run it in that runtime's environment.
+            process = self.environments.runner_for(job)
+            running.process = process
+            self._running = running
+            try:
+                outcome = process.run(job, call)
+            except EnvironmentProcessDied:
+                if running.stopped:
+                    return  # killed to cancel the call, whose status is written
+                logger.error("the call killed its environment's process; exiting as if it "
+                             "had killed this daemon")
+                os._exit(70)
+        else:
+            self._running = running
+            outcome = self.runner.run(job, call, store=False)
+        with self._outcome_lock:  # from here on, the heartbeat leaves the call alone
+            self._running = None
+            if running.stopped:
+                return
+        status = outcome.status
+        if outcome.result is not None:
+            status["result"] = outcome.result  # one write: the status carries the result
+        self._put_status(job, call, status)
         self.calls_run += 1
         logger.info("call %s/%s %s in %.3f s", job["job_id"], call["call_id"],
                     "succeeded" if status["success"] else "failed",
@@ -439,17 +502,52 @@ class Daemon:
             self._release(message)
             return False
         try:
-            for call in calls:
+            for index, call in enumerate(calls):
                 if message.receive_count > 1 and self._already_done(job, call):
                     logger.info("call %s/%s was already done; not running it again",
                                 job["job_id"], call["call_id"])
                     continue
-                self._run_call(job, call)
+                if self._skip_if_cancelled(job, call):
+                    continue
+                self._run_call(job, call, _RunningCall(
+                    message, job, call, last=index == len(calls) - 1))
         except Exception as exc:  # storage unreachable: leave the message for a retry
             logger.error("message %s could not be completed, it will be retried: %s: %s",
                          message.message_id, type(exc).__name__, exc)
             return False
         return True
+
+    def stop_if_cancelled(self) -> None:
+        """Stop the running call if the client cancelled it (called by the heartbeat)."""
+        running = self._running
+        if running is None:
+            return
+        marker = cancel_marker(storage_from_spec(running.job["storage"]), running.job,
+                               running.call)
+        if not marker or not marker.get("stop_running", True):
+            return
+        with self._outcome_lock:
+            if self._running is not running:
+                return  # it finished meanwhile
+            job, call = running.job, running.call
+            running.stopped = True
+            self._put_status(job, call, cancelled_status(
+                job, call, "while it ran; the worker process running it was stopped"))
+            if running.process is not None:
+                logger.info("call %s/%s was cancelled while it ran; stopping its environment "
+                            "process", job["job_id"], call["call_id"])
+                running.process.proc.kill()
+                return
+            logger.warning("call %s/%s was cancelled while it ran in this daemon's process; "
+                           "the daemon exits and supervisord starts a new one",
+                           job["job_id"], call["call_id"])
+            if running.last:
+                self.journal.finished(running.message)  # the successor deletes it
+            else:
+                self.journal.interrupted(running.message)  # the rest of it runs elsewhere
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            os._exit(CANCELLED_EXIT_CODE)
 
     def _release(self, message: QueueMessage, after: float = 0) -> None:
         try:
@@ -571,7 +669,8 @@ class Daemon:
     def run(self) -> int:
         s = self.settings
         interval = s.heartbeat_interval or max(s.visibility_timeout / 3.0, 0.2)
-        heartbeat = Heartbeat(self.queue, s.visibility_timeout, interval)
+        heartbeat = Heartbeat(self.queue, s.visibility_timeout, interval,
+                              on_beat=self.stop_if_cancelled)
         logger.info("daemon %s on instance %s started (queue %s)", s.process_name,
                     self.instance_id, s.queue.get("config", {}).get("name", s.queue))
         self.recover()

@@ -30,6 +30,10 @@ class CallTimeoutError(WrenError, TimeoutError):
     """A call ran longer than its ``timeout``."""
 
 
+class CallCancelledError(WrenError):
+    """A call was cancelled: it never ran, or it was stopped while it ran."""
+
+
 class WorkerCrashedError(WrenError, BrokenProcessPool):
     """The process running a call died before it reported a result.
 

@@ -10,7 +10,9 @@ Each call's outcome is written to storage (result first, then status); the calls
 chunk report in batch statuses (see ``layout.batch_status_key``) written behind the calls,
 so a finished call keeps its outcome when a later call of its chunk times out or crashes.
 Each write is then published to the client's completion channel, when the job has one
-(see :mod:`wrencore_runtime.completion`). A call gets at most
+(see :mod:`wrencore_runtime.completion`). Before each call of a chunk the handler looks for
+the call's cancel marker (``layout.cancel_key``, one listing of the job's markers serving the
+calls of half a second); a cancelled call is not run and reports a cancelled status. A call gets at most
 its own timeout and never more than what is left of the Lambda invocation, so a call that
 would outlive the function's timeout fails with :class:`CallTimeoutError` that says so,
 rather than being killed without a status.
@@ -21,12 +23,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Any, Dict, Optional
 
 from . import PROTOCOL_VERSION, completion, layout
 from .errors import CallTimeoutError, WrenError
 from .protocol import decode_json, encode_json
-from .runner import JobRunner, describe_exception
+from .runner import JobRunner, cancelled_status, describe_exception
 from .storage import storage_from_spec
 
 logger = logging.getLogger(__name__)
@@ -166,15 +169,47 @@ class _Reporter:
             self._put_batch(statuses, results)
 
 
+#: Seconds a chunk's listing of its job's cancel markers is trusted before the next.
+CANCEL_CHECK_INTERVAL = 0.5
+
+
+class _CancelChecks:
+    """Says whether a call of a chunk was cancelled, from one listing of the job's cancel
+    markers at most every ``CANCEL_CHECK_INTERVAL`` seconds (quick calls share a listing,
+    so a chunk's loop stays quick and its statuses keep sharing batch writes)."""
+
+    def __init__(self, storage: Any, job: Dict[str, Any]):
+        self.storage, self.job = storage, job
+        self._markers: set = set()
+        self._listed_at = -float("inf")
+
+    def cancelled(self, call: Dict[str, Any]) -> bool:
+        now = time.monotonic()
+        if now - self._listed_at >= CANCEL_CHECK_INTERVAL:
+            self._listed_at = now
+            try:
+                self._markers = set(self.storage.list(layout.cancel_prefix(self.job["job_id"])))
+            except Exception as exc:  # storage unreachable: run the call
+                logger.warning("could not list the job's cancel markers: %s", exc)
+        return layout.cancel_key(self.job["job_id"], call["call_id"],
+                                 call.get("attempt", 0)) in self._markers
+
+
 def run_message(message: Dict[str, Any], remaining_time, function_timeout: float,
                 runner: JobRunner) -> Dict[str, int]:
     """Run every call of ``message``, each within the invocation's remaining time."""
     job = message["job"]
     storage = storage_from_spec(job["storage"])
-    reporter = _Reporter(storage, job, batched=len(message["calls"]) > 1)
-    succeeded = failed = 0
+    chunk = len(message["calls"]) > 1
+    reporter = _Reporter(storage, job, batched=chunk)
+    checks = _CancelChecks(storage, job) if chunk else None
+    succeeded = failed = cancelled = 0
     try:
         for call in message["calls"]:
+            if checks is not None and checks.cancelled(call):
+                reporter.add(cancelled_status(job, call, "before it started"), None)
+                cancelled += 1
+                continue
             budget = remaining_time() - SAFETY_MARGIN
             if budget <= 0.05:
                 reporter.add(_out_of_time_status(job, call, max(budget, 0.0)), None)
@@ -195,7 +230,8 @@ def run_message(message: Dict[str, Any], remaining_time, function_timeout: float
                 failed += 1
     finally:
         reporter.close()
-    return {"calls": succeeded + failed, "succeeded": succeeded, "failed": failed}
+    return {"calls": succeeded + failed + cancelled, "succeeded": succeeded, "failed": failed,
+            "cancelled": cancelled}
 
 
 def handler(event: Dict[str, Any], context: Any) -> Dict[str, int]:

@@ -12,11 +12,20 @@ prefix::
     {job_id}/{call_id}/batch-status.json
                                        outcomes (and small results) of several calls run
                                        together, starting with {call_id}; written last
+    {job_id}/cancel/{call_id}.json     the call's cancel marker: the client asks workers not
+                                       to start the call (and, if its ``stop_running`` says
+                                       so, to stop it while it runs); all of a job's markers
+                                       share a prefix, so one listing finds them
 
 A call run again (a retry, or a backup of a straggler; see ``wrencore.attempts``) writes
 under names of its own: attempt ``n`` > 0 of a call writes ``result.{n}.pickle``,
-``status.{n}.json`` and ``batch-status.{n}.json``, so a late outcome of one attempt can never
-overwrite or be mistaken for another's. Attempt 0 keeps the plain names.
+``status.{n}.json``, ``batch-status.{n}.json`` and ``cancel/{call_id}.{n}.json``, so a late outcome of one attempt can never
+overwrite or be mistaken for another's, and cancelling one attempt (the loser of a backup
+race) leaves the others running. Attempt 0 keeps the plain names.
+
+A worker that finds a call's cancel marker before starting it writes a cancelled status
+(:class:`~wrencore_runtime.errors.CallCancelledError`) instead of running it; the standalone
+daemon also looks for the marker of the call it runs, and stops it.
 
 ``status.json`` is the commit marker: a worker writes ``result.pickle`` first and
 ``status.json`` after it, and every storage writes objects atomically, so a reader that sees
@@ -37,6 +46,7 @@ ARGS = "args.pickle"
 RESULT = "result.pickle"
 STATUS = "status.json"
 BATCH_STATUS = "batch-status.json"
+CANCEL_DIR = "cancel"
 
 
 def job_prefix(job_id: str) -> str:
@@ -100,6 +110,16 @@ def call_id_of_status_key(key: str) -> "str | None":
     """The call id in a ``{job_id}/{call_id}/status[.n].json`` key, or None for other keys."""
     parsed = parse_status_key(key)
     return parsed[0] if parsed else None
+
+
+def cancel_prefix(job_id: str) -> str:
+    """Where every cancel marker of a job lives."""
+    return f"{job_id}/{CANCEL_DIR}/"
+
+
+def cancel_key(job_id: str, call_id: str, attempt: int = 0) -> str:
+    """The cancel marker of ``attempt`` of a call (see the module's docstring)."""
+    return f"{job_id}/{CANCEL_DIR}/{_of_attempt(call_id + '.json', attempt)}"
 
 
 def batch_status_key(job_id: str, first_call_id: str, attempt: int = 0) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import _signal
 import contextlib
 import io
+import json
 import logging
 import os
 import pickle
@@ -39,11 +40,13 @@ import cloudpickle
 
 from . import layout
 from .errors import (
+    CallCancelledError,
     CallTimeoutError,
     DeserializationError,
     InitializerError,
     RuntimeMismatchError,
     SerializationError,
+    StorageKeyError,
 )
 from .environment import environment_mismatch
 from .modules import ModuleInstaller
@@ -94,6 +97,35 @@ def describe_exception(exc: BaseException) -> Dict[str, Any]:
 #: Types pickled the same by ``pickle`` and cloudpickle (no code, no classes by value).
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex, bytearray})
 _PLAIN_CONTAINERS = frozenset({tuple, list, dict, set, frozenset})
+
+
+def cancel_marker(storage: Storage, job: Dict[str, Any],
+                  call: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The call's cancel marker (``{"stop_running": bool}``, see ``layout.cancel_key``), or
+    None when the client has not cancelled it (or the marker cannot be read)."""
+    key = layout.cancel_key(job["job_id"], call["call_id"], call.get("attempt", 0))
+    try:
+        marker = json.loads(storage.get(key))
+    except StorageKeyError:
+        return None
+    except Exception as exc:  # storage unreachable: the call is not known to be cancelled
+        logger.warning("could not read the cancel marker %s: %s: %s", key,
+                       type(exc).__name__, exc)
+        return None
+    return marker if isinstance(marker, dict) else {"stop_running": True}
+
+
+def cancelled_status(job: Dict[str, Any], call: Dict[str, Any], when: str) -> Dict[str, Any]:
+    """The status of a call cancelled ``when`` (e.g. "before it started")."""
+    error = CallCancelledError(f"call {call['call_id']} of job {job['job_id']} was cancelled "
+                               f"{when}")
+    return {
+        "job_id": job["job_id"], "call_id": call["call_id"],
+        "attempt": call.get("attempt", 0), "success": False,
+        "result_key": None, "exception": describe_exception(error), "stdout": "", "stderr": "",
+        "metadata": {"host_submit_timestamp": call.get("host_submit_timestamp"),
+                     "worker_cancelled_timestamp": time.time()},
+    }
 
 
 def is_plain(value: Any, budget: int = 64) -> bool:

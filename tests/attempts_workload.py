@@ -40,8 +40,13 @@ def always_raises(x):
 
 def straggles_once(x, directory, straggler=0, seconds=0.05):
     """Call ``straggler`` hangs on its first run until ``release`` exists, then returns
-    ``"late"``; every other run (and the backup) returns ``x * 10`` after ``seconds``."""
+    ``"late"``; every other run (and the backup) returns ``x * 10`` after ``seconds``. The
+    straggling run's process id is in ``straggler-pid``."""
     if x == straggler and _first_time(os.path.join(directory, "straggling")):
+        with open(os.path.join(directory, "straggler-pid.tmp"), "w") as f:
+            f.write(str(os.getpid()))
+        os.rename(os.path.join(directory, "straggler-pid.tmp"),
+                  os.path.join(directory, "straggler-pid"))
         release = os.path.join(directory, "release")
         while not os.path.exists(release):
             time.sleep(0.05)

@@ -31,8 +31,12 @@ a backoff with jitter: uniform in ``[d/2, d]``, ``d = min(backoff_cap, backoff *
 job's calls are done (and the job has at least ``min_calls`` calls), a call whose attempt has
 been running longer than ``multiple`` times the median duration of the job's finished calls,
 and at least ``min_time`` seconds, gets one backup attempt; the backend's idle workers run
-it. The first attempt to succeed completes the future; the other one is ignored (its outcome
-is never read). Backends do not say when a call starts, so its first attempt counts as
+it. The first attempt to succeed completes the future; the others still running are stopped
+through the backend's :meth:`~wrencore.backends.Backend.stop_attempts` where it can (local:
+the worker running one is killed and replaced; aws_sqs_ec2: the daemon stops it on its cancel
+marker; aws_lambda: a chunk skips it if it has not started) and ignored otherwise (their
+outcomes are never read). A call cancelled by the user (:class:`CallCancelledError`) is never
+retried, and its other running attempts are stopped the same way. Backends do not say when a call starts, so its first attempt counts as
 running from when it could have started, had the job's calls started in order on ``P``
 workers (``P``: the distinct workers that finished calls of the job so far): call ``i``
 starts when ``i - P + 1`` calls have finished. A call still queued behind others is thus not
@@ -59,13 +63,15 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 from .backends import Call
 from .config import Section
-from .errors import ConfigError, StorageError, WorkerCrashedError
+from .errors import CallCancelledError, ConfigError, StorageError, WorkerCrashedError
 
 logger = logging.getLogger(__name__)
 
 RetryOn = Union[None, bool, type, Tuple[type, ...], Callable[[BaseException], bool]]
 #: ``invoke(job, calls, chunksize)``: starts calls on the backend.
 Invoke = Callable[[Dict[str, Any], List[Call], Optional[int]], None]
+#: ``stop(future, attempts)``: stops running attempts of a decided call where the backend can.
+Stop = Callable[[Any, List[int]], None]
 
 #: How often the backup policy looks for stragglers, in seconds.
 STRAGGLER_CHECK_INTERVAL = 0.1
@@ -259,10 +265,14 @@ class CallAttempts:
             if attempt is not None and attempt not in self.live:
                 return False  # an attempt already settled (or never started)
             concerned = list(self.live) if attempt is None else [attempt]
-            if exception is None:
+            if exception is None or isinstance(exception, CallCancelledError):
+                # The call is decided: attempts still running lost (or were cancelled).
+                losers = [n for n in self.live if n not in concerned]
                 self.live.clear()
+                if losers:
+                    self.owner.schedule(0, functools.partial(self.owner.stop, future, losers))
                 return self._final(future, attempt if attempt is not None else future.attempt,
-                                   success=True)
+                                   success=exception is None)
             if not concerned and self.retry_pending:
                 return False  # a verdict on no running attempt: the retry is on its way
             now = time.time()
@@ -304,8 +314,9 @@ class CallAttempts:
 class Attempts:
     """An executor's retry and backup policy: runs calls again through ``invoke``."""
 
-    def __init__(self, invoke: Invoke):
+    def __init__(self, invoke: Invoke, stop: Optional[Stop] = None):
         self._invoke = invoke
+        self._stop = stop
         self.lock = threading.RLock()
         self._timers: List[Tuple[float, int, Callable[[], None]]] = []
         self._sequence = itertools.count()
@@ -354,6 +365,14 @@ class Attempts:
             logger.warning("could not start attempt %d of call %s: %s", number,
                            call.call.call_id, exc)
             future.fail(exc, attempt=number)
+
+    def stop(self, future: Any, attempts: List[int]) -> None:
+        """Stop ``attempts`` of a call that another attempt (or a cancel) decided."""
+        if self._stop is None:
+            return
+        logger.info("stopping attempt(s) %s of call %s of job %s: the call is decided",
+                    ", ".join(map(str, attempts)), future.call_id, future.job_id)
+        self._stop(future, attempts)
 
     def _backups_due(self, now: float) -> List[Tuple[Any, CallAttempts, int]]:
         """The stragglers that get a backup now (caller holds the lock)."""

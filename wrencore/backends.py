@@ -11,11 +11,12 @@ import abc
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+from wrencore_runtime import layout
 from wrencore_runtime.protocol import encode_json, make_message
 from wrencore_runtime.storage import Storage
 
 from .config import Config
-from .errors import ConfigError
+from .errors import CallCancelledError, ConfigError
 from .futures import Future
 from .futures import cancel as cancel_future
 
@@ -98,11 +99,49 @@ class Backend(abc.ABC):
         """
         return sum(1 for future in futures if cancel_future(future))
 
+    def stop_attempts(self, *, future: Future, attempts: List[int]) -> None:
+        """Stop ``attempts`` of a call whose future is already decided (another attempt won,
+        or the call was cancelled), where the backend can; do nothing where it cannot.
+
+        Never touches the future, which is done. This default does nothing.
+
+        :param future: the call's future (done).
+        :param attempts: the call's attempt numbers still running.
+        """
+
     def preflight(self, job: Dict[str, Any]) -> None:
         """Check, before any call of ``job`` is invoked, that it can run (e.g. versions)."""
 
     def shutdown(self, wait: bool = True) -> None:
         """Release workers, threads and connections. With ``wait``, finish started calls."""
+
+
+#: Threads that write cancel markers (one storage write per call attempt).
+CANCEL_MARKER_THREADS = 16
+
+
+def write_cancel_markers(storage: Storage, targets: List[Tuple[Future, List[int]]], *,
+                         stop_running: bool) -> None:
+    """Write the cancel marker of each ``(future, attempts)`` (see ``layout.cancel_key``), for
+    workers that look for it: they skip a call whose marker they find before starting it,
+    and, where they can and ``stop_running`` says so, stop it while it runs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = encode_json({"stop_running": stop_running}).encode()
+    keys = [layout.cancel_key(future.job_id, future.call_id, attempt)
+            for future, attempts in targets for attempt in attempts]
+    if len(keys) == 1:
+        storage.put(keys[0], body)
+        return
+    with ThreadPoolExecutor(min(CANCEL_MARKER_THREADS, len(keys) or 1),
+                            thread_name_prefix="wrencore-cancel") as pool:
+        for done in [pool.submit(storage.put, key, body) for key in keys]:
+            done.result()
+
+
+def cancelled_error(future: Future, when: str) -> CallCancelledError:
+    return CallCancelledError(f"call {future.call_id} of job {future.job_id} was cancelled "
+                              f"{when}")
 
 
 class InstanceProvider(abc.ABC):

@@ -5,6 +5,7 @@ classes on the client) and are re-exported here.
 """
 
 from wrencore_runtime.errors import (  # noqa: F401
+    CallCancelledError,
     CallTimeoutError,
     DeserializationError,
     InitializerError,
@@ -37,10 +38,6 @@ class ExecutorShutdownError(WrenError, RuntimeError):
 
 class RuntimeBuildError(WrenError):
     """A job's runtime could not be built; the message names the distribution and what to do."""
-
-
-class CallCancelledError(WrenError):
-    """A call was cancelled before it ran."""
 
 
 __all__ = [

@@ -284,6 +284,13 @@ def _is_sized(iterable: Any) -> bool:
     return True
 
 
+def _attempt_stopper(backend: Backend):
+    """``stop(future, attempts)`` for attempts that lost (holds no executor)."""
+    def stop(future: Future, attempts: List[int]) -> None:
+        backend.stop_attempts(future=future, attempts=attempts)
+    return stop
+
+
 class Executor(concurrent.futures.Executor):
     """Runs calls on a backend chosen by name; a drop-in for ``ProcessPoolExecutor``.
 
@@ -377,7 +384,8 @@ class Executor(concurrent.futures.Executor):
         self._submit_jobs: "OrderedDict[int, Tuple[weakref.ref, Dict[str, Any], itertools.count]]" \
             = OrderedDict()
         self._pm = get_plugin_manager()
-        self._attempts = Attempts(_reinvoker(self.backend, self._pm, self.backend_name))
+        self._attempts = Attempts(_reinvoker(self.backend, self._pm, self.backend_name),
+                                  _attempt_stopper(self.backend))
         self._lifecycle = _Lifecycle(self.backend)
         _live.add(self._lifecycle)
         # A dropped executor lets its calls finish, then releases its workers and threads.

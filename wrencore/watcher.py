@@ -213,7 +213,7 @@ class StatusWatcher:
         for job_id, calls in jobs.items():
             if sweep:
                 for call_id, future in list(calls.items()):
-                    if future.cancelled():
+                    if future.done():  # cancelled, or failed at once by Executor.cancel
                         self._forget(job_id, call_id)
             if quiet_listing or self._listing_needed(job_id):
                 completed += self._collect(job_id, calls)

@@ -17,13 +17,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
-from wrencore.backends import Backend, Call
+from wrencore.backends import Backend, Call, cancelled_error, write_cancel_markers
 from wrencore.config import Config
 from wrencore.errors import WorkerCrashedError, WrenError
 from wrencore.futures import Future, claim
+from wrencore.futures import cancel as cancel_future
 from wrencore.watcher import StatusWatcher, watcher_options
 from wrencore_aws.clients import call_with_retries, error_code, make_client
 from wrencore_aws.completion import channel_for, with_channel
@@ -102,6 +104,11 @@ class LambdaBackend(Backend):
         self._last_progress = 0.0
         self._deadlines_lock = threading.Lock()
         self._channel = channel_for(config, self.settings.client_section)
+        #: Calls claimed but not yet invoked (waiting for the max_in_flight budget).
+        self._uninvoked: Set[Future] = set()
+        #: Calls invoked in chunks of several, whose handler looks for cancel markers.
+        self._chunked: "weakref.WeakSet[Future]" = weakref.WeakSet()
+        self._invoke_lock = threading.Lock()
         self._watcher = StatusWatcher(storage, min_interval=0.05, max_interval=1.0,
                                       deadline_check=self._deadline_check,
                                       channel=self._channel, **watcher_options(config))
@@ -156,7 +163,21 @@ class LambdaBackend(Backend):
             with self._deadlines_lock:  # an earlier attempt's deadline is no longer this one's
                 for call in live:
                     self._deadlines.pop(call.future, None)
-            taken = self._budget.acquire(len(live))
+            with self._invoke_lock:
+                self._uninvoked.update(c.future for c in live)
+            try:
+                taken = self._budget.acquire(len(live))
+            finally:
+                with self._invoke_lock:  # calls cancelled while waiting are not invoked
+                    self._uninvoked.difference_update(c.future for c in live)
+                    live = [c for c in live if not c.future.done()]
+                    if len(live) > 1:
+                        self._chunked.update(c.future for c in live)
+            if taken > len(live):
+                self._budget.release(taken - len(live))
+                taken = len(live)
+            if not live:
+                return
             for index, call in enumerate(live):
                 call.future.add_done_callback(self._forget_deadline)
                 if index < taken:  # a chunk larger than the cap holds only the cap
@@ -181,6 +202,37 @@ class LambdaBackend(Backend):
                 call.future.metadata["host_invoke_timestamp"] = start
                 if not call.future.done():
                     self._deadlines[call.future] = (deadline, call.message.get("attempt", 0))
+
+    # -- cancellation ----------------------------------------------------------------
+    def cancel(self, *, futures: List[Future], running: bool = True) -> int:
+        """Calls not yet invoked (queued, or waiting for the ``max_in_flight`` budget) are
+        never invoked and end cancelled. Invoked calls in a chunk get a cancel marker, so
+        the handler skips them if they have not started; with ``running``, every invoked
+        call's future ends with :class:`CallCancelledError` at once (a started invocation
+        runs on; its outcome is ignored)."""
+        cancelled = 0
+        invoked = []
+        with self._invoke_lock:
+            for future in futures:
+                if cancel_future(future):
+                    cancelled += 1
+                elif future in self._uninvoked:
+                    cancelled += future.fail(cancelled_error(future, "before it was invoked"))
+                elif not future.done():
+                    invoked.append(future)
+        chunked = [f for f in invoked if f in self._chunked]
+        if chunked:
+            write_cancel_markers(self.storage, [(f, list(range(f.attempt + 1))) for f in chunked],
+                                 stop_running=running)
+        if running:
+            cancelled += sum(f.fail(cancelled_error(
+                f, "after it was invoked; a call already running runs on")) for f in invoked)
+        return cancelled
+
+    def stop_attempts(self, *, future: Future, attempts: List[int]) -> None:
+        """Losing attempts still waiting in a chunk are skipped by its handler."""
+        if future in self._chunked:
+            write_cancel_markers(self.storage, [(future, attempts)], stop_running=True)
 
     def _payload(self, job: Dict[str, Any], calls: List[Call]) -> bytes:
         body = encode_json(make_message(job, [c.message for c in calls])).encode()

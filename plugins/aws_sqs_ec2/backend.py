@@ -15,10 +15,11 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from wrencore.backends import Backend, Call, task_message_bodies
+from wrencore.backends import Backend, Call, cancelled_error, task_message_bodies, write_cancel_markers
 from wrencore.config import Config
 from wrencore.errors import WorkerCrashedError
 from wrencore.futures import Future, claim
+from wrencore.futures import cancel as cancel_future
 from wrencore.watcher import StatusWatcher, watcher_options
 from wrencore_aws.completion import channel_for, with_channel
 from wrencore_runtime.protocol import decode_json
@@ -100,6 +101,32 @@ class StandaloneBackend(Backend):
             if not self.standalone.provider.live():
                 for call in live:
                     call.future.fail(exc)
+
+    # -- cancellation ----------------------------------------------------------------
+    def cancel(self, *, futures: List[Future], running: bool = True) -> int:
+        """Calls not yet sent end ``cancelled()``. Queued or running ones get a cancel
+        marker: a daemon does not start such a call and, with ``running``, stops it while it
+        runs (see ``wrencore_runtime.daemon``); with ``running`` their futures also end with
+        :class:`CallCancelledError` at once, without them they end with what the daemon
+        reports (a cancelled status if it had not started the call)."""
+        cancelled = 0
+        sent = []
+        for future in futures:
+            if cancel_future(future):
+                cancelled += 1
+            elif not future.done():
+                sent.append(future)
+        if not sent:
+            return cancelled
+        write_cancel_markers(self.storage, [(f, list(range(f.attempt + 1))) for f in sent],
+                             stop_running=running)
+        if running:
+            cancelled += sum(f.fail(cancelled_error(f, "by the user; its worker stops it"))
+                             for f in sent)
+        return cancelled
+
+    def stop_attempts(self, *, future: Future, attempts: List[int]) -> None:
+        write_cancel_markers(self.storage, [(future, attempts)], stop_running=True)
 
     # -- dead letters ----------------------------------------------------------------
     def _refresh_dead_letters(self) -> None:

@@ -396,6 +396,32 @@ class WorkerPool:
                 f"before it started"))
         return cancelled
 
+    def stop_attempts(self, future: Any, attempts: List[int]) -> None:
+        """Drop queued or unstarted ``attempts`` of ``future``'s call, and kill (and replace)
+        the worker running one of them; the future, already decided, is left alone."""
+        wanted = set(attempts)
+
+        def losing(task: Task) -> bool:
+            return task.call.future is future and task.call.message.get("attempt", 0) in wanted
+
+        with self._lock:
+            self._pending = collections.deque(e for e in self._pending if not losing(e[0]))
+            for worker in self._workers:
+                mine = [t for t in worker.inflight if losing(t)]
+                if not mine:
+                    continue
+                withdrawn = set(worker.slots.withdraw([t.token for t in mine]))
+                for task in mine:
+                    if task.token in withdrawn:
+                        worker.inflight.remove(task)
+                    elif worker.slots.state(task.token) == CLAIMED:
+                        worker.kill(CallCancelledError(
+                            f"attempt {task.call.message.get('attempt', 0)} of call "
+                            f"{task.call.call_id} of job {task.job['job_id']} was stopped: "
+                            f"another attempt decided the call"))
+            self._dispatch()
+            self._idle.notify_all()
+
     # -- shutdown --------------------------------------------------------------------
     def shutdown(self, wait: bool) -> None:
         with self._lock:
@@ -481,7 +507,14 @@ class LocalBackend(Backend):
         self._pool_for(job).enqueue(job, calls, chunksize)
 
     def cancel(self, *, futures: List[Any], running: bool = True) -> int:
-        return self.pool.cancel(futures, running)
+        return sum(pool.cancel(futures, running) for pool in self._pools())
+
+    def stop_attempts(self, *, future: Any, attempts: List[int]) -> None:
+        for pool in self._pools():
+            pool.stop_attempts(future, attempts)
+
+    def _pools(self) -> List[WorkerPool]:
+        return [self.pool, *self._isolated.values()]
 
     def shutdown(self, wait: bool = True) -> None:
         self.pool.shutdown(wait)

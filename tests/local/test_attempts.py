@@ -14,6 +14,7 @@ import wrencore
 from wrencore.attempts import SpeculationPolicy
 from wrencore.errors import WorkerCrashedError
 from tests import attempts_workload as work
+from tests.procs_util import wait_until_gone
 
 
 def _ends(futures):
@@ -98,7 +99,7 @@ def test_retry_on_a_predicate_and_through_executor_map_and_submit(tmp_path):
             list(executor.map(work.raises_on_first_attempt, [6], [directory]))
 
 
-def test_a_stragglers_backup_wins_and_the_late_original_is_ignored(tmp_path):
+def test_a_stragglers_backup_wins_and_the_losing_original_is_stopped(tmp_path):
     directory = str(tmp_path)
     policy = SpeculationPolicy(min_calls=20, fraction=0.5, multiple=2.0, min_time=0.3)
     executor = wrencore.Executor(backend="local", max_workers=3, speculation=policy)
@@ -112,10 +113,13 @@ def test_a_stragglers_backup_wins_and_the_late_original_is_ignored(tmp_path):
         assert futures[0].metadata["attempts"] == 2
         # A call queued behind the straggler in its worker's batch may get one too.
         assert all(f.metadata["backups"] <= 1 for f in futures)
+        # The losing original attempt is stopped: the worker running it is killed.
+        wait_until_gone([int((tmp_path / "straggler-pid").read_text())], timeout=10)
+        assert executor.submit(abs, -3).result(timeout=30) == 3  # and replaced
     finally:
         (tmp_path / "release").touch()
-        executor.shutdown(wait=True)  # the original attempt ends and reports "late"
-    assert (tmp_path / "late-done").exists()
+        executor.shutdown(wait=True)
+    assert not (tmp_path / "late-done").exists()
     assert futures[0].result() == 0 and futures[0].metadata["attempt"] == 1
     assert sorted(ends) == [f.call_id for f in futures]
 
