@@ -166,6 +166,28 @@ def wrencore_release_instance(instance_id: str, config: Mapping[str, Any]) -> Op
 
 
 # ------------------------------------------------------------------------------------
+# configuration
+# ------------------------------------------------------------------------------------
+
+
+@hookspec
+def wrencore_register_settings(register: Register) -> None:
+    """Declare the configuration tables and keys a plugin reads.
+
+    Called once, when a configuration is first checked. Every source (config file,
+    ``WRENCORE_…`` variables, keyword config) is checked against the declarations: an
+    undeclared table or key, or a value of the wrong type or range, is an error naming
+    its source. The configuration reference is generated from them. Two plugins may
+    declare keys of the same table (a backend and a queue both named ``local``).
+
+    :param register: ``register(table, settings, *, doc="", open=False)``: ``table`` is
+        the table's name; ``settings`` a list of :class:`wrencore.settings.Setting`
+        (name, type, default, doc, bounds); ``doc`` describes the table; ``open=True``
+        lets keys beyond the declared ones through unchecked.
+    """
+
+
+# ------------------------------------------------------------------------------------
 # command line
 # ------------------------------------------------------------------------------------
 

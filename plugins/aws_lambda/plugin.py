@@ -18,6 +18,13 @@ def wrencore_register_backends(register) -> None:
 
 
 @hookimpl
+def wrencore_register_settings(register) -> None:
+    from .settings import DOC, SECTION, SETTINGS
+
+    register(SECTION, SETTINGS, doc=DOC)
+
+
+@hookimpl
 def wrencore_register_commands(subparsers) -> None:
     from .cli import add_commands
 

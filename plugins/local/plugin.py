@@ -17,6 +17,39 @@ def localfs_storage(section: Mapping[str, Any]):
 
 
 @hookimpl
+def wrencore_register_settings(register):
+    from wrencore.settings import Setting
+
+    register("local", [
+        Setting("workers", "int", None, "Worker processes; unset: one per core.", minimum=1),
+        Setting("python", "str", None, "The interpreter workers run; unset: the client's own."),
+        Setting("max_tasks_per_child", "int", None, "Calls a worker runs before it is "
+                "replaced; unset: no limit.", minimum=1),
+        Setting("args_inline_limit", "int", 16 * 1024 * 1024, "Bytes of arguments sent "
+                "with the call; larger ones go through storage.", minimum=0),
+        Setting("result_inline_limit", "int", 16 * 1024 * 1024, "Bytes of a result sent "
+                "back directly; larger ones go through storage.", minimum=0),
+        Setting("env_dir", "str", None, "Where isolated runtime environments are built; "
+                "unset: under `~/.cache/wrencore/envs`."),
+        Setting("env_max_age", "float", 7 * 24 * 3600.0, "Seconds an unused isolated "
+                "environment is kept.", minimum=0),
+        Setting("env_max_bytes", "int", 5 * 1024 ** 3, "Bytes of isolated environments kept, "
+                "least recently used evicted first.", minimum=0),
+        # the local queue (``[queue] name = "local"``) reads the same table
+        Setting("root", "str", None, "The local queue's directory (backend `queue` with "
+                "`[queue] name = \"local\"`)."),
+        Setting("max_receives", "int", 3, "Local queue: receives before a message is dead.",
+                minimum=1),
+        Setting("visibility_timeout", "float", 30.0, "Local queue: seconds a received "
+                "message stays hidden.", minimum=0),
+    ], doc="The `local` backend: worker processes on this computer.")
+    register("localfs", [
+        Setting("root", "str", None, "Directory of job data; unset: "
+                "`$XDG_CACHE_HOME/wrencore/storage` (`~/.cache/wrencore/storage`)."),
+    ], doc="The `localfs` storage: files under a local directory.")
+
+
+@hookimpl
 def wrencore_register_backends(register):
     register("local", "wrencore_local.backend:LocalBackend",
              description="worker processes on this computer; no configuration, no network")
