@@ -16,13 +16,15 @@ backend whose SDK is missing tells the user what to install instead of failing o
 
 from __future__ import annotations
 
-import argparse
 import logging
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional
 
 import pluggy
 
 if TYPE_CHECKING:
+    import click
+
+    from .config import Config
     from .futures import Future
 
 hookspec = pluggy.HookspecMarker("wrencore")
@@ -193,11 +195,28 @@ def wrencore_register_settings(register: Register) -> None:
 
 
 @hookspec
-def wrencore_register_commands(subparsers: "argparse._SubParsersAction") -> None:
-    """Add subcommands to the ``wrencore`` command line.
+def wrencore_check_config(backend: str, config: "Config", report: Callable[..., None]) -> None:
+    """Verify, for ``wrencore config check``, what a backend needs to run.
 
-    Each subcommand sets ``func`` (via ``set_defaults``) to a callable taking the parsed
-    arguments and returning an exit code.
+    Each implementation checks what it knows for the backend it serves (and does nothing
+    for others): credentials, region, bucket, queue, deployed function, permissions. Checks
+    must only read: they create nothing.
 
-    :param subparsers: the ``add_subparsers()`` object of the top-level parser.
+    :param backend: the backend being checked (e.g. ``"aws_lambda"``).
+    :param config: the effective :class:`wrencore.config.Config`.
+    :param report: ``report(what, ok, detail="")`` for each check; ``detail`` says exactly
+        what is missing and how to provide it.
+    """
+
+
+@hookspec
+def wrencore_register_commands(cli: "click.Group") -> None:
+    """Add commands to the ``wrencore`` command line.
+
+    Add a command or a group of commands with ``cli.add_command(...)``. A command returns
+    an exit code (or None for 0); an error a user can fix is raised as a
+    :class:`wrencore.WrenError` (or a cloud SDK's credentials, region or permission error),
+    which the command line prints as one line ``wrencore: error: …`` with exit code 1.
+
+    :param cli: the top-level :class:`click.Group` of the ``wrencore`` command.
     """

@@ -222,6 +222,10 @@ def convert(setting: Setting, value: Any, table: str = "", origin: str = "") -> 
         return [v.strip() for v in value.split(",") if v.strip()]
     if setting.type == "str or list[str]" and isinstance(value, str):
         return value
+    if setting.type == "bool" and isinstance(value, str):
+        # msgspec reads "true"/"false"/"1"/"0"; environment variables also say yes/no, on/off
+        value = {"yes": "true", "on": "true", "no": "false", "off": "false", "": "false"}.get(
+            value.strip().lower(), value.strip().lower())
     base: Any = {"str": str, "int": int, "float": float, "bool": bool,
                  "list[str]": List[str], "str or list[str]": List[str],
                  "table": Dict[str, Any]}[setting.type]

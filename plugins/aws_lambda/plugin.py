@@ -25,7 +25,7 @@ def wrencore_register_settings(register) -> None:
 
 
 @hookimpl
-def wrencore_register_commands(subparsers) -> None:
+def wrencore_register_commands(cli) -> None:
     from .cli import add_commands
 
-    add_commands(subparsers)
+    add_commands(cli)

@@ -96,7 +96,7 @@ def wrencore_worker_log_handlers(component: str, instance_id: str, process_name:
 
 
 @hookimpl
-def wrencore_register_commands(subparsers) -> None:
+def wrencore_register_commands(cli) -> None:
     from .cli import add_commands
 
-    add_commands(subparsers)
+    add_commands(cli)

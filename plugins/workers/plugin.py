@@ -29,10 +29,10 @@ def wrencore_instance_id(config: Mapping[str, Any]) -> Optional[str]:
 
 
 @hookimpl
-def wrencore_register_commands(subparsers) -> None:
+def wrencore_register_commands(cli) -> None:
     from .cli import add_commands
 
-    add_commands(subparsers)
+    add_commands(cli)
 
 
 @hookimpl
