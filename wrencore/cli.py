@@ -190,7 +190,7 @@ def _aws_error(exc: BaseException, name: str) -> str:
     if name in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"):
         return f"no AWS credentials found: {AWS_CREDENTIALS_HELP}"
     if name == "NoRegionError":
-        return ("no AWS region: set AWS_REGION (e.g. export AWS_REGION=us-east-1), a region "
+        return ("no AWS region: set AWS_DEFAULT_REGION (e.g. export AWS_DEFAULT_REGION=us-east-1), a region "
                 "in ~/.aws/config, or region in the backend's config table; see docs/aws.md")
     if name == "ProfileNotFound":
         return f"{exc}; check AWS_PROFILE and ~/.aws/config"

@@ -21,7 +21,7 @@ def wrencore_register_settings(register) -> None:
         Setting("bucket", "str", None, "The bucket of job data (required; it must exist and "
                 "be in the region the backend uses)."),
         Setting("prefix", "str", "wrencore", "Key prefix of everything wrencore stores."),
-        Setting("region", "str", None, "The bucket's region; unset: boto3's (`AWS_REGION`, "
+        Setting("region", "str", None, "The bucket's region; unset: boto3's (`AWS_DEFAULT_REGION`, "
                 "`~/.aws/config`)."),
         Setting("endpoint_url", "str", None, "An S3-compatible endpoint (MinIO, moto …)."),
     ], doc="The `s3` storage (the default storage of the AWS backends).")

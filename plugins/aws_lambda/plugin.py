@@ -25,6 +25,14 @@ def wrencore_register_settings(register) -> None:
 
 
 @hookimpl
+def wrencore_check_config(backend, config, report) -> None:
+    if backend == "aws_lambda":
+        from .checks import check
+
+        check(config, report)
+
+
+@hookimpl
 def wrencore_register_commands(cli) -> None:
     from .cli import add_commands
 

@@ -35,6 +35,6 @@ SETTINGS = [
     Setting("max_unzipped_size", "int", 250 * 1024 * 1024, "Bytes of function and layers "
             "unzipped, at most (Lambda's limit is 250 MB).", minimum=1),
     Setting("region", "str", None, "The region of Lambda and IAM; unset: boto3's "
-            "(`AWS_REGION`, `~/.aws/config`)."),
+            "(`AWS_DEFAULT_REGION`, `~/.aws/config`)."),
     Setting("endpoint_url", "str", None, "Another Lambda endpoint (tests, emulators)."),
 ]

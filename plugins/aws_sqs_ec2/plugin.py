@@ -96,6 +96,14 @@ def wrencore_worker_log_handlers(component: str, instance_id: str, process_name:
 
 
 @hookimpl
+def wrencore_check_config(backend, config, report) -> None:
+    if backend == "aws_sqs_ec2":
+        from .checks import check
+
+        check(config, report)
+
+
+@hookimpl
 def wrencore_register_commands(cli) -> None:
     from .cli import add_commands
 

@@ -89,7 +89,7 @@ SETTINGS = [
     Setting("metadata_url", "str", "http://169.254.169.254", "The instance metadata "
             "service (tests point it elsewhere)."),
     Setting("region", "str", None, "The region of EC2, SQS, IAM and CloudWatch; unset: "
-            "boto3's (`AWS_REGION`, `~/.aws/config`)."),
+            "boto3's (`AWS_DEFAULT_REGION`, `~/.aws/config`)."),
     Setting("endpoint_url", "str", None, "Another AWS endpoint (tests, emulators)."),
     Setting("install_spec", "str", None, "Unused: instances install the runtime the client "
             "stored (kept so old configs load)."),

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from typing import Any, Mapping
 
 from wrencore import hookimpl
 
 
+def localfs_root(section: Mapping[str, Any]) -> str:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return section.get("root") or os.path.join(cache, "wrencore", "storage")
+
+
 def localfs_storage(section: Mapping[str, Any]):
     from wrencore_runtime.storage import LocalFileStorage
 
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return LocalFileStorage(section.get("root") or os.path.join(cache, "wrencore", "storage"))
+    return LocalFileStorage(localfs_root(section))
 
 
 @hookimpl
@@ -69,3 +74,25 @@ def wrencore_register_queues(register):
 @hookimpl(trylast=True)
 def wrencore_instance_id(config: Mapping[str, Any]):
     return socket.gethostname()
+
+
+@hookimpl
+def wrencore_check_config(backend, config, report) -> None:
+    if backend != "local":
+        return
+    import shutil
+
+    python = config.section("local").get("python") or sys.executable
+    found = shutil.which(python) or (os.path.isfile(python) and python)
+    report("worker interpreter", bool(found), python if found else
+           f"[local] python = {python!r} is not an executable")
+    storage_name = str(config.get("storage") or "localfs")
+    if storage_name != "localfs":
+        return
+    root = localfs_root(config.section("localfs"))
+    parent = root
+    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    writable = os.access(parent, os.W_OK)
+    report("storage directory", writable, root if writable else
+           f"{root} cannot be created or written; set [localfs] root")
