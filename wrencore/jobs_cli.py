@@ -98,6 +98,12 @@ def _summary(storage: Any, job_id: str, keys: List[str]) -> Tuple[str, int, int,
     return function, len(calls | set(outcomes)), ok, len(outcomes) - ok
 
 
+def _order(job_id: str) -> Tuple[str, int]:
+    """Submission order: the time, then the client's job counter."""
+    stamp, _, counter = job_id.rpartition("-")
+    return stamp[:15], int(counter) if counter.isdigit() else 0
+
+
 def _when(timestamp: Optional[float]) -> str:
     if timestamp is None:
         return "?"
@@ -135,7 +141,7 @@ def jobs(limit: int, backend: Optional[str], storage: Optional[str]) -> None:
         return
     click.echo(f"{'JOB':<34} {'SUBMITTED':<19} {'FUNCTION':<20} {'CALLS':>5} {'OK':>5} "
                f"{'FAILED':>6} STATE")
-    for job_id in sorted(found, reverse=True)[:limit]:
+    for job_id in sorted(found, key=_order, reverse=True)[:limit]:
         function, calls, ok, failed = _summary(store, job_id, found[job_id])
         state = ("failed" if failed else "done") if calls and ok + failed >= calls else \
             "no stored outcomes" if not ok + failed else "running or lost"

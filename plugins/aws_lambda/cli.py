@@ -45,8 +45,13 @@ def _deployer():
 
 @lambda_group.command()
 def deploy() -> None:
-    """Create or update the function of this client's runtime (idempotent)."""
-    deployed = _deployer().deploy()
+    """Create or update the function of this client's runtime (idempotent).
+
+    The storage bucket is checked first: the function is useless without it.
+    """
+    deployer = _deployer()
+    require_bucket(deployer.storage)
+    deployed = deployer.deploy()
     click.echo(json.dumps(asdict(deployed), indent=2))
 
 
@@ -73,6 +78,21 @@ def build(output: str) -> None:
     with open(output, "wb") as f:
         f.write(package.zip_bytes)
     click.echo(f"{output}: {len(package.zip_bytes)} bytes, runtime {package.sha256}")
+
+
+def require_bucket(storage: Any) -> None:
+    """WrenError naming the bucket if it does not exist (or cannot be seen)."""
+    from wrencore.errors import ConfigError
+
+    try:
+        storage.client.head_bucket(Bucket=storage.bucket)
+    except Exception as exc:
+        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            raise ConfigError(f"the S3 bucket {storage.bucket!r} of [s3] bucket does not exist: "
+                              f"create it (aws s3 mb s3://{storage.bucket}) or fix [s3] "
+                              f"bucket") from None
+        raise
 
 
 def wrencore_functions(client: Any, prefix: str) -> List[Dict[str, Any]]:
