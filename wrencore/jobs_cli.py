@@ -143,9 +143,10 @@ def jobs(limit: int, backend: Optional[str], storage: Optional[str]) -> None:
                f"{'FAILED':>6} STATE")
     for job_id in sorted(found, key=_order, reverse=True)[:limit]:
         function, calls, ok, failed = _summary(store, job_id, found[job_id])
+        short = function.rsplit(".", 1)[-1][:20]
         state = ("failed" if failed else "done") if calls and ok + failed >= calls else \
             "no stored outcomes" if not ok + failed else "running or lost"
-        click.echo(f"{job_id:<34} {_when(job_time(job_id)):<19} {function[:20]:<20} "
+        click.echo(f"{job_id:<34} {_when(job_time(job_id)):<19} {short:<20} "
                    f"{calls:>5} {ok:>5} {failed:>6} {state}")
 
 

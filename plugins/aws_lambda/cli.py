@@ -25,10 +25,13 @@ def lambda_group() -> None:
 
 def _settings():
     from wrencore.config import Config
+    from wrencore_aws.clients import require_region_and_credentials
 
     from .deploy import LambdaSettings
 
-    return LambdaSettings.from_config(Config())
+    settings = LambdaSettings.from_config(Config())
+    require_region_and_credentials(settings.client_section)
+    return settings
 
 
 def _deployer():
@@ -37,10 +40,14 @@ def _deployer():
 
     from .deploy import Deployer, LambdaSettings
 
+    from wrencore_aws.clients import require_region_and_credentials
+
     config = Config()
+    settings = LambdaSettings.from_config(config)
+    require_region_and_credentials(settings.client_section)
     storage_name = str(config.get("storage") or "s3")
     storage = get_registry().load("storage", storage_name)(config.section(storage_name))
-    return Deployer(LambdaSettings.from_config(config), storage)
+    return Deployer(settings, storage)
 
 
 @lambda_group.command()

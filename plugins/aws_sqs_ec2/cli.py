@@ -30,9 +30,13 @@ def standalone(ctx: click.Context, config_json: Optional[str]) -> None:
 
 
 def _standalone(ctx: click.Context):
+    from wrencore_aws.clients import require_region_and_credentials
+
     from .api import Standalone
 
-    return Standalone(ctx.obj)
+    fleet = Standalone(ctx.obj)
+    require_region_and_credentials(dict(fleet.config.section("aws_sqs_ec2")))
+    return fleet
 
 
 @standalone.command()
