@@ -1,7 +1,7 @@
 """The extension surface of wrencore: every hook a plugin can implement.
 
 Hooks are grouped by the five concerns of the design — invoke, queue, storage, logging,
-instance lifecycle — plus the command line. Hooks are always called with keyword
+instance lifecycle — plus configuration and the command line. Hooks are always called with keyword
 arguments, so a spec grows by adding arguments and old plugins keep working.
 
 Registration hooks hand the plugin a ``register`` callback::

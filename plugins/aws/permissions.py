@@ -28,7 +28,7 @@ EC2_ACTIONS = ["ec2:RunInstances", "ec2:DescribeInstances", "ec2:DescribeInstanc
                "ec2:TerminateInstances", "ec2:CreateTags", "ec2:DescribeImages",
                "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"]
 FLEET_QUEUE_ACTIONS = ["sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
-                       "sqs:SetQueueAttributes", "sqs:SendMessageBatch", "sqs:ReceiveMessage",
+                       "sqs:SetQueueAttributes", "sqs:SendMessage", "sqs:ReceiveMessage",
                        "sqs:DeleteMessage", "sqs:PurgeQueue"]
 FLEET_ROLE_ACTIONS = ["iam:GetRole", "iam:CreateRole", "iam:PutRolePolicy", "iam:PassRole",
                       "iam:GetInstanceProfile", "iam:CreateInstanceProfile",
