@@ -116,7 +116,8 @@ def hello(backend: Optional[str]) -> None:
             executor, demo_module.count_primes, range(10))))
     finally:
         step("shut down", executor.shutdown)
-    assert first["count"] == 303 and len(results) == 10
+    if first["count"] != 303 or len(results) != 10:
+        raise WrenError(f"wrong results from backend {name!r}: {first!r}, {len(results)} of 10")
     click.echo(f"hello from {name!r}: {len(results) + 1} calls in "
                f"{sum(t for _, t in steps):.2f} s")
 
@@ -224,8 +225,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         result = group.main(args=argv, prog_name="wrencore", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
-    except click.ClickException as exc:  # usage errors (2) and click's own errors (1)
-        exc.show()
+    except click.UsageError as exc:
+        if exc.ctx is not None and type(exc).__name__ == "NoArgsIsHelpError":
+            click.echo(exc.ctx.get_help(), err=True)
+        else:
+            where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+            click.echo(f"wrencore: error: {exc.format_message()}{where}", err=True)
+        return 2
+    except click.ClickException as exc:  # click's own errors (exit code 1)
+        click.echo(f"wrencore: error: {exc.format_message()}", err=True)
         return int(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("wrencore: interrupted", err=True)

@@ -176,3 +176,11 @@ def test_logs_show_output_and_traceback_of_stored_calls(lambda_env, monkeypatch,
     assert "00001" not in capsys.readouterr().out
     assert _run(["clean", job_id]) == 0
     assert capsys.readouterr().out.startswith("deleted 1 jobs")
+
+
+def test_hello_on_lambda_times_each_step(lambda_env, monkeypatch, capsys):
+    _lambda_storage(monkeypatch, lambda_env.bucket)
+    assert _run(["hello", "--backend", "aws_lambda"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"  run one call … \d+\.\d\d s", out), out
+    assert "hello from 'aws_lambda': 11 calls" in out

@@ -48,12 +48,15 @@ def test_version(capsys):
 
 
 def test_exit_codes(capsys):
-    code, _, err = run(capsys, "no-such-command")
-    assert code == 2 and "No such command" in err
-    code, _, err = run(capsys, "demo", "--calls", "0")
-    assert code == 2 and "--calls" in err
-    code, _, err = run(capsys, "clean")
-    assert code == 2 and "name one JOB" in err
+    for argv, text in ((["no-such-command"], "No such command 'no-such-command'"),
+                       (["demo", "--calls", "0"], "'--calls': 0 is not in the range"),
+                       (["clean"], "name one JOB, or pass --all, or --older-than AGE"),
+                       (["standalone", "--config", "[1]", "list"], "must be a JSON object")):
+        code, out, err = run(capsys, *argv)
+        assert (code, out) == (2, "") and err.startswith("wrencore: error: ")
+        assert text in err and err.count("\n") == 1, err
+    code, _, err = run(capsys)
+    assert code == 2 and err.startswith("Usage: wrencore")
     code, _, err = run(capsys, "demo", "--backend", "nope")
     assert code == 1 and err.startswith("wrencore: error: unknown backend 'nope'")
     assert err.count("\n") == 1
