@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 
 import click
 
-from .settings import Setting, Table, tables
+from .settings import Table, tables
 
 
 def add_commands(cli: click.Group) -> None:
@@ -87,18 +87,16 @@ def show(as_json: bool, no_defaults: bool) -> None:
 
 
 def _backend_tables(backend: str) -> List[str]:
-    """The tables a backend reads: its own, its default storage's, its queue's."""
+    """The tables a backend reads: its own and its default storage's."""
+    from .errors import WrenError
     from .plugins import get_registry
 
+    entry = get_registry().get("backend", backend)
     names = [backend]
     try:
-        cls = get_registry().load("backend", backend)
-        names.append(getattr(cls, "default_storage", None) or "")
-    except Exception:  # missing SDK: the storage table is still the usual one
-        names.append({"aws_lambda": "s3", "aws_sqs_ec2": "s3", "gcp_pubsub": "gcs"}.get(
-            backend, ""))
-    if backend == "queue":
-        names += ["worker"]
+        names.append(getattr(entry.load(), "default_storage", None) or "")
+    except WrenError:  # its SDK is missing: no storage table to show
+        pass
     declared = tables()
     return [n for n in dict.fromkeys(names) if n in declared]
 
@@ -132,9 +130,12 @@ def _commented(table: Table, skip: Any = ()) -> List[str]:
         if setting.name in skip:
             continue
         lines += [f"# {line}" for line in _wrap(setting.doc, 88)]
-        value = _toml_value(setting.default) if setting.default is not None else '""'
-        required = setting.default is None and "(required" in setting.doc
-        lines.append(f"{'' if required else '# '}{setting.name} = {value}")
+        if setting.required:
+            lines.append(f'{setting.name} = ""')
+        elif setting.default is None:
+            lines.append(f"# {setting.name} =            ({setting.type}; unset by default)")
+        else:
+            lines.append(f"# {setting.name} = {_toml_value(setting.default)}")
     return lines
 
 
@@ -192,6 +193,3 @@ def check(backend: Optional[str]) -> int:
     click.echo(f"all {len(checked)} checks passed")
     return 0
 
-
-def settings_rows(table: Table) -> List[Setting]:
-    return list(table.settings.values())

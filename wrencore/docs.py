@@ -39,7 +39,10 @@ def _rest_to_markdown(text: str) -> str:
     return _literal_blocks(text.replace("``", "`"))
 
 
-def _default(value: object) -> str:
+def _default(setting) -> str:
+    value = setting.default
+    if setting.required:
+        return "**required**"
     if value is None:
         return "unset"
     if isinstance(value, bool):
@@ -92,13 +95,14 @@ def configuration_reference() -> str:
             env = f"WRENCORE_{name.upper()}__{setting.name.upper()}" if name else \
                 f"WRENCORE_{setting.name.upper()}"
             doc = _rest_to_markdown(setting.doc).replace("|", "\\|")
-            out.append(f"| `{setting.name}` | {setting.type} | {_default(setting.default)} | "
+            out.append(f"| `{setting.name}` | {setting.type} | {_default(setting)} | "
                        f"{_bounds(setting)} | `{env}` | {doc} |\n")
     return "".join(out)
 
 
 def _anchor(name: str) -> str:
-    return "top-level" if not name else name.replace("_", "_")
+    """GitHub's anchor of the table's heading."""
+    return name or "top-level"
 
 
 def hooks_reference() -> str:

@@ -35,10 +35,18 @@ from .errors import ConfigError
 #: The types a setting may declare (as written in the docs).
 TYPES = ("str", "int", "float", "bool", "list[str]", "str or list[str]", "table")
 
-#: ``WRENCORE_…`` variables that are not configuration keys (set for or by workers and tests).
+#: ``WRENCORE_…`` variables that are not configuration keys (read by the client at import, or
+#: set for workers), never mistaken for misspelt keys.
 OTHER_ENV_VARIABLES = frozenset({
-    "WRENCORE_CONFIG", "WRENCORE_DISABLE_PLUGINS", "WRENCORE_LOGLEVEL",
+    "WRENCORE_CONFIG", "WRENCORE_DISABLE_PLUGINS", "WRENCORE_LOGLEVEL", "WRENCORE_CACHE",
+    "WRENCORE_MODULE_CACHE", "WRENCORE_RUNTIME_HASH", "WRENCORE_ENVIRONMENT_HASH",
+    "WRENCORE_FUNCTION_TIMEOUT", "WRENCORE_LAMBDA_SAFETY_MARGIN", "WRENCORE_SERIALIZER",
+    "WRENCORE_PYTHON", "WRENCORE_WORKER_ID", "WRENCORE_SUPERVISORD_ARGS",
+    "WRENCORE_LOCAL_CLAIMS", "WRENCORE_PUBSUB_EMULATOR",
 })
+#: How close (difflib's ratio) an unknown ``WRENCORE_…`` variable must be to a known one to
+#: count as a misspelling of it.
+ENV_TYPO_CUTOFF = 0.9
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,8 @@ class Setting:
         minimum, maximum: bounds of a number, inclusive.
         greater_than: an exclusive lower bound of a number.
         choices: the allowed values.
+        required: the plugin cannot work without it (``wrencore config init`` leaves it
+            for the user to fill in).
     """
 
     name: str
@@ -63,6 +73,7 @@ class Setting:
     maximum: Any = None
     greater_than: Any = None
     choices: Optional[Tuple[Any, ...]] = None
+    required: bool = False
 
     def __post_init__(self) -> None:
         if self.type not in TYPES:
@@ -312,7 +323,7 @@ def check_environment(env: Mapping[str, str]) -> None:
     for name in env:
         if not name.startswith("WRENCORE_") or "__" in name or name in known:
             continue
-        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.85)
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=ENV_TYPO_CUTOFF)
         if close:
             raise ConfigError(f"unknown environment variable {name}; did you mean {close[0]}? "
                               f"(unset it, or rename it)")

@@ -19,7 +19,7 @@ def wrencore_register_settings(register) -> None:
 
     register("s3", [
         Setting("bucket", "str", None, "The bucket of job data (required; it must exist and "
-                "be in the region the backend uses)."),
+                "be in the region the backend uses).", required=True),
         Setting("prefix", "str", "wrencore", "Key prefix of everything wrencore stores."),
         Setting("region", "str", None, "The bucket's region; unset: boto3's (`AWS_DEFAULT_REGION`, "
                 "`~/.aws/config`)."),

@@ -29,7 +29,7 @@ def wrencore_register_settings(register) -> None:
     register(SECTION, SETTINGS, doc=DOC)
     register("sqs", [
         Setting("name", "str", None, "The queue's name (required); its dead-letter queue is "
-                "`{name}-dlq`."),
+                "`{name}-dlq`.", required=True),
         Setting("region", "str", None, "The queue's region; unset: boto3's."),
         Setting("max_receives", "int", 3, "Receives before a message moves to the "
                 "dead-letter queue.", minimum=1),

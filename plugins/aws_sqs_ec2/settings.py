@@ -43,7 +43,7 @@ DOC = ("The `aws_sqs_ec2` backend: an EC2 fleet whose daemons pull calls from an
 
 SETTINGS = [
     Setting("ami", "str", None, "The instances' image (required): a Debian or Ubuntu AMI with "
-            "cloud-init, in the fleet's region."),
+            "cloud-init, in the fleet's region.", required=True),
     Setting("instance_type", "str", "t3.small", "The EC2 instance type."),
     Setting("spot", "bool", False, "Launch spot instances."),
     Setting("fleet", "str", "default", "Fleet name; instances are tagged `wrencore:fleet` with "

@@ -36,7 +36,8 @@ def wrencore_register_settings(register) -> None:
     from wrencore.settings import Setting
 
     register("gcs", [
-        Setting("bucket", "str", None, "The bucket of job data (required; it must exist)."),
+        Setting("bucket", "str", None, "The bucket of job data (required; it must exist).",
+                required=True),
         Setting("prefix", "str", "wrencore", "Key prefix of everything wrencore stores."),
         Setting("project", "str", None, "The Google Cloud project; unset: the default "
                 "credentials' project."),
