@@ -54,3 +54,11 @@ def wrencore_register_settings(register) -> None:
         Setting("create", "bool", True, "Create the topics and subscriptions if missing."),
     ], doc="The `gcp_pubsub` queue and backend: Google Cloud Pub/Sub, for workers started "
            "with `wrencore worker --queue gcp_pubsub`.")
+
+
+@hookimpl
+def wrencore_check_config(backend, config, report) -> None:
+    if backend == "gcp_pubsub":
+        from .checks import check
+
+        check(config, report)

@@ -167,3 +167,24 @@ def test_list_and_queue_size_create_nothing(standalone_config, capsys):
         "on this fleet yet (`wrencore standalone launch` or a job creates it)\n")
     assert sqs.list_queues().get("QueueUrls", []) == queues
     assert iam.list_instance_profiles()["InstanceProfiles"] == profiles
+
+
+def test_config_check_verifies_the_fleet_without_creating_anything(standalone_config, tmp_path,
+                                                                   monkeypatch, capsys):
+    from wrencore.cli import main
+
+    config = standalone_config(ami="ami-00000000000000000", subnet_id="subnet-nope")
+    monkeypatch.chdir(tmp_path)
+    lines = ['backend = "aws_sqs_ec2"', "[s3]", f'bucket = "{config["s3"]["bucket"]}"',
+             "[aws_sqs_ec2]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in config["aws_sqs_ec2"].items()]
+    (tmp_path / "wrencore.toml").write_text("\n".join(lines) + "\n")
+    sqs = boto3.client("sqs")
+    queues = sqs.list_queues().get("QueueUrls", [])
+    assert main(["config", "check"]) == 1
+    out = capsys.readouterr().out
+    assert "ok      credentials: arn:aws:" in out and "ok      storage permissions" in out
+    assert "MISSING AMI: ami-00000000000000000" in out
+    assert "MISSING subnet: subnet-nope" in out
+    assert f"{config['aws_sqs_ec2']['queue_name']} does not exist yet" in out
+    assert sqs.list_queues().get("QueueUrls", []) == queues
