@@ -81,7 +81,7 @@ def show(as_json: bool, no_defaults: bool) -> None:
     for row in rows:
         if row["table"] != current:
             current = row["table"]
-            click.echo(f"\n[{current}]")
+            click.echo(f"\n[{current}]" if current else "")
         line = f"{row['key']} = {_toml_value(row['value'])}"
         click.echo(f"{line:<44} # {row['source']}")
 

@@ -146,8 +146,8 @@ def jobs(limit: int, backend: Optional[str], storage: Optional[str]) -> None:
         short = function.rsplit(".", 1)[-1][:20]
         state = ("failed" if failed else "done") if calls and ok + failed >= calls else \
             "no stored outcomes" if not ok + failed else "running or lost"
-        click.echo(f"{job_id:<34} {_when(job_time(job_id)):<19} {short:<20} "
-                   f"{calls:>5} {ok:>5} {failed:>6} {state}")
+        counts = f"{calls:>5} {ok:>5} {failed:>6}" if calls else f"{'-':>5} {'-':>5} {'-':>6}"
+        click.echo(f"{job_id:<34} {_when(job_time(job_id)):<19} {short:<20} {counts} {state}")
 
 
 @click.command()
