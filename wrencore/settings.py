@@ -233,6 +233,9 @@ def convert(setting: Setting, value: Any, table: str = "", origin: str = "") -> 
         return [v.strip() for v in value.split(",") if v.strip()]
     if setting.type == "str or list[str]" and isinstance(value, str):
         return value
+    given = value
+    if setting.type in ("int", "float", "bool") and isinstance(value, str):
+        value = value.strip()
     if setting.type == "bool" and isinstance(value, str):
         # msgspec reads "true"/"false"/"1"/"0"; environment variables also say yes/no, on/off
         value = {"yes": "true", "on": "true", "no": "false", "off": "false", "": "false"}.get(
@@ -246,7 +249,7 @@ def convert(setting: Setting, value: Any, table: str = "", origin: str = "") -> 
         kind = {"list[str]": "list of strings", "str or list[str]": "string or list of strings",
                 "table": "table"}.get(setting.type, setting.type)
         article = "an" if kind[0] in "aeiou" else "a"
-        raise ConfigError(f"{_describe(table, setting.name, value, origin)} is not "
+        raise ConfigError(f"{_describe(table, setting.name, given, origin)} is not "
                           f"{article} {kind}") from None
     if setting.type in ("int", "float") and _number_bounds(setting):
         try:
