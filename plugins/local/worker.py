@@ -7,7 +7,9 @@ Frames in:  ``("tasks", job, [call, ...])`` or ``("exit",)``; each call carries 
             its slot in this worker's claim file ``$WRENCORE_LOCAL_CLAIMS``.
 Frames out: ``("ready", pid)``, then ``("done", [(claim, status, result_bytes), ...])`` for
             the calls run since the last report, and ``("retire", reason)`` before
-            exiting when the worker must be replaced.
+            exiting when the worker must be replaced. While a call runs, each write to
+            its stdout or stderr and each log record is sent at once as
+            ``("output", claim, stream, text)``, from whichever thread of the call made it.
 
 Reports of quick calls are sent together: a report waits at most ``REPORT_DELAY`` seconds
 of further quick calls, never for a call of a job with a timeout (the pool times the call
@@ -21,7 +23,9 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
+from typing import Optional
 
 from wrencore_runtime.runner import JobRunner
 
@@ -45,8 +49,46 @@ REPORT_DELAY = 0.001
 REPORT_BATCH = 64
 
 
-class _Reports:
+class _Frames:
+    """The protocol's output pipe, shared by the main thread and a call's own threads."""
+
     def __init__(self, stream) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def send(self, frame: tuple) -> None:
+        with self._lock:
+            write_frame(self.stream, frame)
+
+    def live_sink(self, token: int) -> "_LiveSink":
+        return _LiveSink(self, token)
+
+
+class _LiveSink:
+    """``live(stream, text)`` for the runner: one call's output, sent as it comes, until
+    :meth:`close` (a thread the call left behind must not speak for a later call)."""
+
+    __slots__ = ("frames", "token")
+
+    def __init__(self, frames: _Frames, token: int) -> None:
+        self.frames: Optional[_Frames] = frames
+        self.token = token
+
+    def __call__(self, stream: str, text: str) -> None:
+        frames = self.frames
+        if frames is None:
+            return
+        try:
+            frames.send(("output", self.token, stream, text))
+        except (OSError, ValueError):
+            pass  # the pool went away; the call's status still carries its output
+
+    def close(self) -> None:
+        self.frames = None
+
+
+class _Reports:
+    def __init__(self, stream: _Frames) -> None:
         self.stream = stream
         self.pending: list = []
         self.since = 0.0
@@ -64,7 +106,7 @@ class _Reports:
 
     def flush(self) -> None:
         if self.pending:
-            write_frame(self.stream, ("done", self.pending))
+            self.stream.send(("done", self.pending))
             self.pending = []
 
 
@@ -79,8 +121,9 @@ def _serve() -> int:
     proto_in, proto_out = _claim_pipes()
     claims = ClaimSlots(os.environ["WRENCORE_LOCAL_CLAIMS"])
     runner = JobRunner(worker_id=os.environ.get("WRENCORE_WORKER_ID", ""))
-    reports = _Reports(proto_out)
-    write_frame(proto_out, ("ready", os.getpid()))
+    frames = _Frames(proto_out)
+    reports = _Reports(frames)
+    frames.send(("ready", os.getpid()))
     while True:
         reports.flush()
         try:
@@ -96,12 +139,14 @@ def _serve() -> int:
                 reports.flush()
             if not claims.claim(token):
                 continue
-            outcome = runner.run(job, call, store=False)
+            live = frames.live_sink(token)
+            outcome = runner.run(job, call, store=False, live=live)
+            live.close()
             claims.finish(token)
             reports.add((token, outcome.status, outcome.result))
             if runner.needs_replacement:
                 reports.flush()
-                write_frame(proto_out, ("retire", runner.needs_replacement))
+                frames.send(("retire", runner.needs_replacement))
                 return 0
 
 
