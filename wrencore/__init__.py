@@ -18,7 +18,7 @@ import os
 import threading
 import warnings
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
 
 import pluggy
 
@@ -41,6 +41,7 @@ from .errors import (
     WrenError,
 )
 from .executor import Executor, cancel_on_interrupt, job_ids_of
+from . import progress as _progress
 from .futures import Future
 
 __version__ = "0.1.0"
@@ -214,50 +215,66 @@ def map_reduce(map_f: Callable, iterdata: Iterable, reduce_f: Callable, *,
     return reduce_future
 
 
-def wait(fs: Iterable[concurrent.futures.Future], timeout: Optional[float] = None,
-         return_when: str = ALL_COMPLETED):
+def wait(fs: Iterable[concurrent.futures.Future], timeout: Optional[float] = None,  # type: ignore[type-arg]
+         return_when: str = ALL_COMPLETED, *, progress: Optional[bool] = None
+         ) -> Tuple[Set[concurrent.futures.Future], Set[concurrent.futures.Future]]:  # type: ignore[type-arg]
     """Wait for futures; same contract as :func:`concurrent.futures.wait`.
+
+    Args:
+        progress: show a progress bar while waiting (None: config ``progress``, else only
+            when a person watches a terminal or notebook).
 
     Returns:
         ``(done, not_done)`` sets.
     """
     fs = list(fs)
-    with cancel_on_interrupt(job_ids_of(fs)):
-        return concurrent.futures.wait(fs, timeout=timeout, return_when=return_when)
+    with cancel_on_interrupt(job_ids_of(fs)), _progress.bar_for(fs, progress):
+        done, not_done = concurrent.futures.wait(fs, timeout=timeout, return_when=return_when)
+    return done, not_done
 
 
-def as_completed(fs: Iterable[concurrent.futures.Future],
-                 timeout: Optional[float] = None) -> Iterator[concurrent.futures.Future]:
-    """Yield futures as they complete; same contract as :func:`concurrent.futures.as_completed`."""
+def as_completed(fs: Iterable[concurrent.futures.Future], timeout: Optional[float] = None,  # type: ignore[type-arg]
+                 *, progress: Optional[bool] = None
+                 ) -> Iterator[concurrent.futures.Future]:  # type: ignore[type-arg]
+    """Yield futures as they complete; same contract as :func:`concurrent.futures.as_completed`.
+
+    Args:
+        progress: show a progress bar while iterating (None: config ``progress``, else
+            only when a person watches a terminal or notebook).
+    """
     fs = list(fs)
     job_ids = job_ids_of(fs)
     completed = concurrent.futures.as_completed(fs, timeout=timeout)
+    bar = _progress.bar_for(fs, progress)
     del fs
 
-    def yielding() -> Iterator[concurrent.futures.Future]:
-        while True:
-            with cancel_on_interrupt(job_ids):
-                try:
-                    future = next(completed)
-                except StopIteration:
-                    return
-            yield future
+    def yielding() -> Iterator[concurrent.futures.Future]:  # type: ignore[type-arg]
+        with bar:
+            while True:
+                with cancel_on_interrupt(job_ids):
+                    try:
+                        future = next(completed)
+                    except StopIteration:
+                        return
+                yield future
 
     return yielding()
 
 
-def get_all_results(fs: Iterable[concurrent.futures.Future],
-                    timeout: Optional[float] = None) -> List[Any]:
+def get_all_results(fs: Iterable[concurrent.futures.Future], timeout: Optional[float] = None,  # type: ignore[type-arg]
+                    *, progress: Optional[bool] = None) -> List[Any]:
     """Results of ``fs`` in order; re-raises the first failed call's exception.
 
     Args:
         timeout: seconds to wait for all of them (None: no limit).
+        progress: show a progress bar while waiting (None: config ``progress``, else only
+            when a person watches a terminal or notebook).
 
     Raises:
         TimeoutError: not all finished within ``timeout``.
     """
     futures = list(fs)
-    with cancel_on_interrupt(job_ids_of(futures)):
+    with cancel_on_interrupt(job_ids_of(futures)), _progress.bar_for(futures, progress):
         done, not_done = concurrent.futures.wait(futures, timeout=timeout)
     if not_done:
         raise TimeoutError(f"{len(not_done)} of {len(futures)} calls unfinished after {timeout} s")

@@ -32,7 +32,8 @@ DEFAULT_BACKEND = "local"
 
 _TOP_LEVEL = {"backend", "storage", "chunksize", "timeout", "loglevel", "config", "retries",
               "speculation", "speculation_fraction", "speculation_multiple",
-              "speculation_min_time", "speculation_min_calls"}
+              "speculation_min_time", "speculation_min_calls",
+              "progress", "live_output", "summary", "cleanup"}
 
 
 def config_file_path(env: Mapping[str, str] = os.environ) -> Optional[str]:

@@ -1,0 +1,170 @@
+"""What a job did: one record per finished call, a summary, and the job's timeline file.
+
+An executor keeps a compact :class:`CallRecord` for each call that finished (its state,
+when it was submitted, started and finished, and where it ran) and summarizes them on
+request (:meth:`wrencore.Executor.summary`): counts by state, the job's wall time, the
+calls' total time and percentiles, the slowest calls and the workers and hosts that ran
+them. With ``summary=True`` (argument or config) a one-line summary is printed to stderr
+when a job ends. When a job ends its records are also written to its storage as
+``{job_id}/timeline.json`` (see ``wrencore_runtime.layout.timeline_key``), which
+``wrencore plot JOB`` reads.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
+
+#: States a finished call can be in.
+DONE, FAILED, CANCELLED = "done", "failed", "cancelled"
+
+
+class CallRecord(NamedTuple):
+    """One finished call: timestamps are Unix times (None when the worker never said)."""
+
+    job_id: str
+    call_id: str
+    state: str
+    submitted: Optional[float]
+    started: Optional[float]
+    finished: Optional[float]
+    worker: str
+    host: str
+    error: str = ""
+
+    @property
+    def duration(self) -> Optional[float]:
+        if self.started is None or self.finished is None:
+            return None
+        return max(0.0, self.finished - self.started)
+
+
+def record_of(future: concurrent.futures.Future) -> CallRecord:  # type: ignore[type-arg]
+    """The record of a finished wrencore future."""
+    meta: Mapping[str, Any] = getattr(future, "metadata", {})
+    error = ""
+    if future.cancelled():
+        state = CANCELLED
+    else:
+        exc = future.exception()
+        state = DONE if exc is None else FAILED
+        if exc is not None:
+            error = type(exc).__name__
+            if error == "CallCancelledError":
+                state = CANCELLED
+    started = meta.get("worker_start_timestamp")
+    finished = meta.get("worker_end_timestamp")
+    if finished is None and started is not None and meta.get("worker_exec_time") is not None:
+        finished = started + meta["worker_exec_time"]
+    return CallRecord(
+        getattr(future, "job_id", ""), getattr(future, "call_id", ""), state,
+        meta.get("host_submit_timestamp"), started, finished,
+        str(meta.get("worker_id") or ""), str(meta.get("worker_hostname") or ""), error)
+
+
+def _percentile(sorted_values: List[float], fraction: float) -> float:
+    """Nearest-rank percentile of already sorted values."""
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+@dataclass
+class JobSummary:
+    """Counts, times and places of a job's calls (or of every job of an executor).
+
+    Attributes:
+        jobs: the job ids summarized.
+        calls: calls finished, whatever their state.
+        pending: calls not finished yet.
+        states: calls by state (``done``, ``failed``, ``cancelled``).
+        errors: failed calls by exception type.
+        wall_time: seconds from the first submit to the last finish (None: unknown).
+        call_time: the calls' durations summed, seconds.
+        percentiles: call durations at ``p50``, ``p90``, ``p99`` and ``max``, seconds.
+        slowest: the slowest calls, as ``(job_id/call_id, seconds)``, slowest first.
+        workers: calls run by each worker.
+        hosts: calls run on each host.
+    """
+
+    jobs: List[str] = field(default_factory=list)
+    calls: int = 0
+    pending: int = 0
+    states: Dict[str, int] = field(default_factory=dict)
+    errors: Dict[str, int] = field(default_factory=dict)
+    wall_time: Optional[float] = None
+    call_time: float = 0.0
+    percentiles: Dict[str, float] = field(default_factory=dict)
+    slowest: List[Tuple[str, float]] = field(default_factory=list)
+    workers: Dict[str, int] = field(default_factory=dict)
+    hosts: Dict[str, int] = field(default_factory=dict)
+
+    def line(self) -> str:
+        """The summary in one line, e.g. for the end of a job."""
+        what = f"job {self.jobs[0]}" if len(self.jobs) == 1 else f"{len(self.jobs)} jobs"
+        states = ", ".join(f"{n} {state}" for state, n in sorted(self.states.items()))
+        text = f"wrencore: {what}: {self.calls} calls ({states or 'none finished'})"
+        if self.pending:
+            text += f", {self.pending} pending"
+        if self.wall_time is not None:
+            text += f" in {self.wall_time:.2f} s"
+        if self.percentiles:
+            p = self.percentiles
+            text += (f"; call time total {self.call_time:.2f} s, p50 {p['p50']:.3f} s, "
+                     f"p90 {p['p90']:.3f} s, p99 {p['p99']:.3f} s, max {p['max']:.3f} s")
+            if self.slowest:
+                text += f" ({self.slowest[0][0]})"
+        if self.workers:
+            text += f"; {len(self.workers)} worker{'s' if len(self.workers) != 1 else ''}"
+            text += f" on {len(self.hosts)} host{'s' if len(self.hosts) != 1 else ''}"
+        return text
+
+    def __str__(self) -> str:
+        return self.line()
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def summarize(records: Iterable[CallRecord], pending: int = 0, jobs: Iterable[str] = (),
+              slowest: int = 5) -> JobSummary:
+    """A :class:`JobSummary` of ``records`` (and ``pending`` unfinished calls)."""
+    records = list(records)
+    summary = JobSummary(jobs=sorted(set(jobs) | {r.job_id for r in records}),
+                         calls=len(records), pending=pending)
+    for record in records:
+        summary.states[record.state] = summary.states.get(record.state, 0) + 1
+        if record.error:
+            summary.errors[record.error] = summary.errors.get(record.error, 0) + 1
+        if record.worker:
+            summary.workers[record.worker] = summary.workers.get(record.worker, 0) + 1
+        if record.host:
+            summary.hosts[record.host] = summary.hosts.get(record.host, 0) + 1
+    timed = [(r.duration, r) for r in records if r.duration is not None]
+    if timed:
+        durations = sorted(d for d, _ in timed)
+        summary.call_time = sum(durations)
+        summary.percentiles = {"p50": _percentile(durations, 0.5),
+                               "p90": _percentile(durations, 0.9),
+                               "p99": _percentile(durations, 0.99), "max": durations[-1]}
+        timed.sort(key=lambda pair: pair[0], reverse=True)
+        summary.slowest = [(f"{r.job_id}/{r.call_id}", d) for d, r in timed[:slowest]]
+    starts = [r.submitted for r in records if r.submitted is not None]
+    ends = [r.finished for r in records if r.finished is not None]
+    if starts and ends:
+        summary.wall_time = max(0.0, max(ends) - min(starts))
+    return summary
+
+
+def timeline_json(records: Iterable[CallRecord]) -> bytes:
+    """The records as the job's ``timeline.json``."""
+    fields = list(CallRecord._fields)
+    return json.dumps({"fields": fields, "calls": [list(r) for r in records]}).encode()
+
+
+def records_from_timeline(data: bytes) -> List[CallRecord]:
+    document = json.loads(data)
+    fields = document["fields"]
+    return [CallRecord(**dict(zip(fields, row))) for row in document["calls"]]
