@@ -245,11 +245,11 @@ def as_completed(fs: Iterable[concurrent.futures.Future], timeout: Optional[floa
     fs = list(fs)
     job_ids = job_ids_of(fs)
     completed = concurrent.futures.as_completed(fs, timeout=timeout)
-    bar = _progress.bar_for(fs, progress)
+    bar = _progress.start(fs, progress)
     del fs
 
     def yielding() -> Iterator[concurrent.futures.Future]:  # type: ignore[type-arg]
-        with bar:
+        try:
             while True:
                 with cancel_on_interrupt(job_ids):
                     try:
@@ -257,6 +257,9 @@ def as_completed(fs: Iterable[concurrent.futures.Future], timeout: Optional[floa
                     except StopIteration:
                         return
                 yield future
+        finally:
+            if bar is not None:
+                bar.close()
 
     return yielding()
 

@@ -14,7 +14,7 @@ import concurrent.futures
 import contextlib
 import sys
 import threading
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from .config import Config, Section
 from .errors import ConfigError
@@ -68,7 +68,7 @@ class Bar:
         self._lock = threading.Lock()
         self._closed = False
 
-    def watch(self, futures: Sequence[concurrent.futures.Future]) -> None:
+    def watch(self, futures: Iterable[concurrent.futures.Future]) -> None:  # type: ignore[type-arg]
         """Count each of ``futures`` when it finishes (at once, for those already done)."""
         for future in futures:
             future.add_done_callback(self._one_done)
@@ -93,16 +93,26 @@ class Bar:
             self._bar.close()
 
 
-@contextlib.contextmanager
-def bar_for(futures: Sequence[concurrent.futures.Future], progress: Optional[bool],
-            settings: Optional[Section] = None) -> Iterator[Optional[Bar]]:
-    """A bar over ``futures`` for the block, or None when it is off or nothing is left."""
+def start(futures: Sequence[concurrent.futures.Future], progress: Optional[bool],  # type: ignore[type-arg]
+          settings: Optional[Section] = None) -> Optional[Bar]:
+    """A bar counting ``futures``, or None when bars are off or every one is done.
+
+    The bar holds no reference to the futures; close it when the wait ends.
+    """
     if not futures or not enabled(progress, settings) or all(f.done() for f in futures):
-        yield None
-        return
+        return None
     bar = Bar(len(futures))
+    bar.watch(futures)
+    return bar
+
+
+@contextlib.contextmanager
+def bar_for(futures: Sequence[concurrent.futures.Future], progress: Optional[bool],  # type: ignore[type-arg]
+            settings: Optional[Section] = None) -> Iterator[Optional[Bar]]:
+    """:func:`start` for the block; the bar is closed when it ends."""
+    bar = start(futures, progress, settings)
     try:
-        bar.watch(futures)
         yield bar
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()

@@ -35,12 +35,14 @@ Submit = Callable[[List[Tuple[tuple, dict]], int], List[Future]]
 class _Feed:
     """A stream's state and its feeder thread (kept apart so a dropped stream is closed)."""
 
-    def __init__(self, pairs: Iterator[Tuple[tuple, dict]], submit: Submit, max_pending: int):
+    def __init__(self, pairs: Iterator[Tuple[tuple, dict]], submit: Submit, max_pending: int,
+                 on_exhausted: Optional[Callable[[], None]] = None):
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
         self.max_pending = max_pending
         self._pairs = pairs
         self._submit = submit
+        self._on_exhausted = on_exhausted
         self._ready: Deque[Future] = collections.deque()
         self._unfinished = 0
         self._submitted = 0
@@ -128,6 +130,11 @@ class _Feed:
                 self._exhausted = True
                 self._pairs = iter(())  # drop the generator and what it holds
                 self._cond.notify_all()
+            if self._on_exhausted is not None:
+                try:
+                    self._on_exhausted()
+                except Exception:
+                    logger.exception("ending a streamed map's input failed")
 
     def _start(self, batch: List[Tuple[tuple, dict]]) -> None:
         futures = self._submit(batch, self._submitted)
@@ -149,6 +156,7 @@ class FutureStream(Iterator[Future]):
         pairs: an iterator of ``(args, kwargs)``; read on a background thread.
         submit: starts a batch of calls (see :data:`Submit`).
         max_pending: most futures unfinished or not yet taken from the stream.
+        on_exhausted: called (on the feeder thread) once no more calls will start.
 
     Iterating yields each future once. An error reading the input or starting its calls
     is raised by ``next`` after the futures before it. :meth:`close` (also when the
@@ -156,8 +164,9 @@ class FutureStream(Iterator[Future]):
     have not started.
     """
 
-    def __init__(self, pairs: Iterator[Tuple[tuple, dict]], submit: Submit, max_pending: int):
-        self._feed = _Feed(pairs, submit, max_pending)
+    def __init__(self, pairs: Iterator[Tuple[tuple, dict]], submit: Submit, max_pending: int,
+                 on_exhausted: Optional[Callable[[], None]] = None):
+        self._feed = _Feed(pairs, submit, max_pending, on_exhausted)
 
     def __iter__(self) -> "FutureStream":
         return self
