@@ -18,7 +18,10 @@ import os
 import threading
 import warnings
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
+from typing import (
+    Any, Callable, Collection, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple,
+    Union, overload,
+)
 
 import pluggy
 
@@ -43,6 +46,7 @@ from .errors import (
 from .executor import Executor, cancel_on_interrupt, job_ids_of
 from . import progress as _progress
 from .futures import Future
+from .streaming import FutureStream
 
 __version__ = "0.1.0"
 
@@ -115,12 +119,31 @@ def shutdown_default_executors() -> None:
         executor.shutdown(wait=False, cancel_futures=True)
 
 
-def map(f: Callable, iterdata: Iterable, *, backend: Optional[str] = None,
+@overload
+def map(f: Callable[..., Any], iterdata: Collection[Any], *, backend: Optional[str] = None,
         storage: Optional[str] = None, chunksize: Optional[int] = None,
         timeout: Optional[float] = None,
         extra_env: Optional[Mapping[str, str]] = None, retries: Optional[int] = None,
         retry_on: Any = None, speculation: Optional[bool] = None,
-        max_pending: Optional[int] = None):
+        max_pending: Optional[int] = None, cleanup: Optional[bool] = None) -> List[Future]: ...
+
+
+@overload
+def map(f: Callable[..., Any], iterdata: Iterable[Any], *, backend: Optional[str] = None,
+        storage: Optional[str] = None, chunksize: Optional[int] = None,
+        timeout: Optional[float] = None,
+        extra_env: Optional[Mapping[str, str]] = None, retries: Optional[int] = None,
+        retry_on: Any = None, speculation: Optional[bool] = None,
+        max_pending: Optional[int] = None, cleanup: Optional[bool] = None) -> FutureStream: ...
+
+
+def map(f: Callable[..., Any], iterdata: Iterable[Any], *, backend: Optional[str] = None,
+        storage: Optional[str] = None, chunksize: Optional[int] = None,
+        timeout: Optional[float] = None,
+        extra_env: Optional[Mapping[str, str]] = None, retries: Optional[int] = None,
+        retry_on: Any = None, speculation: Optional[bool] = None,
+        max_pending: Optional[int] = None, cleanup: Optional[bool] = None
+        ) -> Union[List[Future], FutureStream]:
     """Call ``f(x)`` for each ``x`` in ``iterdata`` on a backend.
 
     Args:
@@ -140,6 +163,9 @@ def map(f: Callable, iterdata: Iterable, *, backend: Optional[str] = None,
             ``speculation``, else off). See :mod:`wrencore.attempts`.
         max_pending: for an ``iterdata`` of unknown length, the most calls unfinished or
             not yet taken from the returned stream (None: config ``max_pending``).
+        cleanup: delete what the job stored (its function, large arguments and results)
+            once every call has finished and its result has been read into its future
+            (None: config ``cleanup``, else True). Its ``timeline.json`` is not written.
 
     Returns:
         One :class:`Future` per element, in input order: a list when ``iterdata`` is sized,
@@ -154,7 +180,8 @@ def map(f: Callable, iterdata: Iterable, *, backend: Optional[str] = None,
     executor = _default_executor(backend, storage)
     return executor.map_futures(f, iterdata, chunksize=chunksize, timeout=timeout,
                                 extra_env=extra_env, retries=retries, retry_on=retry_on,
-                                speculation=speculation, max_pending=max_pending)
+                                speculation=speculation, max_pending=max_pending,
+                                cleanup=executor.cleanup_maps if cleanup is None else cleanup)
 
 
 def call_async(f: Callable, *args: Any, backend: Optional[str] = None,

@@ -10,10 +10,18 @@ from wrencore import hookimpl
 
 
 def localfs_storage(section: Mapping[str, Any]):
+    """``[localfs]``: ``root`` (default ``~/.cache/wrencore/storage``), ``max_age``
+    (seconds a job's data is kept, default a week, 0 forever; see ``prune``)."""
     from wrencore_runtime.storage import LocalFileStorage
 
+    from .prune import MAX_AGE, prune_in_background
+
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return LocalFileStorage(section.get("root") or os.path.join(cache, "wrencore", "storage"))
+    storage = LocalFileStorage(section.get("root") or os.path.join(cache, "wrencore", "storage"))
+    max_age = section.float("max_age", MAX_AGE, minimum=0) if hasattr(section, "float") \
+        else float(section.get("max_age", MAX_AGE))
+    prune_in_background(storage.root, max_age)
+    return storage
 
 
 @hookimpl
