@@ -47,6 +47,12 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from .plot import plot_command
+
+    return plot_command(args.job, args.output, args.backend, args.storage)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wrencore", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -56,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
     plugins = subparsers.add_parser("plugins", help="list plugins and what they register")
     plugins.set_defaults(func=_cmd_plugins)
+    plot = subparsers.add_parser(
+        "plot", help="save a timeline and duration histogram of a job as PNG (wrencore[plot])")
+    plot.add_argument("job", help="the job id")
+    plot.add_argument("-o", "--output", default=None, help="the PNG file (default: JOB.png)")
+    plot.add_argument("--backend", default=None)
+    plot.add_argument("--storage", default=None)
+    plot.set_defaults(func=_cmd_plot)
     from .runtime_cli import add_commands as add_runtime_commands
 
     add_runtime_commands(subparsers)

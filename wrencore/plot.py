@@ -115,3 +115,28 @@ def plot_job(job_id: str, path: str, storage: Any) -> Dict[str, Any]:
     records = job_records(job_id, storage)
     plot_records(records, path, title=f"job {job_id}")
     return summarize(records, jobs=[job_id]).to_dict()
+
+
+def configured_storage(backend: Optional[str] = None, storage: Optional[str] = None) -> Any:
+    """The storage an ``Executor(backend, storage)`` would use, without starting a backend."""
+    from .config import DEFAULT_BACKEND, Config
+    from .plugins import get_registry
+
+    overrides = {k: v for k, v in (("backend", backend), ("storage", storage)) if v}
+    config = Config(overrides)
+    registry = get_registry()
+    backend_name = str(config.get("backend") or DEFAULT_BACKEND)
+    storage_name = str(config.get("storage") or
+                       registry.load("backend", backend_name).default_storage)
+    return registry.load("storage", storage_name)(config.section(storage_name))
+
+
+def plot_command(job_id: str, output: Optional[str] = None, backend: Optional[str] = None,
+                 storage: Optional[str] = None) -> int:
+    """``wrencore plot JOB``: save the job's picture (default ``JOB.png``) and print its
+    one-line summary; return the exit code."""
+    path = output or f"{job_id}.png"
+    summary = plot_job(job_id, path, configured_storage(backend, storage))
+    calls = summary["calls"]
+    print(f"wrote {path}: {calls} call{'s' if calls != 1 else ''} of job {job_id}")
+    return 0
