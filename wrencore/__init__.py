@@ -19,8 +19,8 @@ import threading
 import warnings
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
 from typing import (
-    Any, Callable, Collection, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple,
-    Union, overload,
+    TYPE_CHECKING, Any, Callable, Collection, Dict, Iterable, Iterator, List, Mapping, Optional,
+    Tuple, TypeVar, Union, overload,
 )
 
 import pluggy
@@ -48,7 +48,12 @@ from . import progress as _progress
 from .futures import Future
 from .streaming import FutureStream
 
+if TYPE_CHECKING:
+    from concurrent.futures._base import DoneAndNotDoneFutures
+
 __version__ = "0.1.0"
+
+_T = TypeVar("_T")
 
 #: Marker for hook implementations: ``@wrencore.hookimpl``.
 #:
@@ -120,30 +125,30 @@ def shutdown_default_executors() -> None:
 
 
 @overload
-def map(f: Callable[..., Any], iterdata: Collection[Any], *, backend: Optional[str] = None,
+def map(f: Callable[..., _T], iterdata: Collection[Any], *, backend: Optional[str] = None,
         storage: Optional[str] = None, chunksize: Optional[int] = None,
         timeout: Optional[float] = None,
         extra_env: Optional[Mapping[str, str]] = None, retries: Optional[int] = None,
         retry_on: Any = None, speculation: Optional[bool] = None,
-        max_pending: Optional[int] = None, cleanup: Optional[bool] = None) -> List[Future]: ...
+        max_pending: Optional[int] = None, cleanup: Optional[bool] = None) -> List[Future[_T]]: ...
 
 
 @overload
-def map(f: Callable[..., Any], iterdata: Iterable[Any], *, backend: Optional[str] = None,
+def map(f: Callable[..., _T], iterdata: Iterable[Any], *, backend: Optional[str] = None,
         storage: Optional[str] = None, chunksize: Optional[int] = None,
         timeout: Optional[float] = None,
         extra_env: Optional[Mapping[str, str]] = None, retries: Optional[int] = None,
         retry_on: Any = None, speculation: Optional[bool] = None,
-        max_pending: Optional[int] = None, cleanup: Optional[bool] = None) -> FutureStream: ...
+        max_pending: Optional[int] = None, cleanup: Optional[bool] = None) -> FutureStream[_T]: ...
 
 
-def map(f: Callable[..., Any], iterdata: Iterable[Any], *, backend: Optional[str] = None,
+def map(f: Callable[..., _T], iterdata: Iterable[Any], *, backend: Optional[str] = None,
         storage: Optional[str] = None, chunksize: Optional[int] = None,
         timeout: Optional[float] = None,
         extra_env: Optional[Mapping[str, str]] = None, retries: Optional[int] = None,
         retry_on: Any = None, speculation: Optional[bool] = None,
         max_pending: Optional[int] = None, cleanup: Optional[bool] = None
-        ) -> Union[List[Future], FutureStream]:
+        ) -> Union[List[Future[_T]], FutureStream[_T]]:
     """Call ``f(x)`` for each ``x`` in ``iterdata`` on a backend.
 
     Args:
@@ -184,16 +189,16 @@ def map(f: Callable[..., Any], iterdata: Iterable[Any], *, backend: Optional[str
                                 cleanup=executor.cleanup_maps if cleanup is None else cleanup)
 
 
-def call_async(f: Callable, *args: Any, backend: Optional[str] = None,
-               storage: Optional[str] = None, **kwargs: Any) -> Future:
+def call_async(f: Callable[..., _T], *args: Any, backend: Optional[str] = None,
+               storage: Optional[str] = None, **kwargs: Any) -> Future[_T]:
     """Run ``f(*args, **kwargs)`` on a backend; return its :class:`Future`."""
     return _default_executor(backend, storage).submit(f, *args, **kwargs)
 
 
-def map_reduce(map_f: Callable, iterdata: Iterable, reduce_f: Callable, *,
+def map_reduce(map_f: Callable[..., Any], iterdata: Iterable[Any], reduce_f: Callable[..., _T], *,
                backend: Optional[str] = None, storage: Optional[str] = None,
                chunksize: Optional[int] = None, timeout: Optional[float] = None,
-               extra_env: Optional[Mapping[str, str]] = None) -> Future:
+               extra_env: Optional[Mapping[str, str]] = None) -> Future[_T]:
     """Map ``map_f`` over ``iterdata``, then run ``reduce_f(results)`` as one more call.
 
     Returns:
@@ -203,7 +208,7 @@ def map_reduce(map_f: Callable, iterdata: Iterable, reduce_f: Callable, *,
     executor = _default_executor(backend, storage)
     map_futures = list(executor.map_futures(map_f, iterdata, chunksize=chunksize,
                                             timeout=timeout, extra_env=extra_env))
-    reduce_future = Future(call_id="reduce")
+    reduce_future: Future[_T] = Future(call_id="reduce")
     remaining = [len(map_futures)]
     lock = threading.Lock()
 
@@ -242,9 +247,9 @@ def map_reduce(map_f: Callable, iterdata: Iterable, reduce_f: Callable, *,
     return reduce_future
 
 
-def wait(fs: Iterable[concurrent.futures.Future], timeout: Optional[float] = None,  # type: ignore[type-arg]
+def wait(fs: Iterable[concurrent.futures.Future[_T]], timeout: Optional[float] = None,
          return_when: str = ALL_COMPLETED, *, progress: Optional[bool] = None
-         ) -> Tuple[Set[concurrent.futures.Future], Set[concurrent.futures.Future]]:  # type: ignore[type-arg]
+         ) -> "DoneAndNotDoneFutures[_T]":
     """Wait for futures; same contract as :func:`concurrent.futures.wait`.
 
     Args:
@@ -252,17 +257,16 @@ def wait(fs: Iterable[concurrent.futures.Future], timeout: Optional[float] = Non
             when a person watches a terminal or notebook).
 
     Returns:
-        ``(done, not_done)`` sets.
+        ``(done, not_done)`` sets, as a named tuple.
     """
     fs = list(fs)
     with cancel_on_interrupt(job_ids_of(fs)), _progress.bar_for(fs, progress):
-        done, not_done = concurrent.futures.wait(fs, timeout=timeout, return_when=return_when)
-    return done, not_done
+        return concurrent.futures.wait(fs, timeout=timeout, return_when=return_when)
 
 
-def as_completed(fs: Iterable[concurrent.futures.Future], timeout: Optional[float] = None,  # type: ignore[type-arg]
+def as_completed(fs: Iterable[concurrent.futures.Future[_T]], timeout: Optional[float] = None,
                  *, progress: Optional[bool] = None
-                 ) -> Iterator[concurrent.futures.Future]:  # type: ignore[type-arg]
+                 ) -> Iterator[concurrent.futures.Future[_T]]:
     """Yield futures as they complete; same contract as :func:`concurrent.futures.as_completed`.
 
     Args:
@@ -275,7 +279,7 @@ def as_completed(fs: Iterable[concurrent.futures.Future], timeout: Optional[floa
     bar = _progress.start(fs, progress)
     del fs
 
-    def yielding() -> Iterator[concurrent.futures.Future]:  # type: ignore[type-arg]
+    def yielding() -> Iterator[concurrent.futures.Future[_T]]:
         try:
             while True:
                 with cancel_on_interrupt(job_ids):
@@ -291,8 +295,8 @@ def as_completed(fs: Iterable[concurrent.futures.Future], timeout: Optional[floa
     return yielding()
 
 
-def get_all_results(fs: Iterable[concurrent.futures.Future], timeout: Optional[float] = None,  # type: ignore[type-arg]
-                    *, progress: Optional[bool] = None) -> List[Any]:
+def get_all_results(fs: Iterable[concurrent.futures.Future[_T]], timeout: Optional[float] = None,
+                    *, progress: Optional[bool] = None) -> List[_T]:
     """Results of ``fs`` in order; re-raises the first failed call's exception.
 
     Args:

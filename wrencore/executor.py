@@ -16,7 +16,10 @@ import types
 import uuid
 import weakref
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
+from typing import (
+    Any, Callable, Collection, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple,
+    TypeVar, Union, overload,
+)
 
 from wrencore_runtime import layout
 from wrencore_runtime.protocol import PYTHON, SERIALIZER, encode_json
@@ -34,6 +37,8 @@ from .streaming import MAX_PENDING, FutureStream
 from .summary import CallRecord, JobSummary, record_of, summarize, timeline_json
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 _job_counter = itertools.count()
 
@@ -604,12 +609,28 @@ class Executor(concurrent.futures.Executor):
             raise ExecutorShutdownError("cannot schedule new futures after interpreter shutdown")
 
     # -- public API ------------------------------------------------------------------
-    def map_futures(self, fn: Callable, iterdata: Iterable, *, chunksize: Optional[int] = None,
-                    timeout: Optional[float] = None,
+    @overload
+    def map_futures(self, fn: Callable[..., _T], iterdata: Collection[Any], *,
+                    chunksize: Optional[int] = None, timeout: Optional[float] = None,
                     extra_env: Optional[Mapping[str, str]] = None,
                     retries: Optional[int] = None, retry_on: RetryOn = None,
                     speculation: Any = None, max_pending: Optional[int] = None,
-                    cleanup: bool = False) -> "List[Future] | FutureStream":
+                    cleanup: bool = False) -> List[Future[_T]]: ...
+
+    @overload
+    def map_futures(self, fn: Callable[..., _T], iterdata: Iterable[Any], *,
+                    chunksize: Optional[int] = None, timeout: Optional[float] = None,
+                    extra_env: Optional[Mapping[str, str]] = None,
+                    retries: Optional[int] = None, retry_on: RetryOn = None,
+                    speculation: Any = None, max_pending: Optional[int] = None,
+                    cleanup: bool = False) -> FutureStream[_T]: ...
+
+    def map_futures(self, fn: Callable[..., _T], iterdata: Iterable[Any], *,
+                    chunksize: Optional[int] = None, timeout: Optional[float] = None,
+                    extra_env: Optional[Mapping[str, str]] = None,
+                    retries: Optional[int] = None, retry_on: RetryOn = None,
+                    speculation: Any = None, max_pending: Optional[int] = None,
+                    cleanup: bool = False) -> Union[List[Future[_T]], FutureStream[_T]]:
         """Call ``fn(x)`` for each ``x`` of ``iterdata``; return the futures in input order.
 
         A sized ``iterdata`` (list, tuple, range …) starts every call at once and returns a
@@ -693,7 +714,7 @@ class Executor(concurrent.futures.Executor):
             self._streams.add(stream)
         return stream
 
-    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
         """Schedule ``fn(*args, **kwargs)``; return its :class:`Future`."""
         self._check_open()
         with self._lock:
@@ -716,9 +737,10 @@ class Executor(concurrent.futures.Executor):
         self._submit_jobs.move_to_end(key[0])
         return entry[1], next(entry[2])
 
-    def map(self, fn: Callable, *iterables: Iterable, timeout: Optional[float] = None,
+    def map(self, fn: Callable[..., _T], *iterables: Iterable[Any],
+            timeout: Optional[float] = None,
             chunksize: int = 1, retries: Optional[int] = None, retry_on: RetryOn = None,
-            speculation: Any = None) -> Iterator[Any]:
+            speculation: Any = None) -> Iterator[_T]:
         """Like :meth:`concurrent.futures.Executor.map`: results in order, lazily.
 
         ``timeout`` bounds the whole iteration (seconds from this call), as in the stdlib.
@@ -816,7 +838,8 @@ class Executor(concurrent.futures.Executor):
             pending = sum(max(0, lifecycle.job_pending.get(j, 0)) for j in jobs)
         return records, pending, jobs
 
-    def cancel(self, futures: Iterable[concurrent.futures.Future], *, running: bool = True) -> int:
+    def cancel(self, futures: Iterable[concurrent.futures.Future[Any]], *,
+               running: bool = True) -> int:
         """Cancel calls of this executor; return how many were cancelled.
 
         Calls not started end ``cancelled()``, as with ``future.cancel()``. With

@@ -17,7 +17,7 @@ import logging
 import pickle
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, TypeVar
 
 import cloudpickle
 
@@ -27,6 +27,8 @@ from .errors import DeserializationError, RemoteError, StorageKeyError
 from .output import LiveOutput
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 class RemoteTraceback(Exception):
@@ -40,7 +42,7 @@ class RemoteTraceback(Exception):
         return "\n\n--- remote traceback ---\n" + self.tb.rstrip() + "\n--- end remote traceback ---"
 
 
-class Future(concurrent.futures.Future):  # type: ignore[type-arg]
+class Future(concurrent.futures.Future[_T]):
     """The future of one remote call.
 
     Attributes:

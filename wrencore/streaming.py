@@ -15,12 +15,14 @@ import collections
 import logging
 import sys
 import threading
-from typing import Any, Callable, Deque, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Deque, Iterator, List, Optional, Tuple, TypeVar
 
 from .futures import Future
 from .futures import cancel as cancel_future
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: Default of the top-level ``max_pending`` setting.
 MAX_PENDING = 10_000
@@ -149,7 +151,7 @@ class _Feed:
             future.add_done_callback(self._finished)
 
 
-class FutureStream(Iterator[Future]):
+class FutureStream(Iterator[Future[_T]]):
     """The futures of a streamed ``map``, in input order, produced as the window allows.
 
     Args:
@@ -168,10 +170,10 @@ class FutureStream(Iterator[Future]):
                  on_exhausted: Optional[Callable[[], None]] = None):
         self._feed = _Feed(pairs, submit, max_pending, on_exhausted)
 
-    def __iter__(self) -> "FutureStream":
+    def __iter__(self) -> "FutureStream[_T]":
         return self
 
-    def __next__(self) -> Future:
+    def __next__(self) -> "Future[_T]":
         return self._feed.next()
 
     @property
