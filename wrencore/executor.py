@@ -34,7 +34,7 @@ from .futures import Future
 from .futures import cancel as cancel_future
 from .plugins import get_plugin_manager, get_registry
 from .streaming import MAX_PENDING, FutureStream
-from .summary import CallRecord, JobSummary, record_of, summarize, timeline_json
+from .summary import CallRecord, JobRecords, JobSummary, summarize
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +60,10 @@ class _JobEnd:
         self._threads: List[threading.Thread] = []
         self._lock = threading.Lock()
 
-    def __call__(self, job_id: str, records: List[CallRecord]) -> None:
+    def __call__(self, job_id: str, records: Optional[JobRecords]) -> None:
         if self.print_summary:
-            print(summarize(records, jobs=[job_id]).line(), file=sys.stderr, flush=True)
+            calls = records.records() if records is not None else []
+            print(summarize(calls, jobs=[job_id]).line(), file=sys.stderr, flush=True)
         with self._lock:
             clean = job_id in self.cleanup
             self.cleanup.discard(job_id)
@@ -71,14 +72,14 @@ class _JobEnd:
             thread = threading.Thread(target=self._store, args=(job_id, records, clean),
                                       daemon=True, name="wrencore-job-end")
             self._threads.append(thread)
-        thread.start()
+            thread.start()
 
-    def _store(self, job_id: str, records: List[CallRecord], clean: bool) -> None:
+    def _store(self, job_id: str, records: Optional[JobRecords], clean: bool) -> None:
         try:
             if clean:
                 self.storage.delete_prefix(layout.job_prefix(job_id))
             elif records:
-                self.storage.put(layout.timeline_key(job_id), timeline_json(records))
+                self.storage.put(layout.timeline_key(job_id), records.timeline_json())
         except Exception as exc:
             logger.warning("could not %s job %s in storage: %s: %s",
                            "delete" if clean else "write the timeline of", job_id,
@@ -108,7 +109,7 @@ class _Lifecycle:
         #: Per job: calls unfinished; jobs that will start no more calls; finished calls.
         self.job_pending: Dict[str, int] = {}
         self.closed_jobs: Set[str] = set()
-        self.records: "OrderedDict[str, List[CallRecord]]" = OrderedDict()
+        self.records: "OrderedDict[str, JobRecords]" = OrderedDict()
         self._record_count = 0
         self.closed = False
         self.released = False
@@ -138,20 +139,19 @@ class _Lifecycle:
     def _job_ended(self, job_id: str) -> None:
         with self._lock:
             self.job_pending.pop(job_id, None)
-            records = list(self.records.get(job_id, ()))
+            job_records = self.records.get(job_id)
         if self.job_end is not None:
-            self.job_end(job_id, records)
+            self.job_end(job_id, job_records)
 
-    def _finished(self, future: concurrent.futures.Future) -> None:
-        record = record_of(future)
+    def _finished(self, future: concurrent.futures.Future) -> None:  # type: ignore[type-arg]
+        job_id = getattr(future, "job_id", "")
         with self._lock:
             self.pending.discard(future)  # type: ignore[arg-type]
             drained = self.closed and not self.pending
-            job_id = record.job_id
             job_records = self.records.get(job_id)
             if job_records is None:
-                job_records = self.records[job_id] = []
-            job_records.append(record)
+                job_records = self.records[job_id] = JobRecords(job_id)
+            job_records.add(future)
             self._record_count += 1
             while self._record_count > RECORDS_KEPT and len(self.records) > 1:
                 self._record_count -= len(self.records.popitem(last=False)[1])
@@ -834,7 +834,9 @@ class Executor(concurrent.futures.Executor):
         with lifecycle._lock:
             jobs = [job_id] if job_id is not None else \
                 list(dict.fromkeys([*lifecycle.records, *lifecycle.job_pending]))
-            records = [r for j in jobs for r in lifecycle.records.get(j, ())]
+            kept = [lifecycle.records.get(j) for j in jobs]
+            records = [r for job_records in kept if job_records is not None
+                       for r in job_records.records()]
             pending = sum(max(0, lifecycle.job_pending.get(j, 0)) for j in jobs)
         return records, pending, jobs
 
