@@ -68,6 +68,7 @@ def record_of(future: concurrent.futures.Future) -> CallRecord:  # type: ignore[
 
 
 _STATES = (DONE, FAILED, CANCELLED)
+_CANCELLED_STATES = ("CANCELLED", "CANCELLED_AND_NOTIFIED")
 _NAN = float("nan")
 
 
@@ -76,7 +77,7 @@ class JobRecords:
     job of millions of calls can be summarized without holding its futures."""
 
     __slots__ = ("job_id", "_calls", "_other_calls", "_states", "_times", "_places",
-                 "_errors", "_names", "_name_index")
+                 "_errors", "_names", "_name_index", "_place_index")
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
@@ -88,6 +89,7 @@ class JobRecords:
         self._errors = array("l")          # index in _names of the error type (0: none)
         self._names: List[str] = [""]
         self._name_index: Dict[str, int] = {"": 0}
+        self._place_index: Dict[Tuple[str, str], int] = {}
 
     def __len__(self) -> int:
         return len(self._states)
@@ -100,19 +102,39 @@ class JobRecords:
         return index
 
     def add(self, future: concurrent.futures.Future) -> None:  # type: ignore[type-arg]
-        """Record a finished wrencore future of this job."""
-        record = record_of(future)
-        call_id = record.call_id
+        """Record a finished wrencore future of this job (called for every call: kept cheap,
+        reading the finished future's fields without taking its lock)."""
+        error = 0
+        if future._state in _CANCELLED_STATES:  # type: ignore[attr-defined]
+            state = 2
+        elif future._exception is None:  # type: ignore[attr-defined]
+            state = 0
+        else:
+            name = type(future._exception).__name__  # type: ignore[attr-defined]
+            state = 2 if name == "CallCancelledError" else 1
+            error = self._name(name)
+        call_id: str = getattr(future, "call_id", "")
         if call_id.isdigit():
             self._calls.append(int(call_id))
         else:
             self._calls.append(-1 - len(self._other_calls))
             self._other_calls.append(call_id)
-        self._states.append(_STATES.index(record.state))
-        for value in (record.submitted, record.started, record.finished):
-            self._times.append(_NAN if value is None else float(value))
-        self._places.append(self._name(f"{record.worker}\0{record.host}"))
-        self._errors.append(self._name(record.error))
+        self._states.append(state)
+        get = getattr(future, "metadata", {}).get
+        started = get("worker_start_timestamp")
+        finished = get("worker_end_timestamp")
+        if finished is None and started is not None and get("worker_exec_time") is not None:
+            finished = started + get("worker_exec_time")
+        submitted = get("host_submit_timestamp")
+        self._times.extend((_NAN if submitted is None else submitted,
+                            _NAN if started is None else started,
+                            _NAN if finished is None else finished))
+        place = (get("worker_id") or "", get("worker_hostname") or "")
+        index = self._place_index.get(place)
+        if index is None:
+            index = self._place_index[place] = self._name(f"{place[0]}\0{place[1]}")
+        self._places.append(index)
+        self._errors.append(error)
 
     def timeline_json(self) -> bytes:
         """The job's ``timeline.json``, written row by row (no object per call)::
