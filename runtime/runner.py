@@ -14,9 +14,11 @@ inline), ``exception`` (``type``, ``message``, ``traceback``, ``pickled``), ``st
 ``stderr``, ``log_records`` (``[created, level, logger, message]`` for each record logged
 during the call, wrencore's own excepted) and ``metadata``.
 
-A caller that wants the call's output while it runs (the local worker) passes ``live``:
-``live(stream, text)`` is called with each write to stdout or stderr and each log record
-(``stream`` is ``"stdout"``, ``"stderr"`` or ``"log"``), from whichever thread produced it. Metadata keys follow the project's convention: ``host_…`` was
+A caller that wants the call's output while it runs (the local worker) passes ``live``, an
+object with a list attribute ``queue``: each write to stdout or stderr and each log record
+is appended to ``live.queue`` as ``(stream, text)`` (``stream`` is ``"stdout"``,
+``"stderr"`` or ``"log"``), from whichever thread produced it. The caller takes the output
+by putting a new list in its place. Metadata keys follow the project's convention: ``host_…`` was
 measured on the user's computer, ``worker_…`` on the worker; ``…_time`` is a duration in
 seconds and ``…_timestamp`` a Unix timestamp.
 """
@@ -70,8 +72,9 @@ OUTPUT_LIMIT = 1 << 20
 #: Log records kept per call (the newest).
 LOG_RECORD_LIMIT = 10_000
 
-#: ``live(stream, text)``: receives a running call's output as it is produced.
-LiveSink = Callable[[str, str], None]
+#: Receives a running call's output in its ``queue`` list (see the module's docstring).
+LiveQueue = Any
+_write = io.StringIO.write
 
 
 @dataclass
@@ -89,18 +92,17 @@ class _TailBuffer(io.StringIO):
 
 
 class _LiveBuffer(_TailBuffer):
-    """A captured stream that also hands every write to a live sink."""
+    """A captured stream that also appends every write to a live queue (kept to an append
+    and a write: a call may print in a tight loop)."""
 
-    def __init__(self, name: str, live: LiveSink) -> None:
+    def __init__(self, name: str, live: LiveQueue) -> None:
         super().__init__()
         self._name = name
         self._live = live
 
     def write(self, text: str) -> int:
-        written = super().write(text)
-        if text:
-            self._live(self._name, text)
-        return written
+        self._live.queue.append((self._name, text))
+        return _write(self, text)
 
 
 def format_log_record(record: List[Any]) -> str:
@@ -122,7 +124,7 @@ class _CallLogHandler(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.records: Optional[List[List[Any]]] = None
-        self.live: Optional[LiveSink] = None
+        self.live: Optional[LiveQueue] = None
 
     @classmethod
     def install(cls) -> "_CallLogHandler":
@@ -136,7 +138,7 @@ class _CallLogHandler(logging.Handler):
             root.addHandler(handler)
         return cls._installed
 
-    def begin(self, live: Optional[LiveSink]) -> None:
+    def begin(self, live: Optional[LiveQueue]) -> None:
         self.records, self.live = [], live
 
     def end(self) -> List[List[Any]]:
@@ -164,7 +166,7 @@ class _CallLogHandler(logging.Handler):
             del records[:LOG_RECORD_LIMIT]
         live = self.live
         if live is not None:
-            live("log", format_log_record(entry) + "\n")
+            live.queue.append(("log", format_log_record(entry) + "\n"))
 
 
 def describe_exception(exc: BaseException) -> Dict[str, Any]:
@@ -575,11 +577,12 @@ class JobRunner:
         *,
         store: bool = True,
         storage: Optional[Storage] = None,
-        live: Optional[LiveSink] = None,
+        live: Optional[LiveQueue] = None,
     ) -> CallOutcome:
         """Run one call and return (and, with ``store``, durably write) its outcome.
 
-        ``live(stream, text)``, if given, receives the call's output as it is produced.
+        ``live``, if given, receives the call's output in ``live.queue`` as it is
+        produced (see the module's docstring).
         """
         start = time.time()
         metadata: Dict[str, Any] = {

@@ -9,9 +9,10 @@ stderr lines and log records to ``sys.stderr``.
 
 from __future__ import annotations
 
+import collections
 import sys
 import threading
-from typing import List, Tuple
+from typing import Deque, List, Tuple
 
 #: Characters of output kept per call on the user's computer (the newest).
 KEEP_LIMIT = 1 << 20
@@ -25,7 +26,7 @@ class LiveOutput:
     def __init__(self, label: str, echo: bool) -> None:
         self.label = label
         self.echo = echo
-        self.chunks: List[Tuple[str, str]] = []
+        self.chunks: Deque[Tuple[str, str]] = collections.deque()
         self._size = 0
         self._partial = {"stdout": "", "stderr": "", "log": ""}
         self._lock = threading.Lock()
@@ -35,7 +36,7 @@ class LiveOutput:
             self.chunks.append((stream, text))
             self._size += len(text)
             while self._size > KEEP_LIMIT and len(self.chunks) > 1:
-                self._size -= len(self.chunks.pop(0)[1])
+                self._size -= len(self.chunks.popleft()[1])
             if not self.echo:
                 return
             lines = (self._partial.get(stream, "") + text).split("\n")

@@ -7,9 +7,9 @@ Frames in:  ``("tasks", job, [call, ...])`` or ``("exit",)``; each call carries 
             its slot in this worker's claim file ``$WRENCORE_LOCAL_CLAIMS``.
 Frames out: ``("ready", pid)``, then ``("done", [(claim, status, result_bytes), ...])`` for
             the calls run since the last report, and ``("retire", reason)`` before
-            exiting when the worker must be replaced. While a call runs, each write to
-            its stdout or stderr and each log record is sent at once as
-            ``("output", claim, stream, text)``, from whichever thread of the call made it.
+            exiting when the worker must be replaced. While a call runs, its writes to
+            stdout and stderr and its log records are sent within ``LIVE_DELAY`` seconds
+            as ``("output", claim, [(stream, text), ...])``, whichever thread made them.
 
 Reports of quick calls are sent together: a report waits at most ``REPORT_DELAY`` seconds
 of further quick calls, never for a call of a job with a timeout (the pool times the call
@@ -25,7 +25,9 @@ import os
 import sys
 import threading
 import time
-from typing import Optional
+from itertools import chain, groupby, islice
+from operator import itemgetter
+from typing import List, Optional, Tuple
 
 from wrencore_runtime.runner import JobRunner
 
@@ -47,6 +49,8 @@ def _claim_pipes():
 REPORT_DELAY = 0.001
 #: Most reports sent in one frame.
 REPORT_BATCH = 64
+#: Longest a running call's output waits to be sent with its later output.
+LIVE_DELAY = 0.02
 
 
 class _Frames:
@@ -60,31 +64,65 @@ class _Frames:
         with self._lock:
             write_frame(self.stream, frame)
 
-    def live_sink(self, token: int) -> "_LiveSink":
-        return _LiveSink(self, token)
 
+class _LiveOutput:
+    """Sends the running call's output, which the runner appends to :attr:`queue`.
 
-class _LiveSink:
-    """``live(stream, text)`` for the runner: one call's output, sent as it comes, until
-    :meth:`close` (a thread the call left behind must not speak for a later call)."""
+    A write only appends to the list; while a call runs, a sender thread takes the list
+    (putting a new one in its place) every ``LIVE_DELAY`` seconds and sends it as one
+    ``("output", claim, [(stream, text), ...])`` frame, consecutive writes to one stream
+    joined, so a call printing in a tight loop pays an append per write, not a frame. An
+    append that raced the swap lands in the list taken before and goes with the next
+    frame. :meth:`stop` sends the rest before the call's report; what a thread the call
+    left behind writes while no call runs is dropped.
+    """
 
-    __slots__ = ("frames", "token")
+    def __init__(self, frames: _Frames) -> None:
+        self.frames = frames
+        self.token: Optional[int] = None
+        self.queue: List[Tuple[str, str]] = []
+        #: The list taken last and how much of it was sent.
+        self._taken: Tuple[List[Tuple[str, str]], int] = ([], 0)
+        self._lock = threading.Lock()
+        self._running = threading.Event()
+        threading.Thread(target=self._send_loop, daemon=True, name="wrencore-live").start()
 
-    def __init__(self, frames: _Frames, token: int) -> None:
-        self.frames: Optional[_Frames] = frames
+    def start(self, token: int) -> None:
+        self.queue, self._taken = [], ([], 0)
         self.token = token
+        self._running.set()
 
-    def __call__(self, stream: str, text: str) -> None:
-        frames = self.frames
-        if frames is None:
-            return
-        try:
-            frames.send(("output", self.token, stream, text))
-        except (OSError, ValueError):
-            pass  # the pool went away; the call's status still carries its output
+    def _send_loop(self) -> None:
+        while True:
+            self._running.wait()
+            time.sleep(LIVE_DELAY)
+            if self.queue or len(self._taken[0]) > self._taken[1]:
+                self.send()
 
-    def close(self) -> None:
-        self.frames = None
+    def send(self) -> None:
+        with self._lock:  # held while sending, so stop() cannot overtake a frame in flight
+            previous, sent = self._taken
+            taken = self.queue
+            self.queue = []
+            count = len(taken)
+            self._taken = (taken, count)
+            if self.token is None:
+                return
+            writes = chain(islice(previous, sent, None), islice(taken, count))
+            chunks = [(stream, "".join(map(itemgetter(1), group)))
+                      for stream, group in groupby(writes, key=itemgetter(0))]
+            if not chunks:
+                return
+            try:
+                self.frames.send(("output", self.token, chunks))
+            except (OSError, ValueError):
+                pass  # the pool went away; the call's status still carries its output
+
+    def stop(self) -> None:
+        self._running.clear()
+        self.send()
+        with self._lock:
+            self.token = None
 
 
 class _Reports:
@@ -123,6 +161,7 @@ def _serve() -> int:
     runner = JobRunner(worker_id=os.environ.get("WRENCORE_WORKER_ID", ""))
     frames = _Frames(proto_out)
     reports = _Reports(frames)
+    live = _LiveOutput(frames)
     frames.send(("ready", os.getpid()))
     while True:
         reports.flush()
@@ -139,9 +178,9 @@ def _serve() -> int:
                 reports.flush()
             if not claims.claim(token):
                 continue
-            live = frames.live_sink(token)
+            live.start(token)
             outcome = runner.run(job, call, store=False, live=live)
-            live.close()
+            live.stop()
             claims.finish(token)
             reports.add((token, outcome.status, outcome.result))
             if runner.needs_replacement:

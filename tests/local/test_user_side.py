@@ -77,8 +77,7 @@ def test_progress_bar_when_asked(executor, capfd, how):
         executor.progress = True
         assert list(executor.map(slow_square, range(6))) == [x * x for x in range(6)]
     err = capfd.readouterr().err
-    assert "wrencore:" in err and "/6 [" in err, err
-    assert "6/6" in err or "5/6" in err or "4/6" in err, err
+    assert "wrencore:" in err and "/6 [" in err and "call/s" in err, err
 
 
 def test_progress_bar_follows_the_terminal_and_the_config(monkeypatch, no_progress_config):
