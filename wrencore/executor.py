@@ -69,10 +69,17 @@ class _JobEnd:
             self.cleanup.discard(job_id)
             self._threads = [t for t in self._threads if t.is_alive()]
             # Storage requests stay off the backend's threads, which complete futures.
-            thread = threading.Thread(target=self._store, args=(job_id, records, clean),
-                                      daemon=True, name="wrencore-job-end")
-            self._threads.append(thread)
-            thread.start()
+            thread: Optional[threading.Thread] = threading.Thread(
+                target=self._store, args=(job_id, records, clean), daemon=True,
+                name="wrencore-job-end")
+            try:
+                thread.start()
+            except RuntimeError:  # no new threads at interpreter exit: store it here
+                thread = None
+            else:
+                self._threads.append(thread)
+        if thread is None:
+            self._store(job_id, records, clean)
 
     def _store(self, job_id: str, records: Optional[JobRecords], clean: bool) -> None:
         try:
