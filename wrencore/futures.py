@@ -58,6 +58,13 @@ class Future(concurrent.futures.Future[_T]):
             backups only its status is accepted; with them, see :meth:`accepts_attempt`.
     """
 
+    #: Set when the call is done, if it logged anything (class defaults: no per-call cost).
+    log_records: Sequence[List[Any]] = ()
+    #: The call's output received while it runs (local backend), else None.
+    _output: Optional[LiveOutput] = None
+    #: Echo that output to this console (``live_output=True``).
+    _echo = False
+
     def __init__(self, job_id: str = "", call_id: str = ""):
         super().__init__()
         self.job_id = job_id
@@ -66,11 +73,6 @@ class Future(concurrent.futures.Future[_T]):
         self.stdout = ""
         self.stderr = ""
         self.attempt = 0
-        self.log_records: Sequence[List[Any]] = ()
-        #: The call's output received while it runs (local backend), else None.
-        self._output: Optional[LiveOutput] = None
-        #: Echo that output to this console (``live_output=True``).
-        self._echo = False
         #: The executor's retry and backup policy for this call (None: one attempt only).
         self._attempts: Any = None
         self._completion_lock = threading.Lock()

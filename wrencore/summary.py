@@ -69,6 +69,8 @@ def record_of(future: concurrent.futures.Future) -> CallRecord:  # type: ignore[
 
 _STATES = (DONE, FAILED, CANCELLED)
 _CANCELLED_STATES = ("CANCELLED", "CANCELLED_AND_NOTIFIED")
+#: Calls a :class:`JobRecords` queues before converting them.
+RECORD_BATCH = 1024
 _NAN = float("nan")
 
 
@@ -77,7 +79,7 @@ class JobRecords:
     job of millions of calls can be summarized without holding its futures."""
 
     __slots__ = ("job_id", "_calls", "_other_calls", "_states", "_times", "_places",
-                 "_errors", "_names", "_name_index", "_place_index")
+                 "_errors", "_names", "_name_index", "_place_index", "_batch")
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
@@ -90,9 +92,10 @@ class JobRecords:
         self._names: List[str] = [""]
         self._name_index: Dict[str, int] = {"": 0}
         self._place_index: Dict[Tuple[str, str], int] = {}
+        self._batch: List[Tuple[str, str, Optional[BaseException], Mapping[str, Any]]] = []
 
     def __len__(self) -> int:
-        return len(self._states)
+        return len(self._states) + len(self._batch)
 
     def _name(self, text: str) -> int:
         index = self._name_index.get(text)
@@ -102,39 +105,56 @@ class JobRecords:
         return index
 
     def add(self, future: concurrent.futures.Future) -> None:  # type: ignore[type-arg]
-        """Record a finished wrencore future of this job (called for every call: kept cheap,
-        reading the finished future's fields without taking its lock)."""
-        error = 0
-        if future._state in _CANCELLED_STATES:  # type: ignore[attr-defined]
-            state = 2
-        elif future._exception is None:  # type: ignore[attr-defined]
-            state = 0
+        """Record a finished wrencore future of this job. Called for every call, so it only
+        queues what it needs; :meth:`_flush` converts a thousand calls at a time."""
+        self._batch.append((future.call_id, future._state,  # type: ignore[attr-defined]
+                            future._exception, future.metadata))  # type: ignore[attr-defined]
+        if len(self._batch) >= RECORD_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        try:
+            numbers = [int(b[0]) for b in batch]
+        except ValueError:
+            for call_id, _, _, _ in batch:
+                if call_id.isdigit():
+                    self._calls.append(int(call_id))
+                else:
+                    self._calls.append(-1 - len(self._other_calls))
+                    self._other_calls.append(call_id)
         else:
-            name = type(future._exception).__name__  # type: ignore[attr-defined]
-            state = 2 if name == "CallCancelledError" else 1
-            error = self._name(name)
-        call_id: str = getattr(future, "call_id", "")
-        if call_id.isdigit():
-            self._calls.append(int(call_id))
-        else:
-            self._calls.append(-1 - len(self._other_calls))
-            self._other_calls.append(call_id)
-        self._states.append(state)
-        get = getattr(future, "metadata", {}).get
-        started = get("worker_start_timestamp")
-        finished = get("worker_end_timestamp")
-        if finished is None and started is not None and get("worker_exec_time") is not None:
-            finished = started + get("worker_exec_time")
-        submitted = get("host_submit_timestamp")
-        self._times.extend((_NAN if submitted is None else submitted,
-                            _NAN if started is None else started,
-                            _NAN if finished is None else finished))
-        place = (get("worker_id") or "", get("worker_hostname") or "")
-        index = self._place_index.get(place)
-        if index is None:
-            index = self._place_index[place] = self._name(f"{place[0]}\0{place[1]}")
-        self._places.append(index)
-        self._errors.append(error)
+            self._calls.extend(numbers)
+        for _, state, exc, _ in batch:
+            if state in _CANCELLED_STATES:
+                self._states.append(2)
+                self._errors.append(0)
+            elif exc is None:
+                self._states.append(0)
+                self._errors.append(0)
+            else:
+                name = type(exc).__name__
+                self._states.append(2 if name == "CallCancelledError" else 1)
+                self._errors.append(self._name(name))
+        metas = [b[3] for b in batch]
+        nan = _NAN
+        for meta in metas:
+            get = meta.get
+            submitted = get("host_submit_timestamp")
+            started = get("worker_start_timestamp")
+            finished = get("worker_end_timestamp")
+            if finished is None and started is not None and get("worker_exec_time") is not None:
+                finished = started + get("worker_exec_time")
+            self._times.extend((nan if submitted is None else submitted,
+                                nan if started is None else started,
+                                nan if finished is None else finished))
+            place = (get("worker_id") or "", get("worker_hostname") or "")
+            index = self._place_index.get(place)
+            if index is None:
+                index = self._place_index[place] = self._name(f"{place[0]}\0{place[1]}")
+            self._places.append(index)
 
     def timeline_json(self) -> bytes:
         """The job's ``timeline.json``, written row by row (no object per call)::
@@ -146,6 +166,7 @@ class JobRecords:
         ``state`` indexes ``states``; ``place`` (``worker\\0host``) and ``error`` index
         ``names``; times are Unix timestamps to the microsecond, or null.
         """
+        self._flush()
         out = io.StringIO()
         out.write(f'{{"job_id": {json.dumps(self.job_id)}, "states": {json.dumps(_STATES)}, '
                   f'"names": {json.dumps(self._names)}, "calls": [')
@@ -161,6 +182,7 @@ class JobRecords:
 
     def records(self) -> List[CallRecord]:
         """The calls as :class:`CallRecord` objects, in the order they finished."""
+        self._flush()
         out = []
         times = self._times
         for i, number in enumerate(self._calls):
