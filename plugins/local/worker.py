@@ -88,9 +88,11 @@ class _LiveOutput:
         threading.Thread(target=self._send_loop, daemon=True, name="wrencore-live").start()
 
     def start(self, token: int) -> None:
-        self.queue, self._taken = [], ([], 0)
+        if self.queue or self._taken[0]:
+            self.queue, self._taken = [], ([], 0)
         self.token = token
-        self._running.set()
+        if not self._running.is_set():  # kept set while calls follow one another
+            self._running.set()
 
     def _send_loop(self) -> None:
         while True:
@@ -98,6 +100,8 @@ class _LiveOutput:
             time.sleep(LIVE_DELAY)
             if self.queue or len(self._taken[0]) > self._taken[1]:
                 self.send()
+            elif self.token is None:
+                self._running.clear()  # no call ran for a while: sleep until the next
 
     def send(self) -> None:
         with self._lock:  # held while sending, so stop() cannot overtake a frame in flight
@@ -119,9 +123,9 @@ class _LiveOutput:
                 pass  # the pool went away; the call's status still carries its output
 
     def stop(self) -> None:
-        self._running.clear()
-        self.send()
-        with self._lock:
+        if self.queue or len(self._taken[0]) > self._taken[1]:
+            self.send()
+        with self._lock:  # a frame the sender thread is sending goes before the report
             self.token = None
 
 
