@@ -5,6 +5,8 @@ prefix::
 
     {job_id}/job.json                  job header (JSON): versions, storage, options
     {job_id}/func.pickle               the function and the user's local modules
+    {job_id}/timeline.json             written by the client when the job ends: each call's
+                                       state, submit/start/finish times and worker
     {job_id}/{call_id}/args.pickle     a call's arguments, when too large to travel inline
     {job_id}/{call_id}/result.pickle   a call's pickled result, when not returned inline
     {job_id}/{call_id}/status.json     a call's outcome and metadata (and its pickled result
@@ -41,6 +43,7 @@ by every job that uses them::
 """
 
 JOB_HEADER = "job.json"
+TIMELINE = "timeline.json"
 FUNCTION = "func.pickle"
 ARGS = "args.pickle"
 RESULT = "result.pickle"
@@ -55,6 +58,10 @@ def job_prefix(job_id: str) -> str:
 
 def job_header_key(job_id: str) -> str:
     return f"{job_id}/{JOB_HEADER}"
+
+
+def timeline_key(job_id: str) -> str:
+    return f"{job_id}/{TIMELINE}"
 
 
 def function_key(job_id: str) -> str:

@@ -11,7 +11,14 @@ inline; results larger than the job's ``result_inline_limit`` are still staged i
 
 Status fields: ``job_id``, ``call_id``, ``attempt`` (echoed from the call), ``success``, ``result_key`` (None when the result is
 inline), ``exception`` (``type``, ``message``, ``traceback``, ``pickled``), ``stdout``,
-``stderr`` and ``metadata``. Metadata keys follow the project's convention: ``host_…`` was
+``stderr``, ``log_records`` (``[created, level, logger, message]`` for each record logged
+during the call, wrencore's own excepted) and ``metadata``.
+
+A caller that wants the call's output while it runs (the local worker) passes ``live``, an
+object with a list attribute ``queue``: each write to stdout or stderr and each log record
+is appended to ``live.queue`` as ``(stream, text)`` (``stream`` is ``"stdout"``,
+``"stderr"`` or ``"log"``), from whichever thread produced it. The caller takes the output
+by putting a new list in its place. Metadata keys follow the project's convention: ``host_…`` was
 measured on the user's computer, ``worker_…`` on the worker; ``…_time`` is a duration in
 seconds and ``…_timestamp`` a Unix timestamp.
 """
@@ -62,6 +69,12 @@ logger = logging.getLogger(__name__)
 
 #: Captured stdout/stderr beyond this many characters keep only their tail.
 OUTPUT_LIMIT = 1 << 20
+#: Log records kept per call (the newest).
+LOG_RECORD_LIMIT = 10_000
+
+#: Receives a running call's output in its ``queue`` list (see the module's docstring).
+LiveQueue = Any
+_write = io.StringIO.write
 
 
 @dataclass
@@ -76,6 +89,84 @@ class _TailBuffer(io.StringIO):
         if len(text) > OUTPUT_LIMIT:
             return "[... output truncated ...]\n" + text[-OUTPUT_LIMIT:]
         return text
+
+
+class _LiveBuffer(_TailBuffer):
+    """A captured stream that also appends every write to a live queue (kept to an append
+    and a write: a call may print in a tight loop)."""
+
+    def __init__(self, name: str, live: LiveQueue) -> None:
+        super().__init__()
+        self._name = name
+        self._live = live
+
+    def write(self, text: str) -> int:
+        self._live.queue.append((self._name, text))
+        return _write(self, text)
+
+
+def format_log_record(record: List[Any]) -> str:
+    """One line (or more, with a traceback) for a ``[created, level, logger, message]`` record."""
+    created, level, name, message = record
+    stamp = time.strftime("%H:%M:%S", time.localtime(created)) + f".{int(created % 1 * 1000):03d}"
+    return f"{stamp} {level} {name}: {message}"
+
+
+class _CallLogHandler(logging.Handler):
+    """Collects the log records of the call this process runs.
+
+    Installed once per process on the root logger; between :meth:`begin` and :meth:`end`
+    every record that reaches the root (from any thread) is kept, except wrencore's own.
+    """
+
+    _installed: "Optional[_CallLogHandler]" = None
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: Optional[List[List[Any]]] = None
+        self.live: Optional[LiveQueue] = None
+
+    @classmethod
+    def install(cls) -> "_CallLogHandler":
+        if cls._installed is None:
+            handler = cls._installed = cls()
+            root = logging.getLogger()
+            if not root.handlers and root.level == logging.WARNING:
+                # An unconfigured process: let a call's INFO records through, as a user's
+                # own script with basicConfig(level=INFO) would.
+                root.setLevel(logging.INFO)
+            root.addHandler(handler)
+        return cls._installed
+
+    def begin(self, live: Optional[LiveQueue]) -> None:
+        self.records, self.live = [], live
+
+    def end(self) -> List[List[Any]]:
+        records, self.records, self.live = self.records or [], None, None
+        return records[-LOG_RECORD_LIMIT:]
+
+    def emit(self, record: logging.LogRecord) -> None:
+        records = self.records
+        if records is None:
+            if record.levelno >= logging.WARNING and logging.lastResort is not None \
+                    and logging.getLogger().handlers == [self]:
+                logging.lastResort.handle(record)  # as if this handler were not there
+            return
+        if record.name.startswith(("wrencore.", "wrencore_runtime")) or record.name == "wrencore":
+            return
+        try:
+            message = record.getMessage()
+            if record.exc_info:
+                message += "\n" + logging.Formatter().formatException(record.exc_info)
+        except Exception:  # a record whose arguments do not format: keep what there is
+            message = str(record.msg)
+        entry = [record.created, record.levelname, record.name, message]
+        records.append(entry)
+        if len(records) > 2 * LOG_RECORD_LIMIT:
+            del records[:LOG_RECORD_LIMIT]
+        live = self.live
+        if live is not None:
+            live.queue.append(("log", format_log_record(entry) + "\n"))
 
 
 def describe_exception(exc: BaseException) -> Dict[str, Any]:
@@ -378,6 +469,7 @@ class JobRunner:
         self._pid = os.getpid()
         #: job id -> (its version mismatch or None, its storage once needed), newest last.
         self._jobs: "OrderedDict[str, List[Any]]" = OrderedDict()
+        self._call_logs = _CallLogHandler.install()
 
     def _runtime_mismatch(self, job: Dict[str, Any]) -> Optional[str]:
         """Checked once per runtime and process: does this process run the job's runtime?"""
@@ -485,8 +577,13 @@ class JobRunner:
         *,
         store: bool = True,
         storage: Optional[Storage] = None,
+        live: Optional[LiveQueue] = None,
     ) -> CallOutcome:
-        """Run one call and return (and, with ``store``, durably write) its outcome."""
+        """Run one call and return (and, with ``store``, durably write) its outcome.
+
+        ``live``, if given, receives the call's output in ``live.queue`` as it is
+        produced (see the module's docstring).
+        """
         start = time.time()
         metadata: Dict[str, Any] = {
             "host_submit_timestamp": call.get("host_submit_timestamp"),
@@ -508,7 +605,11 @@ class JobRunner:
             "metadata": metadata,
         }
         result_bytes: Optional[bytes] = None
-        stdout, stderr = _TailBuffer(), _TailBuffer()
+        if live is None:
+            stdout, stderr = _TailBuffer(), _TailBuffer()
+        else:
+            stdout, stderr = _LiveBuffer("stdout", live), _LiveBuffer("stderr", live)
+        self._call_logs.begin(live)
         call_text: Optional[str] = None
         func = args = kwargs = None
         try:
@@ -561,6 +662,9 @@ class JobRunner:
             status["exception"]["call"] = call_text
             result_bytes = None
         status["stdout"], status["stderr"] = stdout.getvalue(), stderr.getvalue()
+        records = self._call_logs.end()
+        if records:
+            status["log_records"] = records
         metadata["worker_end_timestamp"] = time.time()
         if store:
             storage = storage or self._storage(job)

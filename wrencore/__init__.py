@@ -18,7 +18,10 @@ import os
 import threading
 import warnings
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+from typing import (
+    TYPE_CHECKING, Any, Callable, Collection, Dict, Iterable, Iterator, List, Mapping, Optional,
+    Tuple, TypeVar, Union, overload,
+)
 
 import pluggy
 
@@ -41,9 +44,16 @@ from .errors import (
     WrenError,
 )
 from .executor import Executor, cancel_on_interrupt, job_ids_of
+from . import progress as _progress
 from .futures import Future
+from .streaming import FutureStream
+
+if TYPE_CHECKING:
+    from concurrent.futures._base import DoneAndNotDoneFutures
 
 __version__ = "0.1.0"
+
+_T = TypeVar("_T")
 
 #: Marker for hook implementations: ``@wrencore.hookimpl``.
 #:
@@ -114,12 +124,31 @@ def shutdown_default_executors() -> None:
         executor.shutdown(wait=False, cancel_futures=True)
 
 
-def map(f: Callable, iterdata: Iterable, *, backend: Optional[str] = None,
+@overload
+def map(f: Callable[..., _T], iterdata: Collection[Any], *, backend: Optional[str] = None,
         storage: Optional[str] = None, chunksize: Optional[int] = None,
         timeout: Optional[float] = None,
         extra_env: Optional[Mapping[str, str]] = None, retries: Optional[int] = None,
         retry_on: Any = None, speculation: Optional[bool] = None,
-        max_pending: Optional[int] = None):
+        max_pending: Optional[int] = None, cleanup: Optional[bool] = None) -> List[Future[_T]]: ...
+
+
+@overload
+def map(f: Callable[..., _T], iterdata: Iterable[Any], *, backend: Optional[str] = None,
+        storage: Optional[str] = None, chunksize: Optional[int] = None,
+        timeout: Optional[float] = None,
+        extra_env: Optional[Mapping[str, str]] = None, retries: Optional[int] = None,
+        retry_on: Any = None, speculation: Optional[bool] = None,
+        max_pending: Optional[int] = None, cleanup: Optional[bool] = None) -> FutureStream[_T]: ...
+
+
+def map(f: Callable[..., _T], iterdata: Iterable[Any], *, backend: Optional[str] = None,
+        storage: Optional[str] = None, chunksize: Optional[int] = None,
+        timeout: Optional[float] = None,
+        extra_env: Optional[Mapping[str, str]] = None, retries: Optional[int] = None,
+        retry_on: Any = None, speculation: Optional[bool] = None,
+        max_pending: Optional[int] = None, cleanup: Optional[bool] = None
+        ) -> Union[List[Future[_T]], FutureStream[_T]]:
     """Call ``f(x)`` for each ``x`` in ``iterdata`` on a backend.
 
     Args:
@@ -139,6 +168,9 @@ def map(f: Callable, iterdata: Iterable, *, backend: Optional[str] = None,
             ``speculation``, else off). See :mod:`wrencore.attempts`.
         max_pending: for an ``iterdata`` of unknown length, the most calls unfinished or
             not yet taken from the returned stream (None: config ``max_pending``).
+        cleanup: delete what the job stored (its function, large arguments and results)
+            once every call has finished and its result has been read into its future
+            (None: config ``cleanup``, else True). Its ``timeline.json`` is not written.
 
     Returns:
         One :class:`Future` per element, in input order: a list when ``iterdata`` is sized,
@@ -153,19 +185,20 @@ def map(f: Callable, iterdata: Iterable, *, backend: Optional[str] = None,
     executor = _default_executor(backend, storage)
     return executor.map_futures(f, iterdata, chunksize=chunksize, timeout=timeout,
                                 extra_env=extra_env, retries=retries, retry_on=retry_on,
-                                speculation=speculation, max_pending=max_pending)
+                                speculation=speculation, max_pending=max_pending,
+                                cleanup=executor.cleanup_maps if cleanup is None else cleanup)
 
 
-def call_async(f: Callable, *args: Any, backend: Optional[str] = None,
-               storage: Optional[str] = None, **kwargs: Any) -> Future:
+def call_async(f: Callable[..., _T], *args: Any, backend: Optional[str] = None,
+               storage: Optional[str] = None, **kwargs: Any) -> Future[_T]:
     """Run ``f(*args, **kwargs)`` on a backend; return its :class:`Future`."""
     return _default_executor(backend, storage).submit(f, *args, **kwargs)
 
 
-def map_reduce(map_f: Callable, iterdata: Iterable, reduce_f: Callable, *,
+def map_reduce(map_f: Callable[..., Any], iterdata: Iterable[Any], reduce_f: Callable[..., _T], *,
                backend: Optional[str] = None, storage: Optional[str] = None,
                chunksize: Optional[int] = None, timeout: Optional[float] = None,
-               extra_env: Optional[Mapping[str, str]] = None) -> Future:
+               extra_env: Optional[Mapping[str, str]] = None) -> Future[_T]:
     """Map ``map_f`` over ``iterdata``, then run ``reduce_f(results)`` as one more call.
 
     Returns:
@@ -175,7 +208,7 @@ def map_reduce(map_f: Callable, iterdata: Iterable, reduce_f: Callable, *,
     executor = _default_executor(backend, storage)
     map_futures = list(executor.map_futures(map_f, iterdata, chunksize=chunksize,
                                             timeout=timeout, extra_env=extra_env))
-    reduce_future = Future(call_id="reduce")
+    reduce_future: Future[_T] = Future(call_id="reduce")
     remaining = [len(map_futures)]
     lock = threading.Lock()
 
@@ -214,50 +247,68 @@ def map_reduce(map_f: Callable, iterdata: Iterable, reduce_f: Callable, *,
     return reduce_future
 
 
-def wait(fs: Iterable[concurrent.futures.Future], timeout: Optional[float] = None,
-         return_when: str = ALL_COMPLETED):
+def wait(fs: Iterable[concurrent.futures.Future[_T]], timeout: Optional[float] = None,
+         return_when: str = ALL_COMPLETED, *, progress: Optional[bool] = None
+         ) -> "DoneAndNotDoneFutures[_T]":
     """Wait for futures; same contract as :func:`concurrent.futures.wait`.
 
+    Args:
+        progress: show a progress bar while waiting (None: config ``progress``, else only
+            when a person watches a terminal or notebook).
+
     Returns:
-        ``(done, not_done)`` sets.
+        ``(done, not_done)`` sets, as a named tuple.
     """
     fs = list(fs)
-    with cancel_on_interrupt(job_ids_of(fs)):
+    with cancel_on_interrupt(job_ids_of(fs)), _progress.bar_for(fs, progress):
         return concurrent.futures.wait(fs, timeout=timeout, return_when=return_when)
 
 
-def as_completed(fs: Iterable[concurrent.futures.Future],
-                 timeout: Optional[float] = None) -> Iterator[concurrent.futures.Future]:
-    """Yield futures as they complete; same contract as :func:`concurrent.futures.as_completed`."""
+def as_completed(fs: Iterable[concurrent.futures.Future[_T]], timeout: Optional[float] = None,
+                 *, progress: Optional[bool] = None
+                 ) -> Iterator[concurrent.futures.Future[_T]]:
+    """Yield futures as they complete; same contract as :func:`concurrent.futures.as_completed`.
+
+    Args:
+        progress: show a progress bar while iterating (None: config ``progress``, else
+            only when a person watches a terminal or notebook).
+    """
     fs = list(fs)
     job_ids = job_ids_of(fs)
     completed = concurrent.futures.as_completed(fs, timeout=timeout)
+    bar = _progress.start(fs, progress)
     del fs
 
-    def yielding() -> Iterator[concurrent.futures.Future]:
-        while True:
-            with cancel_on_interrupt(job_ids):
-                try:
-                    future = next(completed)
-                except StopIteration:
-                    return
-            yield future
+    def yielding() -> Iterator[concurrent.futures.Future[_T]]:
+        try:
+            while True:
+                with cancel_on_interrupt(job_ids):
+                    try:
+                        future = next(completed)
+                    except StopIteration:
+                        return
+                yield future
+        finally:
+            if bar is not None:
+                bar.close()
 
     return yielding()
 
 
-def get_all_results(fs: Iterable[concurrent.futures.Future],
-                    timeout: Optional[float] = None) -> List[Any]:
+def get_all_results(fs: Iterable[concurrent.futures.Future[_T]], timeout: Optional[float] = None,
+                    *, progress: Optional[bool] = None) -> List[_T]:
     """Results of ``fs`` in order; re-raises the first failed call's exception.
 
     Args:
         timeout: seconds to wait for all of them (None: no limit).
+        progress: show a progress bar while waiting (None: config ``progress``, else only
+            when a person watches a terminal or notebook).
 
     Raises:
         TimeoutError: not all finished within ``timeout``.
     """
     futures = list(fs)
-    with cancel_on_interrupt(job_ids_of(futures)):
+    with cancel_on_interrupt(job_ids_of(futures)), _progress.bar_for(futures, progress):
         done, not_done = concurrent.futures.wait(futures, timeout=timeout)
     if not_done:
         raise TimeoutError(f"{len(not_done)} of {len(futures)} calls unfinished after {timeout} s")

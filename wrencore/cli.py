@@ -137,6 +137,19 @@ def plugins() -> None:
             click.echo(f"{concern:18} {name:14} [{entry.plugin}] {entry.description}{note}")
 
 
+@cli.command()
+@click.argument("job")
+@click.option("-o", "--output", default=None, help="The PNG file (default: JOB.png).")
+@click.option("--backend", default=None, help="The backend whose storage holds the job.")
+@click.option("--storage", default=None, help="The storage that holds the job.")
+def plot(job: str, output: Optional[str], backend: Optional[str],
+         storage: Optional[str]) -> None:
+    """Save a timeline and a duration histogram of a job as PNG (needs wrencore[plot])."""
+    from .plot import plot_command
+
+    plot_command(job, output, backend, storage)
+
+
 # -- building the command tree ----------------------------------------------------------
 
 _built = False

@@ -69,8 +69,8 @@ _STDLIB = set(getattr(sys, "stdlib_module_names", ())) | set(sys.builtin_module_
 
 
 #: wrencore's dependencies that only the user's computer needs (the command line, checking
-#: the configuration): a worker never imports them, so runtimes leave them out.
-CLIENT_ONLY = frozenset({"click", "msgspec"})
+#: the configuration, progress bars): a worker never imports them, so runtimes leave them out.
+CLIENT_ONLY = frozenset({"click", "msgspec", "tqdm"})
 
 
 def cache_dir(*parts: str) -> str:

@@ -16,11 +16,15 @@ import types
 import uuid
 import weakref
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
+from typing import (
+    Any, Callable, Collection, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple,
+    TypeVar, Union, overload,
+)
 
 from wrencore_runtime import layout
 from wrencore_runtime.protocol import PYTHON, SERIALIZER, encode_json
 
+from . import progress as _progress
 from . import serialize
 from .attempts import Attempts, RetryOn, RetryPolicy, SpeculationPolicy, speculation_policy
 from .backends import Backend, Call
@@ -30,13 +34,70 @@ from .futures import Future
 from .futures import cancel as cancel_future
 from .plugins import get_plugin_manager, get_registry
 from .streaming import MAX_PENDING, FutureStream
+from .summary import CallRecord, JobRecords, JobSummary, summarize
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 _job_counter = itertools.count()
 
 #: How many functions ``submit`` keeps a job for (weakly: the functions stay collectable).
 SUBMIT_JOB_CACHE = 64
+#: Most call records an executor keeps for summaries and plots (the oldest jobs' go first).
+RECORDS_KEPT = 1_000_000
+
+
+class _JobEnd:
+    """What happens when a job has ended (no more calls will start and all finished):
+    its one-line summary (if asked), its ``timeline.json``, and, for jobs of the
+    module-level ``map``, deleting its data. Holds no executor."""
+
+    def __init__(self, storage: Any, print_summary: bool) -> None:
+        self.storage = storage
+        self.print_summary = print_summary
+        self.cleanup: Set[str] = set()
+        self._threads: List[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, job_id: str, records: Optional[JobRecords]) -> None:
+        if self.print_summary:
+            calls = records.records() if records is not None else []
+            print(summarize(calls, jobs=[job_id]).line(), file=sys.stderr, flush=True)
+        with self._lock:
+            clean = job_id in self.cleanup
+            self.cleanup.discard(job_id)
+            self._threads = [t for t in self._threads if t.is_alive()]
+            # Storage requests stay off the backend's threads, which complete futures.
+            thread: Optional[threading.Thread] = threading.Thread(
+                target=self._store, args=(job_id, records, clean), daemon=True,
+                name="wrencore-job-end")
+            try:
+                thread.start()
+            except RuntimeError:  # no new threads at interpreter exit: store it here
+                thread = None
+            else:
+                self._threads.append(thread)
+        if thread is None:
+            self._store(job_id, records, clean)
+
+    def _store(self, job_id: str, records: Optional[JobRecords], clean: bool) -> None:
+        try:
+            if clean:
+                self.storage.delete_prefix(layout.job_prefix(job_id))
+            elif records:
+                self.storage.put(layout.timeline_key(job_id), records.timeline_json())
+        except Exception as exc:
+            logger.warning("could not %s job %s in storage: %s: %s",
+                           "delete" if clean else "write the timeline of", job_id,
+                           type(exc).__name__, exc)
+
+    def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 class _Lifecycle:
@@ -47,25 +108,65 @@ class _Lifecycle:
     wait for every executor's calls, as ``concurrent.futures`` does.
     """
 
-    def __init__(self, backend: Backend):
+    def __init__(self, backend: Backend, job_end: Optional[_JobEnd] = None):
         self.backend = backend
+        self.job_end = job_end
         self.pid = os.getpid()
         self.pending: Set[Future] = set()
+        #: Per job: calls unfinished; jobs that will start no more calls; finished calls.
+        self.job_pending: Dict[str, int] = {}
+        self.closed_jobs: Set[str] = set()
+        self.records: "OrderedDict[str, JobRecords]" = OrderedDict()
+        self._record_count = 0
         self.closed = False
         self.released = False
         self._release_done = threading.Event()
         self._lock = threading.Lock()
 
     def track(self, futures: List[Future]) -> None:
+        """Follow ``futures`` (all of one job) until they finish."""
         with self._lock:
             self.pending.update(futures)
+            if futures:
+                job_id = futures[0].job_id
+                self.job_pending[job_id] = self.job_pending.get(job_id, 0) + len(futures)
         for future in futures:
             future.add_done_callback(self._finished)
 
-    def _finished(self, future: concurrent.futures.Future) -> None:
+    def close_job(self, job_id: str) -> None:
+        """No more calls of ``job_id`` will start: it ends when its last call finishes."""
+        with self._lock:
+            if job_id in self.closed_jobs:
+                return
+            self.closed_jobs.add(job_id)
+            ended = not self.job_pending.get(job_id)
+        if ended:
+            self._job_ended(job_id)
+
+    def _job_ended(self, job_id: str) -> None:
+        with self._lock:
+            self.job_pending.pop(job_id, None)
+            job_records = self.records.get(job_id)
+        if self.job_end is not None:
+            self.job_end(job_id, job_records)
+
+    def _finished(self, future: concurrent.futures.Future) -> None:  # type: ignore[type-arg]
+        job_id = getattr(future, "job_id", "")
         with self._lock:
             self.pending.discard(future)  # type: ignore[arg-type]
             drained = self.closed and not self.pending
+            job_records = self.records.get(job_id)
+            if job_records is None:
+                job_records = self.records[job_id] = JobRecords(job_id)
+            job_records.add(future)
+            self._record_count += 1
+            while self._record_count > RECORDS_KEPT and len(self.records) > 1:
+                self._record_count -= len(self.records.popitem(last=False)[1])
+            left = self.job_pending.get(job_id, 1) - 1
+            self.job_pending[job_id] = left
+            ended = left <= 0 and job_id in self.closed_jobs
+        if ended:
+            self._job_ended(job_id)
         if drained:
             # Done callbacks run on the backend's own threads, which a shutdown joins.
             threading.Thread(target=self.release, kwargs={"wait": True}, daemon=True,
@@ -79,11 +180,16 @@ class _Lifecycle:
         """Stop taking calls; release the backend now (``wait``) or once the calls end."""
         with self._lock:
             self.closed = True
+            open_jobs = [j for j in self.job_pending if j not in self.closed_jobs]
         if cancel_futures:
             for future in self.snapshot():
                 cancel_future(future)
+        for job_id in open_jobs:  # submit jobs stay open until now
+            self.close_job(job_id)
         if wait:
             concurrent.futures.wait(self.snapshot())
+            if self.job_end is not None:
+                self.job_end.join(timeout=10)
             self.release(wait=True)
         else:
             with self._lock:
@@ -324,6 +430,13 @@ class Executor(concurrent.futures.Executor):
             them, True (any) or a predicate ``retry_on(exc) -> bool``.
         speculation: start a backup attempt of straggling calls: True, False, or a
             :class:`wrencore.attempts.SpeculationPolicy` (default: config ``speculation``).
+        progress: show a progress bar while :meth:`map`'s results are awaited (default:
+            config ``progress``, else only when a person watches a terminal or notebook).
+        live_output: echo each call's output and log records to this console as they
+            happen, each line prefixed with the call id (local backend; default: config
+            ``live_output``, else off). ``Future.logs()`` has them either way.
+        summary: print a one-line :class:`~wrencore.summary.JobSummary` to stderr when
+            each job ends (default: config ``summary``, else off).
 
     Raises:
         UnknownNameError: no backend or storage has that name.
@@ -340,7 +453,9 @@ class Executor(concurrent.futures.Executor):
                  timeout: Optional[float] = None, extra_env: Optional[Mapping[str, str]] = None,
                  runtime: Optional[str] = None, requirements: Any = None,
                  retries: Optional[int] = None, retry_on: RetryOn = None,
-                 speculation: Any = None, max_pending: Optional[int] = None):
+                 speculation: Any = None, max_pending: Optional[int] = None,
+                 progress: Optional[bool] = None, live_output: Optional[bool] = None,
+                 summary: Optional[bool] = None):
         if max_workers is not None and max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
         if max_tasks_per_child is not None and (
@@ -374,6 +489,13 @@ class Executor(concurrent.futures.Executor):
             retries=_check_retries(retries) if retries is not None else _check_retries(None, top),
             retry_on=retry_on)
         self.speculation = speculation_policy(speculation, top)
+        self._settings = top
+        self.progress = progress
+        _progress.enabled(None, top)  # a bad config value fails here, not at the first wait
+        self.live_output = bool(live_output if live_output is not None else
+                                top.bool("live_output", False))
+        print_summary = bool(summary if summary is not None else top.bool("summary", False))
+        self.cleanup_maps = bool(top.bool("cleanup", True))
         self.runtime = runtime if runtime is not None else self.config.get("runtime")
         self.requirements = requirements if requirements is not None else \
             self.config.get("requirements")
@@ -386,7 +508,7 @@ class Executor(concurrent.futures.Executor):
         self._pm = get_plugin_manager()
         self._attempts = Attempts(_reinvoker(self.backend, self._pm, self.backend_name),
                                   _attempt_stopper(self.backend))
-        self._lifecycle = _Lifecycle(self.backend)
+        self._lifecycle = _Lifecycle(self.backend, _JobEnd(self.storage, print_summary))
         _live.add(self._lifecycle)
         # A dropped executor lets its calls finish, then releases its workers and threads.
         weakref.finalize(self, self._lifecycle.close, wait=False, cancel_futures=False)
@@ -449,6 +571,8 @@ class Executor(concurrent.futures.Executor):
                 self.storage.put(key, data)
                 message["args"], message["args_key"] = None, key
             future = Future(job["job_id"], call_id)
+            if self.live_output:
+                future._echo = True
             calls.append(Call(call_id, message, future))
         now = time.time()
         for call in calls:
@@ -492,11 +616,28 @@ class Executor(concurrent.futures.Executor):
             raise ExecutorShutdownError("cannot schedule new futures after interpreter shutdown")
 
     # -- public API ------------------------------------------------------------------
-    def map_futures(self, fn: Callable, iterdata: Iterable, *, chunksize: Optional[int] = None,
-                    timeout: Optional[float] = None,
+    @overload
+    def map_futures(self, fn: Callable[..., _T], iterdata: Collection[Any], *,
+                    chunksize: Optional[int] = None, timeout: Optional[float] = None,
                     extra_env: Optional[Mapping[str, str]] = None,
                     retries: Optional[int] = None, retry_on: RetryOn = None,
-                    speculation: Any = None, max_pending: Optional[int] = None):
+                    speculation: Any = None, max_pending: Optional[int] = None,
+                    cleanup: bool = False) -> List[Future[_T]]: ...
+
+    @overload
+    def map_futures(self, fn: Callable[..., _T], iterdata: Iterable[Any], *,
+                    chunksize: Optional[int] = None, timeout: Optional[float] = None,
+                    extra_env: Optional[Mapping[str, str]] = None,
+                    retries: Optional[int] = None, retry_on: RetryOn = None,
+                    speculation: Any = None, max_pending: Optional[int] = None,
+                    cleanup: bool = False) -> FutureStream[_T]: ...
+
+    def map_futures(self, fn: Callable[..., _T], iterdata: Iterable[Any], *,
+                    chunksize: Optional[int] = None, timeout: Optional[float] = None,
+                    extra_env: Optional[Mapping[str, str]] = None,
+                    retries: Optional[int] = None, retry_on: RetryOn = None,
+                    speculation: Any = None, max_pending: Optional[int] = None,
+                    cleanup: bool = False) -> Union[List[Future[_T]], FutureStream[_T]]:
         """Call ``fn(x)`` for each ``x`` of ``iterdata``; return the futures in input order.
 
         A sized ``iterdata`` (list, tuple, range …) starts every call at once and returns a
@@ -515,6 +656,8 @@ class Executor(concurrent.futures.Executor):
             retries, retry_on, speculation: this map's retry and backup policies (None:
                 the executor's; see :class:`Executor`).
             max_pending: the window of a streamed map (None: the executor's).
+            cleanup: delete what this map stored (function, large arguments and results)
+                once every call has finished and its result has been read.
 
         Returns:
             ``list[Future]`` for a sized ``iterdata``, else a ``FutureStream``.
@@ -528,7 +671,8 @@ class Executor(concurrent.futures.Executor):
         policies = self._attempt_policies(retries, retry_on, speculation)
         if _is_sized(iterdata):
             pairs = [((x,), {}) for x in iterdata]
-            return self._map_pairs(fn, pairs, chunksize, timeout, extra_env, policies)
+            return self._map_pairs(fn, pairs, chunksize, timeout, extra_env, policies,
+                                   cleanup)
         try:
             items = iter(iterdata)
         except TypeError:
@@ -536,24 +680,33 @@ class Executor(concurrent.futures.Executor):
                 f"iterdata must be an iterable of arguments, not {type(iterdata).__name__}"
             ) from None
         return self._stream_pairs(fn, (((x,), {}) for x in items), chunksize, timeout,
-                                  extra_env, max_pending, policies)
+                                  extra_env, max_pending, policies, cleanup)
 
     def _map_pairs(self, fn, pairs, chunksize, timeout, extra_env,
-                   policies=None) -> List[Future]:
+                   policies=None, cleanup: bool = False) -> List[Future]:
         chunksize = _check_chunksize(chunksize)
         if not pairs:
             return []
         job = self._new_job(fn, timeout, extra_env)
+        if cleanup:
+            self._lifecycle.job_end.cleanup.add(job["job_id"])
         calls = self._make_calls(job, pairs)
-        self._invoke(job, calls, chunksize, policies)
+        try:
+            self._invoke(job, calls, chunksize, policies)
+        finally:
+            self._lifecycle.close_job(job["job_id"])
         return [c.future for c in calls]
 
     def _stream_pairs(self, fn, pairs, chunksize, timeout, extra_env,
-                      max_pending: Optional[int], policies=None) -> FutureStream:
+                      max_pending: Optional[int], policies=None,
+                      cleanup: bool = False) -> FutureStream:
         chunksize = _check_chunksize(chunksize)
         window = _check_max_pending(max_pending) if max_pending is not None else \
             self.max_pending
         job = self._new_job(fn, timeout, extra_env)
+        if cleanup:
+            self._lifecycle.job_end.cleanup.add(job["job_id"])
+        lifecycle = self._lifecycle
 
         def submit(batch: List[Tuple[tuple, dict]], first_index: int) -> List[Future]:
             if _interpreter_exiting:
@@ -562,12 +715,13 @@ class Executor(concurrent.futures.Executor):
             self._invoke(job, calls, chunksize, policies)
             return [c.future for c in calls]
 
-        stream = FutureStream(pairs, submit, window)
+        stream = FutureStream(pairs, submit, window,
+                              on_exhausted=lambda: lifecycle.close_job(job["job_id"]))
         with self._lock:
             self._streams.add(stream)
         return stream
 
-    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
         """Schedule ``fn(*args, **kwargs)``; return its :class:`Future`."""
         self._check_open()
         with self._lock:
@@ -590,9 +744,10 @@ class Executor(concurrent.futures.Executor):
         self._submit_jobs.move_to_end(key[0])
         return entry[1], next(entry[2])
 
-    def map(self, fn: Callable, *iterables: Iterable, timeout: Optional[float] = None,
+    def map(self, fn: Callable[..., _T], *iterables: Iterable[Any],
+            timeout: Optional[float] = None,
             chunksize: int = 1, retries: Optional[int] = None, retry_on: RetryOn = None,
-            speculation: Any = None) -> Iterator[Any]:
+            speculation: Any = None) -> Iterator[_T]:
         """Like :meth:`concurrent.futures.Executor.map`: results in order, lazily.
 
         ``timeout`` bounds the whole iteration (seconds from this call), as in the stdlib.
@@ -616,6 +771,7 @@ class Executor(concurrent.futures.Executor):
                                       size, None, None, policies)
             futures.reverse()
             job_ids = job_ids_of(futures[-1:])  # for Ctrl-C
+            bar = _progress.start(futures, self.progress, self._settings)
 
             def results() -> Iterator[Any]:
                 try:
@@ -626,23 +782,73 @@ class Executor(concurrent.futures.Executor):
                 finally:
                     for future in futures:
                         cancel_future(future)
+                    if bar is not None:
+                        bar.close()
 
             return results()
         stream = self._stream_pairs(fn, ((tuple(args), {}) for args in zip(*iterables)),
                                     size, None, None, None, policies)
 
+        show_bar = _progress.enabled(self.progress, self._settings)
+
         def streamed_results() -> Iterator[Any]:
+            bar = _progress.Bar(None) if show_bar else None
             try:
                 for future in stream:
+                    if bar is not None:
+                        bar.grow(1)
+                        bar.watch([future])
                     remaining = None if deadline is None else deadline - time.monotonic()
-                    with cancel_on_interrupt([future.job_id]):
+                    with cancel_on_interrupt({future.job_id}):
                         yield _result_or_cancel(future, remaining)
             finally:
                 stream.close()
+                if bar is not None:
+                    bar.close()
 
         return streamed_results()
 
-    def cancel(self, futures: Iterable[concurrent.futures.Future], *, running: bool = True) -> int:
+    def summary(self, job_id: Optional[str] = None) -> JobSummary:
+        """What this executor's calls did (or those of ``job_id``): counts by state,
+        wall time, total and percentile call times, the slowest calls, workers and hosts.
+
+        ``print(executor.summary())`` prints it in one line. Covers the calls finished so
+        far (``pending`` counts the others) of the most recent jobs (up to
+        ``RECORDS_KEPT`` calls).
+        """
+        records, pending, jobs = self._records(job_id)
+        return summarize(records, pending=pending, jobs=jobs)
+
+    def plot(self, path: str, job_id: Optional[str] = None) -> str:
+        """Save a picture of this executor's calls (or those of ``job_id``) as PNG.
+
+        A timeline of every finished call — from submitted to started (thin) and from
+        started to finished (thick), one row per worker — over a histogram of the calls'
+        durations. Needs matplotlib (``pip install 'wrencore[plot]'``).
+
+        Returns:
+            ``path``.
+        """
+        from .plot import plot_records
+
+        records, _, jobs = self._records(job_id)
+        title = f"job {jobs[0]}" if len(jobs) == 1 else f"{len(jobs)} jobs"
+        plot_records(records, path, title=title)
+        return path
+
+    def _records(self, job_id: Optional[str]) -> Tuple[List[CallRecord], int, List[str]]:
+        lifecycle = self._lifecycle
+        with lifecycle._lock:
+            jobs = [job_id] if job_id is not None else \
+                list(dict.fromkeys([*lifecycle.records, *lifecycle.job_pending]))
+            kept = [lifecycle.records.get(j) for j in jobs]
+            records = [r for job_records in kept if job_records is not None
+                       for r in job_records.records()]
+            pending = sum(max(0, lifecycle.job_pending.get(j, 0)) for j in jobs)
+        return records, pending, jobs
+
+    def cancel(self, futures: Iterable[concurrent.futures.Future[Any]], *,
+               running: bool = True) -> int:
         """Cancel calls of this executor; return how many were cancelled.
 
         Calls not started end ``cancelled()``, as with ``future.cancel()``. With

@@ -17,13 +17,18 @@ import logging
 import pickle
 import threading
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence, TypeVar
 
 import cloudpickle
 
+from wrencore_runtime.runner import format_log_record
+
 from .errors import DeserializationError, RemoteError, StorageKeyError
+from .output import LiveOutput
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 class RemoteTraceback(Exception):
@@ -37,7 +42,7 @@ class RemoteTraceback(Exception):
         return "\n\n--- remote traceback ---\n" + self.tb.rstrip() + "\n--- end remote traceback ---"
 
 
-class Future(concurrent.futures.Future):
+class Future(concurrent.futures.Future[_T]):
     """The future of one remote call.
 
     Attributes:
@@ -47,9 +52,18 @@ class Future(concurrent.futures.Future):
             ``…_time`` durations in seconds, ``…_timestamp`` Unix timestamps).
         stdout: what the call printed to stdout (``""`` until done).
         stderr: what the call printed to stderr.
+        log_records: what the call logged, as ``[created, level, logger, message]`` lists
+            (empty until done; wrencore's own records are not included).
         attempt: the newest attempt of the call started (0: the first). Without retries or
             backups only its status is accepted; with them, see :meth:`accepts_attempt`.
     """
+
+    #: Set when the call is done, if it logged anything (class defaults: no per-call cost).
+    log_records: Sequence[List[Any]] = ()
+    #: The call's output received while it runs (local backend), else None.
+    _output: Optional[LiveOutput] = None
+    #: Echo that output to this console (``live_output=True``).
+    _echo = False
 
     def __init__(self, job_id: str = "", call_id: str = ""):
         super().__init__()
@@ -65,6 +79,31 @@ class Future(concurrent.futures.Future):
 
     def __repr__(self) -> str:
         return f"<wrencore.Future {self.job_id}/{self.call_id} state={self._state.lower()}>"
+
+    def logs(self) -> str:
+        """The call's output and log records, as text.
+
+        On the local backend, what the call wrote to stdout and stderr and logged, in the
+        order it happened, also while the call runs (what it produced so far). On every
+        backend, once the call is done: its stdout, then its stderr, then its log records
+        (one line each: time, level, logger, message).
+        """
+        output = self._output
+        if output is not None:
+            return output.text()
+        if not self.done():
+            return ""
+        records = "".join(format_log_record(r) + "\n" for r in self.log_records)
+        return self.stdout + self.stderr + records
+
+    def _add_output(self, stream: str, text: str) -> None:
+        """A chunk of the running call's output (``stream``: stdout, stderr or log)."""
+        output = self._output
+        if output is None:
+            output = self._output = LiveOutput(self.call_id, self._echo)
+            if self._echo:
+                self.add_done_callback(lambda _: output.flush())
+        output.add(stream, text)
 
     def cancel(self) -> bool:
         """Cancel the call if it has not started; True if it is (now) cancelled.
@@ -199,6 +238,9 @@ def complete_from_status(future: Future, status: Dict[str, Any], result: Optiona
     future.metadata["host_status_timestamp"] = time.time()
     future.stdout = status.get("stdout") or ""
     future.stderr = status.get("stderr") or ""
+    records = status.get("log_records")
+    if records:
+        future.log_records = records
     if not status.get("success"):
         info = status.get("exception") or {}
         exc = _load_exception(info)

@@ -130,6 +130,13 @@ CORE_SETTINGS = [
     Setting("loglevel", "str", None, "Level of a stderr handler on the `wrencore` logger "
             "(`DEBUG`, `INFO` …); unset: the library configures no logging. Read from "
             "`WRENCORE_LOGLEVEL` at import."),
+    Setting("progress", "bool", None, "Show a progress bar while blocked on futures; unset: "
+            "when stderr is a terminal or in a notebook."),
+    Setting("live_output", "bool", False, "Echo each call's output and log records while it "
+            "runs (local backend), prefixed with its call id."),
+    Setting("summary", "bool", False, "Print a one-line summary when a job ends."),
+    Setting("cleanup", "bool", True, "Module-level `map` deletes its job's stored data once "
+            "its results are read."),
 ]
 
 

@@ -15,12 +15,14 @@ import collections
 import logging
 import sys
 import threading
-from typing import Any, Callable, Deque, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Deque, Iterator, List, Optional, Tuple, TypeVar
 
 from .futures import Future
 from .futures import cancel as cancel_future
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: Default of the top-level ``max_pending`` setting.
 MAX_PENDING = 10_000
@@ -35,12 +37,14 @@ Submit = Callable[[List[Tuple[tuple, dict]], int], List[Future]]
 class _Feed:
     """A stream's state and its feeder thread (kept apart so a dropped stream is closed)."""
 
-    def __init__(self, pairs: Iterator[Tuple[tuple, dict]], submit: Submit, max_pending: int):
+    def __init__(self, pairs: Iterator[Tuple[tuple, dict]], submit: Submit, max_pending: int,
+                 on_exhausted: Optional[Callable[[], None]] = None):
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
         self.max_pending = max_pending
         self._pairs = pairs
         self._submit = submit
+        self._on_exhausted = on_exhausted
         self._ready: Deque[Future] = collections.deque()
         self._unfinished = 0
         self._submitted = 0
@@ -128,6 +132,11 @@ class _Feed:
                 self._exhausted = True
                 self._pairs = iter(())  # drop the generator and what it holds
                 self._cond.notify_all()
+            if self._on_exhausted is not None:
+                try:
+                    self._on_exhausted()
+                except Exception:
+                    logger.exception("ending a streamed map's input failed")
 
     def _start(self, batch: List[Tuple[tuple, dict]]) -> None:
         futures = self._submit(batch, self._submitted)
@@ -142,13 +151,14 @@ class _Feed:
             future.add_done_callback(self._finished)
 
 
-class FutureStream(Iterator[Future]):
+class FutureStream(Iterator[Future[_T]]):
     """The futures of a streamed ``map``, in input order, produced as the window allows.
 
     Args:
         pairs: an iterator of ``(args, kwargs)``; read on a background thread.
         submit: starts a batch of calls (see :data:`Submit`).
         max_pending: most futures unfinished or not yet taken from the stream.
+        on_exhausted: called (on the feeder thread) once no more calls will start.
 
     Iterating yields each future once. An error reading the input or starting its calls
     is raised by ``next`` after the futures before it. :meth:`close` (also when the
@@ -156,13 +166,14 @@ class FutureStream(Iterator[Future]):
     have not started.
     """
 
-    def __init__(self, pairs: Iterator[Tuple[tuple, dict]], submit: Submit, max_pending: int):
-        self._feed = _Feed(pairs, submit, max_pending)
+    def __init__(self, pairs: Iterator[Tuple[tuple, dict]], submit: Submit, max_pending: int,
+                 on_exhausted: Optional[Callable[[], None]] = None):
+        self._feed = _Feed(pairs, submit, max_pending, on_exhausted)
 
-    def __iter__(self) -> "FutureStream":
+    def __iter__(self) -> "FutureStream[_T]":
         return self
 
-    def __next__(self) -> Future:
+    def __next__(self) -> "Future[_T]":
         return self._feed.next()
 
     @property

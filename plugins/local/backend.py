@@ -146,6 +146,8 @@ class _Worker:
                 frame = read_frame(stdout)
                 if frame[0] == "done":
                     self.pool._on_done(self, frame[1])
+                elif frame[0] == "output":
+                    self.pool._on_output(self, frame[1], frame[2])
                 elif frame[0] == "retire":
                     self.pool._on_retire(self, frame[1])
         except EOFError:
@@ -296,6 +298,14 @@ class WorkerPool:
                 self._idle.notify_all()
         for task, status, result in finished:
             complete_from_status(task.call.future, status, result, self.storage)
+
+    def _on_output(self, worker: _Worker, token: int, chunks: List[Tuple[str, str]]) -> None:
+        """A running call's output: kept on its future (and echoed, if asked)."""
+        with self._lock:
+            task = next((t for t in worker.inflight if t.token == token), None)
+        if task is not None:
+            for stream, text in chunks:
+                task.call.future._add_output(stream, text)
 
     def _on_retire(self, worker: _Worker, reason: str) -> None:
         """The worker exits after its last report; calls it had not started go to others."""

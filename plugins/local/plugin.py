@@ -16,9 +16,17 @@ def localfs_root(section: Mapping[str, Any]) -> str:
 
 
 def localfs_storage(section: Mapping[str, Any]):
+    """``[localfs]``: ``root`` (default ``~/.cache/wrencore/storage``), ``max_age``
+    (seconds a job's data is kept, default a week, 0 forever; see ``prune``)."""
     from wrencore_runtime.storage import LocalFileStorage
 
-    return LocalFileStorage(localfs_root(section))
+    from .prune import MAX_AGE, prune_in_background
+
+    storage = LocalFileStorage(localfs_root(section))
+    max_age = section.float("max_age", MAX_AGE, minimum=0) if hasattr(section, "float") \
+        else float(section.get("max_age", MAX_AGE))
+    prune_in_background(storage.root, max_age)
+    return storage
 
 
 @hookimpl
@@ -51,6 +59,8 @@ def wrencore_register_settings(register):
     register("localfs", [
         Setting("root", "str", None, "Directory of job data; unset: "
                 "`$XDG_CACHE_HOME/wrencore/storage` (`~/.cache/wrencore/storage`)."),
+        Setting("max_age", "float", 7 * 24 * 3600.0, "Seconds a finished job's data is kept "
+                "before it is pruned; 0 keeps everything.", minimum=0),
     ], doc="The `localfs` storage: files under a local directory.")
 
 

@@ -7,7 +7,9 @@ Frames in:  ``("tasks", job, [call, ...])`` or ``("exit",)``; each call carries 
             its slot in this worker's claim file ``$WRENCORE_LOCAL_CLAIMS``.
 Frames out: ``("ready", pid)``, then ``("done", [(claim, status, result_bytes), ...])`` for
             the calls run since the last report, and ``("retire", reason)`` before
-            exiting when the worker must be replaced.
+            exiting when the worker must be replaced. While a call runs, its writes to
+            stdout and stderr and its log records are sent within ``LIVE_DELAY`` seconds
+            as ``("output", claim, [(stream, text), ...])``, whichever thread made them.
 
 Reports of quick calls are sent together: a report waits at most ``REPORT_DELAY`` seconds
 of further quick calls, never for a call of a job with a timeout (the pool times the call
@@ -21,7 +23,11 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
+from itertools import chain, groupby, islice
+from operator import itemgetter
+from typing import List, Optional, Tuple
 
 from wrencore_runtime.runner import JobRunner
 
@@ -43,10 +49,88 @@ def _claim_pipes():
 REPORT_DELAY = 0.001
 #: Most reports sent in one frame.
 REPORT_BATCH = 64
+#: Longest a running call's output waits to be sent with its later output.
+LIVE_DELAY = 0.02
+
+
+class _Frames:
+    """The protocol's output pipe, shared by the main thread and a call's own threads."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def send(self, frame: tuple) -> None:
+        with self._lock:
+            write_frame(self.stream, frame)
+
+
+class _LiveOutput:
+    """Sends the running call's output, which the runner appends to :attr:`queue`.
+
+    A write only appends to the list; while a call runs, a sender thread takes the list
+    (putting a new one in its place) every ``LIVE_DELAY`` seconds and sends it as one
+    ``("output", claim, [(stream, text), ...])`` frame, consecutive writes to one stream
+    joined, so a call printing in a tight loop pays an append per write, not a frame. An
+    append that raced the swap lands in the list taken before and goes with the next
+    frame. :meth:`stop` sends the rest before the call's report; what a thread the call
+    left behind writes while no call runs is dropped.
+    """
+
+    def __init__(self, frames: _Frames) -> None:
+        self.frames = frames
+        self.token: Optional[int] = None
+        self.queue: List[Tuple[str, str]] = []
+        #: The list taken last and how much of it was sent.
+        self._taken: Tuple[List[Tuple[str, str]], int] = ([], 0)
+        self._lock = threading.Lock()
+        self._running = threading.Event()
+        threading.Thread(target=self._send_loop, daemon=True, name="wrencore-live").start()
+
+    def start(self, token: int) -> None:
+        if self.queue or self._taken[0]:
+            self.queue, self._taken = [], ([], 0)
+        self.token = token
+        if not self._running.is_set():  # kept set while calls follow one another
+            self._running.set()
+
+    def _send_loop(self) -> None:
+        while True:
+            self._running.wait()
+            time.sleep(LIVE_DELAY)
+            if self.queue or len(self._taken[0]) > self._taken[1]:
+                self.send()
+            elif self.token is None:
+                self._running.clear()  # no call ran for a while: sleep until the next
+
+    def send(self) -> None:
+        with self._lock:  # held while sending, so stop() cannot overtake a frame in flight
+            previous, sent = self._taken
+            taken = self.queue
+            self.queue = []
+            count = len(taken)
+            self._taken = (taken, count)
+            if self.token is None:
+                return
+            writes = chain(islice(previous, sent, None), islice(taken, count))
+            chunks = [(stream, "".join(map(itemgetter(1), group)))
+                      for stream, group in groupby(writes, key=itemgetter(0))]
+            if not chunks:
+                return
+            try:
+                self.frames.send(("output", self.token, chunks))
+            except (OSError, ValueError):
+                pass  # the pool went away; the call's status still carries its output
+
+    def stop(self) -> None:
+        if self.queue or len(self._taken[0]) > self._taken[1]:
+            self.send()
+        with self._lock:  # a frame the sender thread is sending goes before the report
+            self.token = None
 
 
 class _Reports:
-    def __init__(self, stream) -> None:
+    def __init__(self, stream: _Frames) -> None:
         self.stream = stream
         self.pending: list = []
         self.since = 0.0
@@ -64,7 +148,7 @@ class _Reports:
 
     def flush(self) -> None:
         if self.pending:
-            write_frame(self.stream, ("done", self.pending))
+            self.stream.send(("done", self.pending))
             self.pending = []
 
 
@@ -79,8 +163,10 @@ def _serve() -> int:
     proto_in, proto_out = _claim_pipes()
     claims = ClaimSlots(os.environ["WRENCORE_LOCAL_CLAIMS"])
     runner = JobRunner(worker_id=os.environ.get("WRENCORE_WORKER_ID", ""))
-    reports = _Reports(proto_out)
-    write_frame(proto_out, ("ready", os.getpid()))
+    frames = _Frames(proto_out)
+    reports = _Reports(frames)
+    live = _LiveOutput(frames)
+    frames.send(("ready", os.getpid()))
     while True:
         reports.flush()
         try:
@@ -96,12 +182,14 @@ def _serve() -> int:
                 reports.flush()
             if not claims.claim(token):
                 continue
-            outcome = runner.run(job, call, store=False)
+            live.start(token)
+            outcome = runner.run(job, call, store=False, live=live)
+            live.stop()
             claims.finish(token)
             reports.add((token, outcome.status, outcome.result))
             if runner.needs_replacement:
                 reports.flush()
-                write_frame(proto_out, ("retire", runner.needs_replacement))
+                frames.send(("retire", runner.needs_replacement))
                 return 0
 
 

@@ -264,3 +264,13 @@ def test_changed_settings_are_applied_on_first_use(lambda_env):
         assert executor.backend.function().name == first.name
     configuration = boto3.client("lambda").get_function_configuration(FunctionName=first.name)
     assert (configuration["Timeout"], configuration["MemorySize"]) == (45, 512)
+
+
+def test_output_and_log_records_reach_future_logs(lambda_env):
+    with wrencore.Executor(backend="aws_lambda", config=lambda_env.config) as executor:
+        futures = executor.map_futures(workload.print_and_log, [4, 5])
+        assert wrencore.get_all_results(futures, timeout=60) == [4, 5]
+    logs = futures[1].logs()
+    assert "printed 5\n" in logs and "complained 5\n" in logs
+    assert "WARNING workload: logged 5" in logs
+    assert [r[1:] for r in futures[1].log_records] == [["WARNING", "workload", "logged 5"]]

@@ -46,3 +46,14 @@ def runtime_marker(_):
 
 def environment(_):
     return {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "WRENCORE_"))}
+
+
+def print_and_log(x):
+    """Prints and logs (through the standard logging module) before returning."""
+    import logging
+    import sys
+
+    print(f"printed {x}")
+    print(f"complained {x}", file=sys.stderr)
+    logging.getLogger("workload").warning("logged %s", x)
+    return x

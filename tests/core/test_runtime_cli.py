@@ -31,7 +31,8 @@ def test_build_list_show_test_delete(capsys):
     assert "= {'a': 1}" in tested and runtime_hash in tested
 
     assert main(["runtime", "delete", f"sha256:{runtime_hash}"]) == 0
-    assert "deleted 7 objects" in capsys.readouterr().out  # 6 wheels and the manifest
+    # 7 wheels (pyyaml, msgpack, toolz, wrencore, cloudpickle, pluggy, tqdm) and the manifest
+    assert "deleted 7 objects" in capsys.readouterr().out
     assert main(["runtime", "list"]) == 0
     assert capsys.readouterr().out == "no runtimes stored\n"
     assert main(["runtime", "show", runtime_hash]) == 1
