@@ -336,10 +336,8 @@ class _LocalModuleImports:
 
 # -- installed distributions ------------------------------------------------------------------
 def _requirement(text: str):
-    try:
-        from packaging.requirements import Requirement
-    except ImportError:  # pragma: no cover - pip always vendors it
-        from pip._vendor.packaging.requirements import Requirement  # type: ignore
+    from packaging.requirements import Requirement
+
     return Requirement(text)
 
 

@@ -74,8 +74,6 @@ class StandaloneSettings:
     batch_size: int = 10
     metadata_url: str = "http://169.254.169.254"
     region: Optional[str] = None
-    #: Unused: instances install the runtime the client stored (kept so old configs load).
-    install_spec: Optional[str] = None
     #: Environments of job runtimes on an instance are evicted when unused this long
     #: (seconds), or least recently used first beyond this many bytes.
     env_max_age: float = 7 * 24 * 3600.0
@@ -93,10 +91,15 @@ class StandaloneSettings:
 
     @classmethod
     def from_section(cls, section: Section) -> "StandaloneSettings":
+        if section.get("install_spec") is not None:
+            raise ConfigError(
+                f"[{SECTION}] install_spec is no longer used: instances install wrencore and "
+                f"the job's distributions only from the runtime the client stores (this "
+                f"client's own versions and code); remove the key")
         s = cls()
         for name in ("queue_name", "fleet", "instance_type", "ami", "instance_profile",
                      "key_name", "subnet_id", "log_group", "metadata_url", "region",
-                     "install_spec", "platform"):
+                     "platform"):
             setattr(s, name, section.str(name, getattr(s, name)))
         for name, low, high in _INT_RANGES:
             setattr(s, name, section.int(name, getattr(s, name), minimum=low, maximum=high))
