@@ -26,6 +26,12 @@ class RuntimeMismatchError(WrenError):
     """
 
 
+class RuntimeBuildError(WrenError):
+    """A job's runtime could not be built — on the client (a distribution without a wheel
+    for the workers) or on a worker (the stored runtime is missing or broken); the message
+    names the runtime or distribution and what to do."""
+
+
 class CallTimeoutError(WrenError, TimeoutError):
     """A call ran longer than its ``timeout``."""
 

@@ -10,6 +10,7 @@ from wrencore_runtime.errors import (  # noqa: F401
     DeserializationError,
     InitializerError,
     RemoteError,
+    RuntimeBuildError,
     RuntimeMismatchError,
     SerializationError,
     StatusError,
@@ -34,10 +35,6 @@ class MissingDependencyError(WrenError, ImportError):
 
 class ExecutorShutdownError(WrenError, RuntimeError):
     """Work was submitted to an executor after ``shutdown()``."""
-
-
-class RuntimeBuildError(WrenError):
-    """A job's runtime could not be built; the message names the distribution and what to do."""
 
 
 __all__ = [
