@@ -225,6 +225,9 @@ class StatusWatcher:
             for finished in (set(self._seen_batches) | set(self._failures)) - set(self._pending):
                 self._seen_batches.pop(finished, None)
                 self._failures.pop(finished, None)
+            for key in [k for k in list(self._bad_reads)
+                        if k.split("/", 1)[0] not in self._pending]:
+                self._bad_reads.pop(key, None)  # its job ended (e.g. by a deadline verdict)
         return completed
 
     # -- when to list and sweep -------------------------------------------------------

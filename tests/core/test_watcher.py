@@ -134,6 +134,31 @@ def test_a_status_rewritten_correctly_before_reads_run_out_is_used(tmp_path):
         watcher.stop()
 
 
+def test_unusable_read_counts_are_dropped_when_the_job_ends(tmp_path):
+    storage = LocalFileStorage(str(tmp_path))
+    future = Future("j", "00000")
+    storage.put(layout.status_key("j", "00000"), b"garbage")
+    verdict = []
+    watcher = StatusWatcher(storage, min_interval=0.01, max_interval=0.05, status_reads=1000,
+                            deadline_check=lambda f: verdict[0] if verdict else None)
+    watcher.watch("j", {"00000": future})
+    try:
+        deadline = time.monotonic() + 10
+        while not watcher._bad_reads and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert list(watcher._bad_reads) == [layout.status_key("j", "00000")]
+        verdict.append(RuntimeError("lost"))  # the call ends another way; the job with it
+        with pytest.raises(RuntimeError, match="lost"):
+            future.result(timeout=10)
+        deadline = time.monotonic() + 10
+        while watcher._bad_reads and time.monotonic() < deadline:
+            watcher.poll_once()
+            time.sleep(0.01)
+        assert watcher._bad_reads == {}
+    finally:
+        watcher.stop()
+
+
 def test_batch_status_led_by_another_call_is_refused(tmp_path):
     from wrencore.errors import StatusError
 
