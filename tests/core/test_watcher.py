@@ -175,3 +175,28 @@ def test_batch_status_led_by_another_call_is_refused(tmp_path):
         assert not futures["00001"].done()  # nothing of the refused batch was used
     finally:
         watcher.stop()
+
+
+def test_a_corrupt_batch_status_ends_every_call_its_key_names(tmp_path):
+    from wrencore.errors import StatusError
+
+    key = layout.batch_status_key("j", "00009", 0, "00011")
+    assert key == "j/00009/batch-status-to-00011.json" and layout.is_batch_status_key(key)
+    assert layout.attempt_of_batch_status_key(layout.batch_status_key("j", "1", 2, "3")) == 2
+    assert [c for c in ("00008", "00009", "00010", "00011", "00012")
+            if layout.batch_status_covers(key, c)] == ["00009", "00010", "00011"]
+    assert layout.batch_status_covers("j/99999/batch-status-to-100001.json", "100000")
+    assert layout.parse_status_key(key) is None
+
+    storage = LocalFileStorage(str(tmp_path))
+    futures = {c: Future("j", c) for c in ("00008", "00009", "00010", "00011", "00012")}
+    storage.put(key, b'{"statuses": [trunc')
+    watcher = _watch(storage, futures, status_reads=2)
+    try:
+        for call_id in ("00009", "00010", "00011"):
+            with pytest.raises(StatusError, match="batch-status-to-00011.json is corrupt"):
+                futures[call_id].result(timeout=10)
+        time.sleep(0.2)
+        assert not futures["00008"].done() and not futures["00012"].done()
+    finally:
+        watcher.stop()
