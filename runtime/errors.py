@@ -100,6 +100,22 @@ def _storage_error(cls, message, transient):
     return cls(message, transient=transient)
 
 
+class QueueError(WrenError):
+    """A queue request failed: the message names the operation, the queue and the error.
+
+    ``transient`` as for :class:`StorageError`. A backend whose task queue keeps failing
+    (deleted, access denied) ends its pending calls with this error instead of waiting
+    forever: their messages can no longer reach a worker or be found.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+    def __reduce__(self):
+        return (_storage_error, (type(self), str(self), self.transient))
+
+
 class StatusError(DeserializationError):
     """A call's status object could not be used: unreadable, corrupt, or not this call's.
 

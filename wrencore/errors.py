@@ -9,6 +9,7 @@ from wrencore_runtime.errors import (  # noqa: F401
     CallTimeoutError,
     DeserializationError,
     InitializerError,
+    QueueError,
     RemoteError,
     RuntimeBuildError,
     RuntimeMismatchError,
@@ -40,7 +41,7 @@ class ExecutorShutdownError(WrenError, RuntimeError):
 __all__ = [
     "WrenError", "ConfigError", "UnknownNameError", "MissingDependencyError",
     "ExecutorShutdownError", "CallCancelledError", "CallTimeoutError", "DeserializationError",
-    "InitializerError", "RuntimeBuildError",
+    "InitializerError", "QueueError", "RuntimeBuildError",
     "RemoteError", "RuntimeMismatchError", "SerializationError", "StatusError", "StorageError",
     "StorageKeyError",
     "WorkerCrashedError",

@@ -36,7 +36,9 @@ about 0.2 requests or less, whatever the job's size; no GET is needed for small 
 
 Storage stays the durable record and the listing stays as the fallback, so the guarantees
 above hold whether or not the channel does: a job is listed as before while the channel
-is unusable (not created, failing), and otherwise only after the channel has been quiet
+is unusable (not created, failing — and for good once it failed ``permanent_attempts``
+times in a row with an error repeating cannot fix, such as a deleted queue, or for
+``give_up_after`` seconds), and otherwise only after the channel has been quiet
 for ``quiet_listing_after`` seconds while calls are pending — a worker that died between
 its storage write and its publish, a status replaced in storage, a bucket gone — backing
 off to ``quiet_listing_max`` between such listings. Channel messages are notifications: a
@@ -158,6 +160,8 @@ class StatusWatcher:
         self.channel_wait = channel_wait
         self.channel_gather = channel_gather
         self._channel_healthy = True  # until a receive fails
+        #: Why the channel was given up for good (then storage is listed), or None.
+        self.channel_failure: Optional[BaseException] = None
         self._last_heard = time.monotonic()
         self._quiet_interval = quiet_listing_after
         self._next_quiet_listing = 0.0
@@ -441,6 +445,7 @@ class StatusWatcher:
         unacknowledged: List[Any] = []
         oldest = 0.0
         failures = 0
+        streak = _FailureStreak()
         while not self._stopped:
             if not self.pending_count() or not self.channel.ready:
                 self._flush_acknowledgements(unacknowledged)
@@ -451,11 +456,21 @@ class StatusWatcher:
                 messages = self.channel.receive(self.channel_wait)
             except Exception as exc:
                 failures += 1
+                if failures == 1:
+                    streak = _FailureStreak()
+                streak.attempts += 1 if not getattr(exc, "transient", True) else 0
                 if self._channel_healthy or failures == 1:
                     logger.warning("the completion channel failed; listing storage instead "
                                    "until it works again: %s", exc)
                 self._channel_healthy = False
                 self._wake.set()  # the listing takes over at once
+                if (streak.attempts >= self.permanent_attempts
+                        or time.monotonic() - streak.started >= self.give_up_after):
+                    logger.error("the completion channel failed %d times in a row over %.1f s; "
+                                 "storage is listed instead from now on: %s", failures,
+                                 time.monotonic() - streak.started, exc)
+                    self.channel_failure = exc
+                    break  # the listing, which needs no channel, ends every call
                 self._stop_event.wait(min(10.0, 0.5 * failures))
                 continue
             if not self._channel_healthy:
