@@ -186,6 +186,10 @@ class StatusWatcher:
         self._wake.set()
         self._channel_wake.set()
 
+    def listing_failing(self, job_id: str) -> bool:
+        """Whether the job's listing is failing now (its own verdict, StorageError, is due)."""
+        return job_id in self._failures
+
     def pending_count(self) -> int:
         with self._lock:
             return sum(len(v) for v in self._pending.values())

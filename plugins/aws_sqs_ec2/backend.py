@@ -218,6 +218,8 @@ class StandaloneBackend(Backend):
         with self._dead_lock:
             receives = self._dead.get(future.job_id, {}).get((future.call_id, future.attempt))
         if receives is None:
+            if self.watcher.listing_failing(future.job_id):
+                return None  # storage fails too (e.g. the region's endpoint): StorageError
             return self._queue_health.failure
         error = WorkerCrashedError(
             f"call {future.call_id} of job {future.job_id} never reported a result: its "
