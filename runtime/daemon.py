@@ -11,7 +11,9 @@ to the client's completion channel when the job has one, and only then deletes t
 invisible. A redelivered message whose calls already have a status is deleted without
 running them again. A message that cannot be decoded is released at once, so it reaches
 the dead-letter queue after ``max_receives`` receives; the client fails the futures of
-calls it finds there.
+calls it finds there. A job whose runtime's environment cannot be built (the runtime is
+missing from storage or broken) fails its calls at once with a ``RuntimeBuildError`` status
+naming the runtime and what to do, and its message is settled, not received again.
 
 The daemon talks to its queue and storages only through
 :class:`~wrencore_runtime.queues.TaskQueue` and :class:`~wrencore_runtime.storage.Storage`;
@@ -58,9 +60,10 @@ from typing import Any, Callable, Dict, List, Optional
 
 from . import completion, layout
 from .environment import EnvironmentProcessDied, JobEnvironments
+from .errors import RuntimeBuildError
 from .protocol import decode_json, encode_json
 from .queues import QueueMessage, TaskQueue, queue_from_spec
-from .runner import JobRunner, cancel_marker, cancelled_status
+from .runner import JobRunner, cancel_marker, cancelled_status, failed_status
 from .storage import storage_from_spec
 
 logger = logging.getLogger(__name__)
@@ -462,7 +465,11 @@ class Daemon:
                   running: "_RunningCall") -> None:
         if job.get("runtime") and self.runner._runtime_mismatch(job):
             # Another runtime than this daemon's own: run it in that runtime's environment.
-            process = self.environments.runner_for(job)
+            try:
+                process = self.environments.runner_for(job)
+            except RuntimeBuildError as exc:  # missing or broken: no receive will fix it
+                self._put_status(job, call, failed_status(job, call, exc))
+                return
             running.process = process
             self._running = running
             try:

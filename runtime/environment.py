@@ -34,9 +34,10 @@ import tempfile
 import time
 import zipfile
 from importlib import metadata
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from . import layout
+from .errors import RuntimeBuildError, StorageError, StorageKeyError
 from .storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -313,10 +314,35 @@ if __name__ == "__main__":
     sys.exit(2)
 
 
+def unbuildable(runtime_hash: str, storage: Storage, exc: BaseException,
+                worker_id: str = "") -> RuntimeBuildError:
+    """The error that fails the calls of a job whose runtime's environment cannot be built
+    from ``storage``: it names the runtime, what went wrong and what to do."""
+    where = f"worker {worker_id}" if worker_id else "the worker"
+    stored = storage.location(layout.runtime_prefix(runtime_hash))
+    if isinstance(exc, StorageKeyError):
+        return RuntimeBuildError(
+            f"{where} could not build the environment of the job's runtime "
+            f"{runtime_hash[:16]}: {storage.location(str(exc.args[0]) if exc.args else '')} "
+            f"is missing from storage (the runtime {stored} was deleted after the job was "
+            f"submitted, e.g. by `wrencore runtime delete`). Submit the job again from a new "
+            f"Python process, which stores the runtime again, or store it with "
+            f"`wrencore runtime build`; the job's calls were not run")
+    return RuntimeBuildError(
+        f"{where} could not build the environment of the job's runtime {runtime_hash[:16]} "
+        f"from {stored}: {type(exc).__name__}: {exc}. Delete the stored runtime "
+        f"(`wrencore runtime delete {runtime_hash[:16]}`) and submit the job again from a new "
+        f"Python process, which stores it afresh; the job's calls were not run")
+
+
 class JobEnvironments:
     """A worker's environments for jobs whose runtime is not its own: built on first use
     from storage under ``root``, each served by one :class:`EnvironmentProcess` (at most
     ``max_processes`` alive), evicted from disk by age and total size."""
+
+    #: Seconds a runtime whose environment could not be built fails its calls at once,
+    #: without trying again (a message's calls, a job's next messages).
+    FAILURE_MEMORY = 10.0
 
     def __init__(self, root: str, *, max_age: float = 7 * 24 * 3600.0,
                  max_bytes: int = 20 * 1024 ** 3, max_processes: int = 2,
@@ -324,18 +350,35 @@ class JobEnvironments:
         self.root, self.max_age, self.max_bytes = root, max_age, max_bytes
         self.max_processes, self.worker_id = max_processes, worker_id
         self.processes: "Dict[str, EnvironmentProcess]" = {}
+        self._failures: "Dict[str, Tuple[float, RuntimeBuildError]]" = {}
 
     def runner_for(self, job: Dict[str, Any]) -> EnvironmentProcess:
+        """The process running ``job``'s runtime. Raises :class:`RuntimeBuildError` when its
+        environment cannot be built (the runtime is missing from storage or broken) — the
+        job's calls cannot run here, and repeating will not help; a transient storage error
+        propagates as it is."""
         from .storage import storage_from_spec
 
         runtime_hash = job["runtime"]["hash"]
+        failed = self._failures.get(runtime_hash)
+        if failed is not None and time.monotonic() - failed[0] < self.FAILURE_MEMORY:
+            raise failed[1]
         process = self.processes.pop(runtime_hash, None)
         if process is None or not process.alive:
-            env_dir = build_environment(storage_from_spec(job["storage"]), runtime_hash,
-                                        self.root)
-            evict_environments(self.root, max_age=self.max_age, max_bytes=self.max_bytes,
-                               keep={runtime_hash, *self.processes})
-            process = EnvironmentProcess(env_dir, self.worker_id)
+            storage = storage_from_spec(job["storage"])
+            try:
+                env_dir = build_environment(storage, runtime_hash, self.root)
+                evict_environments(self.root, max_age=self.max_age, max_bytes=self.max_bytes,
+                                   keep={runtime_hash, *self.processes})
+                process = EnvironmentProcess(env_dir, self.worker_id)
+            except Exception as exc:
+                if isinstance(exc, StorageError) and exc.transient:
+                    raise
+                error = unbuildable(runtime_hash, storage, exc, self.worker_id)
+                self._failures[runtime_hash] = (time.monotonic(), error)
+                logger.error("%s", error)
+                raise error from exc
+            self._failures.pop(runtime_hash, None)
         self.processes[runtime_hash] = process  # most recently used last
         while len(self.processes) > self.max_processes:
             oldest = next(iter(self.processes))

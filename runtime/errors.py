@@ -26,6 +26,12 @@ class RuntimeMismatchError(WrenError):
     """
 
 
+class RuntimeBuildError(WrenError):
+    """A job's runtime could not be built — on the client (a distribution without a wheel
+    for the workers) or on a worker (the stored runtime is missing or broken); the message
+    names the runtime or distribution and what to do."""
+
+
 class CallTimeoutError(WrenError, TimeoutError):
     """A call ran longer than its ``timeout``."""
 
@@ -92,6 +98,22 @@ class StorageError(WrenError):
 
 def _storage_error(cls, message, transient):
     return cls(message, transient=transient)
+
+
+class QueueError(WrenError):
+    """A queue request failed: the message names the operation, the queue and the error.
+
+    ``transient`` as for :class:`StorageError`. A backend whose task queue keeps failing
+    (deleted, access denied) ends its pending calls with this error instead of waiting
+    forever: their messages can no longer reach a worker or be found.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+    def __reduce__(self):
+        return (_storage_error, (type(self), str(self), self.transient))
 
 
 class StatusError(DeserializationError):

@@ -133,7 +133,7 @@ class _Reporter:
 
     def _put_batch(self, statuses: list, results: Dict[str, bytes]) -> None:
         key = layout.batch_status_key(self.job["job_id"], statuses[0]["call_id"],
-                                      statuses[0].get("attempt", 0))
+                                      statuses[0].get("attempt", 0), statuses[-1]["call_id"])
         batch = {"job_id": self.job["job_id"], "statuses": statuses, "results": results}
         self.storage.put(key, encode_json(batch).encode())
         completion.publish(self.job, statuses, results, key)

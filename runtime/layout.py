@@ -11,9 +11,10 @@ prefix::
     {job_id}/{call_id}/result.pickle   a call's pickled result, when not returned inline
     {job_id}/{call_id}/status.json     a call's outcome and metadata (and its pickled result
                                        under "result" when small); written last
-    {job_id}/{call_id}/batch-status.json
+    {job_id}/{call_id}/batch-status[-to-{last_call_id}].json
                                        outcomes (and small results) of several calls run
-                                       together, starting with {call_id}; written last
+                                       together, {call_id} through {last_call_id} of one
+                                       chunk; written last
     {job_id}/cancel/{call_id}.json     the call's cancel marker: the client asks workers not
                                        to start the call (and, if its ``stop_running`` says
                                        so, to stop it while it runs); all of a job's markers
@@ -41,6 +42,8 @@ by every job that uses them::
     runtimes/{hash}/runtime.json          its manifest; written last (the commit marker)
     runtimes/{hash}/bundle.tar            the wheels in one object (for instance bootstrap)
 """
+
+import re
 
 JOB_HEADER = "job.json"
 TIMELINE = "timeline.json"
@@ -129,18 +132,45 @@ def cancel_key(job_id: str, call_id: str, attempt: int = 0) -> str:
     return f"{job_id}/{CANCEL_DIR}/{_of_attempt(call_id + '.json', attempt)}"
 
 
-def batch_status_key(job_id: str, first_call_id: str, attempt: int = 0) -> str:
-    """Where a chunk starting with ``first_call_id`` (at ``attempt``) writes its outcomes."""
-    return f"{job_id}/{first_call_id}/{_of_attempt(BATCH_STATUS, attempt)}"
+def batch_status_key(job_id: str, first_call_id: str, attempt: int = 0,
+                     last_call_id: "str | None" = None) -> str:
+    """Where the outcomes of a run of a chunk's calls, from ``first_call_id`` through
+    ``last_call_id`` (at ``attempt``), are written: ``batch-status.json`` for a single call,
+    ``batch-status-to-{last_call_id}.json`` for several. The key names every call it covers
+    (a chunk's calls in call-id order), so a batch that cannot be read still says whose
+    outcomes it held."""
+    name = BATCH_STATUS if last_call_id in (None, first_call_id) \
+        else f"batch-status-to-{last_call_id}.json"
+    return f"{job_id}/{first_call_id}/{_of_attempt(name, attempt)}"
+
+
+_BATCH_NAME = re.compile(r"batch-status(?:-to-(?P<last>[^/.]+))?(?:\.(?P<attempt>[1-9][0-9]*))?"
+                         r"\.json\Z")
 
 
 def attempt_of_batch_status_key(key: str) -> "int | None":
     """The attempt of a batch status key's first call, or None for other keys."""
-    return _attempt_of(key.rsplit("/", 1)[-1], BATCH_STATUS)
+    match = _BATCH_NAME.match(key.rsplit("/", 1)[-1])
+    return None if match is None else int(match["attempt"] or 0)
 
 
 def is_batch_status_key(key: str) -> bool:
     return attempt_of_batch_status_key(key) is not None
+
+
+def _call_order(call_id: str) -> "tuple[int, str]":
+    return len(call_id), call_id  # "00009" < "00010" < "100000"
+
+
+def batch_status_covers(key: str, call_id: str) -> bool:
+    """Whether the batch status ``key`` holds the outcome of ``call_id`` (of its attempt)."""
+    parts = key.rstrip("/").split("/")
+    match = _BATCH_NAME.match(parts[-1]) if len(parts) >= 3 else None
+    if match is None:
+        return False
+    first = parts[-2]
+    last = match["last"] or first
+    return _call_order(first) <= _call_order(call_id) <= _call_order(last)
 
 
 RUNTIMES = "runtimes/"

@@ -9,11 +9,13 @@ as for every boto3 client (``AWS_ENDPOINT_URL`` included), never from the spec.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
+from .errors import QueueError
 from .queues import QueueMessage, TaskQueue
 
 logger = logging.getLogger(__name__)
@@ -22,6 +24,35 @@ logger = logging.getLogger(__name__)
 BATCH_LIMIT = 10
 MAX_WAIT = 20
 DLQ_SUFFIX = "-dlq"
+#: Error codes worth repeating a request for (with 5xx and connection failures).
+_TRANSIENT_CODES = {
+    "ThrottlingException", "Throttling", "RequestThrottled", "ServiceUnavailable",
+    "InternalError", "InternalFailure", "KmsThrottled", "RequestTimeout",
+}
+
+
+def queue_error(operation: str, queue: str, exc: BaseException) -> QueueError:
+    """A :class:`QueueError` that names the SQS operation, the queue and the error."""
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import HTTPClientError
+
+    response = getattr(exc, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", "") or "")
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    transient = (isinstance(exc, (BotoConnectionError, HTTPClientError))
+                 or code in _TRANSIENT_CODES or status == 429 or status >= 500)
+    reason = code or f"{type(exc).__name__}: {exc}"
+    return QueueError(f"{operation} on queue {queue} failed: {reason}", transient=transient)
+
+
+@contextlib.contextmanager
+def _failing_as(operation: str, queue: str) -> Iterator[None]:
+    try:
+        yield
+    except QueueError:
+        raise
+    except Exception as exc:
+        raise queue_error(operation, queue, exc) from exc
 
 
 def _boto3_client(service: str, region: Optional[str]):
@@ -115,7 +146,9 @@ class SQSQueue(TaskQueue):
             chunk = bodies[start:start + BATCH_LIMIT]
             entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(chunk)]
             for _attempt in range(5):
-                response = self.client.send_message_batch(QueueUrl=self.url, Entries=entries)
+                with _failing_as("SendMessageBatch", self.name):
+                    response = self.client.send_message_batch(QueueUrl=self.url,
+                                                              Entries=entries)
                 failed = response.get("Failed") or []
                 if not failed:
                     break
@@ -129,15 +162,18 @@ class SQSQueue(TaskQueue):
 
     def receive(self, max_messages: int = 10, wait_time: float = 20.0,
                 visibility_timeout: Optional[float] = None) -> List[QueueMessage]:
+        with _failing_as("GetQueueUrl", self.name):
+            url = self.url
         kwargs: Dict[str, Any] = {
-            "QueueUrl": self.url,
+            "QueueUrl": url,
             "MaxNumberOfMessages": max(1, min(BATCH_LIMIT, int(max_messages))),
             "WaitTimeSeconds": max(0, min(MAX_WAIT, int(round(wait_time)))),
             "AttributeNames": ["ApproximateReceiveCount"],
         }
         if visibility_timeout is not None:
             kwargs["VisibilityTimeout"] = int(visibility_timeout)
-        response = self.client.receive_message(**kwargs)
+        with _failing_as("ReceiveMessage", self.name):
+            response = self.client.receive_message(**kwargs)
         return [
             QueueMessage(
                 message_id=m["MessageId"], body=m["Body"], receipt=m["ReceiptHandle"],
@@ -162,10 +198,11 @@ class SQSQueue(TaskQueue):
             QueueUrl=self.url, ReceiptHandle=message.receipt, VisibilityTimeout=int(timeout))
 
     def depth(self) -> Dict[str, int]:
-        attributes = self.client.get_queue_attributes(QueueUrl=self.url, AttributeNames=[
-            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-            "ApproximateNumberOfMessagesDelayed",
-        ])["Attributes"]
+        with _failing_as("GetQueueAttributes", self.name):
+            attributes = self.client.get_queue_attributes(QueueUrl=self.url, AttributeNames=[
+                "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ])["Attributes"]
         return {
             "visible": int(attributes.get("ApproximateNumberOfMessages", 0))
             + int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
@@ -192,9 +229,10 @@ class SQSQueue(TaskQueue):
         """Peek at the dead-letter queue (messages stay there)."""
         seen: Dict[str, QueueMessage] = {}
         for _round in range(100):
-            response = self.client.receive_message(
-                QueueUrl=self.dlq_url, MaxNumberOfMessages=BATCH_LIMIT, WaitTimeSeconds=0,
-                VisibilityTimeout=2, AttributeNames=["ApproximateReceiveCount"])
+            with _failing_as("ReceiveMessage", self.name + DLQ_SUFFIX):
+                response = self.client.receive_message(
+                    QueueUrl=self.dlq_url, MaxNumberOfMessages=BATCH_LIMIT, WaitTimeSeconds=0,
+                    VisibilityTimeout=2, AttributeNames=["ApproximateReceiveCount"])
             batch = response.get("Messages", [])
             fresh = [m for m in batch if m["MessageId"] not in seen]
             for m in fresh:

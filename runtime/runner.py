@@ -210,12 +210,18 @@ def cancelled_status(job: Dict[str, Any], call: Dict[str, Any], when: str) -> Di
     """The status of a call cancelled ``when`` (e.g. "before it started")."""
     error = CallCancelledError(f"call {call['call_id']} of job {job['job_id']} was cancelled "
                                f"{when}")
+    return failed_status(job, call, error, "worker_cancelled_timestamp")
+
+
+def failed_status(job: Dict[str, Any], call: Dict[str, Any], error: BaseException,
+                  timestamp_key: str = "worker_end_timestamp") -> Dict[str, Any]:
+    """The status of a call that fails with ``error`` without running."""
     return {
         "job_id": job["job_id"], "call_id": call["call_id"],
         "attempt": call.get("attempt", 0), "success": False,
         "result_key": None, "exception": describe_exception(error), "stdout": "", "stderr": "",
         "metadata": {"host_submit_timestamp": call.get("host_submit_timestamp"),
-                     "worker_cancelled_timestamp": time.time()},
+                     timestamp_key: time.time()},
     }
 
 

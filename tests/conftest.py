@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
 import wrencore
 from wrencore import plugins
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test that runs simulated fleet instances shows their logs (boot, cloud-init
+    output, supervisord, daemons), so a broken instance is not just a timeout."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    harnesses = sys.modules.get("tests.servers.fleet_harness")
+    for harness in list(harnesses.FleetHarness.live) if harnesses else ():
+        report.sections.append((f"fleet harness {harness.fleet}", harness.failure_report()))
 
 
 @pytest.fixture(autouse=True)

@@ -33,6 +33,7 @@ from .errors import (
     ExecutorShutdownError,
     InitializerError,
     MissingDependencyError,
+    QueueError,
     RemoteError,
     RuntimeBuildError,
     RuntimeMismatchError,
@@ -70,7 +71,7 @@ __all__ = [
     "shutdown_default_executors",
     "WrenError", "CallCancelledError", "CallTimeoutError", "ConfigError",
     "DeserializationError", "ExecutorShutdownError", "InitializerError", "MissingDependencyError",
-    "RemoteError", "RuntimeBuildError", "RuntimeMismatchError", "SerializationError",
+    "QueueError", "RemoteError", "RuntimeBuildError", "RuntimeMismatchError", "SerializationError",
     "StatusError", "StorageError",
     "UnknownNameError", "WorkerCrashedError",
 ]

@@ -15,8 +15,9 @@ only infrastructure failures are retried (:func:`is_infrastructure_failure`):
 * :class:`WorkerCrashedError` — the worker died mid-call (local worker killed, Lambda
   sandbox crashed or timed out: ``LostCallError``; fleet message dead-lettered after its
   worker kept dying or its instance was terminated);
-* a transient :class:`StorageError` — the job's storage failed for ``storage_retry_for``
-  seconds with errors that repeating may fix;
+* a transient :class:`StorageError` or :class:`QueueError` — the job's storage, or the
+  fleet's task queue, failed for ``storage_retry_for`` seconds with errors that repeating
+  may fix;
 * any error whose class sets ``infrastructure_failure = True`` — the Lambda backend's
   ``InvocationError`` (invocation refused, e.g. throttled past ``retry_for``).
 
@@ -63,7 +64,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 from .backends import Call
 from .config import Section
-from .errors import CallCancelledError, ConfigError, StorageError, WorkerCrashedError
+from .errors import CallCancelledError, ConfigError, QueueError, StorageError, WorkerCrashedError
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def is_infrastructure_failure(exc: BaseException) -> bool:
     """Whether ``exc`` says the call's machinery failed, not the user's code."""
     if isinstance(exc, WorkerCrashedError):
         return True
-    if isinstance(exc, StorageError):
+    if isinstance(exc, (StorageError, QueueError)):
         return bool(exc.transient)
     return bool(getattr(type(exc), "infrastructure_failure", False))
 

@@ -69,8 +69,9 @@ _STDLIB = set(getattr(sys, "stdlib_module_names", ())) | set(sys.builtin_module_
 
 
 #: wrencore's dependencies that only the user's computer needs (the command line, checking
-#: the configuration, progress bars): a worker never imports them, so runtimes leave them out.
-CLIENT_ONLY = frozenset({"click", "msgspec", "tqdm"})
+#: the configuration, progress bars, parsing requirements to build runtimes): a worker never
+#: imports them, so runtimes leave them out.
+CLIENT_ONLY = frozenset({"click", "msgspec", "packaging", "tqdm"})
 
 
 def cache_dir(*parts: str) -> str:
@@ -341,10 +342,8 @@ class _LocalModuleImports:
 
 # -- installed distributions ------------------------------------------------------------------
 def _requirement(text: str):
-    try:
-        from packaging.requirements import Requirement
-    except ImportError:  # pragma: no cover - pip always vendors it
-        from pip._vendor.packaging.requirements import Requirement  # type: ignore
+    from packaging.requirements import Requirement
+
     return Requirement(text)
 
 

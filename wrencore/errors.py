@@ -9,7 +9,9 @@ from wrencore_runtime.errors import (  # noqa: F401
     CallTimeoutError,
     DeserializationError,
     InitializerError,
+    QueueError,
     RemoteError,
+    RuntimeBuildError,
     RuntimeMismatchError,
     SerializationError,
     StatusError,
@@ -36,14 +38,10 @@ class ExecutorShutdownError(WrenError, RuntimeError):
     """Work was submitted to an executor after ``shutdown()``."""
 
 
-class RuntimeBuildError(WrenError):
-    """A job's runtime could not be built; the message names the distribution and what to do."""
-
-
 __all__ = [
     "WrenError", "ConfigError", "UnknownNameError", "MissingDependencyError",
     "ExecutorShutdownError", "CallCancelledError", "CallTimeoutError", "DeserializationError",
-    "InitializerError", "RuntimeBuildError",
+    "InitializerError", "QueueError", "RuntimeBuildError",
     "RemoteError", "RuntimeMismatchError", "SerializationError", "StatusError", "StorageError",
     "StorageKeyError",
     "WorkerCrashedError",

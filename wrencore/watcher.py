@@ -1,8 +1,8 @@
 """Completing futures by watching storage, for backends whose workers write status there.
 
 One background thread per watcher lists each watched job's prefix, reads the statuses of
-calls that finished — one ``status.json`` per call, or a ``batch-status.json`` for several
-calls run together (see ``wrencore_runtime.layout``) — with a small pool of fetch threads,
+calls that finished — one ``status.json`` per call, or a batch status for several calls
+run together, whose key names the first and last (see ``wrencore_runtime.layout``) — with a small pool of fetch threads,
 and completes their futures. The polling interval adapts: it shrinks
 to ``min_interval`` while results arrive and grows to ``max_interval`` while none do. A
 missing key is "not yet".
@@ -18,8 +18,8 @@ Every watched future ends, in bounded time, with its own outcome:
   poll, whether or not the job's listing succeeded.
 * A status is used only for the future it belongs to: its ``job_id``, ``call_id`` and
   ``attempt`` must match its key's. A status that is corrupt, unreadable or another call's is
-  refused and logged; when it still is after ``status_reads`` reads, its call ends with
-  :class:`StatusError` naming the object. Each attempt of a call writes its own status (see
+  refused and logged; when it still is after ``status_reads`` reads, its call — or every
+  call a batch status covers — ends with :class:`StatusError` naming the object. Each attempt of a call writes its own status (see
   ``wrencore_runtime.layout``); only those of attempts the future still waits for are read
   (``Future.accepts_attempt``), and a call stays watched until its future is done.
 
@@ -36,7 +36,9 @@ about 0.2 requests or less, whatever the job's size; no GET is needed for small 
 
 Storage stays the durable record and the listing stays as the fallback, so the guarantees
 above hold whether or not the channel does: a job is listed as before while the channel
-is unusable (not created, failing), and otherwise only after the channel has been quiet
+is unusable (not created, failing — and for good once it failed ``permanent_attempts``
+times in a row with an error repeating cannot fix, such as a deleted queue, or for
+``give_up_after`` seconds), and otherwise only after the channel has been quiet
 for ``quiet_listing_after`` seconds while calls are pending — a worker that died between
 its storage write and its publish, a status replaced in storage, a bucket gone — backing
 off to ``quiet_listing_max`` between such listings. Channel messages are notifications: a
@@ -158,6 +160,8 @@ class StatusWatcher:
         self.channel_wait = channel_wait
         self.channel_gather = channel_gather
         self._channel_healthy = True  # until a receive fails
+        #: Why the channel was given up for good (then storage is listed), or None.
+        self.channel_failure: Optional[BaseException] = None
         self._last_heard = time.monotonic()
         self._quiet_interval = quiet_listing_after
         self._next_quiet_listing = 0.0
@@ -181,6 +185,10 @@ class StatusWatcher:
                 self._channel_thread.start()
         self._wake.set()
         self._channel_wake.set()
+
+    def listing_failing(self, job_id: str) -> bool:
+        """Whether the job's listing is failing now (its own verdict, StorageError, is due)."""
+        return job_id in self._failures
 
     def pending_count(self) -> int:
         with self._lock:
@@ -225,6 +233,9 @@ class StatusWatcher:
             for finished in (set(self._seen_batches) | set(self._failures)) - set(self._pending):
                 self._seen_batches.pop(finished, None)
                 self._failures.pop(finished, None)
+            for key in [k for k in list(self._bad_reads)
+                        if k.split("/", 1)[0] not in self._pending]:
+                self._bad_reads.pop(key, None)  # its job ended (e.g. by a deadline verdict)
         return completed
 
     # -- when to list and sweep -------------------------------------------------------
@@ -351,19 +362,27 @@ class StatusWatcher:
 
     def _refuse(self, key: str, future: Optional[Future], problem: str) -> List[str]:
         """Count an unusable read of ``key``; end ``future`` once reads are exhausted."""
+        return self._refuse_for(key, [future] if future is not None else [], problem)
+
+    def _refuse_for(self, key: str, futures: List[Future], problem: str) -> List[str]:
+        """Count an unusable read of ``key``; end every one of ``futures`` (the calls whose
+        outcome it holds) once reads are exhausted."""
         reads = self._bad_reads.get(key, 0) + 1
         self._bad_reads[key] = reads
         location = self.storage.location(key)
         logger.warning("refused status %s (read %d of %d): it %s", location, reads,
                        self.status_reads, problem)
-        if reads < self.status_reads or future is None:
+        if reads < self.status_reads or not futures:
             return []
         self._bad_reads.pop(key, None)
-        ended = future.fail(StatusError(
-            f"the status of call {future.call_id} of job {future.job_id} at {location} "
-            f"{problem} (refused after {reads} reads); the call's outcome is unknown"))
-        self._forget(future.job_id, future.call_id)
-        return [future.call_id] if ended else []
+        ended = []
+        for future in futures:
+            if future.fail(StatusError(
+                    f"the status of call {future.call_id} of job {future.job_id} at {location} "
+                    f"{problem} (refused after {reads} reads); the call's outcome is unknown")):
+                ended.append(future.call_id)
+            self._forget(future.job_id, future.call_id)
+        return ended
 
     def _complete_batch(self, job_id: str, key: str, calls: Dict[str, Future]) -> List[str]:
         first_call_id = key.rstrip("/").split("/")[-2]
@@ -375,10 +394,9 @@ class StatusWatcher:
             if exc.transient:
                 logger.warning("reading batch status %s failed, will retry: %s", key, exc)
                 return []
-            return self._refuse_batch(job_id, key, calls.get(first_call_id),
-                                      f"could not be read: {exc}")
+            return self._refuse_batch(job_id, key, calls, f"could not be read: {exc}")
         except Exception as exc:
-            return self._refuse_batch(job_id, key, calls.get(first_call_id),
+            return self._refuse_batch(job_id, key, calls,
                                       f"is corrupt: {type(exc).__name__}: {exc}")
         statuses = batch.get("statuses") if isinstance(batch, dict) else None
         first = statuses[0] if isinstance(statuses, list) and statuses else None
@@ -387,7 +405,7 @@ class StatusWatcher:
         if problem is None and batch.get("job_id", job_id) != job_id:
             problem = f"belongs to job {batch.get('job_id')!r}, not to job {job_id!r}"
         if problem:
-            return self._refuse_batch(job_id, key, calls.get(first_call_id), problem)
+            return self._refuse_batch(job_id, key, calls, problem)
         self._bad_reads.pop(key, None)
         done = []
         results = batch.get("results") or {}
@@ -411,13 +429,14 @@ class StatusWatcher:
             self._seen_batches.setdefault(job_id, set()).add(key)
         return done
 
-    def _refuse_batch(self, job_id: str, key: str, first: Optional[Future],
+    def _refuse_batch(self, job_id: str, key: str, calls: Dict[str, Future],
                       problem: str) -> List[str]:
-        """Refuse a batch status; once reads are exhausted, end its first call and skip it.
-
-        Its other calls are not named by the key; the backend's deadline verdict ends them.
-        """
-        ended = self._refuse(key, first, problem)
+        """Refuse a batch status; once reads are exhausted, end every pending call it covers
+        (its key names them: ``layout.batch_status_covers``) and skip it."""
+        attempt = layout.attempt_of_batch_status_key(key) or 0
+        covered = [f for call_id, f in calls.items()
+                   if layout.batch_status_covers(key, call_id) and f.accepts_attempt(attempt)]
+        ended = self._refuse_for(key, covered, problem)
         if self._bad_reads.get(key, self.status_reads) >= self.status_reads:
             with self._lock:
                 self._seen_batches.setdefault(job_id, set()).add(key)
@@ -430,6 +449,7 @@ class StatusWatcher:
         unacknowledged: List[Any] = []
         oldest = 0.0
         failures = 0
+        streak = _FailureStreak()
         while not self._stopped:
             if not self.pending_count() or not self.channel.ready:
                 self._flush_acknowledgements(unacknowledged)
@@ -440,11 +460,21 @@ class StatusWatcher:
                 messages = self.channel.receive(self.channel_wait)
             except Exception as exc:
                 failures += 1
+                if failures == 1:
+                    streak = _FailureStreak()
+                streak.attempts += 1 if not getattr(exc, "transient", True) else 0
                 if self._channel_healthy or failures == 1:
                     logger.warning("the completion channel failed; listing storage instead "
                                    "until it works again: %s", exc)
                 self._channel_healthy = False
                 self._wake.set()  # the listing takes over at once
+                if (streak.attempts >= self.permanent_attempts
+                        or time.monotonic() - streak.started >= self.give_up_after):
+                    logger.error("the completion channel failed %d times in a row over %.1f s; "
+                                 "storage is listed instead from now on: %s", failures,
+                                 time.monotonic() - streak.started, exc)
+                    self.channel_failure = exc
+                    break  # the listing, which needs no channel, ends every call
                 self._stop_event.wait(min(10.0, 0.5 * failures))
                 continue
             if not self._channel_healthy:

@@ -15,6 +15,7 @@ import uuid
 from typing import Any, Dict, List, Optional, Tuple
 
 from wrencore.watcher import CompletionChannel
+from wrencore_runtime.queue_sqs import queue_error
 
 from .clients import make_client
 
@@ -75,8 +76,11 @@ class SQSCompletionChannel(CompletionChannel):
         return {"kind": "sqs", "url": self._url, "region": client.meta.region_name}
 
     def receive(self, wait: float) -> List[Tuple[Any, Any]]:
-        response = self.client.receive_message(
-            QueueUrl=self._url, MaxNumberOfMessages=10, WaitTimeSeconds=int(max(0, wait)))
+        try:
+            response = self.client.receive_message(
+                QueueUrl=self._url, MaxNumberOfMessages=10, WaitTimeSeconds=int(max(0, wait)))
+        except Exception as exc:  # a QueueError naming the queue; transient or not
+            raise queue_error("ReceiveMessage", self.name, exc) from exc
         return [(m["Body"], m["ReceiptHandle"]) for m in response.get("Messages", ())]
 
     def acknowledge(self, handles: List[Any]) -> None:

@@ -5,7 +5,10 @@ per chunk of calls (arguments inline when small, else staged in storage by the e
 results come back through storage). A :class:`~wrencore.watcher.StatusWatcher` completes
 futures from the statuses workers publish to an SQS completion queue (storage is listed as
 the fallback). Calls whose message reached the dead-letter
-queue — because it kept crashing its worker — fail with :class:`WorkerCrashedError`.
+queue — because it kept crashing its worker — fail with :class:`WorkerCrashedError`. When
+the task queue fails for good (deleted, access denied; see :class:`_QueueHealth`), every
+pending call ends with :class:`QueueError` naming the operation and the queue, after
+``storage_retry_for`` seconds of failures in a row or 3 that repeating cannot fix.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any, Dict, List, Optional
 
 from wrencore.backends import Backend, Call, cancelled_error, task_message_bodies, write_cancel_markers
 from wrencore.config import Config
-from wrencore.errors import WorkerCrashedError
+from wrencore.errors import QueueError, WorkerCrashedError
 from wrencore.futures import Future, claim
 from wrencore.futures import cancel as cancel_future
 from wrencore.watcher import StatusWatcher, watcher_options
@@ -50,6 +53,48 @@ class _Every:
             return True
 
 
+class _QueueHealth:
+    """The task queue's consecutive failures, judged as the watcher judges storage's: give
+    up after ``give_up_after`` seconds of failures in a row, or ``permanent_attempts`` in a
+    row that repeating cannot fix (a deleted queue, access denied). Each request was already
+    retried with backoff by boto3 (throttling, 5xx, lost connections)."""
+
+    def __init__(self, queue_name: str, give_up_after: float, permanent_attempts: int = 3):
+        self.queue_name = queue_name
+        self.give_up_after = give_up_after
+        self.permanent_attempts = permanent_attempts
+        self.started = 0.0
+        self.attempts = 0
+        #: The error every pending call ends with once the queue is given up; None while it
+        #: works (a later success clears it).
+        self.failure: Optional[QueueError] = None
+
+    def succeeded(self) -> None:
+        self.attempts, self.failure = 0, None
+
+    def failed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if self.attempts == 0:
+            self.started = now
+        self.attempts += 1
+        failing_for = now - self.started
+        transient = getattr(exc, "transient", True)
+        if failing_for < self.give_up_after and (
+                transient or self.attempts < self.permanent_attempts):
+            logger.warning("the task queue %s failed (%d in a row, %.1f s), will retry: %s",
+                           self.queue_name, self.attempts, failing_for, exc)
+            return
+        what = str(exc) if isinstance(exc, QueueError) else (
+            f"a request to queue {self.queue_name} failed: {type(exc).__name__}: {exc}")
+        if self.failure is None:
+            logger.error("giving up on the calls queued on %s: %s", self.queue_name, what)
+        self.failure = QueueError(
+            f"{what} (failed {self.attempts} times in a row over {failing_for:.1f} s; the "
+            f"call's message can no longer reach a worker or be found — check the queue "
+            f"{self.queue_name}, then run the call again)", transient=transient)
+        self.failure.__cause__ = exc
+
+
 class StandaloneBackend(Backend):
     default_storage = "s3"
     # Inline arguments are base64-encoded in a JSON body, which SQS caps at 256 KiB.
@@ -76,6 +121,8 @@ class StandaloneBackend(Backend):
         self._dead_letter_checks = _Every(self.settings.dead_letter_check_interval)
         self._fleet_checks = _Every(self.settings.fleet_check_interval, start_due=False)
         self._dead_lock = threading.Lock()
+        self._queue_health = _QueueHealth(self.settings.queue_name,
+                                          watcher_options(config)["give_up_after"])
 
     # -- invoke ----------------------------------------------------------------------
     def invoke(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:
@@ -137,10 +184,12 @@ class StandaloneBackend(Backend):
             return
         dead: Dict[str, Dict[tuple, int]] = {}
         try:
+            self.standalone.queue.depth()  # the task queue itself, not only its dead letters
             letters = self.standalone.dead_letters()
         except Exception as exc:
-            logger.warning("could not read the dead-letter queue: %s", exc)
+            self._queue_health.failed(exc)
             return
+        self._queue_health.succeeded()
         for letter in letters:
             try:
                 task = decode_json(letter.body)
@@ -172,7 +221,9 @@ class StandaloneBackend(Backend):
         with self._dead_lock:
             receives = self._dead.get(future.job_id, {}).get((future.call_id, future.attempt))
         if receives is None:
-            return None
+            if self.watcher.listing_failing(future.job_id):
+                return None  # storage fails too (e.g. the region's endpoint): StorageError
+            return self._queue_health.failure
         error = WorkerCrashedError(
             f"call {future.call_id} of job {future.job_id} never reported a result: its "
             f"message was received {self.settings.max_receives} times and moved to the "

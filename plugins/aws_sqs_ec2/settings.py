@@ -91,8 +91,6 @@ SETTINGS = [
     Setting("region", "str", None, "The region of EC2, SQS, IAM and CloudWatch; unset: "
             "boto3's (`AWS_DEFAULT_REGION`, `~/.aws/config`)."),
     Setting("endpoint_url", "str", None, "Another AWS endpoint (tests, emulators)."),
-    Setting("install_spec", "str", None, "Unused: instances install the runtime the client "
-            "stored (kept so old configs load)."),
 ]
 
 
@@ -125,8 +123,6 @@ class StandaloneSettings:
     batch_size: int = 10
     metadata_url: str = "http://169.254.169.254"
     region: Optional[str] = None
-    #: Unused: instances install the runtime the client stored (kept so old configs load).
-    install_spec: Optional[str] = None
     #: Environments of job runtimes on an instance are evicted when unused this long
     #: (seconds), or least recently used first beyond this many bytes.
     env_max_age: float = 7 * 24 * 3600.0

@@ -50,10 +50,19 @@ def test_chunks_carry_several_calls_per_invocation(lambda_env):
         Bucket=lambda_env.bucket, Prefix="jobs/")["Contents"]]
     # Quick calls finishing while a status write is in flight share the next batch status:
     # every chunk starts one, and there are far fewer status objects than calls.
-    batches = sorted(k.split("/", 2)[2] for k in keys if k.endswith("status.json"))
-    assert all(b.endswith("/batch-status.json") for b in batches), batches
-    assert {f"{i:05d}/batch-status.json" for i in range(0, 50, 10)} <= set(batches)
+    from wrencore_runtime import layout
+
+    statuses = sorted(k.split("/", 2)[2] for k in keys if k.endswith(".json")
+                      and "/cancel/" not in k and not k.endswith("job.json")
+                      and not k.startswith("jobs/runtimes/"))
+    batches = [b for b in statuses if layout.is_batch_status_key("j/" + b)]
+    assert batches == statuses, statuses
+    assert {f"{i:05d}" for i in range(0, 50, 10)} <= {b.split("/")[0] for b in batches}
     assert len(batches) <= 25, batches
+    # Each key names the calls it covers (batch-status-to-{last}.json): each call exactly once.
+    covering = [[b for b in batches if layout.batch_status_covers("j/" + b, f"{i:05d}")]
+                for i in range(50)]
+    assert all(len(c) == 1 for c in covering), covering
 
 
 def test_exception_type_and_traceback_reach_the_caller(lambda_env):

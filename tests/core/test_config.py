@@ -105,6 +105,12 @@ def test_plugin_numbers_are_checked_against_their_ranges():
         StandaloneSettings.from_config(Config({"aws_sqs_ec2": {"idle_timeout": -1}}))
 
 
+def test_the_removed_install_spec_setting_is_refused():
+    with pytest.raises(wrencore.ConfigError, match=r"unknown config key 'install_spec' in "
+                                                   r"table \[aws_sqs_ec2\]"):
+        Config({"aws_sqs_ec2": {"install_spec": "wrencore==0.1"}}).section("aws_sqs_ec2")
+
+
 def test_unknown_log_level_warns_and_import_carries_on():
     import os
     import subprocess

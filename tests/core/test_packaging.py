@@ -23,3 +23,33 @@ def test_wheel_installs_only_wrencore_prefixed_top_level_names(tmp_path):
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[wrencore]" in text and "local = wrencore_local.plugin" in text
+
+
+def _third_party_imports(directory: pathlib.Path) -> set:
+    import ast
+
+    names = set()
+    for path in directory.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names
+            and not n.startswith("wrencore") and n != "__future__"}
+
+
+def test_every_package_the_core_imports_is_a_declared_dependency():
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        import tomli as tomllib
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {Requirement(r).name.lower() for r in project["dependencies"]}
+    imported = _third_party_imports(ROOT / "wrencore") | _third_party_imports(ROOT / "runtime")
+    # Imported only where an optional dependency is present (cloud SDKs of the plugins that
+    # runtime/ ships to workers); each import is lazy and says what to install.
+    optional = {"boto3", "botocore", "google", "supervisor", "watchtower"}
+    assert imported - optional <= declared, imported - optional - declared

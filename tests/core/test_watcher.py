@@ -134,6 +134,31 @@ def test_a_status_rewritten_correctly_before_reads_run_out_is_used(tmp_path):
         watcher.stop()
 
 
+def test_unusable_read_counts_are_dropped_when_the_job_ends(tmp_path):
+    storage = LocalFileStorage(str(tmp_path))
+    future = Future("j", "00000")
+    storage.put(layout.status_key("j", "00000"), b"garbage")
+    verdict = []
+    watcher = StatusWatcher(storage, min_interval=0.01, max_interval=0.05, status_reads=1000,
+                            deadline_check=lambda f: verdict[0] if verdict else None)
+    watcher.watch("j", {"00000": future})
+    try:
+        deadline = time.monotonic() + 10
+        while not watcher._bad_reads and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert list(watcher._bad_reads) == [layout.status_key("j", "00000")]
+        verdict.append(RuntimeError("lost"))  # the call ends another way; the job with it
+        with pytest.raises(RuntimeError, match="lost"):
+            future.result(timeout=10)
+        deadline = time.monotonic() + 10
+        while watcher._bad_reads and time.monotonic() < deadline:
+            watcher.poll_once()
+            time.sleep(0.01)
+        assert watcher._bad_reads == {}
+    finally:
+        watcher.stop()
+
+
 def test_batch_status_led_by_another_call_is_refused(tmp_path):
     from wrencore.errors import StatusError
 
@@ -148,5 +173,30 @@ def test_batch_status_led_by_another_call_is_refused(tmp_path):
             futures["00000"].result(timeout=10)
         time.sleep(0.2)
         assert not futures["00001"].done()  # nothing of the refused batch was used
+    finally:
+        watcher.stop()
+
+
+def test_a_corrupt_batch_status_ends_every_call_its_key_names(tmp_path):
+    from wrencore.errors import StatusError
+
+    key = layout.batch_status_key("j", "00009", 0, "00011")
+    assert key == "j/00009/batch-status-to-00011.json" and layout.is_batch_status_key(key)
+    assert layout.attempt_of_batch_status_key(layout.batch_status_key("j", "1", 2, "3")) == 2
+    assert [c for c in ("00008", "00009", "00010", "00011", "00012")
+            if layout.batch_status_covers(key, c)] == ["00009", "00010", "00011"]
+    assert layout.batch_status_covers("j/99999/batch-status-to-100001.json", "100000")
+    assert layout.parse_status_key(key) is None
+
+    storage = LocalFileStorage(str(tmp_path))
+    futures = {c: Future("j", c) for c in ("00008", "00009", "00010", "00011", "00012")}
+    storage.put(key, b'{"statuses": [trunc')
+    watcher = _watch(storage, futures, status_reads=2)
+    try:
+        for call_id in ("00009", "00010", "00011"):
+            with pytest.raises(StatusError, match="batch-status-to-00011.json is corrupt"):
+                futures[call_id].result(timeout=10)
+        time.sleep(0.2)
+        assert not futures["00008"].done() and not futures["00012"].done()
     finally:
         watcher.stop()

@@ -97,6 +97,32 @@ def test_a_corrupt_status_ends_its_call_with_a_status_error(lambda_env):
     assert sorted(ends) == [f.call_id for f in futures]
 
 
+def test_a_corrupt_batch_status_ends_every_call_it_covers_with_a_status_error(lambda_env):
+    config = _config(lambda_env, timeout=10, result_grace=5)
+    config["status_reads"] = 3
+    tasks = [{"x": i, "call_id": f"{i:05d}", "bucket": lambda_env.bucket} for i in range(4)]
+    tasks[0].update(forger=True, through="00002")  # the chunk of calls 0-2; 3 is alone
+    with wrencore.Executor(backend="aws_lambda", config=config) as executor:
+        futures = executor.map_futures(workload.forge_batch_status, tasks[:3], chunksize=3)
+        futures += executor.map_futures(workload.forge_batch_status, tasks[3:])
+        ends = _ends_once(futures)
+        s3 = boto3.client("s3")
+        deadline = time.monotonic() + 60
+        while not any(o["Key"].endswith("/00000/batch-status-to-00002.json") for o in
+                      s3.list_objects_v2(Bucket=lambda_env.bucket).get("Contents", ())):
+            assert time.monotonic() < deadline, "the forged batch status never appeared"
+            time.sleep(0.05)
+        start = time.monotonic()
+        for future in futures[:3]:
+            # Not the lost-call verdict, which would come only after the 15 s deadline.
+            with pytest.raises(StatusError, match=r"00000/batch-status-to-00002\.json is "
+                                                  r"corrupt.*refused after 3 reads"):
+                future.result(timeout=30)
+        assert time.monotonic() - start < 10
+        assert futures[3].result(timeout=30) == 3
+    assert sorted(ends) == sorted(f.call_id for f in futures)
+
+
 def test_bucket_deleted_mid_job_ends_the_rest_with_a_storage_error(lambda_env):
     config = _config(lambda_env, timeout=10, result_grace=5)
     executor = wrencore.Executor(backend="aws_lambda", config=config)

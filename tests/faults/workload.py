@@ -47,6 +47,21 @@ def lie_about_status(task):
     os._exit(17)
 
 
+def forge_batch_status(task):
+    """Call ``task["forger"]`` writes garbage where its chunk's batch status through call
+    ``task["through"]`` goes, and kills its sandbox (the chunk's later calls never run);
+    every other call returns ``task["x"]``."""
+    if not task.get("forger"):
+        return task["x"]
+    import boto3
+
+    s3 = boto3.client("s3")
+    prefix = _job_prefix(s3, task["bucket"])
+    s3.put_object(Bucket=task["bucket"], Body=b'{"statuses": [trunc',
+                  Key=f"{prefix}{task['call_id']}/batch-status-to-{task['through']}.json")
+    os._exit(17)
+
+
 def record_run(task):
     """Append this process's pid to the call's marker; hold the first run ``task["hold"]`` s."""
     path = os.path.join(task["dir"], f"run-{task['x']}")

@@ -14,6 +14,12 @@ Each instance is one session: the bootstrap, then supervisord, leads it, and the
 it starts (each in a process group of its own) and whatever their calls start stay in it.
 Stopping an instance powers it off: every process of the session is killed at once, so
 nothing finishes a call.
+
+A broken instance does not hide behind a test's timeout: an instance whose bootstrap or
+supervisord exits on its own is recorded in ``FleetHarness.errors`` with its console (the
+bootstrap's and supervisord's output, as cloud-init's output log would hold it) and its
+daemons' logs; ``wait_for_instances`` and ``wait_for_daemons`` raise it, and the suite's
+report hook (``tests/conftest.py``) adds every live harness's logs to a failing test's report.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from typing import Dict, List
+from typing import ClassVar, Dict, List, Optional, Set
 
 import boto3
 import yaml
@@ -40,6 +46,26 @@ from . import procs
 def machine_python() -> str:
     """This machine's own Python build of the test's minor version (not a virtualenv)."""
     return getattr(sys, "_base_executable", None) or sys.executable
+
+
+#: Characters of each log file a failure message shows (their tails).
+LOG_TAIL = 6000
+
+
+def _tail(path: str, limit: int = LOG_TAIL) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            text = f.read().decode(errors="replace")
+    except OSError as exc:
+        return f"(unreadable: {exc})"
+    return ("[...]\n" if size > limit else "") + text
+
+
+class InstanceBootError(AssertionError):
+    """A simulated instance's bootstrap or supervisord exited on its own."""
 
 
 class MetadataServer:
@@ -127,7 +153,8 @@ class SimulatedInstance:
         })
         for name in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"):
             env.pop(name, None)
-        self.log = open(os.path.join(root, "supervisord.out"), "ab")
+        self.console_path = os.path.join(root, "cloud-init-output.log")
+        self.log = open(self.console_path, "ab")
         self.proc = procs.start(["/bin/sh", bootstrap], env=env, stdout=self.log,
                                 stderr=self.log, cwd=root)
 
@@ -159,12 +186,24 @@ class SimulatedInstance:
         return procs.session_members(self.proc.pid)
 
     def log_text(self) -> str:
-        chunks = []
+        """The tails of the instance's console (bootstrap and supervisord) and of every log
+        under its ``/var/log/wrencore`` (supervisord's own, each daemon's)."""
+        chunks = [f"== console ({userdata.BOOTSTRAP_PATH}, then supervisord)\n"
+                  f"{_tail(self.console_path)}"]
         log_dir = self.mapping[userdata.LOG_DIR]
-        for name in sorted(os.listdir(log_dir)):
-            with open(os.path.join(log_dir, name), errors="replace") as f:
-                chunks.append(f"== {name}\n{f.read()}")
+        for name in sorted(os.listdir(log_dir)) if os.path.isdir(log_dir) else ():
+            chunks.append(f"== {name}\n{_tail(os.path.join(log_dir, name))}")
         return "\n".join(chunks)
+
+    def boot_failure(self) -> Optional[InstanceBootError]:
+        """The error of an instance whose bootstrap or supervisord failed by itself (not
+        powered off by the harness, not shut down cleanly by its idle daemon), else None."""
+        code = self.proc.poll()
+        if not code or self._stopped:  # running, or shut down cleanly after idling out
+            return None
+        return InstanceBootError(
+            f"simulated instance {self.id} stopped on its own (bootstrap/supervisord exit "
+            f"code {code}); its logs:\n{self.log_text()}")
 
     def stop(self) -> None:
         """Power the instance off: kill every process of it at once."""
@@ -188,6 +227,9 @@ class FleetHarness:
             as EC2 would power it off (off: only the instance itself may stop it).
     """
 
+    #: Harnesses started and not yet stopped (the report hook shows their logs on failure).
+    live: ClassVar[Set["FleetHarness"]] = set()
+
     def __init__(self, env: Dict[str, str], fleet: str, *, numprocs: int = 2,
                  reap_terminated: bool = True, poll_interval: float = 0.2) -> None:
         self.env = dict(os.environ, **env)
@@ -200,10 +242,12 @@ class FleetHarness:
         self.errors: List[BaseException] = []
         self.ec2 = boto3.client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"],
                                 region_name=env["AWS_DEFAULT_REGION"])
+        self._reported: Set[str] = set()  # instances whose boot failure is in errors
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fleet-harness", daemon=True)
 
     def __enter__(self) -> "FleetHarness":
+        FleetHarness.live.add(self)
         self._thread.start()
         return self
 
@@ -228,7 +272,13 @@ class FleetHarness:
                 self.instances[instance_id] = SimulatedInstance(
                     instance_id, text, os.path.join(self.root, instance_id), self.env,
                     self.numprocs)
-            elif (state in ("shutting-down", "terminated") and self.reap_terminated
+                continue
+            instance = self.instances.get(instance_id)
+            failure = instance.boot_failure() if instance is not None else None
+            if failure is not None and instance_id not in self._reported:
+                self._reported.add(instance_id)
+                self.errors.append(failure)
+            if (state in ("shutting-down", "terminated") and self.reap_terminated
                   and instance_id in self.instances
                   and self.instances[instance_id].supervisord_running):
                 self.instances[instance_id].stop()
@@ -250,13 +300,27 @@ class FleetHarness:
 
     def wait_for_daemons(self, count_per_instance: int, timeout: float = 60) -> None:
         for instance in list(self.instances.values()):
-            procs.wait_until(lambda: len(instance.daemon_pids()) >= count_per_instance,
-                             timeout, f"daemons of {instance.id}")
+            try:
+                procs.wait_until(lambda: len(instance.daemon_pids()) >= count_per_instance
+                                 or instance.boot_failure() is not None,
+                                 timeout, f"daemons of {instance.id}")
+            except Exception as exc:
+                raise InstanceBootError(f"{exc}; its logs:\n{instance.log_text()}") from None
+            failure = instance.boot_failure()
+            if failure is not None:
+                raise failure
 
     def logs(self) -> str:
         return "\n".join(f"##### {i.id}\n{i.log_text()}" for i in self.instances.values())
 
+    def failure_report(self) -> str:
+        """What a failing test's report shows: boot failures first, then every instance's logs."""
+        errors = "\n".join(f"{type(e).__name__}: {str(e).splitlines()[0]}" for e in self.errors)
+        return (f"fleet {self.fleet}: {len(self.instances)} simulated instance(s)"
+                + (f"\n{errors}" if errors else "") + f"\n{self.logs()}")
+
     def stop(self) -> None:
+        FleetHarness.live.discard(self)
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
