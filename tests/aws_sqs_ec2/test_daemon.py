@@ -8,10 +8,11 @@ import time
 import cloudpickle
 import pytest
 
+from tests.stored_outcomes import stored_statuses
 from wrencore import serialize
 from wrencore_runtime import layout
 from wrencore_runtime.daemon import Daemon, DaemonSettings, Heartbeat, IdleBoard
-from wrencore_runtime.protocol import PYTHON, SERIALIZER, decode_json, encode_json, make_message
+from wrencore_runtime.protocol import PYTHON, SERIALIZER, encode_json, make_message
 from wrencore_runtime.queue_local import LocalQueue
 from wrencore_runtime.storage import LocalFileStorage
 
@@ -44,7 +45,7 @@ def world(tmp_path):
         return encode_json(make_message(job, calls))
 
     def status(call_id):
-        return decode_json(storage.get(layout.status_key("job1", call_id)))
+        return stored_statuses(storage.list("job1/"), storage.get)[call_id]
 
     class World:
         pass
