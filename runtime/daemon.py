@@ -546,6 +546,52 @@ class StatusWriter:
         completion.publish(job, statuses, results, key)
 
 
+class Acknowledger:
+    """Deletes done messages from the queue in a thread of its own, so that one receive's
+    acknowledgement overlaps the next receive (and the calls it brings) instead of
+    preceding it. A message is handed over only once its outcomes are written. If the
+    daemon dies before the request is made, the message comes back when its deadline
+    passes, and the calls whose outcomes are found are not run again (their successor
+    deletes it at once if its receive had not ended, see :meth:`Daemon.recover`)."""
+
+    def __init__(self, queue: TaskQueue) -> None:
+        self.queue = queue
+        self._pending: List[QueueMessage] = []
+        self._sending = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="wrencore-acknowledger",
+                                        daemon=True)
+        self._thread.start()
+
+    def submit(self, messages: List[QueueMessage]) -> None:
+        if messages:
+            with self._cond:
+                self._pending += messages
+                self._cond.notify_all()
+
+    def drain(self) -> None:
+        """Wait until every message handed over is acknowledged (or failed to be)."""
+        with self._cond:
+            while self._pending or self._sending:
+                self._cond.wait()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending:
+                    self._cond.wait()
+                messages, self._pending = self._pending, []
+                self._sending = True
+            try:
+                self.queue.delete_many(messages)
+            except Exception as exc:  # they come back; their outcomes are found then
+                logger.warning("could not delete messages %s: %s: %s",
+                               [m.message_id for m in messages], type(exc).__name__, exc)
+            with self._cond:
+                self._sending = False
+                self._cond.notify_all()
+
+
 @dataclass(eq=False)
 class _RunningCall:
     """A call a daemon runs: its message, and how to stop it if it is cancelled."""
@@ -576,6 +622,7 @@ class Daemon:
         self.journal = Journal(settings.state_dir, settings.process_name)
         self.crashes = CrashLedger(settings.state_dir)
         self.statuses = StatusWriter(on_done=lambda done: self.journal.finished(*done))
+        self.acks = Acknowledger(self.queue)
         #: One cancel-marker listing per job and half a second (the latest jobs only).
         self._cancel_checks: Dict[str, CancelChecks] = {}
         self.stopping = threading.Event()
@@ -768,7 +815,7 @@ class Daemon:
                     self._delete_done()
                 self.journal.running(message)
                 self.statuses.end_message(message, completed=self.handle(message))
-                self.journal.running(None)
+            self.journal.running(None)
             self._delete_done()
         finally:
             heartbeat.release(messages)
@@ -776,10 +823,9 @@ class Daemon:
         return len(messages)
 
     def _delete_done(self) -> None:
-        """Acknowledge, in one request, the messages whose outcomes are all written."""
-        done = self.statuses.take_done()
-        if done:
-            self.queue.delete_many(done)
+        """Have the messages whose outcomes are all written acknowledged, in one request
+        made behind this thread's back (``self.acks.drain()`` waits for it)."""
+        self.acks.submit(self.statuses.take_done())
 
     def recover(self) -> None:
         """After a crash: blame the message that was running, settle the rest of its batch."""
@@ -812,6 +858,7 @@ class Daemon:
             return False
         if instance_uptime(s.boot_time_file) < s.min_uptime:
             return False
+        self.acks.drain()
         depth = self.queue.depth()
         if depth.get("visible", 0) or depth.get("in_flight", 0):
             return False
@@ -869,6 +916,7 @@ class Daemon:
                 if not received and self.maybe_terminate():
                     break
         finally:
+            self.acks.drain()
             heartbeat.stop()
             self.environments.stop()
         return 0

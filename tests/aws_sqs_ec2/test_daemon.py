@@ -62,6 +62,7 @@ def run_steps(daemon, n=1):
     try:
         return sum(daemon.step(heartbeat) for _ in range(n))
     finally:
+        daemon.acks.drain()
         heartbeat.stop()
 
 
