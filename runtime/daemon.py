@@ -288,6 +288,12 @@ class Journal:
         os.makedirs(directory, exist_ok=True)
         self.path = os.path.join(directory, process_name + ".jsonl")
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        with open(self.path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":  # a predecessor's line cut short stays alone
+                    os.write(self._fd, b"\n")
 
     def _append(self, record: Dict[str, Any]) -> None:
         os.write(self._fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
