@@ -349,9 +349,6 @@ class Journal:
                 entry = {}
         return entry
 
-    def close(self) -> None:
-        os.close(self._fd)
-
 
 class CrashLedger:
     """How often each message killed a daemon process of this instance."""

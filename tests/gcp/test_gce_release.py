@@ -34,7 +34,8 @@ class Loopback:
                 body = self.rfile.read(length) if length else b""
                 owner.requests.append((self.command, self.path, dict(self.headers), body))
                 status, payload = owner.routes.get((self.command, self.path), (404, "missing"))
-                data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+                text = payload if isinstance(payload, str) else json.dumps(payload)
+                data = text.encode()
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
