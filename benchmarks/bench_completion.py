@@ -85,7 +85,7 @@ def bench_fleet(sizes, work):
         bucket, fleet = f"bench-{uuid.uuid4().hex[:8]}", f"f{uuid.uuid4().hex[:8]}"
         boto3.client("s3").create_bucket(Bucket=bucket)
         ami = boto3.client("ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-        env = dict(moto.env(), WRENCORE_AWS_SQS_EC2__LOG_SEND_INTERVAL="5")
+        env = dict(moto.env(), WRENCORE_DAEMON__LOG_SEND_INTERVAL="5")
         harness = subprocess.Popen(
             [sys.executable, "-c", FLEET_HARNESS.format(root=ROOT, env=env, fleet=fleet)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)

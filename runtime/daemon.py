@@ -38,7 +38,7 @@ termination, checks that no sibling turned busy meanwhile, releases its instance
 instance, or nothing on a plain machine; it may also keep the instance) and runs
 ``shutdown_command``. Siblings see the announcement and exit.
 
-Settings come from a JSON file, overridden by ``WRENCORE_AWS_SQS_EC2__<KEY>`` variables.
+Settings come from a JSON file, overridden by ``WRENCORE_DAEMON__<KEY>`` variables.
 """
 
 from __future__ import annotations
@@ -69,7 +69,9 @@ from .storage import storage_from_spec
 
 logger = logging.getLogger(__name__)
 
-ENV_PREFIX = "WRENCORE_AWS_SQS_EC2__"
+#: Its own prefix, not the client's ``WRENCORE_AWS_SQS_EC2__``: user code on an instance that
+#: builds an Executor must not see the daemon's settings as client configuration.
+ENV_PREFIX = "WRENCORE_DAEMON__"
 #: The exit code of a daemon that ended itself to stop a cancelled call (supervisord
 #: restarts a daemon on any exit code but 0).
 CANCELLED_EXIT_CODE = 75

@@ -30,9 +30,6 @@ else:  # pragma: no cover
 ENV_PREFIX = "WRENCORE_"
 DEFAULT_BACKEND = "local"
 
-_TOP_LEVEL = {"backend", "storage", "chunksize", "timeout", "loglevel", "config", "retries",
-              "speculation", "speculation_fraction", "speculation_multiple",
-              "speculation_min_time", "speculation_min_calls"}
 
 
 def config_file_path(env: Mapping[str, str] = os.environ) -> Optional[str]:
@@ -62,6 +59,9 @@ def _read_file(path: Optional[str]) -> Dict[str, Any]:
 
 def _from_env(env: Mapping[str, str]) -> Tuple[Dict[str, Any], Dict[str, str]]:
     """The ``WRENCORE_…`` variables as config data, and the variable behind each key."""
+    from .settings import tables
+
+    top_level = tables()[""].settings
     data: Dict[str, Any] = {}
     origins: Dict[str, str] = {}
     for name, value in env.items():
@@ -72,7 +72,7 @@ def _from_env(env: Mapping[str, str]) -> Tuple[Dict[str, Any], Dict[str, str]]:
             section, _, key = rest.partition("__")
             data.setdefault(section, {})[key] = value
             origins[f"{section}.{key}"] = f"environment variable {name}"
-        elif rest in _TOP_LEVEL:
+        elif rest in top_level:
             data[rest] = value
             origins[rest] = f"environment variable {name}"
     return data, origins
@@ -183,7 +183,11 @@ class Section(dict):
 
 
 class Config:
-    """The merged configuration of one executor."""
+    """The merged configuration of one executor, checked against the declared settings.
+
+    An unknown table or key, or a value of the wrong type or range, raises
+    :class:`ConfigError` naming its source (see :mod:`wrencore.settings`).
+    """
 
     def __init__(self, overrides: Optional[Mapping[str, Any]] = None,
                  env: Optional[Mapping[str, str]] = None, file: Optional[str] = None):
@@ -196,6 +200,10 @@ class Config:
         env_data, env_origins = _from_env(env)
         _merge(self.data, env_data, self.origins, env_origins)
         _merge(self.data, overrides or {}, self.origins, "the executor's config argument")
+        from .settings import check, check_environment
+
+        check_environment(env)
+        check(self.data, self.origins)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
@@ -219,4 +227,11 @@ class Config:
         clone.origins = dict(self.origins)
         clone.data = _merge(copy.deepcopy(self.data), overrides, clone.origins,
                             origin or "an override")
+        from .settings import check
+
+        check(clone.data, clone.origins)
         return clone
+
+    def source(self, key: str) -> str:
+        """Where the value of ``key`` (``"chunksize"``, ``"local.workers"``) came from."""
+        return self.origins.get(key, "")

@@ -68,6 +68,11 @@ _DIST_INFO_SKIP = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
 _STDLIB = set(getattr(sys, "stdlib_module_names", ())) | set(sys.builtin_module_names)
 
 
+#: wrencore's dependencies that only the user's computer needs (the command line, checking
+#: the configuration): a worker never imports them, so runtimes leave them out.
+CLIENT_ONLY = frozenset({"click", "msgspec"})
+
+
 def cache_dir(*parts: str) -> str:
     root = os.environ.get("WRENCORE_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "wrencore")
@@ -390,7 +395,8 @@ class _Installed:
 
     def closure(self, roots: Dict[str, Tuple[Tuple[str, ...], str]]) -> Dict[str, List[str]]:
         """``{name: reasons}`` for the installed roots (name -> (extras, reason)) and every
-        installed distribution they require, transitively."""
+        installed distribution they require, transitively; wrencore's client-only
+        dependencies (:data:`CLIENT_ONLY`) are left out unless something else needs them."""
         key = tuple(sorted((k, v[0], v[1]) for k, v in roots.items()))
         cached = self.closures.get(key)
         if cached is not None:
@@ -412,6 +418,8 @@ class _Installed:
             expanded.add((name, extras))
             for text in dist.requires or ():
                 requirement = _requirement(text)
+                if name == "wrencore" and canonical_name(requirement.name) in CLIENT_ONLY:
+                    continue
                 marker = requirement.marker
                 if marker is not None and not any(
                         marker.evaluate({"extra": extra}) for extra in (extras or ("",))):

@@ -1,7 +1,7 @@
 """The extension surface of wrencore: every hook a plugin can implement.
 
 Hooks are grouped by the five concerns of the design — invoke, queue, storage, logging,
-instance lifecycle — plus the command line. Hooks are always called with keyword
+instance lifecycle — plus configuration and the command line. Hooks are always called with keyword
 arguments, so a spec grows by adding arguments and old plugins keep working.
 
 Registration hooks hand the plugin a ``register`` callback::
@@ -16,13 +16,15 @@ backend whose SDK is missing tells the user what to install instead of failing o
 
 from __future__ import annotations
 
-import argparse
 import logging
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional
 
 import pluggy
 
 if TYPE_CHECKING:
+    import click
+
+    from .config import Config
     from .futures import Future
 
 hookspec = pluggy.HookspecMarker("wrencore")
@@ -166,16 +168,55 @@ def wrencore_release_instance(instance_id: str, config: Mapping[str, Any]) -> Op
 
 
 # ------------------------------------------------------------------------------------
+# configuration
+# ------------------------------------------------------------------------------------
+
+
+@hookspec
+def wrencore_register_settings(register: Register) -> None:
+    """Declare the configuration tables and keys a plugin reads.
+
+    Called once, when a configuration is first checked. Every source (config file,
+    ``WRENCORE_…`` variables, keyword config) is checked against the declarations: an
+    undeclared table or key, or a value of the wrong type or range, is an error naming
+    its source. The configuration reference is generated from them. Two plugins may
+    declare keys of the same table (a backend and a queue both named ``local``).
+
+    :param register: ``register(table, settings, *, doc="", open=False)``: ``table`` is
+        the table's name; ``settings`` a list of :class:`wrencore.settings.Setting`
+        (name, type, default, doc, bounds); ``doc`` describes the table; ``open=True``
+        lets keys beyond the declared ones through unchecked.
+    """
+
+
+# ------------------------------------------------------------------------------------
 # command line
 # ------------------------------------------------------------------------------------
 
 
 @hookspec
-def wrencore_register_commands(subparsers: "argparse._SubParsersAction") -> None:
-    """Add subcommands to the ``wrencore`` command line.
+def wrencore_check_config(backend: str, config: "Config", report: Callable[..., None]) -> None:
+    """Verify, for ``wrencore config check``, what a backend needs to run.
 
-    Each subcommand sets ``func`` (via ``set_defaults``) to a callable taking the parsed
-    arguments and returning an exit code.
+    Each implementation checks what it knows for the backend it serves (and does nothing
+    for others): credentials, region, bucket, queue, deployed function, permissions. Checks
+    must only read: they create nothing.
 
-    :param subparsers: the ``add_subparsers()`` object of the top-level parser.
+    :param backend: the backend being checked (e.g. ``"aws_lambda"``).
+    :param config: the effective :class:`wrencore.config.Config`.
+    :param report: ``report(what, ok, detail="")`` for each check; ``detail`` says exactly
+        what is missing and how to provide it.
+    """
+
+
+@hookspec
+def wrencore_register_commands(cli: "click.Group") -> None:
+    """Add commands to the ``wrencore`` command line.
+
+    Add a command or a group of commands with ``cli.add_command(...)``. A command returns
+    an exit code (or None for 0); an error a user can fix is raised as a
+    :class:`wrencore.WrenError` (or a cloud SDK's credentials, region or permission error),
+    which the command line prints as one line ``wrencore: error: …`` with exit code 1.
+
+    :param cli: the top-level :class:`click.Group` of the ``wrencore`` command.
     """

@@ -59,9 +59,12 @@ def get_plugin_manager() -> pluggy.PluginManager:
 def reset() -> None:
     """Forget the plugin manager and registry (tests; after installing a plugin)."""
     global _manager, _registry
+    from . import settings
+
     with _lock:
         _manager = None
         _registry = None
+    settings.reset()
 
 
 @dataclass

@@ -55,6 +55,29 @@ def make_client(service: str, section: Optional[Mapping[str, Any]] = None, *,
                               region_name=section.get("region") or None, config=config)
 
 
+NO_REGION = ("no AWS region: set AWS_DEFAULT_REGION (e.g. export AWS_DEFAULT_REGION=us-east-1), "
+             "a region in ~/.aws/config, or region in the backend's config table; see "
+             "docs/aws.md")
+NO_CREDENTIALS = ("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                  "(or AWS_PROFILE), or run `aws configure`; see docs/aws.md")
+
+
+def require_region_and_credentials(section: Optional[Mapping[str, Any]] = None) -> str:
+    """The region boto3 will use; ConfigError saying what to set when it or the credentials
+    are missing (checked up front, so nothing is stored or created first)."""
+    import boto3
+
+    from wrencore.errors import ConfigError
+
+    session = boto3.session.Session()
+    region = (section or {}).get("region") or session.region_name
+    if not region:
+        raise ConfigError(NO_REGION)
+    if session.get_credentials() is None:
+        raise ConfigError(NO_CREDENTIALS)
+    return str(region)
+
+
 def error_code(exc: BaseException) -> str:
     response = getattr(exc, "response", None) or {}
     code = str(response.get("Error", {}).get("Code", "") or "")

@@ -11,3 +11,17 @@ AWS_INSTALL = "pip install 'wrencore[aws]'"
 def wrencore_register_storages(register) -> None:
     register("s3", "wrencore_aws.storage:s3_storage", requires=("boto3",), install=AWS_INSTALL,
              description="Amazon S3 (bucket and key prefix from config [s3])")
+
+
+@hookimpl
+def wrencore_register_settings(register) -> None:
+    from wrencore.settings import Setting
+
+    register("s3", [
+        Setting("bucket", "str", None, "The bucket of job data (required; it must exist and "
+                "be in the region the backend uses).", required=True),
+        Setting("prefix", "str", "wrencore", "Key prefix of everything wrencore stores."),
+        Setting("region", "str", None, "The bucket's region; unset: boto3's (`AWS_DEFAULT_REGION`, "
+                "`~/.aws/config`)."),
+        Setting("endpoint_url", "str", None, "An S3-compatible endpoint (MinIO, moto …)."),
+    ], doc="The `s3` storage (the default storage of the AWS backends).")

@@ -27,7 +27,8 @@ from wrencore.errors import WorkerCrashedError, WrenError
 from wrencore.futures import Future, claim
 from wrencore.futures import cancel as cancel_future
 from wrencore.watcher import StatusWatcher, watcher_options
-from wrencore_aws.clients import call_with_retries, error_code, make_client
+from wrencore_aws.clients import (call_with_retries, error_code, make_client,
+                                  require_region_and_credentials)
 from wrencore_aws.completion import channel_for, with_channel
 from wrencore_runtime import PROTOCOL_VERSION
 from wrencore_runtime.protocol import encode_json, make_message
@@ -90,6 +91,7 @@ class LambdaBackend(Backend):
     def __init__(self, config: Config, storage: Storage) -> None:
         super().__init__(config, storage)
         self.settings = LambdaSettings.from_config(config)
+        require_region_and_credentials(self.settings.client_section)
         self.runtime_platform = ("linux-aarch64" if self.settings.architecture == "arm64"
                                  else "linux-x86_64")
         self.deployer = Deployer(self.settings, storage)  # type: ignore[arg-type]

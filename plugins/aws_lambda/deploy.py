@@ -84,28 +84,14 @@ class LambdaSettings:
 
     @classmethod
     def from_config(cls, config: Config) -> "LambdaSettings":
-        s = config.section(SECTION)
-        settings = cls(
-            name_prefix=s.str("name_prefix", cls.name_prefix),
-            function_name=s.str("function_name"),
-            role_arn=s.str("role_arn"),
-            memory=s.int("memory", cls.memory, minimum=128, maximum=10240),
-            timeout=s.int("timeout", cls.timeout, minimum=1, maximum=900),
-            invoke_threads=s.int("invoke_threads", cls.invoke_threads, minimum=1),
-            max_in_flight=s.int("max_in_flight", cls.max_in_flight, minimum=1),
-            result_grace=s.float("result_grace", cls.result_grace, minimum=0),
-            retry_for=s.float("retry_for", cls.retry_for, minimum=0),
-            auto_deploy=s.bool("auto_deploy", cls.auto_deploy),
-            runtime_path=s.str("runtime_path"),
-            architecture=s.str("architecture", cls.architecture),
-            max_unzipped_size=s.int("max_unzipped_size", cls.max_unzipped_size),
-            endpoint_url=s.str("endpoint_url"),
-            region=s.str("region"),
-        )
-        if settings.architecture not in ("x86_64", "arm64"):
-            raise ConfigError(f"[aws_lambda] architecture = {settings.architecture!r}; "
-                              f"Lambda offers 'x86_64' and 'arm64'")
-        return settings
+        from wrencore.settings import convert
+
+        from .settings import SETTINGS
+
+        section = config.section(SECTION)
+        return cls(**{setting.name: convert(setting, section.get(setting.name, setting.default),
+                                            SECTION, section.origins.get(setting.name, ""))
+                      for setting in SETTINGS})
 
     @property
     def client_section(self) -> Dict[str, Any]:

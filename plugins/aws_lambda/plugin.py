@@ -18,7 +18,22 @@ def wrencore_register_backends(register) -> None:
 
 
 @hookimpl
-def wrencore_register_commands(subparsers) -> None:
+def wrencore_register_settings(register) -> None:
+    from .settings import DOC, SECTION, SETTINGS
+
+    register(SECTION, SETTINGS, doc=DOC)
+
+
+@hookimpl
+def wrencore_check_config(backend, config, report) -> None:
+    if backend == "aws_lambda":
+        from .checks import check
+
+        check(config, report)
+
+
+@hookimpl
+def wrencore_register_commands(cli) -> None:
     from .cli import add_commands
 
-    add_commands(subparsers)
+    add_commands(cli)

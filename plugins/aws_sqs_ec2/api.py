@@ -154,15 +154,35 @@ class Standalone:
         self.provider.terminate(list(instance_ids))
         return list(instance_ids)
 
+    def existing_queue(self):
+        """The SQS queue if it exists (nothing is created); WrenError saying so if not."""
+        if self._queue is not None:
+            return self._queue
+        from wrencore.errors import WrenError
+        from wrencore_runtime.queue_sqs import SQSQueue
+
+        queue = SQSQueue(**self.settings.queue_config(), create=False)
+        try:
+            queue.url
+        except Exception as exc:
+            if "NonExistentQueue" in str(exc) or "QueueDoesNotExist" in type(exc).__name__:
+                raise WrenError(f"the SQS queue {self.settings.queue_name!r} does not exist: "
+                                f"nothing has run on this fleet yet (`wrencore standalone "
+                                f"launch` or a job creates it)") from None
+            raise
+        return queue
+
     def queue_size(self) -> Dict[str, int]:
-        """``{"visible", "in_flight", "dead"}`` message counts (approximate)."""
-        depth = self.queue.depth()
-        depth["dead"] = len(self.queue.dead_letters())
+        """``{"visible", "in_flight", "dead"}`` message counts (approximate); creates
+        nothing."""
+        queue = self.existing_queue()
+        depth = queue.depth()
+        depth["dead"] = len(queue.dead_letters())
         return depth
 
     def purge(self) -> None:
         """Delete every message of the queue and of its dead-letter queue."""
-        self.queue.purge()
+        self.existing_queue().purge()
 
     def dead_letters(self) -> List[QueueMessage]:
         return self.queue.dead_letters()

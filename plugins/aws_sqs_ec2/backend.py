@@ -61,9 +61,12 @@ class StandaloneBackend(Backend):
     runtime_requirements = ("wrencore[aws]",)
 
     def __init__(self, config: Config, storage: Storage) -> None:
+        from wrencore_aws.clients import require_region_and_credentials
+
         super().__init__(config, storage)
         self.standalone = Standalone(config, storage=storage)
         self.settings = self.standalone.settings
+        require_region_and_credentials(dict(config.section("aws_sqs_ec2")))
         self.runtime_platform = self.settings.platform
         self.channel = channel_for(config, {"region": self.settings.region})
         self.watcher = StatusWatcher(storage, deadline_check=self._dead_letter_check,

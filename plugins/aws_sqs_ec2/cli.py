@@ -1,66 +1,56 @@
-"""``wrencore standalone launch | list | terminate | queue-size | purge``."""
+"""``wrencore standalone launch | list | terminate | queue-size | purge``.
+
+Only ``launch`` creates resources (the queue, the instance profile, instances); ``list``,
+``queue-size``, ``purge`` and ``terminate`` only read or change what exists.
+"""
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
-import sys
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
-STANDALONE_HELP = "manage the standalone (SQS + EC2) fleet of [aws_sqs_ec2]"
+import click
 
-
-def add_commands(subparsers: "argparse._SubParsersAction") -> None:
-    parser = subparsers.add_parser("standalone", help=STANDALONE_HELP,
-                                   description=STANDALONE_HELP)
-    parser.add_argument("--config", metavar="JSON", default=None,
-                        help='configuration overrides, e.g. \'{"aws_sqs_ec2": {"fleet": "x"}}\'')
-    commands = parser.add_subparsers(dest="standalone_command", required=True)
-
-    launch = commands.add_parser("launch", help="launch more worker instances (up to "
-                                                      "max_instances live)")
-    launch.add_argument("--count", type=int, required=True, help="how many instances")
-    launch.set_defaults(func=_launch)
-
-    listing = commands.add_parser("list", help="list the fleet's instances")
-    listing.add_argument("--all", action="store_true", help="include stopped and terminated")
-    listing.add_argument("--json", action="store_true", help="print JSON")
-    listing.set_defaults(func=_list)
-
-    terminate = commands.add_parser("terminate", help="terminate instances")
-    group = terminate.add_mutually_exclusive_group(required=True)
-    group.add_argument("--all", action="store_true", help="every live instance of the fleet")
-    group.add_argument("ids", nargs="*", default=[], metavar="ID", help="instance ids")
-    terminate.set_defaults(func=_terminate)
-
-    size = commands.add_parser("queue-size", help="messages waiting, in flight, dead")
-    size.add_argument("--json", action="store_true", help="print JSON")
-    size.set_defaults(func=_queue_size)
-
-    purge = commands.add_parser("purge", help="delete every queued and dead message")
-    purge.set_defaults(func=_purge)
+STANDALONE_HELP = "Manage the standalone (SQS + EC2) fleet of [aws_sqs_ec2]."
 
 
-def _standalone(args: argparse.Namespace):
+def add_commands(cli: click.Group) -> None:
+    cli.add_command(standalone)
+
+
+@click.group(help=STANDALONE_HELP)
+@click.option("--config", "config_json", metavar="JSON", default=None,
+              help='configuration overrides, e.g. \'{"aws_sqs_ec2": {"fleet": "x"}}\'')
+@click.pass_context
+def standalone(ctx: click.Context, config_json: Optional[str]) -> None:
+    from wrencore.cli import json_option
+
+    ctx.obj = json_option(config_json)
+
+
+def _standalone(ctx: click.Context):
+    from wrencore_aws.clients import require_region_and_credentials
+
     from .api import Standalone
 
-    return Standalone(json.loads(args.config) if args.config else None)
+    fleet = Standalone(ctx.obj)
+    require_region_and_credentials(dict(fleet.config.section("aws_sqs_ec2")))
+    return fleet
 
 
-def _launch(args: argparse.Namespace) -> int:
-    if args.count < 1:
-        print("--count must be at least 1")
-        return 2
-    standalone = _standalone(args)
-    launched = standalone.launch(args.count)
+@standalone.command()
+@click.option("--count", type=click.IntRange(min=1), required=True, help="how many instances")
+@click.pass_context
+def launch(ctx: click.Context, count: int) -> None:
+    """Launch more worker instances (up to max_instances live)."""
+    fleet = _standalone(ctx)
+    launched = fleet.launch(count)
     for instance_id in launched:
-        print(instance_id)
-    if len(launched) < args.count:
-        print(f"launched {len(launched)} of {args.count}: the fleet may have at most "
-              f"max_instances = {standalone.settings.max_instances} live instances",
-              file=sys.stderr)
-    return 0
+        click.echo(instance_id)
+    if len(launched) < count:
+        click.echo(f"launched {len(launched)} of {count}: the fleet may have at most "
+                   f"max_instances = {fleet.settings.max_instances} live instances", err=True)
 
 
 def _format(instances: List[Dict[str, Any]]) -> str:
@@ -72,33 +62,46 @@ def _format(instances: List[Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _list(args: argparse.Namespace) -> int:
-    instances = _standalone(args).list(all_states=args.all)
-    print(json.dumps(instances, indent=2) if args.json else _format(instances))
-    return 0
+@standalone.command("list")
+@click.option("--all", "all_states", is_flag=True, help="include stopped and terminated")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_context
+def list_(ctx: click.Context, all_states: bool, as_json: bool) -> None:
+    """List the fleet's instances (creates nothing)."""
+    instances = _standalone(ctx).list(all_states=all_states)
+    click.echo(json.dumps(instances, indent=2) if as_json else _format(instances))
 
 
-def _terminate(args: argparse.Namespace) -> int:
-    standalone = _standalone(args)
-    if not args.all and not args.ids:
-        print("name instance ids, or --all")
-        return 2
-    ids = standalone.terminate(all=True) if args.all else standalone.terminate(args.ids)
-    for instance_id in ids:
-        print(f"terminated {instance_id}")
-    return 0
+@standalone.command()
+@click.argument("ids", nargs=-1, metavar="[ID]...")
+@click.option("--all", "all_instances", is_flag=True, help="every live instance of the fleet")
+@click.pass_context
+def terminate(ctx: click.Context, ids: List[str], all_instances: bool) -> None:
+    """Terminate the named instances, or --all of the fleet's."""
+    if bool(ids) == all_instances:
+        raise click.UsageError("name instance ids, or pass --all (not both)")
+    fleet = _standalone(ctx)
+    done = fleet.terminate(all=True) if all_instances else fleet.terminate(list(ids))
+    for instance_id in done:
+        click.echo(f"terminated {instance_id}")
 
 
-def _queue_size(args: argparse.Namespace) -> int:
-    depth = _standalone(args).queue_size()
-    if args.json:
-        print(json.dumps(depth))
+@standalone.command("queue-size")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_context
+def queue_size(ctx: click.Context, as_json: bool) -> None:
+    """Messages waiting, in flight and dead (creates nothing)."""
+    depth = _standalone(ctx).queue_size()
+    if as_json:
+        click.echo(json.dumps(depth))
     else:
-        print(f"visible {depth['visible']}  in flight {depth['in_flight']}  dead {depth['dead']}")
-    return 0
+        click.echo(f"visible {depth['visible']}  in flight {depth['in_flight']}  "
+                   f"dead {depth['dead']}")
 
 
-def _purge(args: argparse.Namespace) -> int:
-    _standalone(args).purge()
-    print("purged")
-    return 0
+@standalone.command()
+@click.pass_context
+def purge(ctx: click.Context) -> None:
+    """Delete every queued and dead message."""
+    _standalone(ctx).purge()
+    click.echo("purged")

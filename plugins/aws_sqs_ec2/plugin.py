@@ -21,6 +21,26 @@ def wrencore_register_backends(register) -> None:
 
 
 @hookimpl
+def wrencore_register_settings(register) -> None:
+    from wrencore.settings import Setting
+
+    from .settings import DOC, SECTION, SETTINGS
+
+    register(SECTION, SETTINGS, doc=DOC)
+    register("sqs", [
+        Setting("name", "str", None, "The queue's name (required); its dead-letter queue is "
+                "`{name}-dlq`.", required=True),
+        Setting("region", "str", None, "The queue's region; unset: boto3's."),
+        Setting("max_receives", "int", 3, "Receives before a message moves to the "
+                "dead-letter queue.", minimum=1),
+        Setting("visibility_timeout", "int", 30, "Seconds a received message stays hidden.",
+                minimum=0, maximum=43200),
+        Setting("create", "bool", True, "Create the queues if missing."),
+    ], doc="The `sqs` queue, for the `queue` backend with workers started by "
+           "`wrencore worker --queue sqs`.")
+
+
+@hookimpl
 def wrencore_register_queues(register) -> None:
     register("sqs", "wrencore_runtime.queue_sqs:SQSQueue", requires=("boto3",),
              install=AWS_INSTALL, description="Amazon SQS with a dead-letter queue")
@@ -76,7 +96,15 @@ def wrencore_worker_log_handlers(component: str, instance_id: str, process_name:
 
 
 @hookimpl
-def wrencore_register_commands(subparsers) -> None:
+def wrencore_check_config(backend, config, report) -> None:
+    if backend == "aws_sqs_ec2":
+        from .checks import check
+
+        check(config, report)
+
+
+@hookimpl
+def wrencore_register_commands(cli) -> None:
     from .cli import add_commands
 
-    add_commands(subparsers)
+    add_commands(cli)

@@ -33,16 +33,67 @@ from typing import Any, Dict, List, Optional
 
 from wrencore.config import Config, Section
 from wrencore.errors import ConfigError
+from wrencore.settings import Setting, convert
 
 SECTION = "aws_sqs_ec2"
 
 
-#: Integer keys and their allowed ranges (None: unbounded).
-_INT_RANGES = (
-    ("max_receives", 1, None), ("visibility_timeout", 0, 43200), ("min_instances", 0, None),
-    ("max_instances", 1, None), ("numprocs", 0, None), ("batch_size", 1, 10),
-    ("messages_per_instance", 1, None),
-)
+DOC = ("The `aws_sqs_ec2` backend: an EC2 fleet whose daemons pull calls from an SQS queue; "
+       "job data in `[s3]`. Its table also sets the `sqs` queue the fleet uses.")
+
+SETTINGS = [
+    Setting("ami", "str", None, "The instances' image (required): a Debian or Ubuntu AMI with "
+            "cloud-init, in the fleet's region.", required=True),
+    Setting("instance_type", "str", "t3.small", "The EC2 instance type."),
+    Setting("spot", "bool", False, "Launch spot instances."),
+    Setting("fleet", "str", "default", "Fleet name; instances are tagged `wrencore:fleet` with "
+            "it."),
+    Setting("min_instances", "int", 0, "Instances kept running when idle.", minimum=0),
+    Setting("max_instances", "int", 1, "Live instances at most; `map` launches what is "
+            "missing up to this.", minimum=1),
+    Setting("messages_per_instance", "int", 1, "Queue messages per instance the fleet grows "
+            "to.", minimum=1),
+    Setting("numprocs", "int", 0, "Daemon processes per instance; 0: one per core.",
+            minimum=0),
+    Setting("idle_timeout", "float", 300.0, "Seconds idle before an instance terminates "
+            "itself.", minimum=0),
+    Setting("min_uptime", "float", 0.0, "Seconds an instance runs at least.", minimum=0),
+    Setting("queue_name", "str", "wrencore-standalone", "The task queue (its dead-letter "
+            "queue is `{queue_name}-dlq`)."),
+    Setting("max_receives", "int", 3, "Receives before a message moves to the dead-letter "
+            "queue.", minimum=1),
+    Setting("visibility_timeout", "int", 60, "Seconds a received message stays hidden; "
+            "extended by the daemon's heartbeat while a call runs.", minimum=0, maximum=43200),
+    Setting("batch_size", "int", 10, "Messages a daemon receives at once (SQS allows 10).",
+            minimum=1, maximum=10),
+    Setting("poll_wait", "float", 20.0, "Seconds a receive waits (long polling).", minimum=0),
+    Setting("instance_profile", "str", None, "An existing instance profile; unset: wrencore "
+            "creates a least-privilege one for the fleet."),
+    Setting("key_name", "str", None, "An EC2 key pair, to log in to instances with SSH."),
+    Setting("subnet_id", "str", None, "The subnet to launch into; unset: the default VPC's. "
+            "It needs a route to SQS, S3 and CloudWatch Logs (internet or VPC endpoints)."),
+    Setting("security_group_ids", "list[str]", [], "Security groups (a list, or commas in "
+            "an environment variable); unset: the VPC's default. No inbound rule is needed."),
+    Setting("log_group", "str", "wrencore-standalone", "CloudWatch Logs group of the "
+            "daemons; streams are `{instance_id}-{process}`."),
+    Setting("platform", "str", "linux-x86_64", "The instances' platform; runtimes target it.",
+            choices=("linux-x86_64", "linux-aarch64")),
+    Setting("env_max_age", "float", 7 * 24 * 3600.0, "Seconds an unused runtime environment "
+            "is kept on an instance.", minimum=0),
+    Setting("env_max_bytes", "int", 20 * 1024 ** 3, "Bytes of runtime environments kept on "
+            "an instance, least recently used evicted first.", minimum=0),
+    Setting("dead_letter_check_interval", "float", 2.0, "Seconds between peeks at the "
+            "dead-letter queue while calls are pending.", minimum=0),
+    Setting("fleet_check_interval", "float", 15.0, "Seconds between checks that waiting "
+            "calls have a live instance.", minimum=0),
+    Setting("metadata_url", "str", "http://169.254.169.254", "The instance metadata "
+            "service (tests point it elsewhere)."),
+    Setting("region", "str", None, "The region of EC2, SQS, IAM and CloudWatch; unset: "
+            "boto3's (`AWS_DEFAULT_REGION`, `~/.aws/config`)."),
+    Setting("endpoint_url", "str", None, "Another AWS endpoint (tests, emulators)."),
+    Setting("install_spec", "str", None, "Unused: instances install the runtime the client "
+            "stored (kept so old configs load)."),
+]
 
 
 @dataclass
@@ -93,22 +144,11 @@ class StandaloneSettings:
 
     @classmethod
     def from_section(cls, section: Section) -> "StandaloneSettings":
-        s = cls()
-        for name in ("queue_name", "fleet", "instance_type", "ami", "instance_profile",
-                     "key_name", "subnet_id", "log_group", "metadata_url", "region",
-                     "install_spec", "platform"):
-            setattr(s, name, section.str(name, getattr(s, name)))
-        for name, low, high in _INT_RANGES:
-            setattr(s, name, section.int(name, getattr(s, name), minimum=low, maximum=high))
-        for name in ("idle_timeout", "min_uptime", "poll_wait", "dead_letter_check_interval",
-                     "fleet_check_interval"):
-            setattr(s, name, section.float(name, getattr(s, name), minimum=0))
-        s.env_max_bytes = section.int("env_max_bytes", s.env_max_bytes, minimum=0)
-        s.env_max_age = section.float("env_max_age", s.env_max_age, minimum=0)
-        s.spot = section.bool("spot", s.spot)
-        groups = section.get("security_group_ids", [])
-        s.security_group_ids = ([g.strip() for g in groups.split(",") if g.strip()]
-                                if isinstance(groups, str) else list(groups))
+        fields = set(cls.__dataclass_fields__)
+        s = cls(**{setting.name: convert(setting, section.get(setting.name, setting.default),
+                                         SECTION, section.origins.get(setting.name, ""))
+                   for setting in SETTINGS if setting.name in fields})
+        s.security_group_ids = list(s.security_group_ids or [])
         s.validate()
         return s
 

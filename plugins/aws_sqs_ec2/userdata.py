@@ -41,7 +41,7 @@ SUPERVISOR_CONF_PATH = f"{ETC_DIR}/supervisord.conf"
 BOOTSTRAP_PATH = f"{ETC_DIR}/bootstrap.sh"
 PROGRAM = "wrencore-daemon"
 #: The number of daemon processes reaches supervisord (and the daemons) through this variable.
-NUMPROCS_ENV = "WRENCORE_AWS_SQS_EC2__NUMPROCS"
+NUMPROCS_ENV = "WRENCORE_DAEMON__NUMPROCS"
 
 PINNED_DISTRIBUTIONS = ("cloudpickle", "boto3", "botocore", "watchtower", "supervisor", "pluggy")
 BOOT_DIR = "/var/cache/wrencore-boot"

@@ -11,35 +11,49 @@ redelivered to other workers when their messages' deadlines pass.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
 import sys
 import tempfile
+from types import SimpleNamespace
 from typing import Any, Dict
 
-WORKER_HELP = "run worker daemons on this machine, pulling calls from a queue"
+import click
+
 PROGRAM = "wrencore-worker"
 
 
-def add_commands(subparsers: "argparse._SubParsersAction") -> None:
-    parser = subparsers.add_parser("worker", help=WORKER_HELP, description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--queue", required=True, metavar="NAME",
-                        help="the queue plugin (e.g. gcp_pubsub, sqs); its config table "
-                             "names the queue")
-    parser.add_argument("--storage", required=True, metavar="NAME",
-                        help="the storage the jobs use (e.g. gcs, s3, localfs); checked at start")
-    parser.add_argument("--processes", type=int, default=0, metavar="N",
-                        help="daemon processes (default: one per core)")
-    parser.add_argument("--idle-timeout", type=float, default=300.0, metavar="S",
-                        help="exit after every process was idle this long (default 300)")
-    parser.add_argument("--state-dir", default=None, metavar="DIR",
-                        help="settings, logs and idle markers (default: a new temp dir)")
-    parser.add_argument("--config", metavar="JSON", default=None,
-                        help='configuration overrides, e.g. \'{"gcp_pubsub": {"name": "q"}}\'')
-    parser.set_defaults(func=run)
+def add_commands(cli: click.Group) -> None:
+    cli.add_command(worker)
+
+
+WORKER_HELP = """Run worker daemons on this machine, pulling calls from a queue.
+
+A crashed daemon is restarted at once; one that exits cleanly stays down. When every daemon
+has been idle for --idle-timeout seconds, the machine is released (an EC2 instance of a
+fleet terminates; a plain machine just stops working) and the command exits with status 0.
+SIGTERM or Ctrl-C stops it at once; calls under way go to other workers when their
+messages' deadlines pass.
+"""
+
+
+@click.command(help=WORKER_HELP, short_help="Run worker daemons pulling calls from a queue.")
+@click.option("--queue", required=True, metavar="NAME",
+              help="the queue plugin (e.g. gcp_pubsub, sqs, local); its config table names "
+                   "the queue")
+@click.option("--storage", required=True, metavar="NAME",
+              help="the storage the jobs use (e.g. gcs, s3, localfs); checked at start")
+@click.option("--processes", type=click.IntRange(min=0), default=0, metavar="N",
+              help="daemon processes (default: one per core)")
+@click.option("--idle-timeout", type=click.FloatRange(min=0), default=300.0, metavar="S",
+              help="exit after every process was idle this long (default 300)")
+@click.option("--state-dir", default=None, metavar="DIR",
+              help="settings, logs and idle markers (default: a new temp dir)")
+@click.option("--config", "config", metavar="JSON", default=None,
+              help='configuration overrides, e.g. \'{"gcp_pubsub": {"name": "q"}}\'')
+def worker(**kwargs: Any) -> int:
+    return run(SimpleNamespace(**kwargs))
 
 
 def supervisord_conf(state_dir: str, settings_path: str, numprocs: int) -> str:
@@ -75,12 +89,14 @@ stdout_logfile={state_dir}/logs/%(program_name)s-%(process_num)d.log
 """
 
 
-def prepare(args: argparse.Namespace) -> str:
+def prepare(args: SimpleNamespace) -> str:
     """Check the queue and storage, write settings and supervisord's config; its path."""
     from wrencore.config import Config
     from wrencore.plugins import get_registry
 
-    config = Config(json.loads(args.config) if args.config else None)
+    from wrencore.cli import json_option
+
+    config = Config(json_option(args.config))
     registry = get_registry()
     queue_cls = registry.load("queue", args.queue)
     queue = queue_cls(**dict(config.section(args.queue)))  # created if missing
@@ -116,10 +132,7 @@ def prepare(args: argparse.Namespace) -> str:
     return conf_path
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.processes < 0 or args.idle_timeout < 0:
-        print("--processes and --idle-timeout must not be negative", file=sys.stderr)
-        return 2
+def run(args: SimpleNamespace) -> int:
     conf_path = prepare(args)
     print(f"wrencore worker: {args.processes or os.cpu_count()} process(es) on queue "
           f"{args.queue}; state in {os.path.dirname(conf_path)}", flush=True)

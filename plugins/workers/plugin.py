@@ -29,7 +29,28 @@ def wrencore_instance_id(config: Mapping[str, Any]) -> Optional[str]:
 
 
 @hookimpl
-def wrencore_register_commands(subparsers) -> None:
+def wrencore_register_commands(cli) -> None:
     from .cli import add_commands
 
-    add_commands(subparsers)
+    add_commands(cli)
+
+
+@hookimpl
+def wrencore_register_settings(register) -> None:
+    from wrencore.settings import Setting
+
+    register("queue", [
+        Setting("name", "str", None, "The queue plugin the `queue` backend sends calls "
+                "through (`local`, `sqs`, `gcp_pubsub`); its own table names the queue."),
+    ], doc="The `queue` backend: calls through a queue to workers started with "
+           "`wrencore worker`.")
+    register("worker", [
+        Setting("poll_wait", "float", None, "Seconds a receive waits for messages.", minimum=0),
+        Setting("batch_size", "int", 10, "Messages received at once.", minimum=1),
+        Setting("visibility_timeout", "float", 60.0, "Seconds a received message stays "
+                "hidden; extended by the heartbeat.", minimum=0),
+        Setting("heartbeat_interval", "float", 0.0, "Seconds between deadline extensions; "
+                "0: a third of the visibility timeout.", minimum=0),
+        Setting("log_level", "str", "INFO", "The daemons' log level."),
+    ], doc="`wrencore worker`: settings of its daemons, beyond the command's options. "
+           "Other daemon settings pass through unchecked.", open=True)

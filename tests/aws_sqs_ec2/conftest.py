@@ -47,7 +47,7 @@ def fleet(aws_env, standalone_config):
     harnesses = []
 
     def start(numprocs=2, extra_env=None, reap_terminated=True):
-        env = dict(aws_env.env(), WRENCORE_AWS_SQS_EC2__LOG_SEND_INTERVAL="1",
+        env = dict(aws_env.env(), WRENCORE_DAEMON__LOG_SEND_INTERVAL="1",
                    **(extra_env or {}))
         harness = FleetHarness(env, standalone_config.fleet, numprocs=numprocs,
                                reap_terminated=reap_terminated).__enter__()

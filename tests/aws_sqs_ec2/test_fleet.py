@@ -3,7 +3,6 @@ against moto."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import boto3
@@ -119,12 +118,11 @@ def test_bad_configuration_is_reported_clearly(standalone_config):
 
 
 def run_cli(config, *argv, capsys):
-    parser = argparse.ArgumentParser(prog="wrencore")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    plugins.get_plugin_manager().hook.wrencore_register_commands(subparsers=subparsers)
-    args = parser.parse_args(["standalone", "--config", json.dumps(config), *argv])
-    code = args.func(args)
-    return code, capsys.readouterr().out
+    from wrencore.cli import main
+
+    code = main(["standalone", "--config", json.dumps(config), *argv])
+    out, run_cli.err = capsys.readouterr()
+    return code, out
 
 
 def test_command_line(standalone_config, capsys):
@@ -150,7 +148,43 @@ def test_command_line(standalone_config, capsys):
     assert out.strip() == f"terminated {ids[0]}"
     code, out = run_cli(config, "terminate", "--all", capsys=capsys)
     assert out.strip() == f"terminated {ids[1]}"
-    with pytest.raises(SystemExit) as exited:
-        run_cli(config, "terminate", capsys=capsys)
-    assert exited.value.code == 2
-    assert "one of the arguments --all ID is required" in capsys.readouterr().err
+    code, _ = run_cli(config, "terminate", capsys=capsys)
+    assert code == 2
+    assert "name instance ids, or pass --all" in run_cli.err
+
+
+def test_list_and_queue_size_create_nothing(standalone_config, capsys):
+    config = standalone_config(queue_name="wrencore-untouched")
+    sqs, iam = boto3.client("sqs"), boto3.client("iam")
+    queues, profiles = sqs.list_queues().get("QueueUrls", []), \
+        iam.list_instance_profiles()["InstanceProfiles"]
+    code, out = run_cli(config, "list", capsys=capsys)
+    assert code == 0 and out.startswith("ID ")
+    code, _ = run_cli(config, "queue-size", capsys=capsys)
+    assert code == 1
+    assert run_cli.err == (
+        "wrencore: error: the SQS queue 'wrencore-untouched' does not exist: nothing has run "
+        "on this fleet yet (`wrencore standalone launch` or a job creates it)\n")
+    assert sqs.list_queues().get("QueueUrls", []) == queues
+    assert iam.list_instance_profiles()["InstanceProfiles"] == profiles
+
+
+def test_config_check_verifies_the_fleet_without_creating_anything(standalone_config, tmp_path,
+                                                                   monkeypatch, capsys):
+    from wrencore.cli import main
+
+    config = standalone_config(ami="ami-00000000000000000", subnet_id="subnet-nope")
+    monkeypatch.chdir(tmp_path)
+    lines = ['backend = "aws_sqs_ec2"', "[s3]", f'bucket = "{config["s3"]["bucket"]}"',
+             "[aws_sqs_ec2]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in config["aws_sqs_ec2"].items()]
+    (tmp_path / "wrencore.toml").write_text("\n".join(lines) + "\n")
+    sqs = boto3.client("sqs")
+    queues = sqs.list_queues().get("QueueUrls", [])
+    assert main(["config", "check"]) == 1
+    out = capsys.readouterr().out
+    assert "ok      credentials: arn:aws:" in out and "ok      storage permissions" in out
+    assert "MISSING AMI: ami-00000000000000000" in out
+    assert "MISSING subnet: subnet-nope" in out
+    assert f"{config['aws_sqs_ec2']['queue_name']} does not exist yet" in out
+    assert sqs.list_queues().get("QueueUrls", []) == queues

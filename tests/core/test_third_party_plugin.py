@@ -42,6 +42,28 @@ class ThreadBackend(Backend):
 @hookimpl
 def wrencore_register_backends(register):
     register("thread_demo", ThreadBackend, description="threads in the client process")
+
+
+@hookimpl
+def wrencore_register_settings(register):
+    from wrencore.settings import Setting
+
+    register("thread_demo", [Setting("greeting", "str", "hello", "what the command says"),
+                             Setting("threads", "int", 1, "threads", minimum=1)],
+             doc="The thread_demo backend.")
+
+
+@hookimpl
+def wrencore_register_commands(cli):
+    import click
+
+    @cli.command("thread-demo")
+    @click.option("--name", default="world")
+    def thread_demo(name):
+        """Greet NAME with the configured greeting."""
+        from wrencore.config import Config
+
+        click.echo(f"{Config().section('thread_demo').get('greeting', 'hello')}, {name}")
 '''
 
 PYPROJECT = '''
@@ -62,6 +84,12 @@ py-modules = ["wrencore_thread_demo"]
 
 SCRIPT = '''
 import wrencore
+for bad in ({"greting": "hi"}, {"threads": 0}):
+    try:
+        wrencore.Executor(backend="thread_demo", config={"thread_demo": bad})
+    except wrencore.ConfigError as exc:
+        print("REFUSED", exc)
+wrencore.Executor(backend="thread_demo", config={"thread_demo": {"threads": "2"}}).shutdown()
 futures = wrencore.map(lambda x: x * 10, [1, 2, 3], backend="thread_demo")
 print("RESULTS", wrencore.get_all_results(futures, timeout=60))
 print("WORKER", futures[0].metadata["worker_id"])
@@ -85,3 +113,11 @@ def test_out_of_tree_plugin_package_runs_a_map(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "RESULTS [10, 20, 30]" in result.stdout
     assert "WORKER thread-backend" in result.stdout
+    assert ("REFUSED unknown config key 'greting' in table [thread_demo] (from the executor's "
+            "config argument); did you mean 'greeting'?") in result.stdout
+    assert ("REFUSED config [thread_demo] threads = 0 (from the executor's config argument) "
+            "must be at least 1") in result.stdout
+    command = subprocess.run([sys.executable, "-m", "wrencore", "thread-demo", "--name", "you"],
+                             env=dict(env, WRENCORE_THREAD_DEMO__GREETING="hi"), cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120)
+    assert (command.returncode, command.stdout) == (0, "hi, you\n"), command.stderr

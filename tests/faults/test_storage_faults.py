@@ -65,7 +65,7 @@ def test_endpoint_restarted_with_its_state_lost_ends_the_job_with_a_storage_erro
     }
     from tests.servers.fleet_harness import FleetHarness
 
-    harness = FleetHarness(dict(own_moto.env(), WRENCORE_AWS_SQS_EC2__LOG_SEND_INTERVAL="1"),
+    harness = FleetHarness(dict(own_moto.env(), WRENCORE_DAEMON__LOG_SEND_INTERVAL="1"),
                            fleet, numprocs=1).__enter__()
     try:
         executor = wrencore.Executor(backend="aws_sqs_ec2", config=config)

@@ -118,9 +118,9 @@ class SimulatedInstance:
         env = dict(env)
         env.update({
             userdata.NUMPROCS_ENV: str(numprocs),  # what `nproc` says on this "instance"
-            "WRENCORE_AWS_SQS_EC2__METADATA_URL": self.metadata.url,
-            "WRENCORE_AWS_SQS_EC2__BOOT_TIME_FILE": boot_file,
-            "WRENCORE_AWS_SQS_EC2__SHUTDOWN_COMMAND":
+            "WRENCORE_DAEMON__METADATA_URL": self.metadata.url,
+            "WRENCORE_DAEMON__BOOT_TIME_FILE": boot_file,
+            "WRENCORE_DAEMON__SHUTDOWN_COMMAND":
                 f"{sys.executable} -m supervisor.supervisorctl -c {self.conf} shutdown",
             "WRENCORE_MODULE_CACHE": os.path.join(root, "modules"),
             "WRENCORE_SUPERVISORD_ARGS": "-n",  # stay in the foreground: this is its pid
