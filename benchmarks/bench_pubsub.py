@@ -4,8 +4,11 @@ on one Pub/Sub emulator.
 Measured side by side in one run, for no-op calls, with 1 and 10 messages per pull:
 
 - daemon: the real :class:`wrencore_runtime.daemon.Daemon` working off the ``gcp_pubsub``
-  queue — pull, decode the task message, run the call through the shared JobRunner, write
-  the call's status (with its result) to local-filesystem storage, acknowledge;
+  queue — pull, journal, decode the task message, check for cancel markers, run the call
+  through the shared JobRunner, write its outcome (with its result) to local-filesystem
+  storage — one batch status for the calls that ended during the previous write —, and
+  acknowledge the pull's messages once their outcomes are written (in a thread of its own,
+  overlapping the next pull);
 - plain loop: google-cloud-pubsub alone doing pull -> acknowledge on the same emulator:
   the ceiling the issue names;
 - plain loop + write: the same, plus one result file written per message to the same
@@ -15,7 +18,7 @@ Measured side by side in one run, for no-op calls, with 1 and 10 messages per pu
 Both drain the same number of pre-published messages; each figure is the median of
 several rounds, run alternately. Target: the daemon reaches at least 80% of the plain loop.
 
-Run from the repository root: ``python benchmarks/bench_pubsub.py [--calls 400]``.
+Run from the repository root: ``python benchmarks/bench_pubsub.py [--calls 2000]``.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ def run_daemon(storage, calls: int, batch: int, work: str) -> float:
     start = time.perf_counter()
     while daemon.calls_run < calls:
         daemon.step(heartbeat)
+    daemon.acks.drain()
     elapsed = time.perf_counter() - start
     heartbeat.stop()
     queue.delete_queues()

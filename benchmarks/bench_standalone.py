@@ -75,6 +75,7 @@ def run_daemon(storage, calls: int, batch: int, work: str) -> float:
     start = time.perf_counter()
     while daemon.calls_run < calls:
         daemon.step(heartbeat)
+    daemon.acks.drain()
     elapsed = time.perf_counter() - start
     heartbeat.stop()
     queue.delete_queues()

@@ -5,11 +5,14 @@ Runs on a worker instance, one per supervisord process (``numprocs`` per instanc
     python -m wrencore_runtime.daemon --settings /etc/wrencore/daemon.json
 
 For each received message it runs every call through the shared
-:class:`~wrencore_runtime.runner.JobRunner` and writes the call's ``status.json`` (the
-commit marker; small results travel inside it, larger ones are staged first), publishes it
-to the client's completion channel when the job has one, and only then deletes the message. While calls run, a heartbeat thread keeps the held messages
-invisible. A redelivered message whose calls already have a status is deleted without
-running them again. A message that cannot be decoded is released at once, so it reaches
+:class:`~wrencore_runtime.runner.JobRunner`. A :class:`StatusWriter` thread writes the
+outcomes behind the calls — a lone call's ``status.json``, or one batch status for the calls
+of a job that ended during the previous write (the commit markers; small results travel
+inside them, larger ones are staged first) — and publishes each write to the client's
+completion channel when the job has one. The messages of a receive whose outcomes are all
+written are then deleted in one request. While calls run, a heartbeat thread keeps the held
+messages invisible. A redelivered message whose calls already have an outcome is deleted
+without running them again. A message that cannot be decoded is released at once, so it reaches
 the dead-letter queue after ``max_receives`` receives; the client fails the futures of
 calls it finds there. A job whose runtime's environment cannot be built (the runtime is
 missing from storage or broken) fails its calls at once with a ``RuntimeBuildError`` status
@@ -60,10 +63,10 @@ from typing import Any, Callable, Dict, List, Optional
 
 from . import completion, layout
 from .environment import EnvironmentProcessDied, JobEnvironments
-from .errors import RuntimeBuildError
+from .errors import RuntimeBuildError, StorageKeyError
 from .protocol import decode_json, encode_json
 from .queues import QueueMessage, TaskQueue, queue_from_spec
-from .runner import JobRunner, cancel_marker, cancelled_status, failed_status
+from .runner import CancelChecks, JobRunner, cancel_marker, cancelled_status, failed_status
 from .storage import storage_from_spec
 
 logger = logging.getLogger(__name__)
@@ -272,56 +275,83 @@ class IdleBoard:
 
 
 class Journal:
-    """What a daemon process holds and runs, on disk, so its successor can settle it."""
+    """What a daemon process holds and runs, on disk, so its successor can settle it.
+
+    An append-only file of JSON lines — a batch's messages, the message running, the
+    messages whose outcomes are durable, the batch's end — each one ``write`` to a file kept
+    open: a record survives the process's death at once (it is in the kernel's cache), at
+    a few microseconds instead of the milliseconds of rewriting and renaming a file. No
+    fsync: the journal speaks for a process that died on a machine that lives on.
+    """
+
+    #: The file is emptied at a batch's end once it is larger than this.
+    MAX_BYTES = 1 << 20
 
     def __init__(self, state_dir: str, process_name: str) -> None:
         directory = os.path.join(state_dir, "journal")
         os.makedirs(directory, exist_ok=True)
-        self.path = os.path.join(directory, process_name + ".json")
-        self._entry: Dict[str, Any] = {}
+        self.path = os.path.join(directory, process_name + ".jsonl")
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        with open(self.path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":  # a predecessor's line cut short stays alone
+                    os.write(self._fd, b"\n")
 
-    def _write(self) -> None:
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self._entry, f)
-        os.replace(tmp, self.path)
+    def _append(self, record: Dict[str, Any]) -> None:
+        os.write(self._fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
 
     def begin(self, messages: List[QueueMessage]) -> None:
-        self._entry = {"messages": [
+        self._append({"begin": [
             {"message_id": m.message_id, "body": "", "receipt": m.receipt,
-             "receive_count": m.receive_count} for m in messages],
-            "running": None, "done": []}
-        self._write()
+             "receive_count": m.receive_count} for m in messages]})
 
-    def running(self, message: QueueMessage) -> None:
-        self._entry["running"] = message.message_id
-        self._write()
+    def running(self, message: Optional[QueueMessage]) -> None:
+        """``message`` runs now (None: none does — the last one returned)."""
+        self._append({"running": message.message_id if message else None})
 
-    def finished(self, message: QueueMessage) -> None:
-        self._entry["done"].append(message.message_id)
-        self._entry["running"] = None
-        self._write()
+    def finished(self, *messages: QueueMessage) -> None:
+        """The outcomes of these messages' calls are durable: they may be deleted."""
+        self._append({"done": [m.message_id for m in messages]})
 
     def interrupted(self, message: QueueMessage) -> None:
         """The running message was given up on purpose: the successor releases it, blaming
         no crash on it."""
-        if self._entry.get("running") == message.message_id:
-            self._entry["running"] = None
-            self._write()
+        self._append({"interrupted": message.message_id})
 
     def end(self) -> None:
-        self._entry = {}
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        self._append({"end": True})
+        if os.fstat(self._fd).st_size > self.MAX_BYTES:
+            os.ftruncate(self._fd, 0)
 
     def load(self) -> Dict[str, Any]:
+        """The last batch, if it did not end: ``{"messages", "running", "done"}``; else {}."""
         try:
             with open(self.path, encoding="utf-8") as f:
-                return json.load(f)
-        except (OSError, ValueError):
+                lines = f.read().splitlines()
+        except OSError:
             return {}
+        entry: Dict[str, Any] = {}
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by the machine's own end
+            if "begin" in record:
+                entry = {"messages": record["begin"], "running": None, "done": []}
+            elif not entry:
+                continue
+            elif "running" in record:
+                entry["running"] = record["running"]
+            elif "done" in record:
+                entry["done"] += record["done"]
+            elif "interrupted" in record:
+                if entry["running"] == record["interrupted"]:
+                    entry["running"] = None
+            elif "end" in record:
+                entry = {}
+        return entry
 
 
 class CrashLedger:
@@ -405,6 +435,195 @@ class Heartbeat:
 # ------------------------------------------------------------------------------------
 
 
+class StatusWriter:
+    """Writes the outcomes of a daemon's calls behind them, and says which messages are done.
+
+    Outcomes queue up as calls end. A writer thread puts them as soon as its previous write
+    is done: the outcomes that arrived meanwhile go into one object per job — the call's
+    ``status.json`` when alone, else a batch status (``layout.batch_status_key``) — which
+    is then published to the job's completion channel. A call's outcome is thus durable
+    about one write after it ends (before a later call can crash the daemon), while quick
+    calls share writes. A message is done — safe to acknowledge — once its last outcome is
+    written: ``on_done`` is told so (the journal), and :meth:`take_done` hands it out.
+    """
+
+    def __init__(self, on_done: Callable[[List[QueueMessage]], None]) -> None:
+        self.on_done = on_done
+        #: ("outcome", message, job, status, pickled result) and ("end", message, ...).
+        self._pending: List[tuple] = []
+        self._writing = False
+        self._failed: set = set()   # message ids with an outcome that could not be written
+        self._done: List[QueueMessage] = []
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="wrencore-status-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    def add(self, message: QueueMessage, job: Dict[str, Any], status: Dict[str, Any],
+            result: Optional[bytes]) -> None:
+        with self._cond:
+            self._pending.append(("outcome", message, job, status, result))
+            self._cond.notify_all()
+
+    def end_message(self, message: QueueMessage, completed: bool = True) -> None:
+        """Every outcome of ``message`` was added (``completed``: else it was given up, and
+        is not to be acknowledged)."""
+        with self._cond:
+            self._pending.append(("end", message, None, None, completed))
+            self._cond.notify_all()
+
+    def flush(self) -> None:
+        """Wait until everything added so far is written (or failed)."""
+        with self._cond:
+            while self._pending or self._writing:
+                self._cond.wait()
+
+    def take_done(self) -> List[QueueMessage]:
+        """Wait for the writes, then hand out the messages that are done (once each)."""
+        self.flush()
+        with self._cond:
+            done, self._done = self._done, []
+            return done
+
+    def failed(self, message: QueueMessage) -> bool:
+        with self._cond:
+            return message.message_id in self._failed
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending:
+                    self._cond.wait()
+                items, self._pending = self._pending, []
+                self._writing = True
+            try:
+                done = self._write(items)
+                if done:
+                    self.on_done(done)
+            except Exception:  # never let the writer die: flush() would wait for ever
+                logger.exception("the status writer failed")
+                done = []
+            with self._cond:
+                self._done += done
+                self._writing = False
+                self._cond.notify_all()
+
+    def _write(self, items: List[tuple]) -> List[QueueMessage]:
+        by_job: Dict[str, List[tuple]] = {}
+        for item in items:
+            if item[0] == "outcome":
+                by_job.setdefault(item[2]["job_id"], []).append(item)
+        for outcomes in (run for job_outcomes in by_job.values()
+                         for run in _consecutive_runs(job_outcomes)):
+            try:
+                self._put(outcomes)
+            except Exception as exc:  # storage unreachable: the messages are retried
+                calls = [status["call_id"] for _k, _m, _j, status, _r in outcomes]
+                logger.error("writing the outcomes of calls %s failed; their messages will "
+                             "be retried: %s: %s", calls, type(exc).__name__, exc)
+                with self._cond:
+                    self._failed.update(m.message_id for _k, m, _j, _s, _r in outcomes)
+        done = []
+        with self._cond:
+            for kind, message, _job, _status, completed in items:
+                if kind == "end":
+                    if completed and message.message_id not in self._failed:
+                        done.append(message)
+                    self._failed.discard(message.message_id)  # settled either way
+        return done
+
+    @staticmethod
+    def _put(outcomes: List[tuple]) -> None:
+        job = outcomes[0][2]
+        storage = storage_from_spec(job["storage"])
+        first = outcomes[0][3]
+        if len(outcomes) == 1:
+            status, result = dict(first), outcomes[0][4]
+            if result is not None:
+                status["result"] = result  # one write: the status carries the result
+            key = layout.status_key(job["job_id"], first["call_id"], first.get("attempt", 0))
+            storage.put(key, encode_json(status).encode())
+            completion.publish(job, [status], None, key)
+            return
+        statuses = [status for _k, _m, _j, status, _r in outcomes]
+        results = {status["call_id"]: result for _k, _m, _j, status, result in outcomes
+                   if result is not None}
+        key = layout.batch_status_key(job["job_id"], first["call_id"], first.get("attempt", 0),
+                                      statuses[-1]["call_id"])
+        storage.put(key, encode_json({"job_id": job["job_id"], "statuses": statuses,
+                                      "results": results}).encode())
+        completion.publish(job, statuses, results, key)
+
+
+def _consecutive_runs(outcomes: List[tuple]) -> List[List[tuple]]:
+    """``outcomes`` (of one job) as runs of consecutive call ids at one attempt: a batch
+    status's key names the first and last call it covers, so a batch must hold every call
+    between them and no other (a batch that cannot be read then fails exactly its own)."""
+    def order(item: tuple) -> tuple:
+        status = item[3]
+        call_id = status["call_id"]
+        return status.get("attempt", 0), len(call_id), call_id
+
+    runs: List[List[tuple]] = []
+    previous = None
+    for item in sorted(outcomes, key=order):
+        status = item[3]
+        attempt, call_id = status.get("attempt", 0), status["call_id"]
+        if previous is not None and previous[0] == attempt and call_id.isdigit() \
+                and previous[1].isdigit() and int(call_id) == int(previous[1]) + 1:
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+        previous = (attempt, call_id)
+    return runs
+
+
+class Acknowledger:
+    """Deletes done messages from the queue in a thread of its own, so that one receive's
+    acknowledgement overlaps the next receive (and the calls it brings) instead of
+    preceding it. A message is handed over only once its outcomes are written. If the
+    daemon dies before the request is made, the message comes back when its deadline
+    passes, and the calls whose outcomes are found are not run again (their successor
+    deletes it at once if its receive had not ended, see :meth:`Daemon.recover`)."""
+
+    def __init__(self, queue: TaskQueue) -> None:
+        self.queue = queue
+        self._pending: List[QueueMessage] = []
+        self._sending = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="wrencore-acknowledger",
+                                        daemon=True)
+        self._thread.start()
+
+    def submit(self, messages: List[QueueMessage]) -> None:
+        if messages:
+            with self._cond:
+                self._pending += messages
+                self._cond.notify_all()
+
+    def drain(self) -> None:
+        """Wait until every message handed over is acknowledged (or failed to be)."""
+        with self._cond:
+            while self._pending or self._sending:
+                self._cond.wait()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending:
+                    self._cond.wait()
+                messages, self._pending = self._pending, []
+                self._sending = True
+            try:
+                self.queue.delete_many(messages)
+            except Exception as exc:  # they come back; their outcomes are found then
+                logger.warning("could not delete messages %s: %s: %s",
+                               [m.message_id for m in messages], type(exc).__name__, exc)
+            with self._cond:
+                self._sending = False
+                self._cond.notify_all()
+
+
 @dataclass(eq=False)
 class _RunningCall:
     """A call a daemon runs: its message, and how to stop it if it is cancelled."""
@@ -434,6 +653,10 @@ class Daemon:
         self._terminate_instance = terminate_instance or (lambda iid: None)
         self.journal = Journal(settings.state_dir, settings.process_name)
         self.crashes = CrashLedger(settings.state_dir)
+        self.statuses = StatusWriter(on_done=lambda done: self.journal.finished(*done))
+        self.acks = Acknowledger(self.queue)
+        #: One cancel-marker listing per job and half a second (the latest jobs only).
+        self._cancel_checks: Dict[str, CancelChecks] = {}
         self.stopping = threading.Event()
         self.calls_run = 0
         #: The call being run, for the heartbeat's cancel check (see :meth:`stop_if_cancelled`).
@@ -441,10 +664,30 @@ class Daemon:
         self._outcome_lock = threading.Lock()
 
     # -- messages --------------------------------------------------------------------
-    def _already_done(self, job: Dict[str, Any], call: Dict[str, Any]) -> bool:
+    def _done_calls(self, job: Dict[str, Any], calls: List[Dict[str, Any]]) -> set:
+        """The ids of ``calls`` whose outcome is in storage: in its own status, or in a batch
+        status that one of ``calls`` starts (how :class:`StatusWriter` wrote a message)."""
         storage = storage_from_spec(job["storage"])
-        return storage.exists(layout.status_key(job["job_id"], call["call_id"],
-                                                call.get("attempt", 0)))
+        wanted = {(c["call_id"], c.get("attempt", 0)) for c in calls}
+        done = set()
+        for call_id, attempt in sorted(wanted):
+            if call_id in done:
+                continue
+            # Batches that start at this call (one listing finds every form of their key).
+            prefix = layout.batch_status_key(job["job_id"], call_id, 0).rsplit(".json", 1)[0]
+            for key in storage.list(prefix):
+                if (layout.attempt_of_batch_status_key(key) or 0) != attempt:
+                    continue
+                try:
+                    batch = decode_json(storage.get(key))
+                except (StorageKeyError, ValueError):
+                    continue
+                done.update(s.get("call_id") for s in batch.get("statuses") or []
+                            if (s.get("call_id"), s.get("attempt", 0)) in wanted)
+            if call_id not in done and storage.exists(
+                    layout.status_key(job["job_id"], call_id, attempt)):
+                done.add(call_id)
+        return done
 
     def _put_status(self, job: Dict[str, Any], call: Dict[str, Any],
                     status: Dict[str, Any]) -> None:
@@ -453,11 +696,21 @@ class Daemon:
         storage.put(key, encode_json(status).encode())
         completion.publish(job, [status], None, key)  # the status carries its result
 
-    def _skip_if_cancelled(self, job: Dict[str, Any], call: Dict[str, Any]) -> bool:
+    def _cancelled(self, job: Dict[str, Any], call: Dict[str, Any]) -> bool:
+        checks = self._cancel_checks.pop(job["job_id"], None)
+        if checks is None:
+            checks = CancelChecks(storage_from_spec(job["storage"]), job)
+            if len(self._cancel_checks) >= 16:
+                del self._cancel_checks[next(iter(self._cancel_checks))]
+        self._cancel_checks[job["job_id"]] = checks  # the latest used last
+        return checks.cancelled(call)
+
+    def _skip_if_cancelled(self, message: QueueMessage, job: Dict[str, Any],
+                           call: Dict[str, Any]) -> bool:
         """Record a cancelled status instead of starting a call the client cancelled."""
-        if cancel_marker(storage_from_spec(job["storage"]), job, call) is None:
+        if not self._cancelled(job, call):
             return False
-        self._put_status(job, call, cancelled_status(job, call, "before it started"))
+        self.statuses.add(message, job, cancelled_status(job, call, "before it started"), None)
         logger.info("call %s/%s was cancelled; not running it", job["job_id"], call["call_id"])
         return True
 
@@ -479,6 +732,7 @@ class Daemon:
                     return  # killed to cancel the call, whose status is written
                 logger.error("the call killed its environment's process; exiting as if it "
                              "had killed this daemon")
+                self.statuses.flush()  # the earlier calls' outcomes
                 os._exit(70)
         else:
             self._running = running
@@ -488,9 +742,7 @@ class Daemon:
             if running.stopped:
                 return
         status = outcome.status
-        if outcome.result is not None:
-            status["result"] = outcome.result  # one write: the status carries the result
-        self._put_status(job, call, status)
+        self.statuses.add(running.message, job, status, outcome.result)
         self.calls_run += 1
         logger.info("call %s/%s %s in %.3f s", job["job_id"], call["call_id"],
                     "succeeded" if status["success"] else "failed",
@@ -498,7 +750,8 @@ class Daemon:
                     - status["metadata"].get("worker_start_timestamp", 0))
 
     def handle(self, message: QueueMessage) -> bool:
-        """Run a message's calls and durably record their outcomes; True when done."""
+        """Run a message's calls, handing their outcomes to :attr:`statuses`; True when
+        every call has its outcome (the message is done once they are written)."""
         try:
             task = decode_json(message.body)
             job, calls = task["job"], task["calls"]
@@ -511,12 +764,13 @@ class Daemon:
             self._release(message)
             return False
         try:
+            done = self._done_calls(job, calls) if message.receive_count > 1 else set()
             for index, call in enumerate(calls):
-                if message.receive_count > 1 and self._already_done(job, call):
+                if call["call_id"] in done:
                     logger.info("call %s/%s was already done; not running it again",
                                 job["job_id"], call["call_id"])
                     continue
-                if self._skip_if_cancelled(job, call):
+                if self._skip_if_cancelled(message, job, call):
                     continue
                 self._run_call(job, call, _RunningCall(
                     message, job, call, last=index == len(calls) - 1))
@@ -550,7 +804,8 @@ class Daemon:
             logger.warning("call %s/%s was cancelled while it ran in this daemon's process; "
                            "the daemon exits and supervisord starts a new one",
                            job["job_id"], call["call_id"])
-            if running.last:
+            self.statuses.flush()  # the outcomes of the message's earlier calls
+            if running.last and not self.statuses.failed(running.message):
                 self.journal.finished(running.message)  # the successor deletes it
             else:
                 self.journal.interrupted(running.message)  # the rest of it runs elsewhere
@@ -591,25 +846,26 @@ class Daemon:
         heartbeat.hold(messages)
         messages = self._order(messages)
         self.journal.begin(messages)
-        done: List[QueueMessage] = []
         try:
             for message in messages:
                 if self.stopping.is_set():
                     self._release(message)
                     continue
-                if message.receive_count > 1 and done:
-                    self.queue.delete_many(done)
-                    done = []
+                if message.receive_count > 1:  # may crash us: settle the others first
+                    self._delete_done()
                 self.journal.running(message)
-                if self.handle(message):
-                    done.append(message)
-                    self.journal.finished(message)
-            if done:
-                self.queue.delete_many(done)
+                self.statuses.end_message(message, completed=self.handle(message))
+            self.journal.running(None)
+            self._delete_done()
         finally:
             heartbeat.release(messages)
             self.journal.end()
         return len(messages)
+
+    def _delete_done(self) -> None:
+        """Have the messages whose outcomes are all written acknowledged, in one request
+        made behind this thread's back (``self.acks.drain()`` waits for it)."""
+        self.acks.submit(self.statuses.take_done())
 
     def recover(self) -> None:
         """After a crash: blame the message that was running, settle the rest of its batch."""
@@ -642,6 +898,7 @@ class Daemon:
             return False
         if instance_uptime(s.boot_time_file) < s.min_uptime:
             return False
+        self.acks.drain()
         depth = self.queue.depth()
         if depth.get("visible", 0) or depth.get("in_flight", 0):
             return False
@@ -699,6 +956,7 @@ class Daemon:
                 if not received and self.maybe_terminate():
                     break
         finally:
+            self.acks.drain()
             heartbeat.stop()
             self.environments.stop()
         return 0

@@ -23,13 +23,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from typing import Any, Dict, Optional
 
 from . import PROTOCOL_VERSION, completion, layout
 from .errors import CallTimeoutError, WrenError
 from .protocol import decode_json, encode_json
-from .runner import JobRunner, cancelled_status, describe_exception
+from .runner import CancelChecks, JobRunner, cancelled_status, describe_exception
 from .storage import storage_from_spec
 
 logger = logging.getLogger(__name__)
@@ -169,32 +168,6 @@ class _Reporter:
             self._put_batch(statuses, results)
 
 
-#: Seconds a chunk's listing of its job's cancel markers is trusted before the next.
-CANCEL_CHECK_INTERVAL = 0.5
-
-
-class _CancelChecks:
-    """Says whether a call of a chunk was cancelled, from one listing of the job's cancel
-    markers at most every ``CANCEL_CHECK_INTERVAL`` seconds (quick calls share a listing,
-    so a chunk's loop stays quick and its statuses keep sharing batch writes)."""
-
-    def __init__(self, storage: Any, job: Dict[str, Any]):
-        self.storage, self.job = storage, job
-        self._markers: set = set()
-        self._listed_at = -float("inf")
-
-    def cancelled(self, call: Dict[str, Any]) -> bool:
-        now = time.monotonic()
-        if now - self._listed_at >= CANCEL_CHECK_INTERVAL:
-            self._listed_at = now
-            try:
-                self._markers = set(self.storage.list(layout.cancel_prefix(self.job["job_id"])))
-            except Exception as exc:  # storage unreachable: run the call
-                logger.warning("could not list the job's cancel markers: %s", exc)
-        return layout.cancel_key(self.job["job_id"], call["call_id"],
-                                 call.get("attempt", 0)) in self._markers
-
-
 def run_message(message: Dict[str, Any], remaining_time, function_timeout: float,
                 runner: JobRunner) -> Dict[str, int]:
     """Run every call of ``message``, each within the invocation's remaining time."""
@@ -202,7 +175,7 @@ def run_message(message: Dict[str, Any], remaining_time, function_timeout: float
     storage = storage_from_spec(job["storage"])
     chunk = len(message["calls"]) > 1
     reporter = _Reporter(storage, job, batched=chunk)
-    checks = _CancelChecks(storage, job) if chunk else None
+    checks = CancelChecks(storage, job) if chunk else None
     succeeded = failed = cancelled = 0
     try:
         for call in message["calls"]:

@@ -1,8 +1,11 @@
-"""Registers the ``gcp_pubsub`` queue and backend and the ``gcs`` storage.
+"""Registers the ``gcp_pubsub`` queue and backend, the ``gcs`` storage, and the release of
+an idle GCE instance that a managed instance group created.
 
 Importing this module imports no Google SDK."""
 
 from __future__ import annotations
+
+from typing import Any, Mapping, Optional
 
 from wrencore import hookimpl
 
@@ -29,6 +32,17 @@ def wrencore_register_backends(register) -> None:
              requires=("google.cloud.pubsub_v1",), install=GCP_INSTALL,
              description="calls through Pub/Sub to workers started with `wrencore worker "
                          "--queue gcp_pubsub` (config [gcp_pubsub])")
+
+
+@hookimpl
+def wrencore_release_instance(instance_id: str, config: Mapping[str, Any]) -> Optional[bool]:
+    """On a GCE instance a managed instance group created (and that no other provider
+    launched): delete it from its group. Elsewhere: None."""
+    if config.get("provider") not in ("", None, "gce"):
+        return None
+    from .instance import release_managed_instance
+
+    return release_managed_instance(config)
 
 
 @hookimpl

@@ -24,14 +24,19 @@ metadata server, gcloud); with ``PUBSUB_EMULATOR_HOST`` set the clients talk to 
 and need none. Publishing is batched by the client library; receiving is a synchronous
 pull of up to ``max_messages``; acknowledging is one request per batch.
 
-Pub/Sub tells no backlog size through its own API (Cloud Monitoring does, minutes late), so
-:meth:`PubSubQueue.depth` is this client's view: what its last pull saw and what it holds.
-That is what a worker's idle check needs — its own pulls came back empty for the whole idle
-timeout — and it errs towards "not empty".
+Pub/Sub tells no backlog size through its own API. :meth:`PubSubQueue.depth` combines this
+client's view — what its last pull saw and what it holds — with Cloud Monitoring's
+``subscription/num_undelivered_messages`` (google-cloud-monitoring, part of the ``gcp``
+extra), whose newest point is a minute or more old: ``visible`` is the larger of the two, so
+the depth errs towards "not empty". Without Monitoring — the emulator has none, the library
+is missing, or the credentials may not read it (``roles/monitoring.viewer``) — it is the
+client's view alone, which is what a worker's idle check needs: its own pulls came back empty
+for the whole idle timeout.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
@@ -52,6 +57,36 @@ MIN_DEADLINE, MAX_DEADLINE = 10, 600
 ACK_BATCH = 1000
 #: The shortest wait of one pull request, seconds.
 PULL_MIN_WAIT = 0.5
+#: Cloud Monitoring's backlog metric of a subscription, and how it is read: the newest point
+#: of the last LOOKBACK seconds, asked for at most every REFRESH seconds (it changes once a
+#: minute); after a failure, Monitoring is left alone for RETRY_AFTER seconds.
+BACKLOG_METRIC = "pubsub.googleapis.com/subscription/num_undelivered_messages"
+BACKLOG_LOOKBACK, BACKLOG_REFRESH, BACKLOG_RETRY_AFTER = 600.0, 30.0, 600.0
+
+
+def backlog_request(project: str, subscription_id: str, now: float) -> Dict[str, Any]:
+    """The ``ListTimeSeries`` request for a subscription's undelivered messages."""
+    return {
+        "name": f"projects/{project}",
+        "filter": (f'metric.type = "{BACKLOG_METRIC}" AND '
+                   f'resource.type = "pubsub_subscription" AND '
+                   f'resource.labels.subscription_id = "{subscription_id}"'),
+        "interval": {"end_time": {"seconds": int(now) + 1},
+                     "start_time": {"seconds": int(now - BACKLOG_LOOKBACK)}},
+        "view": "FULL",
+    }
+
+
+def newest_backlog(series: Any) -> Optional[int]:
+    """The newest point's value among ``ListTimeSeries`` results, or None if none has one."""
+    newest: Optional[tuple] = None
+    for one in series:
+        for point in one.points:
+            end = point.interval.end_time
+            stamp = end.timestamp() if hasattr(end, "timestamp") else end.seconds
+            if newest is None or stamp > newest[0]:
+                newest = (stamp, int(point.value.int64_value))
+    return None if newest is None else newest[1]
 
 
 def default_project() -> str:
@@ -108,6 +143,10 @@ class PubSubQueue(TaskQueue):
         self._subscriber: Any = None
         self._held: Dict[str, float] = {}   # ack id -> when its deadline ends (monotonic)
         self._last_pulled = 0
+        self._monitoring: Any = None
+        #: Monitoring's last answer (None: none) and when to ask again (monotonic).
+        self._backlog: Optional[int] = None
+        self._backlog_due = 0.0
         if create:
             self.ensure()
 
@@ -236,12 +275,60 @@ class PubSubQueue(TaskQueue):
         self._modify([message], timeout)
 
     def depth(self) -> Dict[str, int]:
-        """This client's view: messages its last pull returned, and those it still holds."""
+        """Messages waiting (the larger of Cloud Monitoring's backlog, when it can be read,
+        and what this client's last pull returned) and those this client holds."""
+        backlog = self.monitored_backlog()
         now = time.monotonic()
         with self._lock:
             for ack_id in [a for a, until in self._held.items() if until <= now]:
                 del self._held[ack_id]
-            return {"visible": self._last_pulled, "in_flight": len(self._held)}
+            return {"visible": max(self._last_pulled, backlog or 0),
+                    "in_flight": len(self._held)}
+
+    @property
+    def monitoring(self) -> Any:
+        """Cloud Monitoring's client, or None where there is none to ask (the emulator, or
+        google-cloud-monitoring not installed)."""
+        if os.environ.get("PUBSUB_EMULATOR_HOST"):
+            return None
+        with self._lock:
+            if self._monitoring is None:
+                try:
+                    monitoring_v3 = importlib.import_module("google.cloud.monitoring_v3")
+                except ImportError:
+                    logger.info("google-cloud-monitoring is not installed: the queue's depth "
+                                "is this client's view (pip install 'wrencore[gcp]')")
+                    self._monitoring = False
+                else:
+                    try:
+                        self._monitoring = monitoring_v3.MetricServiceClient()
+                    except Exception as exc:  # e.g. no default credentials
+                        logger.warning("no Cloud Monitoring client: the queue's depth is "
+                                       "this client's view: %s", exc)
+                        self._monitoring = False
+            return self._monitoring or None
+
+    def monitored_backlog(self) -> Optional[int]:
+        """The subscription's undelivered messages per Cloud Monitoring (a minute or more
+        old), or None when Monitoring cannot tell."""
+        now = time.monotonic()
+        if now < self._backlog_due:
+            return self._backlog
+        client = self.monitoring
+        if client is None:
+            return None
+        subscription_id = self.subscription.rsplit("/", 1)[-1]
+        try:
+            series = client.list_time_series(
+                request=backlog_request(self.project, subscription_id, time.time()),
+                timeout=10)
+            self._backlog, self._backlog_due = newest_backlog(series), now + BACKLOG_REFRESH
+        except Exception as exc:  # no permission, no network: the client's view serves
+            logger.warning("could not read the backlog of %s from Cloud Monitoring (grant "
+                           "roles/monitoring.viewer to use it); using this worker's own view "
+                           "for %.0f s: %s", self.subscription, BACKLOG_RETRY_AFTER, exc)
+            self._backlog, self._backlog_due = None, now + BACKLOG_RETRY_AFTER
+        return self._backlog
 
     def purge(self) -> None:
         """Acknowledge every message of the subscription and of the dead-letter topic."""

@@ -11,7 +11,7 @@ import pytest
 import wrencore
 from tests import cancel_workload as work
 from tests.servers import procs
-from wrencore_runtime.lambda_handler import CANCEL_CHECK_INTERVAL
+from wrencore_runtime.runner import CANCEL_CHECK_INTERVAL
 
 
 def _config(env, **lambda_settings):

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import cloudpickle
 import pytest
 
+from tests.stored_outcomes import stored_statuses
 from wrencore import serialize
 from wrencore_runtime import layout
-from wrencore_runtime.daemon import Daemon, DaemonSettings, Heartbeat, IdleBoard
-from wrencore_runtime.protocol import PYTHON, SERIALIZER, decode_json, encode_json, make_message
+from wrencore_runtime.daemon import Daemon, DaemonSettings, Heartbeat, IdleBoard, Journal
+from wrencore_runtime.protocol import PYTHON, SERIALIZER, encode_json, make_message
 from wrencore_runtime.queue_local import LocalQueue
 from wrencore_runtime.storage import LocalFileStorage
 
@@ -44,7 +46,7 @@ def world(tmp_path):
         return encode_json(make_message(job, calls))
 
     def status(call_id):
-        return decode_json(storage.get(layout.status_key("job1", call_id)))
+        return stored_statuses(storage.list("job1/"), storage.get)[call_id]
 
     class World:
         pass
@@ -61,6 +63,7 @@ def run_steps(daemon, n=1):
     try:
         return sum(daemon.step(heartbeat) for _ in range(n))
     finally:
+        daemon.acks.drain()
         heartbeat.stop()
 
 
@@ -84,6 +87,98 @@ def test_redelivered_message_with_a_status_is_deleted_without_running_again(worl
     assert daemon.calls_run == 0
     assert world.status("00000")["done"] == "before"
     assert world.queue.depth() == {"visible": 0, "in_flight": 0}
+
+
+class GatedStorage(LocalFileStorage):
+    """Local files whose outcome writes wait for ``gate`` (or fail while ``failing``)."""
+
+    gate = threading.Event()
+    failing = False
+
+    def put(self, key, data):
+        if "status" in key.rsplit("/", 1)[-1]:
+            type(self).gate.wait(30)
+            if type(self).failing:
+                raise OSError("the disk is full")
+        super().put(key, data)
+
+
+@pytest.fixture
+def gated(world):
+    GatedStorage.gate.clear()
+    GatedStorage.failing = False
+    world.job["storage"] = {"class": f"{__name__}:GatedStorage", "config": world.storage.config}
+    yield GatedStorage
+    GatedStorage.gate.set()
+
+
+def test_outcomes_of_calls_that_end_during_a_write_share_the_next_write(world, gated):
+    world.queue.send_batch([world.task(1, 2, 3, 4, 5)])
+    daemon = world.make_daemon()
+    stepping = threading.Thread(target=run_steps, args=(daemon,))
+    stepping.start()
+    deadline = time.monotonic() + 30
+    while daemon.calls_run < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert world.queue.depth()["in_flight"] == 1  # not deleted before its outcomes are written
+    gated.gate.set()  # the first call's write goes on; the four others waited for it
+    stepping.join(30)
+    # The write under way when the gate opened, and one for every call that ended meanwhile.
+    written = [k for k in world.storage.list("job1/") if "status" in k]
+    assert 1 <= len(written) <= 2 and any(layout.is_batch_status_key(k) for k in written)
+    assert written[0].startswith("job1/00000/")
+    assert [cloudpickle.loads(world.status(f"0000{i}")["result"]) for i in range(5)] == [
+        3, 6, 9, 12, 15]
+    assert world.queue.depth() == {"visible": 0, "in_flight": 0}
+
+
+def test_a_message_whose_outcomes_could_not_be_written_is_not_deleted(world, gated):
+    gated.failing = True
+    gated.gate.set()
+    world.queue.send_batch([world.task(1, 2)])
+    daemon = world.make_daemon()
+    assert run_steps(daemon) == 1
+    assert daemon.calls_run == 2
+    time.sleep(1.2)  # its visibility timeout
+    (again,) = world.queue.receive(wait_time=1)
+    assert again.receive_count == 2
+
+
+def test_redelivered_message_with_its_outcomes_in_a_batch_status_is_not_run_again(world):
+    world.queue.send_batch([world.task(4, 5, 6)])
+    (message,) = world.queue.receive(wait_time=1, visibility_timeout=0)  # a lost receive
+    world.storage.put(layout.batch_status_key("job1", "00000"), encode_json({
+        "job_id": "job1", "statuses": [{"call_id": "00000", "success": True},
+                                       {"call_id": "00001", "success": True}],
+        "results": {}}).encode())
+    daemon = world.make_daemon()
+    assert run_steps(daemon) == 1
+    assert daemon.calls_run == 1  # only 00002
+    assert cloudpickle.loads(world.status("00002")["result"]) == 18
+    assert world.queue.depth() == {"visible": 0, "in_flight": 0}
+
+
+def test_the_journal_keeps_the_last_unended_receive_and_skips_a_cut_line(tmp_path):
+    journal = Journal(str(tmp_path), "p0")
+    first, second = (type("M", (), {"message_id": i, "receipt": "r" + i, "receive_count": 1})
+                     for i in ("a", "b"))
+    journal.begin([first])
+    journal.running(first)
+    journal.finished(first)
+    journal.end()
+    assert journal.load() == {}
+    journal.begin([first, second])
+    journal.running(first)
+    journal.finished(first)
+    journal.running(second)
+    with open(journal.path, "a") as f:
+        f.write('{"done": ["b"')  # the machine stopped mid-line
+    successor = Journal(str(tmp_path), "p0")
+    entry = successor.load()
+    assert [m["message_id"] for m in entry["messages"]] == ["a", "b"]
+    assert entry["running"] == "b" and entry["done"] == ["a"]
+    successor.end()  # on a line of its own
+    assert successor.load() == {}
 
 
 def test_undecodable_message_is_released_until_it_is_dead(world):

@@ -50,6 +50,7 @@ def test_every_package_the_core_imports_is_a_declared_dependency():
     declared = {Requirement(r).name.lower() for r in project["dependencies"]}
     imported = _third_party_imports(ROOT / "wrencore") | _third_party_imports(ROOT / "runtime")
     # Imported only where an optional dependency is present (cloud SDKs of the plugins that
-    # runtime/ ships to workers); each import is lazy and says what to install.
-    optional = {"boto3", "botocore", "google", "supervisor", "watchtower"}
+    # runtime/ ships to workers, matplotlib for plots); each import is lazy and says what to
+    # install.
+    optional = {"boto3", "botocore", "google", "supervisor", "watchtower", "matplotlib"}
     assert imported - optional <= declared, imported - optional - declared

@@ -13,6 +13,7 @@ import pytest
 import wrencore
 from wrencore.errors import WorkerCrashedError
 from tests.gcp.workers import WorkerProcess, wait_for, worker_env
+from tests.stored_outcomes import stored_statuses
 
 QUEUE = {"name": "tasks", "ack_deadline": 10}
 #: The daemon extends deadlines every 3 s and polls briefly, so tests stay short.
@@ -83,9 +84,10 @@ def test_200_calls_with_storage_on_gcs(client_env, gcs_bucket):
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
-    names = [b.name for b in storage.Client(project="x", credentials=AnonymousCredentials())
-             .list_blobs(gcs_bucket, prefix="wrencore/")]
-    assert sum(n.endswith("status.json") for n in names) == 200
+    bucket = storage.Client(project="x", credentials=AnonymousCredentials()).bucket(gcs_bucket)
+    names = [b.name for b in bucket.list_blobs(prefix="wrencore/")]
+    outcomes = stored_statuses(names, lambda name: bucket.blob(name).download_as_bytes())
+    assert len(outcomes) == 200 and all(s["success"] for s in outcomes.values())
 
 
 def test_200_calls_with_storage_on_s3(client_env, aws_env):
@@ -95,8 +97,12 @@ def test_200_calls_with_storage_on_s3(client_env, aws_env):
                            config={"queue": {"name": "gcp_pubsub"}, "gcp_pubsub": QUEUE,
                                    "s3": {"bucket": s3_bucket}})
     assert wrencore.get_all_results(futures, timeout=120) == [x * x for x in range(200)]
-    listed = boto3.client("s3").list_objects_v2(Bucket=s3_bucket, Prefix="wrencore/")
-    assert sum(o["Key"].endswith("status.json") for o in listed.get("Contents", [])) == 200
+    s3 = boto3.client("s3")
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=s3_bucket, Prefix="wrencore/") for o in page.get("Contents", [])]
+    outcomes = stored_statuses(
+        keys, lambda key: s3.get_object(Bucket=s3_bucket, Key=key)["Body"].read())
+    assert len(outcomes) == 200 and all(s["success"] for s in outcomes.values())
 
 
 def test_a_worker_killed_mid_call_has_its_call_redelivered_and_resolved_once(client_env,
