@@ -39,7 +39,10 @@ above hold whether or not the channel does: a job is listed as before while the 
 is unusable (not created, failing), and otherwise only after the channel has been quiet
 for ``quiet_listing_after`` seconds while calls are pending — a worker that died between
 its storage write and its publish, a status replaced in storage, a bucket gone — backing
-off to ``quiet_listing_max`` between such listings. Channel messages are notifications: a
+off to ``quiet_listing_max`` between such listings (a listing costs requests in proportion
+to the job, so the backoff starts over only when one finds outcomes the channel missed).
+Receives and acknowledgements are kept full: the listener lets messages gather between
+receives (up to ``channel_gather_max``) and acknowledges ten at a time. Channel messages are notifications: a
 status in one is used only if it passes the same ownership check; anything else in it is
 ignored (the listing then judges the stored status). Time-ordered storage keys listed with
 ``StartAfter`` were the alternative; they still cost a GET per call (a key cannot carry an
