@@ -168,6 +168,7 @@ class StatusWatcher:
         self._last_heard = time.monotonic()
         self._quiet_interval = quiet_listing_after
         self._next_quiet_listing = 0.0
+        self._next_reread = 0.0
         self._channel_thread: Optional[threading.Thread] = None
         self._channel_wake = threading.Event()
         self._stop_event = threading.Event()
@@ -266,24 +267,22 @@ class StatusWatcher:
         if self.channel is None or not self.channel.ready or not self._channel_healthy:
             return False
         now = time.monotonic()
-        if now < self._next_quiet_listing:
-            return False
-        if self._bad_reads:
-            self._next_quiet_listing = now + min(1.0, self.quiet_listing_after)
+        if self._bad_reads and now >= self._next_reread:
+            self._next_reread = now + min(1.0, self.quiet_listing_after)
             return True
-        if now - self._last_heard < self.quiet_listing_after:
+        if now < self._next_quiet_listing or now - self._last_heard < self.quiet_listing_after:
             return False
         self._next_quiet_listing = now + self._quiet_interval
         self._quiet_interval = min(self._quiet_interval * 2, self.quiet_listing_max)
         return True
 
     def _quiet_listing_done(self, started: float, completed: int) -> None:
-        if completed:  # the channel missed outcomes: keep listing often while it does
+        now = time.monotonic()
+        if completed:  # the channel missed outcomes: keep listing while it does, as without it
             self._quiet_interval = self.quiet_listing_after
-            self._next_quiet_listing = 0.0
-        # Never more than 5% of the time listing, however large the job.
-        self._next_quiet_listing = max(self._next_quiet_listing,
-                                       time.monotonic() + 20 * (time.monotonic() - started))
+            self._next_quiet_listing = now + 2 * (now - started)
+        else:  # nothing missed: never more than 5% of the time listing, however large the job
+            self._next_quiet_listing = max(self._next_quiet_listing, now + 20 * (now - started))
 
     def _heard(self) -> None:
         self._last_heard = time.monotonic()
