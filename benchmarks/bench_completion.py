@@ -4,8 +4,9 @@ For no-op jobs of growing size at chunksize 1 — on the standalone fleet harnes
 simulated instances running the real daemon under supervisord) and on the Lambda harness
 (moto + awslambdaric) — it counts the client's AWS requests by operation (botocore's
 ``before-call`` event hooks on every client the executor uses), its CPU seconds
-(``time.process_time``; both harnesses run in other processes) and its peak Python memory
-(``tracemalloc``), and prints requests per call and the growth exponent of total requests
+(``time.process_time``; both harnesses run in other processes, and nothing traces memory
+while it is measured) and the client process's peak resident memory
+(``resource.getrusage``'s ``ru_maxrss``, which includes the interpreter and the SDKs), and prints requests per call and the growth exponent of total requests
 between sizes, ``log(r2/r1) / log(n2/n1)``. The jobs stream their inputs (a generator,
 ``max_pending`` 2,000), as a million-call job would.
 
@@ -27,8 +28,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import resource
 import time
-import tracemalloc
 import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,39 +40,68 @@ def noop(x):
     return x
 
 
+def thread_cpu() -> dict:
+    """CPU seconds of this process's live threads by name (``-N`` suffixes merged)."""
+    import re
+    import threading
+
+    tick = os.sysconf("SC_CLK_TCK")
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    cpu: dict = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = re.sub(r"[-_]\d+(_\d+)?$", "", names.get(int(tid), "other"))
+        cpu[name] = cpu.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return cpu
+
+
 def run_job(executor, counter, calls: int) -> dict:
     import wrencore
 
     before = counter.snapshot()
-    tracemalloc.start()
+    profile = None
+    if os.environ.get("BENCH_PROFILE"):
+        import cProfile
+        profile = cProfile.Profile()
+        profile.enable()
+    threads_before = thread_cpu()
     cpu, wall = time.process_time(), time.monotonic()
     done = 0
     for future in executor.map_futures(noop, iter(range(calls)), max_pending=2000):
         future.result(timeout=1800)
         done += 1
     cpu, wall = time.process_time() - cpu, time.monotonic() - wall
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    threads = {name: spent - threads_before.get(name, 0.0)
+               for name, spent in thread_cpu().items()}
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(f"{os.environ['BENCH_PROFILE']}.{calls}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     assert done == calls
     counts = counter.snapshot()
     counts.subtract(before)
     counts = {k: v for k, v in counts.items() if v}
     del wrencore
-    return {"calls": calls, "counts": counts, "cpu": cpu, "wall": wall, "peak": peak}
+    return {"calls": calls, "counts": counts, "cpu": cpu, "wall": wall, "peak": peak,
+            "threads": {k: v for k, v in threads.items() if v >= 0.005}}
 
 
 FLEET_HARNESS = """
 import sys
 sys.path.insert(0, {root!r})
 from tests.servers.fleet_harness import FleetHarness
-harness = FleetHarness({env!r}, {fleet!r}, numprocs=2).__enter__()
+harness = FleetHarness({env!r}, {fleet!r}, numprocs={daemons}).__enter__()
 print("ready", flush=True)
 sys.stdin.read()
 harness.stop()
 """
 
 
-def bench_fleet(sizes, work):
+def bench_fleet(sizes, work, daemons):
     import boto3
 
     import wrencore
@@ -87,7 +117,7 @@ def bench_fleet(sizes, work):
         ami = boto3.client("ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
         env = dict(moto.env(), WRENCORE_DAEMON__LOG_SEND_INTERVAL="5")
         harness = subprocess.Popen(
-            [sys.executable, "-c", FLEET_HARNESS.format(root=ROOT, env=env, fleet=fleet)],
+            [sys.executable, "-c", FLEET_HARNESS.format(root=ROOT, env=env, fleet=fleet, daemons=daemons)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         assert harness.stdout.readline().strip() == "ready"
         config = {"aws_sqs_ec2": {"queue_name": f"q-{fleet}", "fleet": fleet, "ami": ami,
@@ -145,7 +175,7 @@ def bench_lambda(sizes, work):
 def report(name, rows, dispatch_ops):
     print(f"\n{name} (chunksize 1)")
     print(f"{'calls':>8} {'wall s':>8} {'requests':>9} {'req/call':>9} {'compl/call':>11} "
-          f"{'CPU ms/call':>12} {'peak MiB':>9}  requests by operation")
+          f"{'CPU ms/call':>12} {'RSS MiB':>9}  requests by operation")
     for row in rows:
         total = sum(row["counts"].values())
         completion = sum(n for (_, op), n in row["counts"].items() if op not in dispatch_ops)
@@ -154,6 +184,10 @@ def report(name, rows, dispatch_ops):
         print(f"{row['calls']:>8} {row['wall']:>8.1f} {total:>9} {total / row['calls']:>9.3f} "
               f"{completion / row['calls']:>11.3f} {1000 * row['cpu'] / row['calls']:>12.3f} "
               f"{row['peak'] / 2**20:>9.1f}  {ops}")
+    for row in rows:
+        spent = ", ".join(f"{name} {1000 * seconds / row['calls']:.3f}" for name, seconds in
+                          sorted(row["threads"].items(), key=lambda kv: -kv[1]))
+        print(f"{row['calls']:>8} client CPU ms/call by thread: {spent}")
     for a, b in zip(rows, rows[1:]):
         ra, rb = sum(a["counts"].values()), sum(b["counts"].values())
         exponent = math.log(rb / ra) / math.log(b["calls"] / a["calls"])
@@ -174,13 +208,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fleet", default="1000,10000,100000")
     parser.add_argument("--lambda", dest="lambda_", default="1000,10000")
+    parser.add_argument("--daemons", type=int, default=2, help="daemons on the fleet's instance")
     args = parser.parse_args()
     sizes = lambda text: [int(x) for x in text.split(",") if x]  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="bench-completion-") as work:
-        fleet = bench_fleet(sizes(args.fleet), work) if sizes(args.fleet) else []
+        fleet = bench_fleet(sizes(args.fleet), work, args.daemons) if sizes(args.fleet) else []
         lam = bench_lambda(sizes(args.lambda_), work) if sizes(args.lambda_) else []
     if fleet:
-        report("standalone fleet harness (1 instance, 2 daemons)", fleet, {"SendMessageBatch"})
+        report(f"standalone fleet harness (1 instance, {args.daemons} daemons)", fleet, {"SendMessageBatch"})
     if lam:
         report("Lambda harness (concurrency 4)", lam, {"Invoke"})
     print("\ntargets: <= 0.5 requests a call, <= 1 ms client CPU a call, growth <= 1.05")

@@ -41,7 +41,10 @@ times in a row with an error repeating cannot fix, such as a deleted queue, or f
 ``give_up_after`` seconds), and otherwise only after the channel has been quiet
 for ``quiet_listing_after`` seconds while calls are pending — a worker that died between
 its storage write and its publish, a status replaced in storage, a bucket gone — backing
-off to ``quiet_listing_max`` between such listings. Channel messages are notifications: a
+off to ``quiet_listing_max`` between such listings (a listing costs requests in proportion
+to the job, so the backoff starts over only when one finds outcomes the channel missed).
+Receives and acknowledgements are kept full: the listener lets messages gather between
+receives (up to ``channel_gather_max``) and acknowledges ten at a time. Channel messages are notifications: a
 status in one is used only if it passes the same ownership check; anything else in it is
 ignored (the listing then judges the stored status). Time-ordered storage keys listed with
 ``StartAfter`` were the alternative; they still cost a GET per call (a key cannot carry an
@@ -133,9 +136,11 @@ class StatusWatcher:
                  max_interval: float = 2.0, deadline_check: Optional[DeadlineCheck] = None,
                  fetch_threads: int = 16, give_up_after: float = STORAGE_RETRY_FOR,
                  permanent_attempts: int = 3, status_reads: int = STATUS_READS,
-                 channel: Optional[CompletionChannel] = None, quiet_listing_after: float = 1.0,
+                 channel: Optional[CompletionChannel] = None, quiet_listing_after: float = 3.0,
                  quiet_listing_max: float = 30.0, channel_wait: float = 2.0,
-                 channel_gather: float = 0.2):
+                 channel_gather: float = 0.2, channel_gather_max: float = 1.0,
+                 acknowledge_after: float = 30.0, sweep_every: float = 1.0,
+                 before_sweep: Optional[Callable[[], None]] = None):
         self.storage = storage
         self.min_interval = min_interval
         self.max_interval = max_interval
@@ -159,17 +164,22 @@ class StatusWatcher:
         self.quiet_listing_max = quiet_listing_max
         self.channel_wait = channel_wait
         self.channel_gather = channel_gather
+        self.channel_gather_max = max(channel_gather, channel_gather_max)
+        self.acknowledge_after = acknowledge_after
         self._channel_healthy = True  # until a receive fails
         #: Why the channel was given up for good (then storage is listed), or None.
         self.channel_failure: Optional[BaseException] = None
         self._last_heard = time.monotonic()
         self._quiet_interval = quiet_listing_after
         self._next_quiet_listing = 0.0
+        self._next_reread = 0.0
         self._channel_thread: Optional[threading.Thread] = None
         self._channel_wake = threading.Event()
         self._stop_event = threading.Event()
         self._last_sweep = 0.0
         self._sweep_every = 0.0
+        self.min_sweep_every = sweep_every
+        self.before_sweep = before_sweep
 
     def watch(self, job_id: str, futures: Dict[str, Future]) -> None:
         with self._lock:
@@ -213,20 +223,31 @@ class StatusWatcher:
 
     def poll_once(self) -> int:
         """Complete every watched call whose status exists; return how many completed."""
-        with self._lock:
-            jobs = {job: dict(calls) for job, calls in self._pending.items()}
         completed = 0
         sweep = self._sweep_due()
         quiet_listing = self._quiet_listing_due()
+        with self._lock:
+            jobs = {job: calls for job, calls in self._pending.items()
+                    if sweep or quiet_listing or self._listing_needed(job)}
+            jobs = {job: dict(calls) for job, calls in jobs.items()}  # only those visited
+        if sweep and self.before_sweep is not None:
+            try:
+                self.before_sweep()
+            except Exception:
+                logger.exception("the backend's periodic check failed")
+        listing_started, listed = time.monotonic(), 0
         for job_id, calls in jobs.items():
             if sweep:
                 for call_id, future in list(calls.items()):
                     if future.done():  # cancelled, or failed at once by Executor.cancel
                         self._forget(job_id, call_id)
             if quiet_listing or self._listing_needed(job_id):
-                completed += self._collect(job_id, calls)
+                listed += self._collect(job_id, calls)
             if sweep:
                 completed += self._apply_deadlines(job_id, calls)
+        completed += listed
+        if quiet_listing:
+            self._quiet_listing_done(listing_started, listed)
         if sweep:
             self._sweep_done(sweep)
         with self._lock:
@@ -245,29 +266,49 @@ class StatusWatcher:
                 or job_id in self._failures)
 
     def _quiet_listing_due(self) -> bool:
-        """With a working channel: list once it has been quiet a while, backing off."""
+        """With a working channel: list once it has been quiet a while, backing off.
+
+        Such a listing costs requests in proportion to the job's size, so the backoff is
+        not undone by the channel speaking again, only by a listing that found outcomes the
+        channel had not brought (see :meth:`_quiet_listing_done`): on a healthy channel a
+        long job is listed a bounded number of times per ``quiet_listing_max``. A status
+        refused by a read is read again within a second, until it is accepted or
+        ``status_reads`` is exhausted.
+        """
         if self.channel is None or not self.channel.ready or not self._channel_healthy:
             return False
         now = time.monotonic()
-        if now - self._last_heard < self.quiet_listing_after or now < self._next_quiet_listing:
+        if self._bad_reads and now >= self._next_reread:
+            self._next_reread = now + min(1.0, self.quiet_listing_after)
+            return True
+        if now < self._next_quiet_listing or now - self._last_heard < self.quiet_listing_after:
             return False
         self._next_quiet_listing = now + self._quiet_interval
         self._quiet_interval = min(self._quiet_interval * 2, self.quiet_listing_max)
         return True
 
+    def _quiet_listing_done(self, started: float, completed: int) -> None:
+        now = time.monotonic()
+        if completed:  # the channel missed outcomes: keep listing while it does, as without it
+            self._quiet_interval = self.quiet_listing_after
+            self._next_quiet_listing = now + 2 * (now - started)
+        else:  # nothing missed: never more than 5% of the time listing, however large the job
+            self._next_quiet_listing = max(self._next_quiet_listing, now + 20 * (now - started))
+
     def _heard(self) -> None:
         self._last_heard = time.monotonic()
-        self._quiet_interval = self.quiet_listing_after
-        self._next_quiet_listing = 0.0
 
     def _sweep_due(self) -> float:
         """Whether to pass over every pending call (cancellations, deadline verdicts) now.
 
         Such a pass costs client CPU in proportion to the calls pending, so it runs at most
-        every 20 times as long as the last one took (never more than 5% of a core).
+        every ``sweep_every`` seconds and every 20 times as long as the last one took (never
+        more than 5% of a core). A call waiting in a large job's window is passed over once
+        a second, not on every poll.
         """
         now = time.monotonic()
-        return now if now - self._last_sweep >= self._sweep_every else 0.0
+        due = now - self._last_sweep >= max(self._sweep_every, self.min_sweep_every)
+        return now if due else 0.0
 
     def _sweep_done(self, started: float) -> None:
         self._last_sweep = time.monotonic()
@@ -445,11 +486,19 @@ class StatusWatcher:
 
     # -- the completion channel -------------------------------------------------------
     def _listen(self) -> None:
-        """Receive outcomes from the channel while calls are pending; acknowledge in batches."""
+        """Receive outcomes from the channel while calls are pending; acknowledge in batches.
+
+        Each receive and each acknowledgement is one request of up to ten messages, so both
+        are kept full: after a receive the thread waits for the next batch to gather (see
+        :meth:`_next_gather`), and handles are acknowledged ten at a time — a partial batch
+        only once nothing more arrives, nothing is pending, or it is ``acknowledge_after``
+        seconds old (far below the queue's visibility timeout).
+        """
         unacknowledged: List[Any] = []
         oldest = 0.0
         failures = 0
         streak = _FailureStreak()
+        gather = self.channel_gather
         while not self._stopped:
             if not self.pending_count() or not self.channel.ready:
                 self._flush_acknowledgements(unacknowledged)
@@ -488,22 +537,45 @@ class StatusWatcher:
                 for body, handle in messages:
                     self._complete_message(body)
                     unacknowledged.append(handle)
-            if len(unacknowledged) >= 10 or (
-                    unacknowledged and time.monotonic() - oldest >= 1.0):
+            while len(unacknowledged) >= 10:
+                self._flush_acknowledgements(unacknowledged, 10)
+                oldest = time.monotonic()
+            if unacknowledged and (not messages or
+                                   time.monotonic() - oldest >= self.acknowledge_after):
                 self._flush_acknowledgements(unacknowledged)
-            if len(messages) < 10:  # few are coming: let them gather for one request
-                self._stop_event.wait(self.channel_gather)
+            gather = self._next_gather(gather, len(messages))
+            if messages and gather > 0:
+                self._stop_event.wait(gather)
         self._flush_acknowledgements(unacknowledged)
 
-    def _flush_acknowledgements(self, handles: List[Any]) -> None:
-        if not handles:
+    def _next_gather(self, gather: float, received: int) -> float:
+        """How long to let messages gather before the next receive.
+
+        A receive returns as soon as one message is there, so without a pause a slow stream
+        of outcomes costs a request per message. The pause grows while receives come back
+        part full and shrinks while they come back full: a receive then takes about ten
+        messages whatever the rate, and a call's outcome waits at most
+        ``channel_gather_max`` longer to be seen (never the first one after a quiet spell:
+        the long poll returns it at once).
+        """
+        if received >= 10:
+            return gather * 0.5 if gather > 0.01 else 0.0
+        if received == 0:
+            return gather
+        return min(self.channel_gather_max,
+                   max(gather, self.channel_gather) * min(2.0, 10.0 / received))
+
+    def _flush_acknowledgements(self, handles: List[Any], count: Optional[int] = None) -> None:
+        """Acknowledge the first ``count`` handles (all by default) and drop them."""
+        batch = handles[:count] if count is not None else list(handles)
+        if not batch:
             return
+        del handles[:len(batch)]
         try:
-            self.channel.acknowledge(list(handles))
+            self.channel.acknowledge(batch)
         except Exception as exc:  # they come again after the visibility timeout: no harm
             logger.warning("could not acknowledge %d completion messages: %s",
-                           len(handles), exc)
-        handles.clear()
+                           len(batch), exc)
 
     def _complete_message(self, body: Any) -> None:
         """Complete the calls a channel message reports; ignore what is not ours."""

@@ -5,14 +5,24 @@ Workers send each outcome they write to storage to the queue (see
 deletes them ten at a time. The queue is named ``wrencore-done-<random>``: the generated
 worker policies allow ``sqs:SendMessage`` on ``wrencore-done-*`` only
 (:data:`QUEUE_PREFIX`, :func:`send_statement`).
+
+A client that dies (killed, a notebook kernel restarted) leaves its queue behind. Each
+queue is tagged with its client's host, process id and a heartbeat the client refreshes
+while it listens (:data:`HEARTBEAT_EVERY`); :func:`sweep_orphaned_queues` deletes the
+queues whose client is gone — a process on this host that no longer runs, or a heartbeat
+older than :data:`STALE_AFTER` — and every new channel runs it once per process and
+region in the background, so the next executor cleans up after a crashed one.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+import time
 import uuid
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from wrencore.watcher import CompletionChannel
 from wrencore_runtime.queue_sqs import queue_error
@@ -28,6 +38,15 @@ QUEUE_PREFIX = "wrencore-done-"
 VISIBILITY_TIMEOUT = 300
 #: A message nobody receives (a client that died) is gone after a day.
 RETENTION = 86400
+#: Seconds between a listening client's heartbeats (a tag on its queue).
+HEARTBEAT_EVERY = 600
+#: A queue whose heartbeat is older than this has lost its client, wherever it ran.
+STALE_AFTER = 6 * 3600
+#: The tags that say whose a queue is.
+HOST_TAG, PID_TAG, HEARTBEAT_TAG = "wrencore:host", "wrencore:pid", "wrencore:heartbeat"
+
+_swept: set = set()  # regions swept by this process
+_swept_lock = threading.Lock()
 
 
 def send_statement(region: str, account: str) -> Dict[str, Any]:
@@ -49,6 +68,7 @@ class SQSCompletionChannel(CompletionChannel):
         self._client: Any = None
         self._url: Optional[str] = None
         self._closed = False
+        self._heartbeat = 0.0
         self._lock = threading.Lock()
 
     @property
@@ -71,12 +91,18 @@ class SQSCompletionChannel(CompletionChannel):
             if self._url is None:
                 self._url = client.create_queue(QueueName=self.name, Attributes={
                     "VisibilityTimeout": str(VISIBILITY_TIMEOUT),
-                    "MessageRetentionPeriod": str(RETENTION)})["QueueUrl"]
+                    "MessageRetentionPeriod": str(RETENTION)}, tags=owner_tags())["QueueUrl"]
+                self._heartbeat = time.time()
                 logger.info("created completion queue %s", self.name)
+                sweep_in_background(client, keep=[self._url])
         return {"kind": "sqs", "url": self._url, "region": client.meta.region_name}
 
     def receive(self, wait: float) -> List[Tuple[Any, Any]]:
         try:
+            if time.time() - self._heartbeat >= HEARTBEAT_EVERY:
+                self._heartbeat = time.time()
+                self.client.tag_queue(QueueUrl=self._url,
+                                      Tags={HEARTBEAT_TAG: str(int(self._heartbeat))})
             response = self.client.receive_message(
                 QueueUrl=self._url, MaxNumberOfMessages=10, WaitTimeSeconds=int(max(0, wait)))
         except Exception as exc:  # a QueueError naming the queue; transient or not
@@ -95,6 +121,99 @@ class SQSCompletionChannel(CompletionChannel):
         if url is not None:
             self.client.delete_queue(QueueUrl=url)
             logger.info("deleted completion queue %s", self.name)
+
+
+def owner_tags() -> Dict[str, str]:
+    """Tags naming this process as a completion queue's client."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
+            HEARTBEAT_TAG: str(int(time.time()))}
+
+
+def _process_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def orphan_reason(tags: Dict[str, str], now: float, stale_after: float) -> Optional[str]:
+    """Why a completion queue with ``tags`` has lost its client, or None if it may not have."""
+    try:
+        heartbeat = float(tags.get(HEARTBEAT_TAG, ""))
+    except ValueError:
+        heartbeat = None
+    if heartbeat is not None and now - heartbeat > stale_after:
+        return f"no heartbeat for {now - heartbeat:.0f} s"
+    pid = tags.get(PID_TAG, "")
+    if tags.get(HOST_TAG) == socket.gethostname() and pid.isdigit() and pid != str(os.getpid()) \
+            and not _process_running(int(pid)):
+        return f"its client, process {pid} on this host, is gone"
+    if heartbeat is None:
+        return "it carries no heartbeat (made before queues were tagged, or not by wrencore)" \
+            if not tags else None
+    return None
+
+
+def sweep_orphaned_queues(client: Any, *, stale_after: float = STALE_AFTER,
+                          keep: Iterable[str] = ()) -> List[str]:
+    """Delete the completion queues (``wrencore-done-*``) whose client is gone.
+
+    A queue is an orphan when its client ran on this host and that process no longer runs,
+    or when its heartbeat is older than ``stale_after`` seconds (clients on other hosts).
+    An untagged queue counts as an orphan only when it is older than ``stale_after``.
+
+    Args:
+        client: a boto3 SQS client of the region to sweep.
+        stale_after: seconds without a heartbeat after which a queue is an orphan.
+        keep: queue URLs never to delete (this client's own).
+
+    Returns:
+        The URLs of the queues deleted.
+    """
+    keep = set(keep)
+    now = time.time()
+    deleted = []
+    for page in client.get_paginator("list_queues").paginate(QueueNamePrefix=QUEUE_PREFIX):
+        for url in page.get("QueueUrls") or ():
+            if url in keep:
+                continue
+            try:
+                tags = client.list_queue_tags(QueueUrl=url).get("Tags") or {}
+                reason = orphan_reason(tags, now, stale_after)
+                if reason and not tags:
+                    created = float(client.get_queue_attributes(
+                        QueueUrl=url, AttributeNames=["CreatedTimestamp"]
+                    )["Attributes"]["CreatedTimestamp"])
+                    reason = reason if now - created > stale_after else None
+                if reason is None:
+                    continue
+                client.delete_queue(QueueUrl=url)
+            except Exception as exc:  # gone meanwhile, or not ours to delete
+                logger.debug("could not sweep completion queue %s: %s", url, exc)
+                continue
+            logger.info("deleted orphaned completion queue %s: %s", url, reason)
+            deleted.append(url)
+    return deleted
+
+
+def sweep_in_background(client: Any, *, keep: Iterable[str] = ()) -> None:
+    """Run :func:`sweep_orphaned_queues` once per process and region, in a daemon thread."""
+    region = (client.meta.endpoint_url, client.meta.region_name)
+    with _swept_lock:
+        if region in _swept:
+            return
+        _swept.add(region)
+
+    def sweep() -> None:
+        try:
+            sweep_orphaned_queues(client, keep=keep)
+        except Exception as exc:
+            logger.warning("could not sweep orphaned completion queues: %s", exc)
+
+    threading.Thread(target=sweep, name="wrencore-sweep-completion-queues", daemon=True).start()
 
 
 def channel_for(config: Any, section: Optional[Dict[str, Any]] = None

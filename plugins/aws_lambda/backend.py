@@ -156,6 +156,13 @@ class LambdaBackend(Backend):
             chunk = calls[start:start + size]
             self._pool.submit(self._invoke_chunk, function, job, chunk)
 
+    def _invoke_event(self, name: str, payload: Any) -> None:
+        response = self.client.invoke(FunctionName=name, InvocationType="Event",
+                                      Payload=payload)
+        # Reading the (empty) body returns the connection to the pool; an unread one is
+        # dropped, and every Invoke would then open a new connection.
+        response["Payload"].read()
+
     def _invoke_chunk(self, function: DeployedFunction, job: Dict[str, Any],
                       chunk: List[Call]) -> None:
         try:
@@ -186,10 +193,8 @@ class LambdaBackend(Backend):
                     call.future.add_done_callback(self._release_budget)
             payload = self._payload(job, live)
             start = time.time()
-            call_with_retries(
-                lambda: self.client.invoke(FunctionName=function.name, InvocationType="Event",
-                                           Payload=payload),
-                retry_for=self.settings.retry_for, what=f"Invoke {function.name}")
+            call_with_retries(lambda: self._invoke_event(function.name, payload),
+                              retry_for=self.settings.retry_for, what=f"Invoke {function.name}")
         except Exception as exc:
             error = InvocationError(
                 f"Lambda did not accept the invocation of {function.name} for calls "

@@ -115,6 +115,7 @@ class StandaloneBackend(Backend):
         self.runtime_platform = self.settings.platform
         self.channel = channel_for(config, {"region": self.settings.region})
         self.watcher = StatusWatcher(storage, deadline_check=self._dead_letter_check,
+                                     before_sweep=self._periodic_checks,
                                      channel=self.channel, **watcher_options(config))
         #: job id -> (call id, attempt) -> receives
         self._dead: Dict[str, Dict[tuple, int]] = {}
@@ -215,11 +216,14 @@ class StandaloneBackend(Backend):
         if launched:
             logger.info("relaunched %d worker instance(s) for waiting calls", len(launched))
 
-    def _dead_letter_check(self, future: Future) -> Optional[BaseException]:
+    def _periodic_checks(self) -> None:
+        """Once per pass of the watcher over the pending calls (not once per call)."""
         self._keep_fleet()
         self._refresh_dead_letters()
-        with self._dead_lock:
-            receives = self._dead.get(future.job_id, {}).get((future.call_id, future.attempt))
+
+    def _dead_letter_check(self, future: Future) -> Optional[BaseException]:
+        dead = self._dead.get(future.job_id)  # replaced whole by _refresh_dead_letters
+        receives = dead.get((future.call_id, future.attempt)) if dead else None
         if receives is None:
             if self.watcher.listing_failing(future.job_id):
                 return None  # storage fails too (e.g. the region's endpoint): StorageError
