@@ -899,7 +899,13 @@ class Daemon:
         if instance_uptime(s.boot_time_file) < s.min_uptime:
             return False
         self.acks.drain()
-        depth = self.queue.depth()
+        try:
+            depth = self.queue.depth()
+        except Exception as exc:
+            if getattr(exc, "transient", True):
+                return False  # unknown depth: stay, and ask again
+            logger.warning("the queue cannot be read for good (%s); it is taken as empty", exc)
+            depth = {}
         if depth.get("visible", 0) or depth.get("in_flight", 0):
             return False
         lock_fd = self.board.announce_termination()
@@ -951,6 +957,10 @@ class Daemon:
                 except Exception as exc:  # queue unreachable: back off, never die
                     logger.error("receiving failed: %s: %s", type(exc).__name__, exc)
                     self.board.mark_idle()
+                    # A queue that is gone for good (deleted, access revoked) brings no more
+                    # work: the instance is released once idle, as with an empty queue.
+                    if not getattr(exc, "transient", True) and self.maybe_terminate():
+                        break
                     self.stopping.wait(min(5.0, s.poll_wait + 0.5))
                     continue
                 if not received and self.maybe_terminate():

@@ -82,3 +82,24 @@ def test_completion_queue_deleted_mid_job_is_given_up_for_listing(standalone_con
     assert sorted(ends) == [f.call_id for f in futures]
     harness.stop()
     assert all(not i.processes() for i in harness.instances.values())
+
+
+def test_an_idle_instance_whose_task_queue_is_gone_releases_itself(standalone_config, fleet,
+                                                                   tmp_path):
+    # A daemon whose queue is deleted can get no more work: once idle for its idle timeout
+    # it terminates its instance, as with an empty queue, instead of retrying for ever.
+    config = standalone_config(batch_size=1, idle_timeout=2, min_instances=0)
+    harness = fleet(numprocs=1)
+    with wrencore.Executor(backend="aws_sqs_ec2", config=config) as executor:
+        assert executor.submit(workload.record_run,
+                               {"dir": str(tmp_path), "x": 1, "hold": 0}).result(timeout=120) == 10
+        queue = executor.backend.standalone.queue
+        (instance_id,) = harness.states()
+        boto3.client("sqs").delete_queue(QueueUrl=queue.url)
+        procs.wait_until(lambda: harness.states()[instance_id] in ("shutting-down",
+                                                                   "terminated"),
+                         60, "the instance to release itself")
+    log = harness.instances[instance_id].log_text()
+    assert "NonExistentQueue" in log and "it is taken as empty" in log
+    harness.stop()
+    assert all(not i.processes() for i in harness.instances.values())
