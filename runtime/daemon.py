@@ -9,9 +9,10 @@ For each received message it runs every call through the shared
 commit marker; small results travel inside it, larger ones are staged first), publishes it
 to the client's completion channel when the job has one, and only then deletes the message. While calls run, a heartbeat thread keeps the held messages
 invisible. A redelivered message whose calls already have a status is deleted without
-running them again. A message that cannot be decoded is released at once, so it reaches
-the dead-letter queue after ``max_receives`` receives; the client fails the futures of
-calls it finds there.
+running them again. A message that is malformed or does not verify with the task key (see
+:mod:`wrencore_runtime.auth`) is refused before anything of it is unpickled or read, logged,
+counted, and released at once, so it reaches the dead-letter queue after ``max_receives``
+receives; the client fails the futures of calls it finds there.
 
 The daemon talks to its queue and storages only through
 :class:`~wrencore_runtime.queues.TaskQueue` and :class:`~wrencore_runtime.storage.Storage`;
@@ -58,7 +59,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 from . import completion, layout
 from .environment import EnvironmentProcessDied, JobEnvironments
-from .protocol import decode_json, encode_json
+from .auth import Verifier, open_or_refuse
+from .protocol import encode_json
 from .queues import QueueMessage, TaskQueue, queue_from_spec
 from .runner import JobRunner, cancel_marker, cancelled_status
 from .storage import storage_from_spec
@@ -117,6 +119,9 @@ class DaemonSettings:
     env_dir: str = ""
     env_max_age: float = 7 * 24 * 3600.0
     env_max_bytes: int = 20 * 1024 ** 3
+    #: Where the task key lives (a ``KeySource`` spec, see ``wrencore_runtime.auth``): the
+    #: key's location, never the key. Without it every message is refused.
+    task_key: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Optional[str] = None,
@@ -146,7 +151,7 @@ class DaemonSettings:
                 setattr(self, f.name, int(value))
             elif f.type in ("bool", bool) and isinstance(value, str):
                 setattr(self, f.name, value.strip().lower() in ("1", "true", "yes", "on"))
-            elif f.name in ("queue", "provider_config") and isinstance(value, str):
+            elif f.name in ("queue", "provider_config", "task_key") and isinstance(value, str):
                 setattr(self, f.name, json.loads(value))
         if not self.process_name:
             self.process_name = os.environ.get("SUPERVISOR_PROCESS_NAME") or f"pid{os.getpid()}"
@@ -429,6 +434,7 @@ class Daemon:
         self._terminate_instance = terminate_instance or (lambda iid: None)
         self.journal = Journal(settings.state_dir, settings.process_name)
         self.crashes = CrashLedger(settings.state_dir)
+        self.verifier = Verifier.from_spec(settings.task_key)
         self.stopping = threading.Event()
         self.calls_run = 0
         #: The call being run, for the heartbeat's cancel check (see :meth:`stop_if_cancelled`).
@@ -490,17 +496,12 @@ class Daemon:
 
     def handle(self, message: QueueMessage) -> bool:
         """Run a message's calls and durably record their outcomes; True when done."""
-        try:
-            task = decode_json(message.body)
-            job, calls = task["job"], task["calls"]
-            if not isinstance(calls, list):
-                raise TypeError("'calls' is not a list")
-        except Exception as exc:
-            logger.error("message %s (receive %d) is not a task message and will reach the "
-                         "dead-letter queue: %s: %s", message.message_id,
-                         message.receive_count, type(exc).__name__, exc)
+        task = open_or_refuse(self.verifier, message.body, message.message_id,
+                              message.receive_count)
+        if task is None:  # released at once: it reaches the dead-letter queue, never runs
             self._release(message)
             return False
+        job, calls = task["job"], task["calls"]
         try:
             for index, call in enumerate(calls):
                 if message.receive_count > 1 and self._already_done(job, call):

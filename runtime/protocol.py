@@ -57,6 +57,9 @@ def _from_jsonable(obj: Any) -> Any:
     return obj
 
 
+from_jsonable = _from_jsonable
+
+
 def encode_json(obj: Any) -> str:
     """JSON text of a message or status, with bytes base64-encoded."""
     return json.dumps(_to_jsonable(obj), separators=(",", ":"))

@@ -19,6 +19,8 @@ def isolated_config(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("WRENCORE_LOCALFS__ROOT", str(tmp_path / "storage"))
     monkeypatch.setenv("WRENCORE_MODULE_CACHE", str(tmp_path / "module-cache"))
+    # The task key of queue clients and `wrencore worker` (never the user's own).
+    monkeypatch.setenv("WRENCORE_TASK_KEY_FILE", str(tmp_path / "task-key.json"))
     yield
     wrencore.shutdown_default_executors()
     plugins.reset()

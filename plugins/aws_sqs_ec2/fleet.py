@@ -20,6 +20,7 @@ from wrencore.config import Config
 from wrencore.errors import ConfigError
 from wrencore_aws.clients import call_with_retries, make_client
 from wrencore_aws.completion import send_statement
+from wrencore_aws.keys import DEFAULT_PARAMETER, key_read_statement
 
 from .settings import StandaloneSettings
 
@@ -36,9 +37,11 @@ EC2_TRUST_POLICY = {
 
 
 def worker_policy(*, queue_arn: str, bucket: Optional[str], prefix: str, log_group: str,
-                  region: str, account: str, fleet: str) -> Dict[str, Any]:
+                  region: str, account: str, fleet: str,
+                  task_key: str = DEFAULT_PARAMETER) -> Dict[str, Any]:
     """The least-privilege policy of a fleet's workers."""
     statements: List[Dict[str, Any]] = [
+        key_read_statement(region, account, task_key),
         {"Sid": "TaskQueue", "Effect": "Allow",
          "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
                     "sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
@@ -104,7 +107,7 @@ class EC2Provider(InstanceProvider):
             pass
         policy = worker_policy(queue_arn=queue_arn, bucket=bucket, prefix=prefix,
                                log_group=s.log_group, region=region, account=account,
-                               fleet=s.fleet)
+                               fleet=s.fleet, task_key=s.task_key)
         self.iam.put_role_policy(RoleName=name, PolicyName="wrencore-worker",
                                  PolicyDocument=json.dumps(policy))
         try:

@@ -86,6 +86,10 @@ class StandaloneSettings:
     dead_letter_check_interval: float = 2.0
     #: Seconds between checks that waiting calls have a live instance (else one launches).
     fleet_check_interval: float = 15.0
+    #: The SSM SecureString parameter holding the task key (created on first use; the
+    #: workers' role may read only it), and the KMS key encrypting it (default aws/ssm).
+    task_key: str = "/wrencore/task-key"
+    task_key_kms_key_id: str = ""
 
     @classmethod
     def from_config(cls, config: Config) -> "StandaloneSettings":
@@ -96,7 +100,7 @@ class StandaloneSettings:
         s = cls()
         for name in ("queue_name", "fleet", "instance_type", "ami", "instance_profile",
                      "key_name", "subnet_id", "log_group", "metadata_url", "region",
-                     "install_spec", "platform"):
+                     "install_spec", "platform", "task_key", "task_key_kms_key_id"):
             setattr(s, name, section.str(name, getattr(s, name)))
         for name, low, high in _INT_RANGES:
             setattr(s, name, section.int(name, getattr(s, name), minimum=low, maximum=high))
