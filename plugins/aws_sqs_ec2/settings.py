@@ -90,6 +90,11 @@ class StandaloneSettings:
     #: workers' role may read only it), and the KMS key encrypting it (default aws/ssm).
     task_key: str = "/wrencore/task-key"
     task_key_kms_key_id: str = ""
+    #: Server-side encryption of the task queue's messages at rest: ``sqs`` (SSE-SQS, the
+    #: default), ``kms`` (SSE-KMS with ``queue_kms_key_id``, default ``alias/aws/sqs``), or
+    #: ``none``.
+    queue_sse: str = "sqs"
+    queue_kms_key_id: str = ""
 
     @classmethod
     def from_config(cls, config: Config) -> "StandaloneSettings":
@@ -100,7 +105,8 @@ class StandaloneSettings:
         s = cls()
         for name in ("queue_name", "fleet", "instance_type", "ami", "instance_profile",
                      "key_name", "subnet_id", "log_group", "metadata_url", "region",
-                     "install_spec", "platform", "task_key", "task_key_kms_key_id"):
+                     "install_spec", "platform", "task_key", "task_key_kms_key_id",
+                     "queue_sse", "queue_kms_key_id"):
             setattr(s, name, section.str(name, getattr(s, name)))
         for name, low, high in _INT_RANGES:
             setattr(s, name, section.int(name, getattr(s, name), minimum=low, maximum=high))
@@ -127,10 +133,15 @@ class StandaloneSettings:
             raise ConfigError(f"[{SECTION}] visibility_timeout must be 0..43200 seconds")
         if not 1 <= self.batch_size <= 10:
             raise ConfigError(f"[{SECTION}] batch_size must be 1..10 (SQS's limit)")
+        if self.queue_sse not in ("sqs", "kms", "none"):
+            raise ConfigError(f"[{SECTION}] queue_sse must be 'sqs', 'kms' or 'none', not "
+                              f"{self.queue_sse!r}")
         if self.numprocs < 0:
             raise ConfigError(f"[{SECTION}] numprocs must be >= 0 (0: one per core)")
 
     def queue_config(self) -> Dict[str, Any]:
         return {"name": self.queue_name, "region": self.region,
                 "max_receives": self.max_receives,
-                "visibility_timeout": self.visibility_timeout}
+                "visibility_timeout": self.visibility_timeout,
+                "sse": "" if self.queue_sse == "none" else self.queue_sse,
+                "kms_key_id": self.queue_kms_key_id}
