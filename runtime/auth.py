@@ -65,8 +65,9 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 #: Seconds a retired key is still accepted after a rotation, unless the rotation says.
 DEFAULT_GRACE = 3600.0
 #: A verifier reloads its key ring, when a message names a key it does not know, at most
-#: this often (a stream of forged messages must not hammer the secret store).
-RELOAD_INTERVAL = 10.0
+#: this often: soon enough that a rotated-in key costs a message at most one receive, rarely
+#: enough that a stream of forged messages cannot hammer the secret store.
+RELOAD_INTERVAL = 1.0
 
 
 def sha256_hex(data: bytes) -> str:
