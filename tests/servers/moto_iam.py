@@ -72,6 +72,12 @@ def install() -> None:
         self._action = IAM_ACTIONS.get(self._action, self._action)
 
     IAMRequestBase.__init__ = init
+    original_assuming = IAMRequestBase._is_assuming_role_operation
+
+    def assuming(self, resource_arn: str) -> bool:  # only AssumeRole checks trust policies
+        return self._action == "sts:AssumeRole" and original_assuming(self, resource_arn)
+
+    IAMRequestBase._is_assuming_role_operation = assuming
     SQSResponse._determine_resource = sqs_resource
     IamResponse._determine_resource = iam_resource
     SimpleSystemManagerResponse._determine_resource = ssm_resource
@@ -82,8 +88,13 @@ def install() -> None:
     def authorize(self, iam_request_cls, resource: str = "*") -> None:
         from moto import settings
 
-        query = parse_qs(urlparse(self.uri).query)
-        if ("Authorization" not in self.headers and "X-Amz-Credential" in query
+        query = dict(parse_qs(urlparse(self.uri).query))
+        query.update({k: v for k, v in (getattr(self, "querystring", None) or {}).items()
+                      if k.startswith("X-Amz-") or k == "AWSAccessKeyId"})
+        if "AWSAccessKeyId" in query:  # a SigV2 presigned URL
+            query["X-Amz-Credential"] = [f"{query['AWSAccessKeyId'][0]}/20000101/"
+                                         f"{self.region}/s3/aws4_request"]
+        if (not self.headers.get("Authorization") and "X-Amz-Credential" in query
                 and ActionAuthenticatorMixin.request_count
                 >= settings.INITIAL_NO_AUTH_ACTION_COUNT):
             headers = dict(self.headers)

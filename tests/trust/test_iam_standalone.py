@@ -123,9 +123,13 @@ def test_a_standalone_job_runs_with_the_documented_user_policy_and_generated_wor
         bodies = [m["Body"] for m in admin_sqs.receive_message(
             QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0)["Messages"]]
         # The workers: credentials of the role wrencore generated, as the instance gets them.
+        # EC2 hands an instance its role's credentials; the test plays EC2 (moto cannot
+        # evaluate the role's trust in ec2.amazonaws.com).
         role = f"arn:aws:iam::{ACCOUNT}:role/wrencore-{fleet}-worker"
+        moto_iam.enforce(False)
         worker = _client("sts", admin_env, endpoint).assume_role(
             RoleArn=role, RoleSessionName="worker")["Credentials"]
+        moto_iam.enforce()
         worker_env = {"AWS_ACCESS_KEY_ID": worker["AccessKeyId"],
                       "AWS_SECRET_ACCESS_KEY": worker["SecretAccessKey"],
                       "AWS_SESSION_TOKEN": worker["SessionToken"],
@@ -137,7 +141,14 @@ def test_a_standalone_job_runs_with_the_documented_user_policy_and_generated_wor
             harness_env.setattr(boto3, "DEFAULT_SESSION", None)
             harness = FleetHarness(worker_env, fleet, numprocs=1).__enter__()
         try:
-            assert wrencore.get_all_results(futures, timeout=120) == [3 * x for x in range(6)]
+            try:
+                results = wrencore.get_all_results(futures, timeout=90)
+            except TimeoutError:
+                boot = "".join(open(os.path.join(i.root, "supervisord.out"), errors="replace")
+                               .read()[-3000:] for i in harness.instances.values())
+                executor.shutdown(wait=False, cancel_futures=True)
+                pytest.fail(f"the workers did not finish:\n{boot}\n{harness.logs()[-6000:]}")
+            assert results == [3 * x for x in range(6)]
         finally:
             harness.stop()
         user_data = [base64.b64decode(_client("ec2", admin_env, endpoint).describe_instance_attribute(
