@@ -421,6 +421,44 @@ class Deployer:
         return deployed
 
 
+def user_policy(*, region: str, account: str, bucket: str, prefix: str,
+                name_prefix: str = "wrencore", task_key: str = DEFAULT_PARAMETER
+                ) -> Dict[str, Any]:
+    """The least a user needs to deploy and run the ``aws_lambda`` backend: the job
+    storage's prefix, the functions, layers and execution roles named ``{name_prefix}-*``
+    (created on first use; the role passed to Lambda), the task key, and the client's
+    completion queues."""
+    functions = f"arn:aws:lambda:{region}:{account}:function:{name_prefix}-*"
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "JobObjects", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+         "Resource": f"arn:aws:s3:::{bucket}/{prefix}*"},
+        {"Sid": "JobListing", "Effect": "Allow", "Action": "s3:ListBucket",
+         "Resource": f"arn:aws:s3:::{bucket}",
+         "Condition": {"StringLike": {"s3:prefix": f"{prefix}*"}}},
+        {"Sid": "Functions", "Effect": "Allow",
+         "Action": ["lambda:GetFunctionConfiguration", "lambda:CreateFunction",
+                    "lambda:UpdateFunctionCode", "lambda:UpdateFunctionConfiguration",
+                    "lambda:PutFunctionEventInvokeConfig", "lambda:InvokeFunction",
+                    "lambda:TagResource"],
+         "Resource": functions},
+        {"Sid": "Layers", "Effect": "Allow",
+         "Action": ["lambda:PublishLayerVersion", "lambda:ListLayerVersions",
+                    "lambda:GetLayerVersion"],
+         "Resource": [f"arn:aws:lambda:{region}:{account}:layer:{name_prefix}-*",
+                      f"arn:aws:lambda:{region}:{account}:layer:{name_prefix}-*:*"]},
+        {"Sid": "ExecutionRoles", "Effect": "Allow",
+         "Action": ["iam:GetRole", "iam:CreateRole", "iam:PutRolePolicy", "iam:PassRole"],
+         "Resource": f"arn:aws:iam::{account}:role/{name_prefix}-*"},
+        {"Sid": "TaskKey", "Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:PutParameter"],
+         "Resource": f"arn:aws:ssm:{region}:{account}:parameter/{task_key.lstrip('/')}"},
+        {"Sid": "CompletionQueues", "Effect": "Allow",
+         "Action": ["sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
+                    "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:DeleteQueue"],
+         "Resource": f"arn:aws:sqs:{region}:{account}:wrencore-done-*"},
+    ]}
+
+
 def deploy_function(config: Union[Config, Mapping[str, Any], None] = None) -> DeployedFunction:
     """Deploy (or confirm) the Lambda function for ``config``; the Python API of the CLI.
 

@@ -70,6 +70,8 @@ class Invocation:
 def _call_ids(payload: bytes) -> List[str]:
     try:
         message = json.loads(payload)
+        if isinstance(message.get("body"), str):  # a signed envelope (wrencore_runtime.auth)
+            message = json.loads(message["body"])
         return [c.get("call_id") for c in message.get("calls", ())]
     except Exception:
         return []
