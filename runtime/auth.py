@@ -399,6 +399,14 @@ class Verifier:
                 self._ring, self._loaded_at = ring, time.monotonic()
             return self._ring
 
+    def prefetch(self) -> None:
+        """Load the key ring now (a Lambda sandbox does it during init, outside any
+        invocation's time); a failure is only logged: the first message loads it again."""
+        try:
+            self._load()
+        except Exception as exc:
+            logger.warning("could not load the task key yet: %s: %s", type(exc).__name__, exc)
+
     def open_task(self, message: Union[str, bytes, Dict[str, Any]],
                   allow_payload: bool = False) -> Dict[str, Any]:
         """The verified task message of a queue body (text) or a Lambda event (dict).

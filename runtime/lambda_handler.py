@@ -274,3 +274,7 @@ def handler(event: Dict[str, Any], context: Any) -> Dict[str, int]:
 
     return run_message(message, remaining_time, function_timeout or remaining_time(),
                        _get_runner(context))
+
+
+if os.environ.get(TASK_KEY_VARIABLE):  # in the sandbox's init phase, not an invocation's time
+    _get_verifier().prefetch()
