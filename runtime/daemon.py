@@ -12,9 +12,10 @@ inside them, larger ones are staged first) — and publishes each write to the c
 completion channel when the job has one. The messages of a receive whose outcomes are all
 written are then deleted in one request. While calls run, a heartbeat thread keeps the held
 messages invisible. A redelivered message whose calls already have an outcome is deleted
-without running them again. A message that cannot be decoded is released at once, so it reaches
-the dead-letter queue after ``max_receives`` receives; the client fails the futures of
-calls it finds there. A job whose runtime's environment cannot be built (the runtime is
+without running them again. A message that is malformed or does not verify with the task key (see
+:mod:`wrencore_runtime.auth`) is refused before anything of it is unpickled or read, logged,
+counted, and released at once, so it reaches the dead-letter queue after ``max_receives``
+receives; the client fails the futures of calls it finds there. A job whose runtime's environment cannot be built (the runtime is
 missing from storage or broken) fails its calls at once with a ``RuntimeBuildError`` status
 naming the runtime and what to do, and its message is settled, not received again.
 
@@ -63,6 +64,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from . import completion, layout
 from .environment import EnvironmentProcessDied, JobEnvironments
+from .auth import Verifier, open_or_refuse
 from .errors import RuntimeBuildError, StorageKeyError
 from .protocol import decode_json, encode_json
 from .queues import QueueMessage, TaskQueue, queue_from_spec
@@ -125,6 +127,9 @@ class DaemonSettings:
     env_dir: str = ""
     env_max_age: float = 7 * 24 * 3600.0
     env_max_bytes: int = 20 * 1024 ** 3
+    #: Where the task key lives (a ``KeySource`` spec, see ``wrencore_runtime.auth``): the
+    #: key's location, never the key. Without it every message is refused.
+    task_key: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Optional[str] = None,
@@ -154,7 +159,7 @@ class DaemonSettings:
                 setattr(self, f.name, int(value))
             elif f.type in ("bool", bool) and isinstance(value, str):
                 setattr(self, f.name, value.strip().lower() in ("1", "true", "yes", "on"))
-            elif f.name in ("queue", "provider_config") and isinstance(value, str):
+            elif f.name in ("queue", "provider_config", "task_key") and isinstance(value, str):
                 setattr(self, f.name, json.loads(value))
         if not self.process_name:
             self.process_name = os.environ.get("SUPERVISOR_PROCESS_NAME") or f"pid{os.getpid()}"
@@ -657,6 +662,7 @@ class Daemon:
         self.acks = Acknowledger(self.queue)
         #: One cancel-marker listing per job and half a second (the latest jobs only).
         self._cancel_checks: Dict[str, CancelChecks] = {}
+        self.verifier = Verifier.from_spec(settings.task_key)
         self.stopping = threading.Event()
         self.calls_run = 0
         #: The call being run, for the heartbeat's cancel check (see :meth:`stop_if_cancelled`).
@@ -752,17 +758,12 @@ class Daemon:
     def handle(self, message: QueueMessage) -> bool:
         """Run a message's calls, handing their outcomes to :attr:`statuses`; True when
         every call has its outcome (the message is done once they are written)."""
-        try:
-            task = decode_json(message.body)
-            job, calls = task["job"], task["calls"]
-            if not isinstance(calls, list):
-                raise TypeError("'calls' is not a list")
-        except Exception as exc:
-            logger.error("message %s (receive %d) is not a task message and will reach the "
-                         "dead-letter queue: %s: %s", message.message_id,
-                         message.receive_count, type(exc).__name__, exc)
+        task = open_or_refuse(self.verifier, message.body, message.message_id,
+                              message.receive_count)
+        if task is None:  # released at once: it reaches the dead-letter queue, never runs
             self._release(message)
             return False
+        job, calls = task["job"], task["calls"]
         try:
             done = self._done_calls(job, calls) if message.receive_count > 1 else set()
             for index, call in enumerate(calls):

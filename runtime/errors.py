@@ -128,3 +128,19 @@ class StorageKeyError(WrenError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "missing key"
+
+
+class MessageRefusedError(WrenError):
+    """A worker refused a task message: it was malformed, or its authentication tag did not
+    verify with the task key the workers hold (forged, altered, or signed with another
+    deployment's or a retired key). Nothing of it was unpickled or read from storage."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class IntegrityError(WrenError):
+    """A storage object a signed task message names (the function, staged arguments, a
+    large payload) does not have the digest the message carries: it was changed after the
+    client wrote it, so it is not loaded."""

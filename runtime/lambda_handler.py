@@ -1,10 +1,16 @@
 """The AWS Lambda entry point: a thin adapter over :class:`~wrencore_runtime.runner.JobRunner`.
 
-Handler string: ``wrencore_runtime.lambda_handler.handler``. The event is a task message
-(see :mod:`wrencore_runtime.protocol`) as JSON, or — when the message is larger than the
-asynchronous-invoke limit — a reference to it in storage::
+Handler string: ``wrencore_runtime.lambda_handler.handler``. The event is a signed task
+message (see :mod:`wrencore_runtime.protocol` and :mod:`wrencore_runtime.auth`), or — when
+the message is larger than the asynchronous-invoke limit — a signed reference to it in
+storage carrying its digest::
 
-    {"protocol": 1, "payload": {"storage": <spec>, "key": "<job_id>/payloads/<call_id>.json"}}
+    {"storage": <spec>, "key": "<job_id>/payloads/<call_id>.json", "sha256": "<hex>"}
+
+An event that is malformed or does not verify with the task key (read from the SSM
+parameter ``WRENCORE_TASK_KEY`` names) is refused before anything of it is read or
+unpickled: the invocation fails with :class:`MessageRefusedError` after a log line saying
+why, and is not retried (the function's asynchronous retries are 0).
 
 Each call's outcome is written to storage (result first, then status); the calls of a
 chunk report in batch statuses (see ``layout.batch_status_key``) written behind the calls,
@@ -20,14 +26,16 @@ rather than being killed without a status.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 from typing import Any, Dict, Optional
 
-from . import PROTOCOL_VERSION, completion, layout
-from .errors import CallTimeoutError, WrenError
-from .protocol import decode_json, encode_json
+from . import completion, layout
+from .auth import Verifier, check_digest, open_or_refuse
+from .errors import CallTimeoutError, IntegrityError, MessageRefusedError
+from .protocol import encode_json
 from .runner import CancelChecks, JobRunner, cancelled_status, describe_exception
 from .storage import storage_from_spec
 
@@ -37,6 +45,9 @@ logger = logging.getLogger(__name__)
 SAFETY_MARGIN = float(os.environ.get("WRENCORE_LAMBDA_SAFETY_MARGIN", "0.5"))
 
 _runner: Optional[JobRunner] = None
+_verifier: Optional[Verifier] = None
+#: The function's environment variable naming where the task key is (not the key).
+TASK_KEY_VARIABLE = "WRENCORE_TASK_KEY"
 
 
 def _get_runner(context: Any) -> JobRunner:
@@ -47,17 +58,37 @@ def _get_runner(context: Any) -> JobRunner:
     return _runner
 
 
-def _load_message(event: Dict[str, Any]) -> Dict[str, Any]:
-    if not isinstance(event, dict) or event.get("protocol") != PROTOCOL_VERSION:
-        raise WrenError(
-            f"this Lambda function speaks wrencore protocol {PROTOCOL_VERSION}, but the event "
-            f"has protocol {event.get('protocol') if isinstance(event, dict) else None!r}"
-        )
-    payload = event.get("payload")
-    if payload is not None:
-        storage = storage_from_spec(payload["storage"])
-        return decode_json(storage.get(payload["key"]))
-    return decode_json(encode_json(event))  # turns {"__b64__": …} back into bytes
+def _get_verifier() -> Verifier:
+    global _verifier
+    if _verifier is None:
+        spec = os.environ.get(TASK_KEY_VARIABLE)
+        _verifier = Verifier.from_spec(json.loads(spec) if spec else None)
+    return _verifier
+
+
+def _load_message(event: Any, request_id: str = "") -> Dict[str, Any]:
+    """The verified task message of ``event``; :class:`MessageRefusedError` if refused.
+
+    A payload reference is verified before its object is read, and the object — itself a
+    signed task message — must have the digest the reference carries.
+    """
+    verifier = _get_verifier()
+    opened = open_or_refuse(verifier, event, request_id or "event", allow_payload=True)
+    if opened is not None and "payload" in opened:
+        reference = opened["payload"]
+        body = storage_from_spec(reference["storage"]).get(reference["key"])
+        try:
+            check_digest(body, reference["sha256"], f"the payload {reference['key']}")
+        except IntegrityError as exc:
+            verifier.refused += 1
+            logger.error("refused event %s: %s", request_id or "event", exc)
+            raise
+        opened = open_or_refuse(verifier, body, reference["key"])
+    if opened is None:
+        raise MessageRefusedError(
+            "this Lambda function refused the event (see the log line above): it runs only "
+            "task messages signed with its task key; nothing of the event was run or read")
+    return opened
 
 
 def _out_of_time_status(job: Dict[str, Any], call: Dict[str, Any], budget: float) -> Dict[str, Any]:
@@ -208,7 +239,7 @@ def run_message(message: Dict[str, Any], remaining_time, function_timeout: float
 
 
 def handler(event: Dict[str, Any], context: Any) -> Dict[str, int]:
-    message = _load_message(event)
+    message = _load_message(event, getattr(context, "aws_request_id", ""))
     function_timeout = float(os.environ.get("WRENCORE_FUNCTION_TIMEOUT", "0") or 0)
 
     def remaining_time() -> float:
@@ -216,3 +247,7 @@ def handler(event: Dict[str, Any], context: Any) -> Dict[str, int]:
 
     return run_message(message, remaining_time, function_timeout or remaining_time(),
                        _get_runner(context))
+
+
+if os.environ.get(TASK_KEY_VARIABLE):  # in the sandbox's init phase, not an invocation's time
+    _get_verifier().prefetch()

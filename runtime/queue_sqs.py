@@ -72,10 +72,18 @@ class SQSQueue(TaskQueue):
         max_receives: receives before a message moves to the dead-letter queue.
         visibility_timeout: the queue's default visibility timeout, seconds.
         create: create the queues if missing (workers pass False: they only use them).
+        sse: server-side encryption of messages at rest: ``"sqs"`` (SSE-SQS, SQS-managed
+            keys; the default), ``"kms"`` (SSE-KMS with ``kms_key_id``, default
+            ``alias/aws/sqs``) or ``""`` (none).
     """
 
     def __init__(self, name: str, region: Optional[str] = None, max_receives: int = 3,
-                 visibility_timeout: int = 30, create: bool = True) -> None:
+                 visibility_timeout: int = 30, create: bool = True, sse: str = "sqs",
+                 kms_key_id: str = "") -> None:
+        if sse not in ("", "sqs", "kms"):
+            raise ValueError(f"SQS server-side encryption {sse!r} is not one of 'sqs' "
+                             f"(SSE-SQS), 'kms' (SSE-KMS) or '' (none)")
+        self.sse, self.kms_key_id = sse, kms_key_id
         if not name or len(name) > 80 - len(DLQ_SUFFIX):
             raise ValueError(f"invalid SQS queue name {name!r} (1 to {80 - len(DLQ_SUFFIX)} chars)")
         if int(max_receives) < 1:
@@ -86,8 +94,10 @@ class SQSQueue(TaskQueue):
         self.visibility_timeout = int(visibility_timeout)
         self.config: Dict[str, Any] = {
             "name": name, "region": region, "max_receives": self.max_receives,
-            "visibility_timeout": self.visibility_timeout, "create": False,
+            "visibility_timeout": self.visibility_timeout, "create": False, "sse": sse,
         }
+        if kms_key_id:
+            self.config["kms_key_id"] = kms_key_id
         self.client = _boto3_client("sqs", region)
         self._urls_lock = threading.Lock()
         self._url: Optional[str] = None
@@ -100,14 +110,14 @@ class SQSQueue(TaskQueue):
         """Create the dead-letter queue and the queue (idempotent)."""
         dlq_url = self.client.create_queue(
             QueueName=self.name + DLQ_SUFFIX,
-            Attributes={"MessageRetentionPeriod": str(14 * 24 * 3600)},
+            Attributes={"MessageRetentionPeriod": str(14 * 24 * 3600), **self.sse_attributes()},
         )["QueueUrl"]
         dlq_arn = self.client.get_queue_attributes(
             QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         redrive = json.dumps({"deadLetterTargetArn": dlq_arn,
                               "maxReceiveCount": str(self.max_receives)})
         attributes = {"VisibilityTimeout": str(self.visibility_timeout),
-                      "RedrivePolicy": redrive}
+                      "RedrivePolicy": redrive, **self.sse_attributes()}
         try:
             url = self.client.create_queue(QueueName=self.name, Attributes=attributes)["QueueUrl"]
         except self.client.exceptions.QueueNameExists:
@@ -116,6 +126,15 @@ class SQSQueue(TaskQueue):
             self.client.set_queue_attributes(QueueUrl=url, Attributes=attributes)
         with self._urls_lock:
             self._url, self._dlq_url = url, dlq_url
+
+    def sse_attributes(self) -> Dict[str, str]:
+        """The queue attributes of its server-side encryption."""
+        if self.sse == "sqs":
+            return {"SqsManagedSseEnabled": "true"}
+        if self.sse == "kms":
+            return {"KmsMasterKeyId": self.kms_key_id or "alias/aws/sqs",
+                    "SqsManagedSseEnabled": "false"}
+        return {"SqsManagedSseEnabled": "false"}
 
     @property
     def url(self) -> str:

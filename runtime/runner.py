@@ -55,6 +55,7 @@ from .errors import (
     SerializationError,
     StorageKeyError,
 )
+from .auth import check_digest
 from .environment import environment_mismatch
 from .modules import ModuleInstaller
 from .protocol import PYTHON, encode_json, version_mismatch
@@ -548,6 +549,7 @@ class JobRunner:
             self._initialize(job, initializer)
             return func
         blob = storage.get(job["function_key"])
+        check_digest(blob, job.get("function_sha256"), f"the function of job {job['job_id']}")
         try:
             package = pickle.loads(blob)
             modules, modules_hash = package.get("modules"), package.get("modules_hash")
@@ -592,6 +594,8 @@ class JobRunner:
         data = call.get("args")
         if data is None:
             data = storage.get(call["args_key"])
+            check_digest(data, call.get("args_sha256"),
+                         f"the arguments of call {call['call_id']}")
         try:
             args, kwargs = cloudpickle.loads(data)
         except BaseException as exc:  # a SystemExit from a __reduce__ fails only this call

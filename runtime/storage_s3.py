@@ -55,10 +55,20 @@ class S3Storage(Storage):
         endpoint_url: an S3-compatible endpoint (None: boto3's default or ``AWS_ENDPOINT_URL``).
         region: the bucket's region (None: boto3's default chain).
         max_connections: the HTTP connection pool size (threads sharing this storage).
+        sse: server-side encryption of every object written: ``"AES256"`` (SSE-S3, the
+            default), ``"aws:kms"`` (SSE-KMS, with ``sse_kms_key_id`` or the account's
+            ``aws/s3`` key), or ``""`` to leave it to the bucket's default encryption.
+        sse_kms_key_id: the KMS key of SSE-KMS.
     """
 
     def __init__(self, bucket: str, prefix: str = "", endpoint_url: Optional[str] = None,
-                 region: Optional[str] = None, max_connections: int = 64):
+                 region: Optional[str] = None, max_connections: int = 64,
+                 sse: str = "AES256", sse_kms_key_id: str = ""):
+        if sse not in ("", "AES256", "aws:kms"):
+            raise ValueError(f"S3 server-side encryption {sse!r} is not one of 'AES256' "
+                             f"(SSE-S3), 'aws:kms' (SSE-KMS) or '' (the bucket's default)")
+        if sse_kms_key_id and sse != "aws:kms":
+            raise ValueError("sse_kms_key_id needs sse = 'aws:kms'")
         if not bucket or not isinstance(bucket, str):
             raise ValueError("S3 storage needs a bucket name (config [s3] bucket = \"...\")")
         self.bucket = bucket
@@ -71,6 +81,14 @@ class S3Storage(Storage):
             self.config["endpoint_url"] = self.endpoint_url
         if self.region:
             self.config["region"] = self.region
+        self.sse, self.sse_kms_key_id = sse, sse_kms_key_id
+        self.config["sse"] = sse
+        if sse_kms_key_id:
+            self.config["sse_kms_key_id"] = sse_kms_key_id
+        #: What every write asks S3 for (the spec carries it, so workers write alike).
+        self._sse_args: Dict[str, str] = {"ServerSideEncryption": sse} if sse else {}
+        if sse_kms_key_id:
+            self._sse_args["SSEKMSKeyId"] = sse_kms_key_id
         self._client: Any = None
         self._transfer_config: Any = None
         self._lock = threading.Lock()
@@ -120,9 +138,11 @@ class S3Storage(Storage):
         client, full_key = self.client, self._full_key(key)
         try:
             if len(data) <= SINGLE_REQUEST_LIMIT:
-                client.put_object(Bucket=self.bucket, Key=full_key, Body=bytes(data))
+                client.put_object(Bucket=self.bucket, Key=full_key, Body=bytes(data),
+                                  **self._sse_args)
             else:
                 client.upload_fileobj(io.BytesIO(data), self.bucket, full_key,
+                                      ExtraArgs=dict(self._sse_args) or None,
                                       Config=self._transfer_config)
         except Exception as exc:
             raise _storage_error("PutObject", self.location(key), exc) from exc

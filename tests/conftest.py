@@ -24,8 +24,18 @@ def pytest_runtest_makereport(item, call):
         report.sections.append((f"fleet harness {harness.fleet}", harness.failure_report()))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def task_key_file(tmp_path_factory):
+    """One task key file for the session's queue clients and `wrencore worker`s (never the
+    user's own), set before any worker fixture starts."""
+    path = str(tmp_path_factory.mktemp("task-key") / "task-key.json")
+    os.environ["WRENCORE_TASK_KEY_FILE"] = path
+    yield path
+    os.environ.pop("WRENCORE_TASK_KEY_FILE", None)
+
+
 @pytest.fixture(autouse=True)
-def isolated_config(tmp_path, monkeypatch):
+def isolated_config(tmp_path, monkeypatch, task_key_file):
     """Each test starts with no config file and no WRENCORE_* variables but its own storage."""
     for name in list(os.environ):
         if name.startswith("WRENCORE_") and name != "WRENCORE_DISABLE_PLUGINS":
@@ -33,6 +43,7 @@ def isolated_config(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("WRENCORE_LOCALFS__ROOT", str(tmp_path / "storage"))
     monkeypatch.setenv("WRENCORE_MODULE_CACHE", str(tmp_path / "module-cache"))
+    monkeypatch.setenv("WRENCORE_TASK_KEY_FILE", task_key_file)
     yield
     wrencore.shutdown_default_executors()
     plugins.reset()

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from wrencore_runtime import layout
+from wrencore_runtime.auth import KIND_TASK, Signer
 from wrencore_runtime.protocol import encode_json, make_message
 from wrencore_runtime.storage import Storage
 
 from .config import Config
-from .errors import CallCancelledError, ConfigError
+from .errors import CallCancelledError, ConfigError, MessageRefusedError
 from .futures import Future
 from .futures import cancel as cancel_future
 
@@ -54,6 +55,10 @@ class Backend(abc.ABC):
     runtime_requirements: Tuple[str, ...] = ("wrencore",)
     #: The workers' platform (``sysconfig.get_platform()`` form); None: this computer's.
     runtime_platform: Optional[str] = None
+    #: Seals task messages and job headers with the deployment's task key (see
+    #: ``wrencore_runtime.auth``); None only for a backend whose workers receive nothing
+    #: anyone else could write (the local backend's private pipes).
+    signer: Optional[Signer] = None
 
     def __init__(self, config: Config, storage: Storage) -> None:
         self.config = config
@@ -160,9 +165,53 @@ class InstanceProvider(abc.ABC):
         """Terminate the given instances."""
 
 
+def seal_task(signer: Signer, job: Dict[str, Any], messages: List[Dict[str, Any]]) -> str:
+    """The signed task message (JSON text of its envelope) of ``messages`` of ``job``."""
+    return signer.seal_text(KIND_TASK, encode_json(make_message(job, messages)))
+
+
+def dead_letter_calls(body: str, signer: Signer) -> List[Tuple[str, str, int, str]]:
+    """``(job_id, call_id, attempt, refused)`` of each call a dead letter names.
+
+    ``refused`` is why workers must have refused it ("" if its tag verifies with the
+    client's key, so it died for another reason): a dead letter whose body names a call of
+    ours but does not verify was altered (or signed with a key since retired). A letter
+    that names nothing gives nothing.
+    """
+    from wrencore_runtime.auth import decode_task, parse_text
+
+    try:
+        envelope = parse_text(body)
+        task = decode_task(envelope["body"])
+    except Exception:
+        return []
+    try:
+        signer.ring().unseal(envelope, KIND_TASK)
+        refused = ""
+    except MessageRefusedError as exc:
+        refused = exc.reason
+    except Exception as exc:  # the key unreachable: say so rather than guess
+        refused = f"could not check its tag: {exc}"
+    job_id = task["job"]["job_id"]
+    return [(job_id, call["call_id"], int(call.get("attempt") or 0), refused)
+            for call in task["calls"]]
+
+
+def refused_error(future: Future, reason: str, where: str) -> MessageRefusedError:
+    """The error of a call whose task message the workers refused."""
+    error = MessageRefusedError(
+        f"call {future.call_id} of job {future.job_id} was never run: the workers refused its "
+        f"task message ({reason}) and it went to the dead-letter queue {where}. Someone "
+        f"altered it on the way, or the task key was rotated past its grace period; submit "
+        f"the call again.")
+    error.wrencore_attempt = future.attempt  # type: ignore[attr-defined]
+    return error
+
+
 def task_message_bodies(job: Dict[str, Any], calls: List["Call"], chunksize: int, limit: int,
-                        limit_name: str) -> List[Tuple[str, List["Call"]]]:
-    """Queue message bodies for ``calls`` in chunks of ``chunksize``, each under ``limit`` bytes.
+                        limit_name: str, signer: Signer) -> List[Tuple[str, List["Call"]]]:
+    """Signed queue message bodies for ``calls`` in chunks of ``chunksize``, each under
+    ``limit`` bytes.
 
     A chunk whose message is too large is halved until it fits; a single call that still
     does not fit raises ValueError naming it and ``limit_name``.
@@ -172,7 +221,7 @@ def task_message_bodies(job: Dict[str, Any], calls: List["Call"], chunksize: int
         pending = [calls[start:start + chunksize]]
         while pending:
             part = pending.pop()
-            body = encode_json(make_message(job, [c.message for c in part]))
+            body = seal_task(signer, job, [c.message for c in part])
             if len(body) > limit and len(part) > 1:
                 half = len(part) // 2
                 pending += [part[half:], part[:half]]

@@ -9,6 +9,8 @@ from wrencore_runtime.errors import (  # noqa: F401
     CallTimeoutError,
     DeserializationError,
     InitializerError,
+    IntegrityError,
+    MessageRefusedError,
     QueueError,
     RemoteError,
     RuntimeBuildError,

@@ -22,6 +22,7 @@ from typing import (
 )
 
 from wrencore_runtime import layout
+from wrencore_runtime.auth import KIND_JOB, sha256_hex
 from wrencore_runtime.protocol import PYTHON, SERIALIZER, encode_json
 
 from . import progress as _progress
@@ -532,6 +533,7 @@ class Executor(concurrent.futures.Executor):
             "extra_env": {**self.extra_env, **dict(extra_env or {})},
             "result_inline_limit": self.backend.result_inline_limit,
             "function_name": getattr(fn, "__qualname__", repr(fn)),
+            "function_sha256": sha256_hex(package),
         }
         if self._initializer:
             job["initializer"] = {"name": self._initializer["name"], "id": self._initializer["id"]}
@@ -540,7 +542,11 @@ class Executor(concurrent.futures.Executor):
             job["runtime"] = runtime.job_entry()
         self.backend.preflight(job)
         self.storage.put(job["function_key"], package)
-        self.storage.put(layout.job_header_key(job_id), encode_json(job).encode())
+        header = encode_json(job)
+        signer = self.backend.signer
+        if signer is not None:  # signed, so a worker can trust it (see wrencore_runtime.auth)
+            header = signer.seal_text(KIND_JOB, header)
+        self.storage.put(layout.job_header_key(job_id), header.encode())
         with self._lock:
             self._job_ids.append(job_id)
         return job
@@ -570,6 +576,7 @@ class Executor(concurrent.futures.Executor):
                 key = layout.args_key(job["job_id"], call_id)
                 self.storage.put(key, data)
                 message["args"], message["args_key"] = None, key
+                message["args_sha256"] = sha256_hex(data)
             future = Future(job["job_id"], call_id)
             if self.live_output:
                 future._echo = True

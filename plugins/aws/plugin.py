@@ -24,4 +24,9 @@ def wrencore_register_settings(register) -> None:
         Setting("region", "str", None, "The bucket's region; unset: boto3's (`AWS_DEFAULT_REGION`, "
                 "`~/.aws/config`)."),
         Setting("endpoint_url", "str", None, "An S3-compatible endpoint (MinIO, moto …)."),
+        Setting("sse", "str", "AES256", "Server-side encryption of job data: `AES256` "
+                "(SSE-S3), `aws:kms` (SSE-KMS), or empty for the bucket's default.",
+                choices=("AES256", "aws:kms", "")),
+        Setting("sse_kms_key_id", "str", "", "The KMS key of `sse = \"aws:kms\"`; empty: "
+                "`aws/s3`."),
     ], doc="The `s3` storage (the default storage of the AWS backends).")

@@ -12,7 +12,10 @@ DEFAULT_PREFIX = "wrencore"
 
 def s3_storage(section: Mapping[str, Any]) -> S3Storage:
     """``[s3]``: ``bucket`` (required), ``prefix`` (default ``wrencore``), ``endpoint_url``,
-    ``region``. Credentials never go here: boto3 finds them (profile, env, instance role)."""
+    ``region``, ``sse`` (server-side encryption of job data at rest: ``"AES256"`` — SSE-S3,
+    the default —, ``"aws:kms"`` — SSE-KMS with ``sse_kms_key_id`` or ``aws/s3`` —, or ``""``
+    for the bucket's default). Credentials never go here: boto3 finds them (profile, env,
+    instance role)."""
     bucket = section.get("bucket")
     if not bucket:
         raise ConfigError(
@@ -30,4 +33,6 @@ def s3_storage(section: Mapping[str, Any]) -> S3Storage:
         prefix=str(section.get("prefix", DEFAULT_PREFIX) or ""),
         endpoint_url=section.get("endpoint_url") or None,
         region=section.get("region") or None,
+        sse=str(section.get("sse", "AES256") or ""),
+        sse_kms_key_id=str(section.get("sse_kms_key_id", "") or ""),
     )

@@ -21,7 +21,7 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from wrencore.backends import Backend, Call, cancelled_error, write_cancel_markers
+from wrencore.backends import Backend, Call, cancelled_error, seal_task, write_cancel_markers
 from wrencore.config import Config
 from wrencore.errors import WorkerCrashedError, WrenError
 from wrencore.futures import Future, claim
@@ -30,8 +30,8 @@ from wrencore.watcher import StatusWatcher, watcher_options
 from wrencore_aws.clients import (call_with_retries, error_code, make_client,
                                   require_region_and_credentials)
 from wrencore_aws.completion import channel_for, with_channel
-from wrencore_runtime import PROTOCOL_VERSION
-from wrencore_runtime.protocol import encode_json, make_message
+from wrencore_runtime.auth import KIND_PAYLOAD, Signer, sha256_hex
+from wrencore_runtime.protocol import encode_json
 from wrencore_runtime.storage import Storage
 
 from .deploy import Deployer, DeployedFunction, LambdaSettings
@@ -95,6 +95,7 @@ class LambdaBackend(Backend):
         self.runtime_platform = ("linux-aarch64" if self.settings.architecture == "arm64"
                                  else "linux-x86_64")
         self.deployer = Deployer(self.settings, storage)  # type: ignore[arg-type]
+        self.signer = Signer(self.deployer.key_source)
         self._functions: Dict[str, DeployedFunction] = {}  # by job runtime hash
         self._last_function: Optional[DeployedFunction] = None
         self._function_lock = threading.Lock()
@@ -242,13 +243,15 @@ class LambdaBackend(Backend):
             write_cancel_markers(self.storage, [(future, attempts)], stop_running=True)
 
     def _payload(self, job: Dict[str, Any], calls: List[Call]) -> bytes:
-        body = encode_json(make_message(job, [c.message for c in calls])).encode()
+        """The signed event of ``calls``; a large one is staged in storage and the event is a
+        signed reference to it that carries its digest."""
+        body = seal_task(self.signer, job, [c.message for c in calls]).encode()
         if len(body) <= ASYNC_PAYLOAD_LIMIT:
             return body
         key = payload_key(job["job_id"], calls[0].call_id, calls[0].message.get("attempt", 0))
         self.storage.put(key, body)
-        return encode_json({"protocol": PROTOCOL_VERSION,
-                            "payload": {"storage": self.storage.to_spec(), "key": key}}).encode()
+        reference = {"storage": self.storage.to_spec(), "key": key, "sha256": sha256_hex(body)}
+        return self.signer.seal_text(KIND_PAYLOAD, encode_json(reference)).encode()
 
     def _forget_deadline(self, future: Future) -> None:
         with self._deadlines_lock:

@@ -21,6 +21,8 @@ from wrencore.config import Config
 from wrencore.errors import ConfigError, RuntimeMismatchError, WrenError
 from wrencore_aws.clients import call_with_retries, error_code, is_transient, make_client
 from wrencore_aws.completion import send_statement
+from wrencore_aws.keys import DEFAULT_PARAMETER, client_key_source, key_read_statement, worker_key_spec
+from wrencore_runtime.auth import SsmKeySource
 from wrencore_runtime.protocol import PYTHON, SERIALIZER
 from wrencore_runtime.storage_s3 import S3Storage
 
@@ -35,6 +37,9 @@ SERIALIZER_VARIABLE = "WRENCORE_SERIALIZER"
 TIMEOUT_VARIABLE = "WRENCORE_FUNCTION_TIMEOUT"
 #: The hash of the job runtime whose layer the function has ("" for none).
 ENVIRONMENT_VARIABLE = "WRENCORE_ENVIRONMENT_HASH"
+#: Where the handler finds the task key: a KeySource spec naming the SSM parameter (never
+#: the key itself; see ``wrencore_runtime.auth``).
+TASK_KEY_VARIABLE = "WRENCORE_TASK_KEY"
 LAMBDA_TRUST_POLICY = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
@@ -64,6 +69,9 @@ class LambdaSettings:
         architecture: ``x86_64`` or ``arm64``; job runtimes are built for it.
         max_unzipped_size: bytes of function and layers unzipped, at most (Lambda: 250 MB).
         endpoint_url, region: override boto3's endpoint and region for Lambda and IAM.
+        task_key: the SSM SecureString parameter holding the task key (created on first
+            use; the function's role may read only it). Default ``/wrencore/task-key``.
+        task_key_kms_key_id: the KMS key that encrypts it (default: ``aws/ssm``).
     """
 
     name_prefix: str = "wrencore"
@@ -81,6 +89,8 @@ class LambdaSettings:
     max_unzipped_size: int = 250 * 1024 * 1024
     endpoint_url: Optional[str] = None
     region: Optional[str] = None
+    task_key: str = DEFAULT_PARAMETER
+    task_key_kms_key_id: str = ""
 
     @classmethod
     def from_config(cls, config: Config) -> "LambdaSettings":
@@ -108,6 +118,7 @@ class DeployedFunction:
     timeout: int
     memory: int
     environment_hash: str = ""
+    task_key: str = ""
 
 
 def _deployed(configuration: Mapping[str, Any]) -> DeployedFunction:
@@ -119,6 +130,7 @@ def _deployed(configuration: Mapping[str, Any]) -> DeployedFunction:
         timeout=int(configuration.get("Timeout") or 0),
         memory=int(configuration.get("MemorySize") or 0),
         environment_hash=variables.get(ENVIRONMENT_VARIABLE, ""),
+        task_key=variables.get(TASK_KEY_VARIABLE, ""),
     )
 
 
@@ -139,6 +151,7 @@ class Deployer:
         self._package: Optional[RuntimePackage] = None
         self._lambda: Any = None
         self._iam: Any = None
+        self._key_source: Optional[SsmKeySource] = None
 
     # -- pieces ----------------------------------------------------------------------
     @property
@@ -185,9 +198,22 @@ class Deployer:
             self._iam = make_client("iam", self.settings.client_section)
         return self._iam
 
+    @property
+    def key_source(self) -> SsmKeySource:
+        """The task key, as this client reaches it."""
+        if self._key_source is None:
+            self._key_source = client_key_source(self.settings.task_key,
+                                                 self.settings.client_section,
+                                                 self.settings.task_key_kms_key_id)
+        return self._key_source
+
+    @property
+    def task_key_variable(self) -> str:
+        return json.dumps(worker_key_spec(self.key_source), sort_keys=True)
+
     def role_policy(self, account: str, region: str) -> Dict[str, Any]:
-        """Least privilege: the storage's prefix in its bucket, the function's log group, and
-        sending to completion queues."""
+        """Least privilege: the storage's prefix in its bucket, the function's log group,
+        reading the task key, and sending to completion queues."""
         bucket, prefix = self.storage.bucket, self.storage.prefix
         log_group = f"arn:aws:logs:{region}:{account}:log-group:/aws/lambda/{self.function_name}"
         return {
@@ -204,6 +230,7 @@ class Deployer:
                 {"Sid": "OwnLogStreams", "Effect": "Allow",
                  "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
                  "Resource": f"{log_group}:*"},
+                key_read_statement(region, account, self.settings.task_key),
                 send_statement(region, account),
             ],
         }
@@ -243,6 +270,7 @@ class Deployer:
             HASH_VARIABLE: self.package.sha256, PYTHON_VARIABLE: PYTHON,
             SERIALIZER_VARIABLE: SERIALIZER, TIMEOUT_VARIABLE: str(self.settings.timeout),
             ENVIRONMENT_VARIABLE: self.environment_hash,
+            TASK_KEY_VARIABLE: self.task_key_variable,
         }}
 
     def _wait_until_ready(self, deadline_seconds: float = 300) -> Dict[str, Any]:
@@ -305,7 +333,8 @@ class Deployer:
             if (existing.runtime_hash != package.sha256 or existing.timeout != settings.timeout
                     or existing.memory != settings.memory or existing.python != PYTHON
                     or existing.serializer != SERIALIZER
-                    or existing.environment_hash != self.environment_hash):
+                    or existing.environment_hash != self.environment_hash
+                    or existing.task_key != self.task_key_variable):
                 self._wait_until_ready()
                 call_with_retries(lambda: client.update_function_configuration(
                     FunctionName=self.function_name, Timeout=settings.timeout,
@@ -364,7 +393,8 @@ class Deployer:
         stale = deployed is not None and (
             deployed.runtime_hash != self.package.sha256
             or deployed.environment_hash != self.environment_hash
-            or deployed.timeout != self.settings.timeout or deployed.memory != self.settings.memory)
+            or deployed.timeout != self.settings.timeout or deployed.memory != self.settings.memory
+            or deployed.task_key != self.task_key_variable)
         if deployed is None or (self.settings.auto_deploy and stale):
             if not self.settings.auto_deploy:
                 raise DeployError(
@@ -373,6 +403,44 @@ class Deployer:
             return self.deploy()
         self.check(deployed)
         return deployed
+
+
+def user_policy(*, region: str, account: str, bucket: str, prefix: str,
+                name_prefix: str = "wrencore", task_key: str = DEFAULT_PARAMETER
+                ) -> Dict[str, Any]:
+    """The least a user needs to deploy and run the ``aws_lambda`` backend: the job
+    storage's prefix, the functions, layers and execution roles named ``{name_prefix}-*``
+    (created on first use; the role passed to Lambda), the task key, and the client's
+    completion queues."""
+    functions = f"arn:aws:lambda:{region}:{account}:function:{name_prefix}-*"
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "JobObjects", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+         "Resource": f"arn:aws:s3:::{bucket}/{prefix}*"},
+        {"Sid": "JobListing", "Effect": "Allow", "Action": "s3:ListBucket",
+         "Resource": f"arn:aws:s3:::{bucket}",
+         "Condition": {"StringLike": {"s3:prefix": f"{prefix}*"}}},
+        {"Sid": "Functions", "Effect": "Allow",
+         "Action": ["lambda:GetFunctionConfiguration", "lambda:CreateFunction",
+                    "lambda:UpdateFunctionCode", "lambda:UpdateFunctionConfiguration",
+                    "lambda:PutFunctionEventInvokeConfig", "lambda:InvokeFunction",
+                    "lambda:TagResource"],
+         "Resource": functions},
+        {"Sid": "Layers", "Effect": "Allow",
+         "Action": ["lambda:PublishLayerVersion", "lambda:ListLayerVersions",
+                    "lambda:GetLayerVersion"],
+         "Resource": [f"arn:aws:lambda:{region}:{account}:layer:{name_prefix}-*",
+                      f"arn:aws:lambda:{region}:{account}:layer:{name_prefix}-*:*"]},
+        {"Sid": "ExecutionRoles", "Effect": "Allow",
+         "Action": ["iam:GetRole", "iam:CreateRole", "iam:PutRolePolicy", "iam:PassRole"],
+         "Resource": f"arn:aws:iam::{account}:role/{name_prefix}-*"},
+        {"Sid": "TaskKey", "Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:PutParameter"],
+         "Resource": f"arn:aws:ssm:{region}:{account}:parameter/{task_key.lstrip('/')}"},
+        {"Sid": "CompletionQueues", "Effect": "Allow",
+         "Action": ["sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
+                    "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:DeleteQueue"],
+         "Resource": f"arn:aws:sqs:{region}:{account}:wrencore-done-*"},
+    ]}
 
 
 def deploy_function(config: Union[Config, Mapping[str, Any], None] = None) -> DeployedFunction:

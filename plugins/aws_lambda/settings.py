@@ -34,6 +34,11 @@ SETTINGS = [
             "built for it.", choices=("x86_64", "arm64")),
     Setting("max_unzipped_size", "int", 250 * 1024 * 1024, "Bytes of function and layers "
             "unzipped, at most (Lambda's limit is 250 MB).", minimum=1),
+    Setting("task_key", "str", "/wrencore/task-key", "The SSM SecureString parameter holding "
+            "the key events are signed with (created on first use); only the function's role "
+            "may read it."),
+    Setting("task_key_kms_key_id", "str", "", "The KMS key that encrypts the task key; "
+            "empty: `aws/ssm`."),
     Setting("region", "str", None, "The region of Lambda and IAM; unset: boto3's "
             "(`AWS_DEFAULT_REGION`, `~/.aws/config`)."),
     Setting("endpoint_url", "str", None, "Another Lambda endpoint (tests, emulators)."),

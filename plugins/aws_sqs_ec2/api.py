@@ -43,6 +43,18 @@ class Standalone:
         self._provider: Optional[EC2Provider] = None
         self._fleet_lock = threading.Lock()  # one launch decision at a time
         self._user_data: Optional[Tuple[float, str]] = None
+        self._key_source: Any = None
+
+    @property
+    def key_source(self) -> Any:
+        """The task key (an SSM SecureString), as this client reaches it."""
+        if self._key_source is None:
+            from wrencore_aws.keys import client_key_source
+
+            self._key_source = client_key_source(self.settings.task_key,
+                                                 self.config.section("aws_sqs_ec2"),
+                                                 self.settings.task_key_kms_key_id)
+        return self._key_source
 
     @property
     def queue(self):
@@ -95,7 +107,11 @@ class Standalone:
             "get_object", ExpiresIn=BUNDLE_URL_LIFETIME,
             Params={"Bucket": storage.bucket,
                     "Key": storage._full_key(layout.runtime_bundle_key(runtime.hash))})
-        text = render_user_data(self.settings, self.queue.to_spec(), runtime.hash, url)
+        from wrencore_aws.keys import worker_key_spec
+
+        self.key_source.ensure()  # the workers find a key when they start
+        text = render_user_data(self.settings, self.queue.to_spec(), runtime.hash, url,
+                                task_key=worker_key_spec(self.key_source))
         self._user_data = (time.time(), text)
         return text
 

@@ -18,14 +18,15 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from wrencore.backends import Backend, Call, cancelled_error, task_message_bodies, write_cancel_markers
+from wrencore.backends import (Backend, Call, cancelled_error, dead_letter_calls, refused_error,
+                               task_message_bodies, write_cancel_markers)
 from wrencore.config import Config
 from wrencore.errors import QueueError, WorkerCrashedError
 from wrencore.futures import Future, claim
 from wrencore.futures import cancel as cancel_future
 from wrencore.watcher import StatusWatcher, watcher_options
 from wrencore_aws.completion import channel_for, with_channel
-from wrencore_runtime.protocol import decode_json
+from wrencore_runtime.auth import Signer
 from wrencore_runtime.storage import Storage
 
 from .api import Standalone
@@ -112,6 +113,7 @@ class StandaloneBackend(Backend):
         self.standalone = Standalone(config, storage=storage)
         self.settings = self.standalone.settings
         require_region_and_credentials(dict(config.section("aws_sqs_ec2")))
+        self.signer = Signer(self.standalone.key_source)
         self.runtime_platform = self.settings.platform
         self.channel = channel_for(config, {"region": self.settings.region})
         self.watcher = StatusWatcher(storage, deadline_check=self._dead_letter_check,
@@ -134,7 +136,7 @@ class StandaloneBackend(Backend):
         try:
             bodies = task_message_bodies(with_channel(job, self.channel), live,
                                          max(1, int(chunksize or 1)), MESSAGE_LIMIT,
-                                         "SQS's limit")
+                                         "SQS's limit", self.signer)
             queue = self.standalone.queue
             queue.send_batch([body for body, _ in bodies])
         except Exception as exc:
@@ -192,14 +194,8 @@ class StandaloneBackend(Backend):
             return
         self._queue_health.succeeded()
         for letter in letters:
-            try:
-                task = decode_json(letter.body)
-                job_id = task["job"]["job_id"]
-                for call in task["calls"]:
-                    key = (call["call_id"], int(call.get("attempt") or 0))
-                    dead.setdefault(job_id, {})[key] = letter.receive_count
-            except Exception:
-                continue  # undecodable: no future of ours to fail
+            for job_id, call_id, attempt, refused in dead_letter_calls(letter.body, self.signer):
+                dead.setdefault(job_id, {})[(call_id, attempt)] = refused or letter.receive_count
         with self._dead_lock:
             self._dead = dead
 
@@ -228,6 +224,8 @@ class StandaloneBackend(Backend):
             if self.watcher.listing_failing(future.job_id):
                 return None  # storage fails too (e.g. the region's endpoint): StorageError
             return self._queue_health.failure
+        if isinstance(receives, str):
+            return refused_error(future, receives, f"{self.settings.queue_name}-dlq")
         error = WorkerCrashedError(
             f"call {future.call_id} of job {future.job_id} never reported a result: its "
             f"message was received {self.settings.max_receives} times and moved to the "

@@ -20,6 +20,8 @@ from wrencore.config import Config
 from wrencore.errors import ConfigError
 from wrencore_aws.clients import call_with_retries, make_client
 from wrencore_aws.completion import send_statement
+from wrencore_aws.completion import QUEUE_PREFIX
+from wrencore_aws.keys import DEFAULT_PARAMETER, key_read_statement, parameter_arn
 
 from .settings import StandaloneSettings
 
@@ -36,9 +38,11 @@ EC2_TRUST_POLICY = {
 
 
 def worker_policy(*, queue_arn: str, bucket: Optional[str], prefix: str, log_group: str,
-                  region: str, account: str, fleet: str) -> Dict[str, Any]:
+                  region: str, account: str, fleet: str,
+                  task_key: str = DEFAULT_PARAMETER) -> Dict[str, Any]:
     """The least-privilege policy of a fleet's workers."""
     statements: List[Dict[str, Any]] = [
+        key_read_statement(region, account, task_key),
         {"Sid": "TaskQueue", "Effect": "Allow",
          "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
                     "sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
@@ -65,6 +69,63 @@ def worker_policy(*, queue_arn: str, bucket: Optional[str], prefix: str, log_gro
                            "Resource": f"arn:aws:s3:::{bucket}",
                            "Condition": {"StringLike": {"s3:prefix": f"{prefix}*"}}})
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def user_policy(*, region: str, account: str, bucket: str, prefix: str,
+                queue_name: str, fleet: str, task_key: str = DEFAULT_PARAMETER) -> Dict[str, Any]:
+    """The least a user needs to deploy and run the ``aws_sqs_ec2`` backend: the job
+    storage's prefix, the fleet's queues and the client's completion queues, the task key,
+    the fleet's worker role and instance profile (created on first use, passed to EC2), and
+    launching, listing and terminating the fleet's instances.
+
+    EC2 launches cannot be scoped to one fleet by resource: ``RunInstances`` and
+    ``CreateTags`` are limited to requests tagging the instances with the fleet's tag, and
+    ``TerminateInstances`` to instances that carry it.
+    """
+    sqs = f"arn:aws:sqs:{region}:{account}"
+    fleet_role = re.sub(r"[^\w+=,.@-]", "-", f"wrencore-{fleet}-worker")[:64]
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "JobObjects", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+         "Resource": f"arn:aws:s3:::{bucket}/{prefix}*"},
+        {"Sid": "JobListing", "Effect": "Allow", "Action": "s3:ListBucket",
+         "Resource": f"arn:aws:s3:::{bucket}",
+         "Condition": {"StringLike": {"s3:prefix": f"{prefix}*"}}},
+        {"Sid": "FleetQueues", "Effect": "Allow",
+         "Action": ["sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
+                    "sqs:SetQueueAttributes", "sqs:SendMessage", "sqs:ReceiveMessage",
+                    "sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:PurgeQueue"],
+         "Resource": [f"{sqs}:{queue_name}", f"{sqs}:{queue_name}-dlq"]},
+        {"Sid": "CompletionQueues", "Effect": "Allow",
+         "Action": ["sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
+                    "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:DeleteQueue"],
+         "Resource": f"{sqs}:{QUEUE_PREFIX}*"},
+        {"Sid": "TaskKey", "Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:PutParameter"],
+         "Resource": parameter_arn(region, account, task_key)},
+        {"Sid": "WorkerRole", "Effect": "Allow",
+         "Action": ["iam:CreateRole", "iam:GetRole", "iam:PutRolePolicy", "iam:PassRole",
+                    "iam:TagRole"],
+         "Resource": f"arn:aws:iam::{account}:role/{fleet_role}"},
+        {"Sid": "WorkerInstanceProfile", "Effect": "Allow",
+         "Action": ["iam:CreateInstanceProfile", "iam:GetInstanceProfile",
+                    "iam:AddRoleToInstanceProfile"],
+         "Resource": f"arn:aws:iam::{account}:instance-profile/{fleet_role}"},
+        {"Sid": "WhoAmI", "Effect": "Allow", "Action": "sts:GetCallerIdentity",
+         "Resource": "*"},
+        {"Sid": "ListInstances", "Effect": "Allow",
+         "Action": ["ec2:DescribeInstances", "ec2:DescribeInstanceAttribute"],
+         "Resource": "*"},
+        {"Sid": "LaunchFleetInstances", "Effect": "Allow",
+         "Action": ["ec2:RunInstances", "ec2:CreateTags"], "Resource": "*",
+         "Condition": {"StringEquals": {f"aws:RequestTag/{FLEET_TAG}": fleet}}},
+        {"Sid": "LaunchFromImagesAndNetwork", "Effect": "Allow", "Action": "ec2:RunInstances",
+         "Resource": [f"arn:aws:ec2:{region}::image/*", f"arn:aws:ec2:{region}:{account}:*"],
+         "Condition": {"StringNotLike": {"ec2:ResourceType": "instance"}}},
+        {"Sid": "TerminateFleetInstances", "Effect": "Allow",
+         "Action": "ec2:TerminateInstances",
+         "Resource": f"arn:aws:ec2:{region}:{account}:instance/*",
+         "Condition": {"StringEquals": {f"ec2:ResourceTag/{FLEET_TAG}": fleet}}},
+    ]}
 
 
 class EC2Provider(InstanceProvider):
@@ -104,7 +165,7 @@ class EC2Provider(InstanceProvider):
             pass
         policy = worker_policy(queue_arn=queue_arn, bucket=bucket, prefix=prefix,
                                log_group=s.log_group, region=region, account=account,
-                               fleet=s.fleet)
+                               fleet=s.fleet, task_key=s.task_key)
         self.iam.put_role_policy(RoleName=name, PolicyName="wrencore-worker",
                                  PolicyDocument=json.dumps(policy))
         try:

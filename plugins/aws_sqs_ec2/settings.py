@@ -88,6 +88,16 @@ SETTINGS = [
             "calls have a live instance.", minimum=0),
     Setting("metadata_url", "str", "http://169.254.169.254", "The instance metadata "
             "service (tests point it elsewhere)."),
+    Setting("task_key", "str", "/wrencore/task-key", "The SSM SecureString parameter holding "
+            "the key task messages are signed with (created on first use); only the "
+            "workers' role may read it."),
+    Setting("task_key_kms_key_id", "str", "", "The KMS key that encrypts the task key; "
+            "empty: `aws/ssm`."),
+    Setting("queue_sse", "str", "sqs", "Server-side encryption of queued messages: `sqs` "
+            "(SSE-SQS), `kms` (SSE-KMS with `queue_kms_key_id`), or `none`.",
+            choices=("sqs", "kms", "none")),
+    Setting("queue_kms_key_id", "str", "", "The KMS key of `queue_sse = \"kms\"`; empty: "
+            "`alias/aws/sqs`."),
     Setting("region", "str", None, "The region of EC2, SQS, IAM and CloudWatch; unset: "
             "boto3's (`AWS_DEFAULT_REGION`, `~/.aws/config`)."),
     Setting("endpoint_url", "str", None, "Another AWS endpoint (tests, emulators)."),
@@ -133,6 +143,15 @@ class StandaloneSettings:
     dead_letter_check_interval: float = 2.0
     #: Seconds between checks that waiting calls have a live instance (else one launches).
     fleet_check_interval: float = 15.0
+    #: The SSM SecureString parameter holding the task key (created on first use; the
+    #: workers' role may read only it), and the KMS key encrypting it (default aws/ssm).
+    task_key: str = "/wrencore/task-key"
+    task_key_kms_key_id: str = ""
+    #: Server-side encryption of the task queue's messages at rest: ``sqs`` (SSE-SQS, the
+    #: default), ``kms`` (SSE-KMS with ``queue_kms_key_id``, default ``alias/aws/sqs``), or
+    #: ``none``.
+    queue_sse: str = "sqs"
+    queue_kms_key_id: str = ""
 
     @classmethod
     def from_config(cls, config: Config) -> "StandaloneSettings":
@@ -159,10 +178,15 @@ class StandaloneSettings:
             raise ConfigError(f"[{SECTION}] visibility_timeout must be 0..43200 seconds")
         if not 1 <= self.batch_size <= 10:
             raise ConfigError(f"[{SECTION}] batch_size must be 1..10 (SQS's limit)")
+        if self.queue_sse not in ("sqs", "kms", "none"):
+            raise ConfigError(f"[{SECTION}] queue_sse must be 'sqs', 'kms' or 'none', not "
+                              f"{self.queue_sse!r}")
         if self.numprocs < 0:
             raise ConfigError(f"[{SECTION}] numprocs must be >= 0 (0: one per core)")
 
     def queue_config(self) -> Dict[str, Any]:
         return {"name": self.queue_name, "region": self.region,
                 "max_receives": self.max_receives,
-                "visibility_timeout": self.visibility_timeout}
+                "visibility_timeout": self.visibility_timeout,
+                "sse": "" if self.queue_sse == "none" else self.queue_sse,
+                "kms_key_id": self.queue_kms_key_id}

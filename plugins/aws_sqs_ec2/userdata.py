@@ -63,10 +63,15 @@ def client_versions() -> Dict[str, str]:
     return versions
 
 
-def daemon_settings(settings: StandaloneSettings, queue_spec: Dict[str, Any]) -> Dict[str, Any]:
-    """The daemon's settings file (see ``wrencore_runtime.daemon.DaemonSettings``)."""
+def daemon_settings(settings: StandaloneSettings, queue_spec: Dict[str, Any],
+                    task_key: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The daemon's settings file (see ``wrencore_runtime.daemon.DaemonSettings``).
+
+    ``task_key`` says where the task key is (a KeySource spec), never what it is.
+    """
     return {
         "queue": queue_spec,
+        "task_key": task_key or {},
         "state_dir": STATE_DIR,
         "idle_timeout": settings.idle_timeout,
         "min_uptime": settings.min_uptime,
@@ -152,13 +157,14 @@ exec {PYTHON} -m supervisor.supervisord -c {SUPERVISOR_CONF_PATH} ${{WRENCORE_SU
 
 def render_user_data(settings: StandaloneSettings, queue_spec: Dict[str, Any],
                      runtime_hash: str, bundle_url: str,
-                     versions: Optional[Dict[str, str]] = None) -> str:
+                     versions: Optional[Dict[str, str]] = None,
+                     task_key: Optional[Dict[str, Any]] = None) -> str:
     """The ``#cloud-config`` user-data of a worker instance whose daemon runs the stored
     runtime ``runtime_hash``, fetched from ``bundle_url``."""
     versions = versions or client_versions()
     files: List[Dict[str, Any]] = [
         {"path": SETTINGS_PATH, "permissions": "0644", "owner": "root:root",
-         "content": json.dumps(daemon_settings(settings, queue_spec), indent=2) + "\n"},
+         "content": json.dumps(daemon_settings(settings, queue_spec, task_key), indent=2) + "\n"},
         {"path": SUPERVISOR_CONF_PATH, "permissions": "0644", "owner": "root:root",
          "content": supervisord_conf()},
         {"path": BOOTSTRAP_PATH, "permissions": "0755", "owner": "root:root",

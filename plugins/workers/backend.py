@@ -8,7 +8,10 @@ Start workers on any machines with ``wrencore worker --queue NAME --storage NAME
 ``[queue] name`` chooses the queue plugin; that plugin's own table configures it.
 ``backend="gcp_pubsub"`` is this backend with the Pub/Sub queue and GCS as its default
 storage. The workers' storage must be the job's (``storage=`` here); results come back
-through it, and a :class:`~wrencore.watcher.StatusWatcher` completes the futures. The
+through it, and a :class:`~wrencore.watcher.StatusWatcher` completes the futures. Task
+messages are signed with the key in ``[queue] key_file`` (default: ``$WRENCORE_TASK_KEY_FILE``
+or ``~/.config/wrencore/task-key.json``, created on first use, mode 0600); start the workers
+with the same file (``wrencore worker --key-file``), copied to their machines privately. The
 backend launches nothing: the workers' own environment runs the calls. Calls whose message
 reached the dead-letter queue (it kept killing its worker) fail with
 :class:`~wrencore.errors.WorkerCrashedError`.
@@ -21,12 +24,12 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from wrencore.backends import Backend, Call, task_message_bodies
+from wrencore.backends import Backend, Call, dead_letter_calls, refused_error, task_message_bodies
 from wrencore.config import Config
 from wrencore.errors import ConfigError, WorkerCrashedError
 from wrencore.futures import Future, claim
 from wrencore.watcher import StatusWatcher, watcher_options
-from wrencore_runtime.protocol import decode_json
+from wrencore_runtime.auth import FileKeySource, Signer, default_key_file
 from wrencore_runtime.storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -59,6 +62,8 @@ class QueueBackend(Backend):
                 "`wrencore worker --queue NAME`")
         queue_cls = registry.load("queue", self.queue_name)
         self.queue = queue_cls(**dict(config.section(self.queue_name)))
+        key_file = config.section("queue").get("key_file") or default_key_file()
+        self.signer = Signer(FileKeySource(str(key_file)))
         self.watcher = StatusWatcher(storage, deadline_check=self._dead_letter_check,
                                      **watcher_options(config))
         self._dead: Dict[str, Dict[str, int]] = {}
@@ -72,7 +77,7 @@ class QueueBackend(Backend):
         self.watcher.watch(job["job_id"], {c.call_id: c.future for c in live})
         try:
             bodies = task_message_bodies(job, live, max(1, int(chunksize or 1)), MESSAGE_LIMIT,
-                                         f"the limit of {MESSAGE_LIMIT}")
+                                         f"the limit of {MESSAGE_LIMIT}", self.signer)
             self.queue.send_batch([body for body, _ in bodies])
         except Exception as exc:
             for call in live:
@@ -89,15 +94,10 @@ class QueueBackend(Backend):
         except Exception as exc:
             logger.warning("could not read the dead-letter queue: %s", exc)
             return
-        dead: Dict[str, Dict[str, int]] = {}
+        dead: Dict[str, Dict[str, Any]] = {}
         for letter in letters:
-            try:
-                task = decode_json(letter.body)
-                for call in task["calls"]:
-                    dead.setdefault(task["job"]["job_id"], {})[call["call_id"]] = \
-                        letter.receive_count
-            except Exception:
-                continue  # undecodable: no future of ours to fail
+            for job_id, call_id, _, refused in dead_letter_calls(letter.body, self.signer):
+                dead.setdefault(job_id, {})[call_id] = refused or letter.receive_count
         with self._dead_lock:
             self._dead = dead
 
@@ -107,6 +107,8 @@ class QueueBackend(Backend):
             receives = self._dead.get(future.job_id, {}).get(future.call_id)
         if receives is None:
             return None
+        if isinstance(receives, str):
+            return refused_error(future, receives, f"of {self.queue!r}")
         return WorkerCrashedError(
             f"call {future.call_id} of job {future.job_id} never reported a result: its "
             f"message was delivered {receives} times without being completed and moved to "

@@ -50,6 +50,9 @@ messages' deadlines pass.
               help="exit after every process was idle this long (default 300)")
 @click.option("--state-dir", default=None, metavar="DIR",
               help="settings, logs and idle markers (default: a new temp dir)")
+@click.option("--key-file", default=None, metavar="PATH",
+              help="the task key its clients sign with (default: $WRENCORE_TASK_KEY_FILE or "
+                   "~/.config/wrencore/task-key.json; mode 0600)")
 @click.option("--config", "config", metavar="JSON", default=None,
               help='configuration overrides, e.g. \'{"gcp_pubsub": {"name": "q"}}\'')
 def worker(**kwargs: Any) -> int:
@@ -110,8 +113,16 @@ def prepare(args: SimpleNamespace) -> str:
         except FileNotFoundError:
             pass
     conf_path = os.path.join(state_dir, "supervisord.conf")
+    from wrencore_runtime.auth import FileKeySource, default_key_file
+
+    key_file = os.path.abspath(os.path.expanduser(args.key_file or default_key_file()))
+    if FileKeySource(key_file).load() is None:
+        print(f"wrencore worker: no task key in {key_file} yet; it is created by the first "
+              f"client that submits calls (or copy the clients' key file there)",
+              file=sys.stderr)
     settings: Dict[str, Any] = {
         "queue": queue.to_spec(),
+        "task_key": FileKeySource(key_file).to_spec(),
         "state_dir": state_dir,
         "numprocs": numprocs,
         "idle_timeout": args.idle_timeout,

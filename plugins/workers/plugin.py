@@ -42,6 +42,9 @@ def wrencore_register_settings(register) -> None:
     register("queue", [
         Setting("name", "str", None, "The queue plugin the `queue` backend sends calls "
                 "through (`local`, `sqs`, `gcp_pubsub`); its own table names the queue."),
+        Setting("key_file", "str", None, "The task key file clients sign with and workers "
+                "verify (mode 0600); unset: `$WRENCORE_TASK_KEY_FILE` or "
+                "`~/.config/wrencore/task-key.json`."),
     ], doc="The `queue` backend: calls through a queue to workers started with "
            "`wrencore worker`.")
     register("worker", [

@@ -77,7 +77,7 @@ def test_spec_has_no_credentials_and_rebuilds(store, s3_bucket):
     spec = store.to_spec()
     text = json.dumps(spec)
     assert "testing" not in text and "secret" not in text.lower()
-    assert spec["config"] == {"bucket": s3_bucket, "prefix": "jobs/"}
+    assert spec["config"] == {"bucket": s3_bucket, "prefix": "jobs/", "sse": "AES256"}
     storage_module._spec_cache.clear()
     rebuilt = storage_from_spec(spec)
     store.put("spec/x", b"1")

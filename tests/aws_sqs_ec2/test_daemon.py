@@ -11,6 +11,8 @@ import pytest
 
 from tests.stored_outcomes import stored_statuses
 from wrencore import serialize
+from wrencore.backends import seal_task
+from wrencore_runtime.auth import FileKeySource, Signer
 from wrencore_runtime import layout
 from wrencore_runtime.daemon import Daemon, DaemonSettings, Heartbeat, IdleBoard, Journal
 from wrencore_runtime.protocol import PYTHON, SERIALIZER, encode_json, make_message
@@ -32,18 +34,20 @@ def world(tmp_path):
            "result_inline_limit": 1024}
     storage.put(job["function_key"], serialize.dumps_function(triple))
     terminated = []
+    keys = FileKeySource(str(tmp_path / "task-key.json"))
+    signer = Signer(keys)
 
     def make_daemon(name="p0", **overrides):
         settings = DaemonSettings(queue=queue.to_spec(), state_dir=str(tmp_path / "state"),
                                   process_name=name, poll_wait=0.2, visibility_timeout=1,
-                                  cloudwatch=False, **overrides)
+                                  cloudwatch=False, task_key=keys.to_spec(), **overrides)
         return Daemon(settings, instance_id="i-test", terminate_instance=terminated.append)
 
     def task(*xs, start=0):
         calls = [{"call_id": f"{start + i:05d}", "args": cloudpickle.dumps(((x,), {})),
                   "args_key": None, "host_submit_timestamp": time.time()}
                  for i, x in enumerate(xs)]
-        return encode_json(make_message(job, calls))
+        return seal_task(signer, job, calls)
 
     def status(call_id):
         return stored_statuses(storage.list("job1/"), storage.get)[call_id]

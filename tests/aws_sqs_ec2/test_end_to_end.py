@@ -3,6 +3,7 @@ instances running real supervisord and the real daemon."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -112,8 +113,9 @@ def test_poison_message_goes_to_dead_letter_queue_and_its_future_errors(standalo
     bodies = [m.body for m in queue.dead_letters()]
     assert "{not a task" in bodies
     (task,) = [b for b in bodies if b != "{not a task"]
-    assert f'"call_id":"{futures[1].call_id}"' in task and futures[1].job_id in task
-    assert "is not a task message" in harness.logs()
+    body = json.loads(task)["body"]  # the signed envelope's message (wrencore_runtime.auth)
+    assert f'"call_id":"{futures[1].call_id}"' in body and futures[1].job_id in body
+    assert "refused message" in harness.logs() and "is not JSON" in harness.logs()
 
 
 def test_idle_instance_terminates_itself_but_not_while_a_sibling_is_busy(standalone_config,
