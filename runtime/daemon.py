@@ -722,6 +722,8 @@ class Daemon:
 
     def _run_call(self, job: Dict[str, Any], call: Dict[str, Any],
                   running: "_RunningCall") -> None:
+        logger.info("call %s/%s started (attempt %d)", job["job_id"], call["call_id"],
+                    call.get("attempt", 0))
         if job.get("runtime") and self.runner._runtime_mismatch(job):
             # Another runtime than this daemon's own: run it in that runtime's environment.
             try:

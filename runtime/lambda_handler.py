@@ -40,6 +40,9 @@ from .runner import CancelChecks, JobRunner, cancelled_status, describe_exceptio
 from .storage import storage_from_spec
 
 logger = logging.getLogger(__name__)
+# INFO whatever the root's level: each call's start line lets a client find, in the function's
+# CloudWatch log group, what a call logged even if its sandbox died (wrencore_call_logs).
+logger.setLevel(logging.INFO)
 
 #: Seconds kept back from the invocation's remaining time to write the last call's outcome.
 SAFETY_MARGIN = float(os.environ.get("WRENCORE_LAMBDA_SAFETY_MARGIN", "0.5"))
@@ -222,6 +225,8 @@ def run_message(message: Dict[str, Any], remaining_time, function_timeout: float
             job_timeout = job.get("timeout")
             lambda_binds = job_timeout is None or budget < float(job_timeout)
             call_job = dict(job, timeout=budget) if lambda_binds else job
+            logger.info("call %s/%s started (attempt %d)", job["job_id"], call["call_id"],
+                        call.get("attempt", 0))
             outcome = runner.run(call_job, call, store=False, storage=storage)
             status = outcome.status
             exc_type = (status.get("exception") or {}).get("type", "")

@@ -578,6 +578,7 @@ class Executor(concurrent.futures.Executor):
                 message["args"], message["args_key"] = None, key
                 message["args_sha256"] = sha256_hex(data)
             future = Future(job["job_id"], call_id)
+            future._fetch_logs = self._call_logs
             if self.live_output:
                 future._echo = True
             calls.append(Call(call_id, message, future))
@@ -814,6 +815,11 @@ class Executor(concurrent.futures.Executor):
                     bar.close()
 
         return streamed_results()
+
+    def _call_logs(self, job_id: str, call_id: str) -> Optional[List[str]]:
+        """The backend's log lines of a call (``wrencore_call_logs``); None if it keeps none."""
+        return self._pm.hook.wrencore_call_logs(backend=self.backend_name, config=self.config,
+                                                job_id=job_id, call_id=call_id)
 
     def summary(self, job_id: Optional[str] = None) -> JobSummary:
         """What this executor's calls did (or those of ``job_id``): counts by state,

@@ -17,13 +17,13 @@ import logging
 import pickle
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
 
 import cloudpickle
 
 from wrencore_runtime.runner import format_log_record
 
-from .errors import DeserializationError, RemoteError, StorageKeyError
+from .errors import DeserializationError, RemoteError, StorageKeyError, WrenError
 from .output import LiveOutput
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,10 @@ class Future(concurrent.futures.Future[_T]):
     _output: Optional[LiveOutput] = None
     #: Echo that output to this console (``live_output=True``).
     _echo = False
+    #: Whether a status from the call's worker completed it (else: failed on this computer).
+    _status_received = False
+    #: ``(job_id, call_id) -> lines or None``: the backend's logs of a call (set by the executor).
+    _fetch_logs: Optional[Callable[[str, str], Optional[List[str]]]] = None
 
     def __init__(self, job_id: str = "", call_id: str = ""):
         super().__init__()
@@ -80,21 +84,61 @@ class Future(concurrent.futures.Future[_T]):
     def __repr__(self) -> str:
         return f"<wrencore.Future {self.job_id}/{self.call_id} state={self._state.lower()}>"
 
-    def logs(self) -> str:
+    def logs(self, source: str = "auto") -> str:
         """The call's output and log records, as text.
 
         On the local backend, what the call wrote to stdout and stderr and logged, in the
         order it happened, also while the call runs (what it produced so far). On every
         backend, once the call is done: its stdout, then its stderr, then its log records
-        (one line each: time, level, logger, message).
+        (one line each: time, level, logger, message), as its status carried them back.
+
+        A call whose worker died (crashed, killed, lost) sent no status; its backend may
+        still have what the worker logged (CloudWatch Logs on ``aws_lambda`` and
+        ``aws_sqs_ec2``), fetched through the ``wrencore_call_logs`` hook.
+
+        Args:
+            source: ``"auto"``: the status's output, or — for a call done without a status
+                from its worker — the backend's log lines for it. ``"status"``: only what
+                the status carried. ``"cloud"``: only the backend's log lines (worker log
+                lines naming the call and what the call logged while it ran; not its
+                stdout), fetched anew on each call.
+
+        Raises:
+            ValueError: for another ``source``.
+            WrenError: with ``source="cloud"``, if the call's backend keeps no logs of its
+                own (e.g. the local backend) or they cannot be read.
         """
+        if source not in ("auto", "status", "cloud"):
+            raise ValueError(f"source must be 'auto', 'status' or 'cloud', not {source!r}")
+        if source == "cloud":
+            return self._backend_logs(strict=True)
         output = self._output
         if output is not None:
             return output.text()
         if not self.done():
             return ""
+        if source == "auto" and not self._status_received and not self.cancelled():
+            return self._backend_logs(strict=False)
         records = "".join(format_log_record(r) + "\n" for r in self.log_records)
         return self.stdout + self.stderr + records
+
+    def _backend_logs(self, strict: bool) -> str:
+        fetch = self._fetch_logs
+        try:
+            lines = fetch(self.job_id, self.call_id) if fetch is not None else None
+        except Exception as exc:
+            if strict:
+                raise WrenError(f"could not read the logs of call {self.call_id} of job "
+                                f"{self.job_id}: {type(exc).__name__}: {exc}") from exc
+            logger.debug("could not read the logs of %s: %s", self, exc)
+            return ""
+        if lines is None:
+            if strict:
+                raise WrenError(f"call {self.call_id} of job {self.job_id} ran on a backend "
+                                f"that keeps no logs of its own; use logs() or "
+                                f"logs(source='status')")
+            return ""
+        return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
 
     def _add_output(self, stream: str, text: str) -> None:
         """A chunk of the running call's output (``stream``: stdout, stderr or log)."""
@@ -234,6 +278,7 @@ def complete_from_status(future: Future, status: Dict[str, Any], result: Optiona
     attempt = int(status.get("attempt") or 0)
     if future.done() or not future.accepts_attempt(attempt):
         return False
+    future._status_received = True
     future.metadata.update(status.get("metadata") or {})
     future.metadata["host_status_timestamp"] = time.time()
     future.stdout = status.get("stdout") or ""

@@ -123,6 +123,26 @@ def wrencore_call_finished(future: "Future", metadata: Dict[str, Any]) -> None:
     """
 
 
+@hookspec(firstresult=True)
+def wrencore_call_logs(backend: str, config: "Config", job_id: str,
+                       call_id: str) -> Optional[List[str]]:
+    """Fetch what a call logged from where its backend's workers ship their logs.
+
+    Used by :meth:`wrencore.Future.logs` when the call's status carried no output (its
+    worker crashed or was killed) or when asked with ``source="cloud"``, and by
+    ``wrencore logs JOB CALL``. An implementation answers for the backend it serves (e.g.
+    CloudWatch Logs for ``aws_lambda`` and ``aws_sqs_ec2``) and returns None for others.
+    Reads are bounded: a few pages at most. Stops at first non-None result.
+
+    :param backend: the backend the call ran on (e.g. ``"aws_lambda"``).
+    :param config: the effective :class:`wrencore.config.Config`.
+    :param job_id: the call's job.
+    :param call_id: the call's id within its job.
+    :returns: the call's log lines, oldest first (``[]`` when none are found), or None
+        when this implementation does not serve ``backend``.
+    """
+
+
 # ------------------------------------------------------------------------------------
 # instance lifecycle
 # ------------------------------------------------------------------------------------

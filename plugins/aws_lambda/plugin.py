@@ -37,3 +37,24 @@ def wrencore_register_commands(cli) -> None:
     from .cli import add_commands
 
     add_commands(cli)
+
+
+@hookimpl
+def wrencore_call_logs(backend, config, job_id, call_id):
+    """A call's lines in its function's CloudWatch log group, ``/aws/lambda/<function>``."""
+    if backend != "aws_lambda":
+        return None
+    from wrencore_aws.clients import make_client
+    from wrencore_aws.logs import call_log_lines
+
+    from .settings import SECTION
+
+    section = config.section(SECTION)
+    client = make_client("logs", {"region": section.get("region")})
+    if section.get("function_name"):
+        groups = [f"/aws/lambda/{section.get('function_name')}"]
+    else:  # the functions this configuration deploys are named after its prefix
+        prefix = f"/aws/lambda/{section.get('name_prefix') or 'wrencore'}-"
+        groups = [g["logGroupName"] for g in client.describe_log_groups(
+            logGroupNamePrefix=prefix, limit=50).get("logGroups", [])]
+    return call_log_lines(client, groups, job_id, call_id)

@@ -108,3 +108,20 @@ def wrencore_register_commands(cli) -> None:
     from .cli import add_commands
 
     add_commands(cli)
+
+
+@hookimpl
+def wrencore_call_logs(backend, config, job_id, call_id):
+    """A call's lines in the fleet's CloudWatch log group (streams ``{instance}-{process}``)."""
+    if backend != "aws_sqs_ec2":
+        return None
+    from wrencore_aws.clients import make_client
+    from wrencore_aws.logs import call_log_lines
+
+    from .instance import DEFAULT_LOG_GROUP
+    from .settings import SECTION
+
+    section = config.section(SECTION)
+    client = make_client("logs", {"region": section.get("region")})
+    return call_log_lines(client, [section.get("log_group") or DEFAULT_LOG_GROUP],
+                          job_id, call_id)

@@ -57,3 +57,21 @@ def print_and_log(x):
     print(f"complained {x}", file=sys.stderr)
     logging.getLogger("workload").warning("logged %s", x)
     return x
+
+
+def log_then_crash(x):
+    """Log a line, then kill the sandbox: only CloudWatch keeps what the call logged."""
+    import logging
+
+    logging.getLogger("workload").warning("about to crash on %s", x)
+    print(f"printed before crashing on {x}")
+    time.sleep(0.3)
+    os._exit(3)
+
+
+def log_and_return(x):
+    import logging
+
+    logging.getLogger("workload").warning("logged for %s", x)
+    print(f"printed for {x}")
+    return x

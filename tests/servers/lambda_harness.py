@@ -17,7 +17,10 @@ moto cannot execute Lambda code without Docker, so this process stands in front 
   talking to a Lambda Runtime API this process serves on its own loopback port;
 * the function's timeout is enforced (the sandbox is killed, as Lambda does); throttling
   (429 TooManyRequestsException) and crashes (the sandbox is killed mid-invocation) can be
-  injected through ``POST /_harness/config``; ``GET /_harness/stats`` reports what happened.
+  injected through ``POST /_harness/config``; ``GET /_harness/stats`` reports what happened;
+* what a sandbox writes to stdout and stderr goes, line by line, to the harness's log file
+  and — as Lambda ships it — to moto's CloudWatch Logs, group ``/aws/lambda/<function>``,
+  one stream per sandbox.
 
 Run: ``python -m tests.servers.lambda_harness --port P --moto URL --python VENV_PYTHON --work DIR``.
 """
@@ -138,6 +141,46 @@ def _die_with_parent() -> None:
         pass
 
 
+_client_lock = threading.Lock()
+
+
+class LogShipper:
+    """Writes a sandbox's log lines to the harness's log file and to CloudWatch Logs."""
+
+    def __init__(self, harness: "Harness", group: str, stream: str):
+        self.harness, self.group, self.stream = harness, group, stream
+        self.client = harness.log_client()
+        self.lock = threading.Lock()
+
+    def put(self, message: str) -> None:
+        message = message.rstrip("\n")
+        event = {"timestamp": int(time.time() * 1000), "message": message}
+        client = self.client
+        with self.lock:
+            self.harness.log.write(message.encode() + b"\n")
+            self.harness.log.flush()
+            for _ in range(2):
+                try:
+                    client.put_log_events(logGroupName=self.group, logStreamName=self.stream,
+                                          logEvents=[event])
+                    return
+                except client.exceptions.ResourceNotFoundException:  # new, or moto was reset
+                    self._create()
+                except Exception as exc:  # moto down: the log file still has the line
+                    print(f"harness: shipping a log line failed: {exc}", file=sys.stderr)
+                    return
+
+    def _create(self) -> None:
+        client = self.client
+        for create in (lambda: client.create_log_group(logGroupName=self.group),
+                       lambda: client.create_log_stream(logGroupName=self.group,
+                                                        logStreamName=self.stream)):
+            try:
+                create()
+            except client.exceptions.ResourceAlreadyExistsException:
+                pass
+
+
 class Sandbox:
     """One awslambdaric process and the Runtime API endpoint it polls."""
 
@@ -167,10 +210,22 @@ class Sandbox:
             "_HANDLER": function.handler,
             "TMPDIR": function.harness.tmp_dir,
         })
+        # Log records go through the telemetry pipe, as in Lambda (not through stdout, which
+        # a call's output capture redirects).
+        telemetry_read, telemetry_write = os.pipe()
+        env["_LAMBDA_TELEMETRY_LOG_FD"] = str(telemetry_write)
+        harness = function.harness
         self.proc = subprocess.Popen(
-            [function.harness.python, "-m", "awslambdaric", function.handler],
-            cwd=function.task_root, env=env, stdout=function.harness.log,
+            [harness.python, "-m", "awslambdaric", function.handler],
+            cwd=function.task_root, env=env, stdout=subprocess.PIPE, pass_fds=(telemetry_write,),
             stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        os.close(telemetry_write)
+        shipper = LogShipper(harness, env["AWS_LAMBDA_LOG_GROUP_NAME"],
+                             env["AWS_LAMBDA_LOG_STREAM_NAME"])
+        threading.Thread(target=harness.ship_lines, args=(self.proc.stdout, shipper),
+                         daemon=True).start()
+        threading.Thread(target=harness.ship_frames, args=(telemetry_read, shipper),
+                         daemon=True).start()
 
     def next_invocation(self) -> Invocation:
         while True:
@@ -308,6 +363,31 @@ class Harness:
         self.lock = threading.Lock()
         self.wake = threading.Event()
         threading.Thread(target=self._supervise, daemon=True).start()
+
+    # -- logs ------------------------------------------------------------------------
+
+    def log_client(self) -> Any:
+        import boto3
+
+        with _client_lock:  # a session per client: creating clients is not thread-safe
+            return boto3.session.Session().client(
+                "logs", endpoint_url=self.moto.geturl(), region_name="us-east-1",
+                aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def ship_lines(self, pipe: Any, shipper: "LogShipper") -> None:
+        """A sandbox's stdout and stderr, line by line, until it exits."""
+        for line in iter(pipe.readline, b""):
+            shipper.put(line.decode("utf-8", "replace"))
+
+    def ship_frames(self, fd: int, shipper: "LogShipper") -> None:
+        """A sandbox's telemetry frames (its log records), until it exits."""
+        with os.fdopen(fd, "rb") as pipe:
+            while True:
+                header = pipe.read(16)
+                if len(header) < 16:
+                    return
+                length = int.from_bytes(header[4:8], "big")
+                shipper.put(pipe.read(length).decode("utf-8", "replace"))
 
     # -- code ------------------------------------------------------------------------
     def keep_zip(self, zip_b64: str) -> None:
