@@ -741,6 +741,8 @@ class Daemon:
                 logger.error("the call killed its environment's process; exiting as if it "
                              "had killed this daemon")
                 self.statuses.flush()  # the earlier calls' outcomes
+                for handler in logging.getLogger().handlers:
+                    handler.flush()  # what the call logged, for wrencore_call_logs
                 os._exit(70)
         else:
             self._running = running

@@ -31,6 +31,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from importlib import metadata
@@ -263,7 +264,9 @@ class EnvironmentProcess:
         env.pop("PYTHONPATH", None)
         self.proc = subprocess.Popen(
             [env_python(env_dir), "-m", "wrencore_runtime.environment", "serve"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        threading.Thread(target=_relay, args=(self.proc.stderr,), daemon=True,
+                         name="wrencore-environment-output").start()
 
     @property
     def alive(self) -> bool:
@@ -290,6 +293,17 @@ class EnvironmentProcess:
             self.proc.kill()
 
 
+#: Where the output of environment processes goes: the worker's own log handlers (the
+#: daemon's stderr and, on a fleet, CloudWatch), so what a call logged before its process
+#: died is kept.
+output_logger = logging.getLogger("wrencore_runtime.environment.output")
+
+
+def _relay(pipe: Any) -> None:
+    for line in iter(pipe.readline, b""):
+        output_logger.info("%s", line.decode("utf-8", "replace").rstrip("\n"))
+
+
 def serve() -> int:
     """The child side of :class:`EnvironmentProcess`: frames in, outcomes out."""
     from .runner import JobRunner
@@ -298,6 +312,11 @@ def serve() -> int:
     proto_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a call's prints must not corrupt the protocol
     runner = JobRunner(worker_id=os.environ.get("WRENCORE_WORKER_ID", ""))
+    # A call's log records also go, as they happen, to stderr, which the worker relays to
+    # its log (a call's own stderr is captured for its status, not written here).
+    echo = logging.StreamHandler(sys.stderr)
+    echo.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(echo)
     while True:
         try:
             job, call = _read_frame(proto_in)

@@ -13,7 +13,9 @@ from . import workload
 
 
 def test_crashed_call_logs_come_from_cloudwatch_and_a_normal_call_keeps_its_own(lambda_env):
-    with wrencore.Executor(backend="aws_lambda", config=lambda_env.config) as executor:
+    config = {k: (dict(v) if isinstance(v, dict) else v) for k, v in lambda_env.config.items()}
+    config["aws_lambda"].update(timeout=3, result_grace=1)  # a crash is noticed sooner
+    with wrencore.Executor(backend="aws_lambda", config=config) as executor:
         crashed, normal = executor.map_futures(workload.log_then_crash, [7]) + \
             executor.map_futures(workload.log_and_return, [8])
         with pytest.raises(WorkerCrashedError):
