@@ -153,13 +153,18 @@ def jobs(limit: int, backend: Optional[str], storage: Optional[str]) -> None:
 @click.command()
 @click.argument("job")
 @click.argument("call", required=False)
+@click.option("--cloud", is_flag=True,
+              help="also show each call's lines from its backend's logs (CloudWatch on "
+                   "aws_lambda and aws_sqs_ec2); a CALL with no stored outcome shows them "
+                   "anyway")
 @storage_options
-def logs(job: str, call: Optional[str], backend: Optional[str],
+def logs(job: str, call: Optional[str], cloud: bool, backend: Optional[str],
          storage: Optional[str]) -> int:
     """Print the stored output and errors of a job's calls (or of one CALL).
 
     Shows each call's outcome, where and how long it ran, its stdout and stderr and, for a
-    failed call, the traceback.
+    failed call, the traceback. A call whose worker died stored no outcome: its lines are
+    read from the backend's logs, where the backend keeps them (--cloud: for every call).
     """
     from .errors import WrenError
 
@@ -168,10 +173,15 @@ def logs(job: str, call: Optional[str], backend: Optional[str],
     if not keys:
         raise WrenError(f"no job {job!r} in {store!r}; `wrencore jobs` lists them")
     outcomes = call_outcomes(store, job, keys)
-    if call is not None:
-        if call not in outcomes:
+    if call is not None and call not in outcomes:
+        lines = backend_logs(backend, job, call)
+        if lines is None:
             raise WrenError(f"job {job} has no stored outcome for call {call!r}; calls with "
                             f"one: {', '.join(sorted(outcomes)) or 'none'}")
+        click.echo(f"== call {call}: no stored outcome (its worker may have died)")
+        _echo_backend_logs(lines)
+        return 0
+    if call is not None:
         outcomes = {call: outcomes[call]}
     if not outcomes:
         click.echo(f"job {job} has no stored call outcomes (the local backend returns small "
@@ -190,7 +200,29 @@ def logs(job: str, call: Optional[str], backend: Optional[str],
         exc = status.get("exception")
         if exc:
             click.echo(f"-- exception\n{(exc.get('traceback') or exc.get('message')).rstrip()}")
+        if cloud:
+            lines = backend_logs(backend, job, call_id)
+            if lines is None:
+                raise WrenError("this backend keeps no logs of its own; leave out --cloud")
+            _echo_backend_logs(lines)
     return 0
+
+
+def backend_logs(backend: Optional[str], job_id: str, call_id: str) -> Optional[List[str]]:
+    """A call's lines from its backend's logs (``wrencore_call_logs``); None if it has none."""
+    from .config import DEFAULT_BACKEND, Config
+    from .plugins import get_plugin_manager
+
+    cfg = Config({"backend": backend} if backend else {})
+    return get_plugin_manager().hook.wrencore_call_logs(
+        backend=str(cfg.get("backend") or DEFAULT_BACKEND), config=cfg, job_id=job_id,
+        call_id=call_id)
+
+
+def _echo_backend_logs(lines: List[str]) -> None:
+    click.echo("-- backend logs")
+    for line in lines or ["(none found)"]:
+        click.echo(line.rstrip("\n"))
 
 
 def _age(text: str) -> float:

@@ -11,6 +11,7 @@ import time
 import pytest
 
 import wrencore
+from wrencore.cli import main
 from wrencore.errors import WorkerCrashedError
 from tests.servers import procs
 
@@ -28,7 +29,7 @@ def log_and_return(x):
 
 
 def test_crashed_call_logs_come_from_cloudwatch_and_a_normal_call_keeps_its_own(
-        standalone_config, fleet):
+        standalone_config, fleet, bucket, capsys, monkeypatch):
     config = standalone_config(max_receives=1, visibility_timeout=1)
     harness = fleet(numprocs=1)
     with wrencore.Executor(backend="aws_sqs_ec2", config=config) as executor:
@@ -47,3 +48,10 @@ def test_crashed_call_logs_come_from_cloudwatch_and_a_normal_call_keeps_its_own(
     cloud = normal.logs(source="cloud")
     assert "logged for 8" in cloud and f"{normal.job_id}/{normal.call_id} succeeded" in cloud
     assert "about to crash" not in cloud
+    # `wrencore logs JOB CALL` reads the same lines for a call that stored no outcome.
+    monkeypatch.setenv("WRENCORE_S3__BUCKET", bucket)
+    monkeypatch.setenv("WRENCORE_S3__PREFIX", "jobs")
+    capsys.readouterr()
+    assert main(["logs", crashed.job_id, crashed.call_id, "--backend", "aws_sqs_ec2"]) == 0
+    out = capsys.readouterr().out
+    assert "no stored outcome" in out and "about to crash on 7" in out
