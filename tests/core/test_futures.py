@@ -33,3 +33,36 @@ def test_fail_reaches_result_with_its_type():
     future.fail(TimeoutError("too slow"))
     with pytest.raises(TimeoutError, match="too slow"):
         future.result(timeout=1)
+
+
+def test_logs_of_a_call_without_status_come_from_the_backend_and_cloud_is_explicit():
+    from wrencore.errors import WorkerCrashedError, WrenError
+    from wrencore.futures import complete_from_status
+
+    asked = []
+
+    def fetch(job_id, call_id):
+        asked.append((job_id, call_id))
+        return ["call j/00001 started", "WARNING x: before the crash"]
+
+    crashed = Future("j", "00001")
+    crashed._fetch_logs = fetch
+    assert crashed.logs() == "" and not asked  # not done: nothing asked
+    crashed.fail(WorkerCrashedError("the worker died"))
+    assert crashed.logs() == "call j/00001 started\nWARNING x: before the crash\n"
+    assert crashed.logs(source="status") == ""
+    assert asked == [("j", "00001")]
+
+    normal = Future("j", "00002")
+    normal._fetch_logs = fetch
+    complete_from_status(normal, {"success": True, "result": b"\x80\x04K\x01.",
+                                  "stdout": "out\n", "log_records": []}, None, None)
+    assert normal.logs() == "out\n" and len(asked) == 1  # its status's output, no fetch
+    assert "before the crash" in normal.logs(source="cloud") and len(asked) == 2
+
+    local = Future("j", "00003")
+    local._fetch_logs = lambda job_id, call_id: None  # a backend keeping no logs
+    with pytest.raises(WrenError, match="keeps no logs"):
+        local.logs(source="cloud")
+    with pytest.raises(ValueError, match="source"):
+        local.logs(source="cloudwatch")
