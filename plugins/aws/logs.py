@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Dict, Iterable, List, Tuple
+import time
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from .clients import error_code
 
@@ -37,8 +38,9 @@ def call_log_lines(client: Any, groups: Iterable[str], job_id: str, call_id: str
     start_line = f"call {token} started"
     events: Dict[str, Dict[str, Any]] = {}
     starts: List[Tuple[str, str, int]] = []
+    since = _job_start_ms(job_id)
     for group in groups:
-        for event in _filtered(client, group, token, max_pages):
+        for event in _filtered(client, group, token, since, max_pages):
             events[event["eventId"]] = event
             if start_line in event["message"]:
                 starts.append((group, event["logStreamName"], event["timestamp"]))
@@ -50,9 +52,21 @@ def call_log_lines(client: Any, groups: Iterable[str], job_id: str, call_id: str
     return [e["message"].rstrip("\n") for e in ordered]
 
 
-def _filtered(client: Any, group: str, token: str, max_pages: int) -> List[Dict[str, Any]]:
+def _job_start_ms(job_id: str) -> Optional[int]:
+    """An hour before the job's submit time (its id starts with the local time), in ms."""
+    match = re.match(r"(\d{8}T\d{6})-", job_id)
+    if not match:
+        return None
+    submitted = time.mktime(time.strptime(match.group(1), "%Y%m%dT%H%M%S"))
+    return int((submitted - 3600) * 1000)  # clocks and time zones changing: be generous
+
+
+def _filtered(client: Any, group: str, token: str, since: Optional[int],
+              max_pages: int) -> List[Dict[str, Any]]:
     found: List[Dict[str, Any]] = []
     kwargs: Dict[str, Any] = {"logGroupName": group, "filterPattern": f'"{token}"'}
+    if since is not None:  # the job's lines are not older: CloudWatch scans less
+        kwargs["startTime"] = since
     for _ in range(max_pages):
         try:
             page = client.filter_log_events(**kwargs)
