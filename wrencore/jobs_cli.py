@@ -88,8 +88,10 @@ def _summary(storage: Any, job_id: str, keys: List[str]) -> Tuple[str, int, int,
 
     function = "?"
     try:
-        function = decode_json(storage.get(layout.job_header_key(job_id))).get(
-            "function_name") or "?"
+        header = decode_json(storage.get(layout.job_header_key(job_id)))
+        if isinstance(header.get("body"), str):  # signed: the envelope holds the header
+            header = decode_json(header["body"])
+        function = header.get("function_name") or "?"
     except Exception:
         pass
     calls = {k.split("/")[1] for k in keys if k.count("/") >= 2}
