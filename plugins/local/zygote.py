@@ -75,6 +75,8 @@ class ForkServer:
         self._workers: Dict[int, ForkedWorker] = {}
         self._early_exits: Dict[int, int] = {}
         self.alive = True
+        #: Replaced by a server for a newer environment: closed once its workers exit.
+        self.retired = False
         self.proc = subprocess.Popen(
             [python, "-c", "from wrencore_local.zygote import serve; serve()",
              str(theirs.fileno())],
@@ -103,10 +105,25 @@ class ForkServer:
                             self._early_exits[pid] = returncode
                     if worker is not None:
                         worker._set_exit(returncode)
+                    self._close_if_unused()
         except OSError:
             pass
         finally:
             self._server_gone()
+
+    def retire(self) -> None:
+        """Close this server once it runs no worker (it then exits)."""
+        self.retired = True
+        self._close_if_unused()
+
+    def _close_if_unused(self) -> None:
+        with self._replied:
+            unused = self.retired and not self._workers
+        if unused:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)  # the server sees the end and exits
+            except OSError:
+                pass
 
     def _server_gone(self) -> None:
         with self._replied:
@@ -171,6 +188,8 @@ def start_worker(python: str, env: Dict[str, str], cwd: str,
         if server is None or not server.alive:
             for old_key in [k for k in _servers if k[0] != key[0]]:
                 del _servers[old_key]  # inherited through a fork of the client: not ours
+            for old_key in [k for k in _servers if k[:2] == key[:2]]:
+                _servers.pop(old_key).retire()  # started in an older environment
             server = _servers[key] = ForkServer(python, base_env)
     try:
         return server.start_worker(env, cwd)

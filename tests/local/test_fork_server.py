@@ -52,6 +52,7 @@ def test_a_changed_environment_gets_a_server_started_in_it(monkeypatch):
         _, server2, _, _, _, value, _ = executor.submit(_who).result(timeout=60)
     assert value == "seen"
     assert server2 != server1
+    wait_until_gone([server1], timeout=10)  # the old server, unused, exits
 
 
 def test_a_forked_worker_killed_by_a_signal_fails_its_call_and_is_replaced():
