@@ -64,17 +64,18 @@ class Future(concurrent.futures.Future[_T]):
     _output: Optional[LiveOutput] = None
     #: Echo that output to this console (``live_output=True``).
     _echo = False
+    # Class defaults, set on the instance only when they change (a future per call).
+    stdout = ""
+    stderr = ""
+    attempt = 0
+    #: The executor's retry and backup policy for this call (None: one attempt only).
+    _attempts: Any = None
 
     def __init__(self, job_id: str = "", call_id: str = ""):
         super().__init__()
         self.job_id = job_id
         self.call_id = call_id
         self.metadata: Dict[str, Any] = {}
-        self.stdout = ""
-        self.stderr = ""
-        self.attempt = 0
-        #: The executor's retry and backup policy for this call (None: one attempt only).
-        self._attempts: Any = None
         self._completion_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -236,8 +237,11 @@ def complete_from_status(future: Future, status: Dict[str, Any], result: Optiona
         return False
     future.metadata.update(status.get("metadata") or {})
     future.metadata["host_status_timestamp"] = time.time()
-    future.stdout = status.get("stdout") or ""
-    future.stderr = status.get("stderr") or ""
+    stdout, stderr = status.get("stdout") or "", status.get("stderr") or ""
+    if stdout or future.stdout:  # else the class default stays: no per-call attribute
+        future.stdout = stdout
+    if stderr or future.stderr:
+        future.stderr = stderr
     records = status.get("log_records")
     if records:
         future.log_records = records
