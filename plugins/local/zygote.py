@@ -77,11 +77,13 @@ class ForkServer:
         self.alive = True
         #: Replaced by a server for a newer environment: closed once its workers exit.
         self.retired = False
+        # Started in the root directory, not the client's, whose modules must not shadow
+        # those the server imports (each worker then moves to its pool's directory).
         self.proc = subprocess.Popen(
             [python, "-c", "from wrencore_local.zygote import serve; serve()",
              str(theirs.fileno())],
             pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            start_new_session=True, cwd=os.path.abspath(os.sep))
         theirs.close()
         threading.Thread(target=self._read_loop, daemon=True,
                          name="wrencore-local-forkserver").start()
