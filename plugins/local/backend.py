@@ -492,9 +492,10 @@ class LocalBackend(Backend):
                                              minimum=0)
         self.result_inline_limit = section.int("result_inline_limit", self.result_inline_limit,
                                                minimum=0)
-        self.pool = WorkerPool(workers, storage, section.str("python", sys.executable),
-                               max_tasks_per_child=section.int("max_tasks_per_child", None, minimum=1),
-                               fork_server=bool(section.bool("fork_server", True)))
+        self.pool = WorkerPool(
+            workers, storage, section.str("python", sys.executable),
+            max_tasks_per_child=section.int("max_tasks_per_child", None, minimum=1),
+            fork_server=bool(section.bool("fork_server", True)))
         self._section = section
         self._isolated: Dict[str, WorkerPool] = {}  # runtime hash -> its workers
 

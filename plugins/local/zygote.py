@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 
 _MAX_MESSAGE = 1 << 20
 #: Whether this platform can run a fork server (POSIX with descriptor passing).
-SUPPORTED = hasattr(os, "fork") and hasattr(socket, "send_fds") and hasattr(socket, "SOCK_SEQPACKET")
+SUPPORTED = (hasattr(os, "fork") and hasattr(socket, "send_fds")
+             and hasattr(socket, "SOCK_SEQPACKET"))
 
 
 class ForkedWorker:
