@@ -28,7 +28,7 @@ import socket
 import subprocess
 import sys
 import threading
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +42,8 @@ class ForkedWorker:
     """A worker forked by the fork server, with the parts of ``subprocess.Popen`` the pool
     uses: ``pid``, ``stdin``, ``stdout``, ``returncode``, ``wait`` and ``poll``."""
 
-    def __init__(self, server: "ForkServer", pid: int, stdin: Any, stdout: Any):
-        self.server = server
-        self.pid = pid
+    def __init__(self, stdin: Any, stdout: Any):
+        self.pid = 0  # set when the server reports the fork
         self.stdin = stdin
         self.stdout = stdout
         self.returncode: Optional[int] = None
@@ -65,16 +64,22 @@ class ForkedWorker:
 
 
 class ForkServer:
-    """The client's handle on one fork server process."""
+    """The client's handle on one fork server process.
+
+    Its reader thread runs only while the server has workers of this client (or forks
+    one): an executor's shutdown leaves no thread behind, only the idle server process.
+    """
 
     def __init__(self, python: str, env: Dict[str, str]):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._sock = ours
         self._lock = threading.Lock()  # one request at a time
-        self._replies: "list[int]" = []
-        self._replied = threading.Condition(threading.Lock())
+        self._state = threading.Condition(threading.Lock())  # guards what follows
+        #: Requested workers whose pid the server has not reported yet, oldest first.
+        self._starting: List[ForkedWorker] = []
         self._workers: Dict[int, ForkedWorker] = {}
         self._early_exits: Dict[int, int] = {}
+        self._reading = False
         self.alive = True
         #: Replaced by a server for a newer environment: closed once its workers exit.
         self.retired = False
@@ -86,8 +91,6 @@ class ForkServer:
             pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
             start_new_session=True, cwd=os.path.abspath(os.sep))
         theirs.close()
-        threading.Thread(target=self._read_loop, daemon=True,
-                         name="wrencore-local-forkserver").start()
 
     def _read_loop(self) -> None:
         try:
@@ -96,23 +99,33 @@ class ForkServer:
                 if not data:
                     break
                 message = pickle.loads(data)
-                if message[0] == "started":
-                    with self._replied:
-                        self._replies.append(message[1])
-                        self._replied.notify_all()
-                elif message[0] == "exited":
-                    _, pid, returncode = message
-                    with self._replied:
-                        worker = self._workers.pop(pid, None)
-                        if worker is None:
+                exited: Optional[ForkedWorker] = None
+                with self._state:
+                    if message[0] == "started":
+                        worker = self._starting.pop(0)
+                        worker.pid = message[1]
+                        returncode = self._early_exits.pop(worker.pid, None)
+                        if returncode is None:
+                            self._workers[worker.pid] = worker
+                        else:
+                            exited = worker
+                        self._state.notify_all()
+                    elif message[0] == "exited":
+                        _, pid, returncode = message
+                        exited = self._workers.pop(pid, None)
+                        if exited is None:  # reported before its fork was
                             self._early_exits[pid] = returncode
-                    if worker is not None:
-                        worker._set_exit(returncode)
+                    idle = not self._workers and not self._starting
+                    if idle:
+                        self._reading = False
+                if exited is not None:
+                    exited._set_exit(returncode)
+                if idle:
                     self._close_if_unused()
+                    return
         except OSError:
             pass
-        finally:
-            self._server_gone()
+        self._server_gone()
 
     def retire(self) -> None:
         """Close this server once it runs no worker (it then exits)."""
@@ -120,8 +133,8 @@ class ForkServer:
         self._close_if_unused()
 
     def _close_if_unused(self) -> None:
-        with self._replied:
-            unused = self.retired and not self._workers
+        with self._state:
+            unused = self.retired and not self._workers and not self._starting
         if unused:
             try:
                 self._sock.shutdown(socket.SHUT_RDWR)  # the server sees the end and exits
@@ -129,16 +142,19 @@ class ForkServer:
                 pass
 
     def _server_gone(self) -> None:
-        with self._replied:
+        with self._state:
             self.alive = False
-            workers = list(self._workers.values())
+            self._reading = False
+            workers = list(self._workers.values()) + self._starting
             self._workers.clear()
-            self._replied.notify_all()
+            self._starting.clear()
+            self._state.notify_all()
         for worker in workers:  # their exits can no longer be reported: treat as killed
-            try:
-                os.killpg(worker.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            if worker.pid:
+                try:
+                    os.killpg(worker.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
             worker._set_exit(-signal.SIGKILL)
 
     def start_worker(self, env: Dict[str, str], cwd: str) -> ForkedWorker:
@@ -146,30 +162,32 @@ class ForkServer:
         and stdout are pipes from this process (buffered like the pool's Popen pipes)."""
         to_worker_r, to_worker_w = os.pipe()
         from_worker_r, from_worker_w = os.pipe()
+        worker = ForkedWorker(os.fdopen(to_worker_w, "wb", 1 << 16),
+                              os.fdopen(from_worker_r, "rb", 1 << 16))
         try:
             with self._lock:
+                with self._state:
+                    if not self.alive:
+                        raise OSError("the local fork server exited")
+                    self._starting.append(worker)
+                    if not self._reading:
+                        self._reading = True
+                        threading.Thread(target=self._read_loop, daemon=True,
+                                         name="wrencore-local-forkserver").start()
                 socket.send_fds(self._sock, [pickle.dumps((env, cwd))],
                                 [to_worker_r, from_worker_w])
-                with self._replied:
-                    while not self._replies and self.alive:
-                        self._replied.wait()
-                    if not self._replies:
-                        raise OSError("the local fork server exited")
-                    pid = self._replies.pop(0)
-                    worker = ForkedWorker(self, pid, os.fdopen(to_worker_w, "wb", 1 << 16),
-                                          os.fdopen(from_worker_r, "rb", 1 << 16))
-                    early = self._early_exits.pop(pid, None)
-                    if early is None:
-                        self._workers[pid] = worker
-            if early is not None:
-                worker._set_exit(early)
+                with self._state:
+                    while not worker.pid and self.alive:
+                        self._state.wait()
+                if not worker.pid:
+                    raise OSError("the local fork server exited")
             return worker
         except BaseException:
-            for fd in (to_worker_w, from_worker_r):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            with self._state:
+                if worker in self._starting:
+                    self._starting.remove(worker)
+            worker.stdin.close()
+            worker.stdout.close()
             raise
         finally:
             os.close(to_worker_r)
