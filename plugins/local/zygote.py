@@ -296,7 +296,7 @@ def _become_worker(sock: socket.socket, fds: list, env: Dict[str, str], cwd: str
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
-        logging.getLogger(__name__).exception("local worker failed")
+        logger.exception("local worker failed")
     finally:
         try:
             sys.stdout.flush()
