@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -99,3 +100,25 @@ def test_a_new_executor_starts_its_workers_quickly_once_the_server_runs():
             times.append(time.perf_counter() - start)
     # A new interpreter importing the runtime takes 50 ms or more here; a fork, a few ms.
     assert min(times) < 0.04, times
+
+
+def test_a_shut_down_executor_leaves_no_fork_server_thread():
+    with wrencore.Executor(backend="local", max_workers=2) as executor:
+        executor.submit(_who).result(timeout=60)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(
+            t.name == "wrencore-local-forkserver" for t in threading.enumerate()):
+        time.sleep(0.05)
+    assert not [t for t in threading.enumerate() if t.name == "wrencore-local-forkserver"]
+
+
+def test_the_worker_imports_no_client_or_environment_machinery():
+    # What a worker (and the fork server) imports before its first call: kept small.
+    code = ("import sys\n"
+            "import wrencore_local.worker\n"
+            "heavy = {'concurrent.futures.process', 'importlib.metadata', 'multiprocessing',\n"
+            "         'wrencore_runtime.environment', 'wrencore'}\n"
+            "print(sorted(heavy & set(sys.modules)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
