@@ -37,6 +37,8 @@ from .plugins import get_plugin_manager, get_registry
 from .streaming import MAX_PENDING, FutureStream
 from .summary import CallRecord, JobRecords, JobSummary, summarize
 
+_FINISHED = concurrent.futures._base.FINISHED
+
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
@@ -298,10 +300,15 @@ def cancel_on_interrupt(job_ids: Set[str]) -> Iterator[None]:
 
 
 def _result_or_cancel(future: Future, timeout: Optional[float]) -> Any:
+    """``future.result(timeout)``; the call is cancelled if that raises (a timeout, a
+    Ctrl-C). A finished call's result is taken without locking (it is never unset)."""
+    if future._state == _FINISHED and future._exception is None:
+        return future._result
     try:
         return future.result(timeout)
-    finally:
+    except BaseException:
         cancel_future(future)
+        raise
 
 
 def _function_id(fn: Callable) -> Optional[Tuple[int, Any]]:
@@ -782,10 +789,15 @@ class Executor(concurrent.futures.Executor):
 
             def results() -> Iterator[Any]:
                 try:
-                    while futures:
-                        remaining = None if deadline is None else deadline - time.monotonic()
-                        with cancel_on_interrupt(job_ids):
-                            yield _result_or_cancel(futures.pop(), remaining)
+                    # One interrupt guard for the whole loop (it spans each yield either
+                    # way); a result already there is taken without waiting.
+                    with cancel_on_interrupt(job_ids):
+                        while futures:
+                            if deadline is None:
+                                yield _result_or_cancel(futures.pop(), None)
+                            else:
+                                yield _result_or_cancel(futures.pop(),
+                                                        deadline - time.monotonic())
                 finally:
                     for future in futures:
                         cancel_future(future)

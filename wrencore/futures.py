@@ -28,6 +28,11 @@ from .output import LiveOutput
 
 logger = logging.getLogger(__name__)
 
+#: The states in which ``Future.done()`` is true (read directly on the per-call path).
+_DONE_STATES = frozenset((concurrent.futures._base.CANCELLED,
+                          concurrent.futures._base.CANCELLED_AND_NOTIFIED,
+                          concurrent.futures._base.FINISHED))
+
 _T = TypeVar("_T")
 
 
@@ -64,17 +69,18 @@ class Future(concurrent.futures.Future[_T]):
     _output: Optional[LiveOutput] = None
     #: Echo that output to this console (``live_output=True``).
     _echo = False
+    # Class defaults, set on the instance only when they change (a future per call).
+    stdout = ""
+    stderr = ""
+    attempt = 0
+    #: The executor's retry and backup policy for this call (None: one attempt only).
+    _attempts: Any = None
 
     def __init__(self, job_id: str = "", call_id: str = ""):
         super().__init__()
         self.job_id = job_id
         self.call_id = call_id
         self.metadata: Dict[str, Any] = {}
-        self.stdout = ""
-        self.stderr = ""
-        self.attempt = 0
-        #: The executor's retry and backup policy for this call (None: one attempt only).
-        self._attempts: Any = None
         self._completion_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -121,7 +127,7 @@ class Future(concurrent.futures.Future[_T]):
     def accepts_attempt(self, attempt: int) -> bool:
         """Whether an outcome of ``attempt`` can still complete this future."""
         if self._attempts is None:
-            return attempt == self.attempt and not self.done()
+            return attempt == self.attempt and self._state not in _DONE_STATES
         return self._attempts.accepts(self, attempt)
 
     def _complete(self, *, result: Any = None, exception: Optional[BaseException] = None,
@@ -134,7 +140,9 @@ class Future(concurrent.futures.Future[_T]):
         # Not self._condition: the attempt policy takes its own lock here, and holds it while
         # asking done(), which takes self._condition.
         with self._completion_lock:
-            if self.done():
+            # The state read without the condition's lock: it becomes done only under
+            # this lock (or by a cancel, which a snapshot through done() races too).
+            if self._state in _DONE_STATES:
                 return False
             if self._attempts is not None and \
                     not self._attempts.settle(self, attempt, exception):
@@ -232,12 +240,15 @@ def complete_from_status(future: Future, status: Dict[str, Any], result: Optiona
     become that future's exception; they never escape to the caller.
     """
     attempt = int(status.get("attempt") or 0)
-    if future.done() or not future.accepts_attempt(attempt):
+    if future._state in _DONE_STATES or not future.accepts_attempt(attempt):
         return False
     future.metadata.update(status.get("metadata") or {})
     future.metadata["host_status_timestamp"] = time.time()
-    future.stdout = status.get("stdout") or ""
-    future.stderr = status.get("stderr") or ""
+    stdout, stderr = status.get("stdout") or "", status.get("stderr") or ""
+    if stdout or future.stdout:  # else the class default stays: no per-call attribute
+        future.stdout = stdout
+    if stderr or future.stderr:
+        future.stderr = stderr
     records = status.get("log_records")
     if records:
         future.log_records = records
