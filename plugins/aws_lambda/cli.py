@@ -156,7 +156,7 @@ def list_(as_json: bool) -> None:
 def delete(names: List[str], all_functions: bool, stale: bool, keep_roles: bool,
            keep_layers: bool) -> None:
     """Delete wrencore's functions, the execution roles wrencore created for them, and the
-    runtime layers (``wrencore-py…``) that no remaining function uses.
+    runtime layers (wrencore-py…) that no remaining function uses.
 
     Name functions, or pass --all or --stale. A role given in [aws_lambda] role_arn is
     never deleted.
