@@ -11,7 +11,10 @@ initializer is a ``BrokenProcessPool`` (a ``BrokenExecutor``), a pickling failur
 """
 
 import pickle
-from concurrent.futures.process import BrokenProcessPool
+import threading
+from typing import TYPE_CHECKING, Dict
+
+_lock = threading.Lock()
 
 
 class WrenError(Exception):
@@ -38,21 +41,6 @@ class CallTimeoutError(WrenError, TimeoutError):
 
 class CallCancelledError(WrenError):
     """A call was cancelled: it never ran, or it was stopped while it ran."""
-
-
-class WorkerCrashedError(WrenError, BrokenProcessPool):
-    """The process running a call died before it reported a result.
-
-    Unlike the stdlib's ``BrokenProcessPool``, only that call fails: the executor replaces
-    the worker and keeps running the other calls.
-    """
-
-
-class InitializerError(WrenError, BrokenProcessPool):
-    """The executor's ``initializer`` failed on the worker; that worker's calls fail with it.
-
-    The initializer is not retried on that worker; its error is this one's ``__cause__``.
-    """
 
 
 class SerializationError(WrenError, pickle.PicklingError):
@@ -144,3 +132,50 @@ class IntegrityError(WrenError):
     """A storage object a signed task message names (the function, staged arguments, a
     large payload) does not have the digest the message carries: it was changed after the
     client wrote it, so it is not loaded."""
+
+
+# WorkerCrashedError and InitializerError subclass BrokenProcessPool, whose module pulls in
+# multiprocessing (~15 ms of a worker's start); a worker needs them only when a call fails.
+# They are made on first use (the module's __getattr__) and named as if defined here, so
+# they pickle by reference and every import of them gets the same classes.
+if TYPE_CHECKING:
+    from concurrent.futures.process import BrokenProcessPool
+
+    class WorkerCrashedError(WrenError, BrokenProcessPool): ...
+
+    class InitializerError(WrenError, BrokenProcessPool): ...
+
+
+def _broken_pool_errors() -> Dict[str, type]:
+    from concurrent.futures.process import BrokenProcessPool
+
+    class WorkerCrashedError(WrenError, BrokenProcessPool):
+        """The process running a call died before it reported a result.
+
+        Unlike the stdlib's ``BrokenProcessPool``, only that call fails: the executor
+        replaces the worker and keeps running the other calls.
+        """
+
+    class InitializerError(WrenError, BrokenProcessPool):
+        """The executor's ``initializer`` failed on the worker; that worker's calls fail
+        with it.
+
+        The initializer is not retried on that worker; its error is this one's
+        ``__cause__``.
+        """
+
+    made: Dict[str, type] = {"WorkerCrashedError": WorkerCrashedError,
+                             "InitializerError": InitializerError}
+    for name, cls in made.items():
+        cls.__module__ = __name__
+        cls.__qualname__ = name
+    return made
+
+
+def __getattr__(name: str) -> type:
+    if name in ("WorkerCrashedError", "InitializerError"):
+        with _lock:
+            if name not in globals():
+                globals().update(_broken_pool_errors())
+        return globals()[name]  # type: ignore[no-any-return]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -45,18 +45,16 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import cloudpickle
 
-from . import layout
+from . import errors, layout
 from .errors import (
     CallCancelledError,
     CallTimeoutError,
     DeserializationError,
-    InitializerError,
     RuntimeMismatchError,
     SerializationError,
     StorageKeyError,
 )
 from .auth import check_digest
-from .environment import environment_mismatch
 from .modules import ModuleInstaller
 from .protocol import PYTHON, encode_json, version_mismatch
 from .storage import Storage, storage_from_spec
@@ -510,6 +508,8 @@ class JobRunner:
         if not runtime:
             return None
         if runtime["hash"] not in self._runtimes_checked:
+            from .environment import environment_mismatch  # only for jobs naming a runtime
+
             self._runtimes_checked[runtime["hash"]] = environment_mismatch(runtime)
         return self._runtimes_checked[runtime["hash"]]
 
@@ -576,7 +576,7 @@ class JobRunner:
         if init_id in self._initialized:
             failure = self._initialized[init_id]
             if failure is not None:
-                raise InitializerError(failure)
+                raise errors.InitializerError(failure)
             return
         try:
             initializer, initargs = cloudpickle.loads(blob)
@@ -586,7 +586,7 @@ class JobRunner:
                        f"{type(exc).__name__}: {exc}; this worker runs none of the "
                        f"executor's calls (the initializer is not retried)")
             self._initialized[init_id] = failure
-            raise InitializerError(failure) from exc
+            raise errors.InitializerError(failure) from exc
         self._initialized[init_id] = None
         self._baseline = None  # the state calls return to now includes the initializer's
     @staticmethod
@@ -688,7 +688,7 @@ class JobRunner:
             metadata["worker_result_time"] = time.time() - result_start
             status["success"] = True
         except (Exception, SystemExit) as exc:
-            if isinstance(exc, InitializerError):
+            if isinstance(exc, errors.InitializerError):
                 # The same initializer failure for every call: no worker-side traceback noise.
                 exc.__traceback__ = None
             status["exception"] = describe_exception(exc)

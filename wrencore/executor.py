@@ -37,6 +37,8 @@ from .plugins import get_plugin_manager, get_registry
 from .streaming import MAX_PENDING, FutureStream
 from .summary import CallRecord, JobRecords, JobSummary, summarize
 
+_FINISHED = concurrent.futures._base.FINISHED
+
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
@@ -298,10 +300,15 @@ def cancel_on_interrupt(job_ids: Set[str]) -> Iterator[None]:
 
 
 def _result_or_cancel(future: Future, timeout: Optional[float]) -> Any:
+    """``future.result(timeout)``; the call is cancelled if that raises (a timeout, a
+    Ctrl-C). A finished call's result is taken without locking (it is never unset)."""
+    if future._state == _FINISHED and future._exception is None:
+        return future._result
     try:
         return future.result(timeout)
-    finally:
+    except BaseException:
         cancel_future(future)
+        raise
 
 
 def _function_id(fn: Callable) -> Optional[Tuple[int, Any]]:
@@ -568,6 +575,7 @@ class Executor(concurrent.futures.Executor):
     def _build_calls(self, job: Dict[str, Any], arg_pairs: Iterable[Tuple[tuple, dict]],
                      first_index: int) -> List[Call]:
         calls = []
+        fetch_logs = self._call_logs  # one bound method for the job's futures
         for index, (args, kwargs) in enumerate(arg_pairs, start=first_index):
             call_id = f"{index:05d}"
             data = serialize.dumps_args(args, kwargs, call_id)
@@ -578,7 +586,7 @@ class Executor(concurrent.futures.Executor):
                 message["args"], message["args_key"] = None, key
                 message["args_sha256"] = sha256_hex(data)
             future = Future(job["job_id"], call_id)
-            future._fetch_logs = self._call_logs
+            future._fetch_logs = fetch_logs
             if self.live_output:
                 future._echo = True
             calls.append(Call(call_id, message, future))
@@ -783,10 +791,15 @@ class Executor(concurrent.futures.Executor):
 
             def results() -> Iterator[Any]:
                 try:
-                    while futures:
-                        remaining = None if deadline is None else deadline - time.monotonic()
-                        with cancel_on_interrupt(job_ids):
-                            yield _result_or_cancel(futures.pop(), remaining)
+                    # One interrupt guard for the whole loop (it spans each yield either
+                    # way); a result already there is taken without waiting.
+                    with cancel_on_interrupt(job_ids):
+                        while futures:
+                            if deadline is None:
+                                yield _result_or_cancel(futures.pop(), None)
+                            else:
+                                yield _result_or_cancel(futures.pop(),
+                                                        deadline - time.monotonic())
                 finally:
                     for future in futures:
                         cancel_future(future)

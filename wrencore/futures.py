@@ -28,6 +28,11 @@ from .output import LiveOutput
 
 logger = logging.getLogger(__name__)
 
+#: The states in which ``Future.done()`` is true (read directly on the per-call path).
+_DONE_STATES = frozenset((concurrent.futures._base.CANCELLED,
+                          concurrent.futures._base.CANCELLED_AND_NOTIFIED,
+                          concurrent.futures._base.FINISHED))
+
 _T = TypeVar("_T")
 
 
@@ -68,17 +73,18 @@ class Future(concurrent.futures.Future[_T]):
     _status_received = False
     #: ``(job_id, call_id) -> lines or None``: the backend's logs of a call (set by the executor).
     _fetch_logs: Optional[Callable[[str, str], Optional[List[str]]]] = None
+    # Class defaults, set on the instance only when they change (a future per call).
+    stdout = ""
+    stderr = ""
+    attempt = 0
+    #: The executor's retry and backup policy for this call (None: one attempt only).
+    _attempts: Any = None
 
     def __init__(self, job_id: str = "", call_id: str = ""):
         super().__init__()
         self.job_id = job_id
         self.call_id = call_id
         self.metadata: Dict[str, Any] = {}
-        self.stdout = ""
-        self.stderr = ""
-        self.attempt = 0
-        #: The executor's retry and backup policy for this call (None: one attempt only).
-        self._attempts: Any = None
         self._completion_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -165,7 +171,7 @@ class Future(concurrent.futures.Future[_T]):
     def accepts_attempt(self, attempt: int) -> bool:
         """Whether an outcome of ``attempt`` can still complete this future."""
         if self._attempts is None:
-            return attempt == self.attempt and not self.done()
+            return attempt == self.attempt and self._state not in _DONE_STATES
         return self._attempts.accepts(self, attempt)
 
     def _complete(self, *, result: Any = None, exception: Optional[BaseException] = None,
@@ -178,7 +184,9 @@ class Future(concurrent.futures.Future[_T]):
         # Not self._condition: the attempt policy takes its own lock here, and holds it while
         # asking done(), which takes self._condition.
         with self._completion_lock:
-            if self.done():
+            # The state read without the condition's lock: it becomes done only under
+            # this lock (or by a cancel, which a snapshot through done() races too).
+            if self._state in _DONE_STATES:
                 return False
             if self._attempts is not None and \
                     not self._attempts.settle(self, attempt, exception):
@@ -276,13 +284,16 @@ def complete_from_status(future: Future, status: Dict[str, Any], result: Optiona
     become that future's exception; they never escape to the caller.
     """
     attempt = int(status.get("attempt") or 0)
-    if future.done() or not future.accepts_attempt(attempt):
+    if future._state in _DONE_STATES or not future.accepts_attempt(attempt):
         return False
     future._status_received = True
     future.metadata.update(status.get("metadata") or {})
     future.metadata["host_status_timestamp"] = time.time()
-    future.stdout = status.get("stdout") or ""
-    future.stderr = status.get("stderr") or ""
+    stdout, stderr = status.get("stdout") or "", status.get("stderr") or ""
+    if stdout or future.stdout:  # else the class default stays: no per-call attribute
+        future.stdout = stdout
+    if stderr or future.stderr:
+        future.stderr = stderr
     records = status.get("log_records")
     if records:
         future.log_records = records

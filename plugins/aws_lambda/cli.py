@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
@@ -152,8 +152,11 @@ def list_(as_json: bool) -> None:
 @click.option("--all", "all_functions", is_flag=True, help="every wrencore function")
 @click.option("--stale", is_flag=True, help="every function not of this client's runtime")
 @click.option("--keep-roles", is_flag=True, help="leave the execution roles")
-def delete(names: List[str], all_functions: bool, stale: bool, keep_roles: bool) -> None:
-    """Delete wrencore's functions and the execution roles wrencore created for them.
+@click.option("--keep-layers", is_flag=True, help="leave the runtime layers")
+def delete(names: List[str], all_functions: bool, stale: bool, keep_roles: bool,
+           keep_layers: bool) -> None:
+    """Delete wrencore's functions, the execution roles wrencore created for them, and the
+    runtime layers (wrencore-py…) that no remaining function uses.
 
     Name functions, or pass --all or --stale. A role given in [aws_lambda] role_arn is
     never deleted.
@@ -191,6 +194,23 @@ def delete(names: List[str], all_functions: bool, stale: bool, keep_roles: bool)
         click.echo(f"deleted {name}{note}")
     if not chosen:
         click.echo("nothing to delete")
+    if not keep_layers:
+        for layer in _unused_layers(functions, chosen):
+            client.delete_layer_version(LayerName=layer[0], VersionNumber=layer[1])
+            click.echo(f"deleted layer {layer[0]}:{layer[1]}")
+
+
+def _unused_layers(functions: Dict[str, Dict[str, Any]],
+                   deleted: List[str]) -> List[Tuple[str, int]]:
+    """wrencore's runtime layer versions the ``deleted`` functions used and no other does."""
+    kept = {arn for name, fn in functions.items() if name not in deleted for arn in fn["layers"]}
+    unused = {arn for name in deleted for arn in functions[name]["layers"]} - kept
+    layers = []
+    for arn in sorted(unused):  # arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION
+        name, version = arn.split(":")[-2:]
+        if name.startswith("wrencore-py") and version.isdigit():
+            layers.append((name, int(version)))
+    return layers
 
 
 def _delete_role(iam: Any, role: str) -> Optional[str]:

@@ -51,6 +51,7 @@ from wrencore.futures import cancel, claim, complete_from_status
 from wrencore_runtime.storage import Storage
 
 from .claims import CLAIMED, SLOTS, ClaimSlots, claims_directory
+from . import zygote
 from .framing import read_frame, write_frame
 
 logger = logging.getLogger(__name__)
@@ -92,11 +93,22 @@ class _Worker:
         env = dict(os.environ, WRENCORE_WORKER_ID=f"local-{os.getpid()}-{index}",
                    WRENCORE_LOCAL_CLAIMS=self.slots.path)
         env.update(pool.extra_worker_env)
-        self.proc = subprocess.Popen(
-            [pool.python, "-c", "from wrencore_local.worker import main; raise SystemExit(main())"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
-            cwd=pool.workdir, env=env, bufsize=1 << 16, start_new_session=True,
-        )
+        self.proc: Any = None
+        if pool.fork_server:
+            try:
+                self.proc = zygote.start_worker(pool.python, env, pool.workdir,
+                                                base_env=dict(os.environ))
+            except OSError as exc:
+                logger.warning("local fork server unavailable (%s); starting workers as "
+                               "new interpreters", exc)
+                pool.fork_server = False
+        if self.proc is None:
+            self.proc = subprocess.Popen(
+                [pool.python, "-c",
+                 "from wrencore_local.worker import main; raise SystemExit(main())"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
+                cwd=pool.workdir, env=env, bufsize=1 << 16, start_new_session=True,
+            )
         self.reader = threading.Thread(target=self._read_loop, daemon=True,
                                        name=f"wrencore-local-reader-{index}")
         self.writer = threading.Thread(target=self._write_loop, daemon=True,
@@ -173,8 +185,10 @@ class _Worker:
 class WorkerPool:
     def __init__(self, size: int, storage: Storage, python: str,
                  extra_worker_env: Optional[Dict[str, str]] = None,
-                 max_tasks_per_child: Optional[int] = None):
+                 max_tasks_per_child: Optional[int] = None, fork_server: bool = False):
         self.size = size
+        #: Fork workers from this process's fork server (see ``wrencore_local.zygote``).
+        self.fork_server = fork_server and python == sys.executable and zygote.SUPPORTED
         self.storage = storage
         self.python = python
         self.extra_worker_env = extra_worker_env or {}
@@ -478,8 +492,10 @@ class LocalBackend(Backend):
                                              minimum=0)
         self.result_inline_limit = section.int("result_inline_limit", self.result_inline_limit,
                                                minimum=0)
-        self.pool = WorkerPool(workers, storage, section.str("python", sys.executable),
-                               max_tasks_per_child=section.int("max_tasks_per_child", None, minimum=1))
+        self.pool = WorkerPool(
+            workers, storage, section.str("python", sys.executable),
+            max_tasks_per_child=section.int("max_tasks_per_child", None, minimum=1),
+            fork_server=bool(section.bool("fork_server", True)))
         self._section = section
         self._isolated: Dict[str, WorkerPool] = {}  # runtime hash -> its workers
 

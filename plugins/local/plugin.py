@@ -38,6 +38,9 @@ def wrencore_register_settings(register):
         Setting("python", "str", None, "The interpreter workers run; unset: the client's own."),
         Setting("max_tasks_per_child", "int", None, "Calls a worker runs before it is "
                 "replaced; unset: no limit.", minimum=1),
+        Setting("fork_server", "bool", True, "Fork workers from a warm interpreter started "
+                "once per client process (a worker starts in milliseconds); false: start "
+                "each worker as a new interpreter. Only for the client's own interpreter."),
         Setting("args_inline_limit", "int", 16 * 1024 * 1024, "Bytes of arguments sent "
                 "with the call; larger ones go through storage.", minimum=0),
         Setting("result_inline_limit", "int", 16 * 1024 * 1024, "Bytes of a result sent "

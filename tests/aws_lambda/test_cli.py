@@ -72,6 +72,16 @@ def _lambda_storage(monkeypatch, bucket):
     monkeypatch.setenv("WRENCORE_AWS_LAMBDA__TIMEOUT", "20")
 
 
+def _zip_bytes():
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("python/marker.py", "")
+    return buffer.getvalue()
+
+
 def test_list_and_delete_remove_functions_and_their_roles(lambda_env, monkeypatch, capsys):
     _lambda_storage(monkeypatch, lambda_env.bucket)
     assert _run(["lambda", "list"]) == 0
@@ -89,8 +99,17 @@ def test_list_and_delete_remove_functions_and_their_roles(lambda_env, monkeypatc
     assert capsys.readouterr().out == "nothing to delete\n"
     assert _run(["lambda", "delete", "wrencore-nope"]) == 1
     assert "not a wrencore function: wrencore-nope" in capsys.readouterr().err
+    # The function's runtime layer goes with it; another wrencore layer, unused, stays.
+    client = boto3.client("lambda")
+    layers = [client.publish_layer_version(
+        LayerName=f"wrencore-py311-{tag}", Content={"ZipFile": _zip_bytes()},
+        CompatibleRuntimes=["python3.11"])["LayerVersionArn"] for tag in ("used", "other")]
+    client.update_function_configuration(FunctionName=name, Layers=layers[:1])
     assert _run(["lambda", "delete", name]) == 0
-    assert capsys.readouterr().out == f"deleted {name} and its role {name[:64]}\n"
+    assert capsys.readouterr().out == (f"deleted {name} and its role {name[:64]}\n"
+                                       f"deleted layer wrencore-py311-used:1\n")
+    assert not client.list_layer_versions(LayerName="wrencore-py311-used")["LayerVersions"]
+    assert client.list_layer_versions(LayerName="wrencore-py311-other")["LayerVersions"]
     with pytest.raises(iam.exceptions.NoSuchEntityException):
         iam.get_role(RoleName=name[:64])
     assert _run(["lambda", "status"]) == 1

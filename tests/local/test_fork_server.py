@@ -1,0 +1,124 @@
+"""Local workers forked from the client's fork server (``wrencore_local.zygote``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import wrencore
+from tests.procs_util import is_gone, wait_until_gone
+from wrencore.errors import WorkerCrashedError
+
+
+def _who(_=None):
+    import sys as worker_sys
+
+    return (os.getpid(), os.getppid(), os.getpgid(0), os.getsid(0), os.getcwd(),
+            os.environ.get("WRENCORE_FORK_SERVER_TEST"), "tests.local.test_fork_server"
+            in worker_sys.modules)
+
+
+def _kill_myself(_=None):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_workers_of_each_new_executor_are_forked_clean_by_one_server():
+    with wrencore.Executor(backend="local", max_workers=1) as first:
+        pid1, server1, pgid1, sid1, cwd1, _, _ = first.submit(_who).result(timeout=60)
+    with wrencore.Executor(backend="local", max_workers=1) as second:
+        pid2, server2, pgid2, sid2, cwd2, _, has_client_module = \
+            second.submit(_who).result(timeout=60)
+        workdir = second.backend.pool.workdir
+    assert server1 == server2 != os.getpid()  # forked by the same warm server, not by us
+    assert pid1 != pid2
+    assert (pgid1, pgid2) == (pid1, pid2)  # each leads its own process group ...
+    assert sid2 == server2 != os.getsid(0)  # ... in the server's session, not the terminal's
+    assert os.path.realpath(cwd2) == os.path.realpath(workdir)
+    assert not has_client_module  # nothing of the client's state: a clean interpreter
+    wait_until_gone([pid1, pid2], timeout=10)
+    assert not is_gone(server1)  # the server stays for the next executor
+
+
+def test_a_changed_environment_gets_a_server_started_in_it(monkeypatch):
+    with wrencore.Executor(backend="local", max_workers=1) as executor:
+        server1 = executor.submit(_who).result(timeout=60)[1]
+    monkeypatch.setenv("WRENCORE_FORK_SERVER_TEST", "seen")
+    with wrencore.Executor(backend="local", max_workers=1) as executor:
+        _, server2, _, _, _, value, _ = executor.submit(_who).result(timeout=60)
+    assert value == "seen"
+    assert server2 != server1
+    wait_until_gone([server1], timeout=10)  # the old server, unused, exits
+
+
+def test_a_forked_worker_killed_by_a_signal_fails_its_call_and_is_replaced():
+    with wrencore.Executor(backend="local", max_workers=1) as executor:
+        future = executor.submit(_kill_myself)
+        with pytest.raises(WorkerCrashedError, match=r"exit code -9"):
+            future.result(timeout=60)
+        assert executor.submit(_who).result(timeout=60)[0] > 0
+
+
+def test_fork_server_false_starts_workers_as_new_interpreters():
+    config = {"local": {"workers": 1, "fork_server": False}}
+    with wrencore.Executor(backend="local", config=config) as executor:
+        pid, parent, pgid, sid, _, _, _ = executor.submit(_who).result(timeout=60)
+    assert parent == os.getpid()
+    assert pgid == sid == pid
+
+
+def test_the_server_exits_with_the_client(tmp_path):
+    code = (
+        "import os, wrencore\n"
+        "def who(_):\n"
+        "    return os.getppid()\n"
+        "ex = wrencore.Executor(backend='local', max_workers=2)\n"
+        "print(ex.submit(who, 1).result(timeout=60), flush=True)\n"
+        "ex.shutdown()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    server = int(out.stdout.strip())
+    wait_until_gone([server], timeout=10)
+
+
+def test_a_new_executor_starts_its_workers_quickly_once_the_server_runs():
+    with wrencore.Executor(backend="local", max_workers=1) as warm:
+        warm.submit(_who).result(timeout=60)
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        with wrencore.Executor(backend="local", max_workers=1) as executor:
+            executor.submit(_who).result(timeout=60)
+            times.append(time.perf_counter() - start)
+    # A new interpreter importing the runtime takes 50 ms or more here; a fork, a few ms.
+    assert min(times) < 0.04, times
+
+
+def test_a_shut_down_executor_leaves_no_fork_server_thread():
+    with wrencore.Executor(backend="local", max_workers=2) as executor:
+        executor.submit(_who).result(timeout=60)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(
+            t.name == "wrencore-local-forkserver" for t in threading.enumerate()):
+        time.sleep(0.05)
+    assert not [t for t in threading.enumerate() if t.name == "wrencore-local-forkserver"]
+
+
+def test_the_worker_imports_no_client_or_environment_machinery():
+    # What a worker (and the fork server) imports before its first call: kept small.
+    code = ("import sys\n"
+            "import wrencore_local.worker\n"
+            "heavy = {'concurrent.futures.process', 'importlib.metadata', 'multiprocessing',\n"
+            "         'wrencore_runtime.environment', 'wrencore'}\n"
+            "print(sorted(heavy & set(sys.modules)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
