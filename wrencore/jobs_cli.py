@@ -88,8 +88,12 @@ def _summary(storage: Any, job_id: str, keys: List[str]) -> Tuple[str, int, int,
 
     function = "?"
     try:
-        function = decode_json(storage.get(layout.job_header_key(job_id))).get(
-            "function_name") or "?"
+        header = decode_json(storage.get(layout.job_header_key(job_id)))
+        if "signed" in header and isinstance(header.get("body"), str):
+            # A signed header (wrencore_runtime.auth): its body is the job, as written. Only
+            # shown here, so it is read without checking its tag.
+            header = decode_json(header["body"])
+        function = header.get("function_name") or "?"
     except Exception:
         pass
     calls = {k.split("/")[1] for k in keys if k.count("/") >= 2}
