@@ -89,7 +89,9 @@ def _summary(storage: Any, job_id: str, keys: List[str]) -> Tuple[str, int, int,
     function = "?"
     try:
         header = decode_json(storage.get(layout.job_header_key(job_id)))
-        if isinstance(header.get("body"), str):  # signed: the envelope holds the header
+        if "signed" in header and isinstance(header.get("body"), str):
+            # A signed header (wrencore_runtime.auth): its body is the job, as written. Only
+            # shown here, so it is read without checking its tag.
             header = decode_json(header["body"])
         function = header.get("function_name") or "?"
     except Exception:

@@ -53,7 +53,7 @@ def test_chunks_carry_several_calls_per_invocation(lambda_env):
     from wrencore_runtime import layout
 
     statuses = sorted(k.split("/", 2)[2] for k in keys if k.endswith(".json")
-                      and "/cancel/" not in k and not k.endswith("job.json")
+                      and "/cancel/" not in k and not k.endswith(("job.json", "timeline.json"))
                       and not k.startswith("jobs/runtimes/"))
     batches = [b for b in statuses if layout.is_batch_status_key("j/" + b)]
     assert batches == statuses, statuses

@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from tests.servers import procs
+
 from wrencore_aws_sqs_ec2 import Standalone
 from wrencore_aws_sqs_ec2.userdata import render_user_data
 from tests.servers.fleet_harness import InstanceBootError
@@ -28,5 +30,7 @@ def test_an_instance_whose_bootstrap_fails_is_reported_with_its_console_log(
     assert f"simulated instance {instance.id} stopped on its own" in message
     assert "bootstrap/supervisord exit code" in message
     assert "Connection refused" in message  # the bootstrap's own error, from its console
-    assert any(isinstance(e, InstanceBootError) for e in harness.errors)
+    # The harness's own poll (every 0.2 s) records it too, for tests that never wait.
+    procs.wait_until(lambda: any(isinstance(e, InstanceBootError) for e in harness.errors),
+                     10, "the harness to record the boot failure")
     assert "Connection refused" in harness.failure_report()
