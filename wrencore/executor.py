@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import concurrent.futures.thread  # noqa: F401  (its exit hook must be registered before ours)
 import contextlib
+import functools
 import hashlib
 import itertools
 import logging
@@ -311,6 +312,13 @@ def _result_or_cancel(future: Future, timeout: Optional[float]) -> Any:
         raise
 
 
+def _call_logs(hook: Any, backend: str, config: Config, job_id: str,
+               call_id: str) -> Optional[List[str]]:
+    """The backend's log lines of a call (``wrencore_call_logs``); None if it keeps none."""
+    return hook.wrencore_call_logs(backend=backend, config=config, job_id=job_id,
+                                   call_id=call_id)
+
+
 def _function_id(fn: Callable) -> Optional[Tuple[int, Any]]:
     """A cache key for jobs of ``fn`` that holds it weakly, or None if it cannot be cached.
 
@@ -575,7 +583,10 @@ class Executor(concurrent.futures.Executor):
     def _build_calls(self, job: Dict[str, Any], arg_pairs: Iterable[Tuple[tuple, dict]],
                      first_index: int) -> List[Call]:
         calls = []
-        fetch_logs = self._call_logs  # one bound method for the job's futures
+        # One fetcher for the job's futures; it must not hold the executor (a dropped
+        # executor is collected while its futures live on).
+        fetch_logs = functools.partial(_call_logs, self._pm.hook, self.backend_name,
+                                       self.config)
         for index, (args, kwargs) in enumerate(arg_pairs, start=first_index):
             call_id = f"{index:05d}"
             data = serialize.dumps_args(args, kwargs, call_id)
@@ -828,11 +839,6 @@ class Executor(concurrent.futures.Executor):
                     bar.close()
 
         return streamed_results()
-
-    def _call_logs(self, job_id: str, call_id: str) -> Optional[List[str]]:
-        """The backend's log lines of a call (``wrencore_call_logs``); None if it keeps none."""
-        return self._pm.hook.wrencore_call_logs(backend=self.backend_name, config=self.config,
-                                                job_id=job_id, call_id=call_id)
 
     def summary(self, job_id: Optional[str] = None) -> JobSummary:
         """What this executor's calls did (or those of ``job_id``): counts by state,
