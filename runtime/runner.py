@@ -35,7 +35,6 @@ import pickle
 import reprlib
 import signal
 import socket
-import sys
 import threading
 import time
 import traceback
