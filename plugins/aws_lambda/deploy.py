@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 from wrencore.config import Config
 from wrencore.errors import ConfigError, RuntimeMismatchError, WrenError
 from wrencore_aws.clients import call_with_retries, error_code, is_transient, make_client
-from wrencore_aws.completion import send_statement
+from wrencore_aws.completion import list_statement, send_statement
 from wrencore_aws.keys import DEFAULT_PARAMETER, client_key_source, key_read_statement, worker_key_spec
 from wrencore_runtime.auth import SsmKeySource
 from wrencore_runtime.protocol import PYTHON, SERIALIZER
@@ -410,8 +410,9 @@ def user_policy(*, region: str, account: str, bucket: str, prefix: str,
                 ) -> Dict[str, Any]:
     """The least a user needs to deploy and run the ``aws_lambda`` backend: the job
     storage's prefix, the functions, layers and execution roles named ``{name_prefix}-*``
-    (created on first use; the role passed to Lambda), the task key, and the client's
-    completion queues."""
+    (created on first use; the role passed to Lambda), the task key, the client's
+    completion queues (and finding orphaned ones to sweep), and reading the functions' logs
+    (``Future.logs()``)."""
     functions = f"arn:aws:lambda:{region}:{account}:function:{name_prefix}-*"
     return {"Version": "2012-10-17", "Statement": [
         {"Sid": "JobObjects", "Effect": "Allow",
@@ -440,6 +441,13 @@ def user_policy(*, region: str, account: str, bucket: str, prefix: str,
          "Action": ["sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
                     "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:DeleteQueue"],
          "Resource": f"arn:aws:sqs:{region}:{account}:wrencore-done-*"},
+        list_statement(),
+        {"Sid": "ReadLogs", "Effect": "Allow",
+         "Action": ["logs:FilterLogEvents", "logs:GetLogEvents"],
+         "Resource": f"arn:aws:logs:{region}:{account}:log-group:/aws/lambda/{name_prefix}-*"},
+        # Finding the functions' groups by prefix lists group names (not their events).
+        {"Sid": "FindLogGroups", "Effect": "Allow", "Action": "logs:DescribeLogGroups",
+         "Resource": f"arn:aws:logs:{region}:{account}:log-group:*"},
     ]}
 
 

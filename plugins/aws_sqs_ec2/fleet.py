@@ -19,7 +19,7 @@ from wrencore.backends import InstanceProvider
 from wrencore.config import Config
 from wrencore.errors import ConfigError
 from wrencore_aws.clients import call_with_retries, make_client
-from wrencore_aws.completion import send_statement
+from wrencore_aws.completion import list_statement, send_statement
 from wrencore_aws.completion import QUEUE_PREFIX
 from wrencore_aws.keys import DEFAULT_PARAMETER, key_read_statement, parameter_arn
 
@@ -48,10 +48,13 @@ def worker_policy(*, queue_arn: str, bucket: Optional[str], prefix: str, log_gro
                     "sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
          "Resource": queue_arn},
         {"Sid": "Logs", "Effect": "Allow",
-         "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
-                    "logs:DescribeLogGroups"],
+         "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
          "Resource": [f"arn:aws:logs:{region}:{account}:log-group:{log_group}",
                       f"arn:aws:logs:{region}:{account}:log-group:{log_group}:*"]},
+        # The log handler looks its group up by prefix: listing is authorized on every
+        # group (names only, no events).
+        {"Sid": "FindLogGroup", "Effect": "Allow", "Action": "logs:DescribeLogGroups",
+         "Resource": f"arn:aws:logs:{region}:{account}:log-group:*"},
         send_statement(region, account),
         # Describe actions take no resource-level permissions: "*" is the only resource.
         # An idle instance counts its fleet so as not to fall below min_instances.
@@ -100,6 +103,7 @@ def user_policy(*, region: str, account: str, bucket: str, prefix: str,
          "Action": ["sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
                     "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:DeleteQueue"],
          "Resource": f"{sqs}:{QUEUE_PREFIX}*"},
+        list_statement(),
         {"Sid": "TaskKey", "Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:PutParameter"],
          "Resource": parameter_arn(region, account, task_key)},
         {"Sid": "WorkerRole", "Effect": "Allow",
