@@ -35,6 +35,21 @@ FLEET_ROLE_ACTIONS = ["iam:GetRole", "iam:CreateRole", "iam:PutRolePolicy", "iam
                       "iam:AddRoleToInstanceProfile"]
 
 
+def storage_statements(bucket: str, prefix: str, *, delete: bool = True,
+                       object_sid: str = "JobObjects", listing_sid: str = "JobListing"
+                       ) -> List[Dict[str, Any]]:
+    """The IAM statements for the job storage: objects under ``prefix`` in ``bucket``
+    (get, put and, with ``delete``, delete), and listing the bucket under that prefix only."""
+    actions = ["s3:GetObject", "s3:PutObject"] + (["s3:DeleteObject"] if delete else [])
+    return [
+        {"Sid": object_sid, "Effect": "Allow", "Action": actions,
+         "Resource": f"arn:aws:s3:::{bucket}/{prefix}*"},
+        {"Sid": listing_sid, "Effect": "Allow", "Action": "s3:ListBucket",
+         "Resource": f"arn:aws:s3:::{bucket}",
+         "Condition": {"StringLike": {"s3:prefix": f"{prefix}*"}}},
+    ]
+
+
 def user_policy(backend: str, bucket: str = "BUCKET", prefix: str = "wrencore",
                 name_prefix: str = "wrencore") -> Dict[str, Any]:
     """The IAM policy the user running ``backend`` needs (least privilege by name)."""

@@ -22,6 +22,7 @@ from wrencore.errors import ConfigError, RuntimeMismatchError, WrenError
 from wrencore_aws.clients import call_with_retries, error_code, is_transient, make_client
 from wrencore_aws.completion import list_statement, send_statement
 from wrencore_aws.keys import DEFAULT_PARAMETER, client_key_source, key_read_statement, worker_key_spec
+from wrencore_aws.permissions import storage_statements
 from wrencore_runtime.auth import SsmKeySource
 from wrencore_runtime.protocol import PYTHON, SERIALIZER
 from wrencore_runtime.storage_s3 import S3Storage
@@ -218,13 +219,7 @@ class Deployer:
         log_group = f"arn:aws:logs:{region}:{account}:log-group:/aws/lambda/{self.function_name}"
         return {
             "Version": "2012-10-17",
-            "Statement": [
-                {"Sid": "JobObjects", "Effect": "Allow",
-                 "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-                 "Resource": f"arn:aws:s3:::{bucket}/{prefix}*"},
-                {"Sid": "JobListing", "Effect": "Allow", "Action": "s3:ListBucket",
-                 "Resource": f"arn:aws:s3:::{bucket}",
-                 "Condition": {"StringLike": {"s3:prefix": f"{prefix}*"}}},
+            "Statement": storage_statements(bucket, prefix) + [
                 {"Sid": "OwnLogGroup", "Effect": "Allow", "Action": "logs:CreateLogGroup",
                  "Resource": log_group},
                 {"Sid": "OwnLogStreams", "Effect": "Allow",
@@ -414,13 +409,7 @@ def user_policy(*, region: str, account: str, bucket: str, prefix: str,
     completion queues (and finding orphaned ones to sweep), and reading the functions' logs
     (``Future.logs()``)."""
     functions = f"arn:aws:lambda:{region}:{account}:function:{name_prefix}-*"
-    return {"Version": "2012-10-17", "Statement": [
-        {"Sid": "JobObjects", "Effect": "Allow",
-         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-         "Resource": f"arn:aws:s3:::{bucket}/{prefix}*"},
-        {"Sid": "JobListing", "Effect": "Allow", "Action": "s3:ListBucket",
-         "Resource": f"arn:aws:s3:::{bucket}",
-         "Condition": {"StringLike": {"s3:prefix": f"{prefix}*"}}},
+    return {"Version": "2012-10-17", "Statement": storage_statements(bucket, prefix) + [
         {"Sid": "Functions", "Effect": "Allow",
          "Action": ["lambda:GetFunctionConfiguration", "lambda:CreateFunction",
                     "lambda:UpdateFunctionCode", "lambda:UpdateFunctionConfiguration",

@@ -22,6 +22,7 @@ from wrencore_aws.clients import call_with_retries, make_client
 from wrencore_aws.completion import list_statement, send_statement
 from wrencore_aws.completion import QUEUE_PREFIX
 from wrencore_aws.keys import DEFAULT_PARAMETER, key_read_statement, parameter_arn
+from wrencore_aws.permissions import storage_statements
 
 from .settings import StandaloneSettings
 
@@ -65,12 +66,8 @@ def worker_policy(*, queue_arn: str, bucket: Optional[str], prefix: str, log_gro
          "Condition": {"StringEquals": {f"ec2:ResourceTag/{FLEET_TAG}": fleet}}},
     ]
     if bucket:
-        statements.append({"Sid": "Storage", "Effect": "Allow",
-                           "Action": ["s3:GetObject", "s3:PutObject"],
-                           "Resource": f"arn:aws:s3:::{bucket}/{prefix}*"})
-        statements.append({"Sid": "StorageList", "Effect": "Allow", "Action": "s3:ListBucket",
-                           "Resource": f"arn:aws:s3:::{bucket}",
-                           "Condition": {"StringLike": {"s3:prefix": f"{prefix}*"}}})
+        statements += storage_statements(bucket, prefix, delete=False, object_sid="Storage",
+                                         listing_sid="StorageList")
     return {"Version": "2012-10-17", "Statement": statements}
 
 
@@ -87,13 +84,7 @@ def user_policy(*, region: str, account: str, bucket: str, prefix: str,
     """
     sqs = f"arn:aws:sqs:{region}:{account}"
     fleet_role = re.sub(r"[^\w+=,.@-]", "-", f"wrencore-{fleet}-worker")[:64]
-    return {"Version": "2012-10-17", "Statement": [
-        {"Sid": "JobObjects", "Effect": "Allow",
-         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-         "Resource": f"arn:aws:s3:::{bucket}/{prefix}*"},
-        {"Sid": "JobListing", "Effect": "Allow", "Action": "s3:ListBucket",
-         "Resource": f"arn:aws:s3:::{bucket}",
-         "Condition": {"StringLike": {"s3:prefix": f"{prefix}*"}}},
+    return {"Version": "2012-10-17", "Statement": storage_statements(bucket, prefix) + [
         {"Sid": "FleetQueues", "Effect": "Allow",
          "Action": ["sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
                     "sqs:SetQueueAttributes", "sqs:SendMessage", "sqs:ReceiveMessage",
