@@ -50,6 +50,48 @@ def storage_statements(bucket: str, prefix: str, *, delete: bool = True,
     ]
 
 
+#: What each use of a customer-managed KMS key needs (S3 SSE-KMS, SQS SSE-KMS, SSM
+#: SecureString), by who uses it.
+KMS_WRITE = ["kms:GenerateDataKey", "kms:Decrypt"]  # S3 put and get; SQS send (and receive)
+KMS_READ = ["kms:Decrypt"]  # SQS receive, SSM GetParameter with decryption
+KMS_KEY_WRITE = ["kms:Encrypt", "kms:Decrypt"]  # SSM PutParameter (SecureString) and read
+KMS_DESCRIBE = ["kms:DescribeKey"]  # a client resolving an alias for its workers' role
+
+
+def kms_key_arn(key_id: str, *, region: str, account: str,
+                client_section: Optional[Dict[str, Any]] = None) -> Optional[str]:
+    """The ARN IAM authorizes a KMS key's use against, or None for none to grant.
+
+    A key ARN is kept; a key id is placed in ``region`` and ``account``; an alias (``alias/…``
+    or an alias ARN) is resolved with ``kms:DescribeKey``. Empty and AWS-managed keys
+    (``aws/s3``, ``alias/aws/…``) need no grant: their key policies admit the account's
+    principals through the service.
+    """
+    key_id = (key_id or "").strip()
+    if not key_id or key_id.startswith(("aws/", "alias/aws/")) or ":alias/aws/" in key_id:
+        return None
+    if key_id.startswith("arn:") and ":key/" in key_id:
+        return key_id
+    if key_id.startswith("alias/") or ":alias/" in key_id:
+        from .clients import make_client
+
+        section = dict(client_section or {}, region=region)
+        return make_client("kms", section).describe_key(KeyId=key_id)["KeyMetadata"]["Arn"]
+    return f"arn:aws:kms:{region}:{account}:key/{key_id}"
+
+
+def kms_statements(uses: List[Tuple[Optional[str], List[str]]]) -> List[Dict[str, Any]]:
+    """One statement per customer-managed key, granting the actions of all its ``uses``
+    (``(key ARN or None, actions)`` pairs; None is skipped)."""
+    actions: Dict[str, List[str]] = {}
+    for arn, needed in uses:
+        if arn:
+            have = actions.setdefault(arn, [])
+            have += [a for a in needed if a not in have]
+    return [{"Sid": f"KmsKey{n}", "Effect": "Allow", "Action": sorted(needed), "Resource": arn}
+            for n, (arn, needed) in enumerate(sorted(actions.items()), 1)]
+
+
 def user_policy(backend: str, bucket: str = "BUCKET", prefix: str = "wrencore",
                 name_prefix: str = "wrencore") -> Dict[str, Any]:
     """The IAM policy the user running ``backend`` needs (least privilege by name)."""

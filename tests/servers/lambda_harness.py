@@ -862,7 +862,8 @@ class LambdaHarness:
         repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)
         if access_key:
-            env["LAMBDA_HARNESS_ACCESS_KEY_ID"], env["LAMBDA_HARNESS_SECRET_ACCESS_KEY"] = access_key
+            env.update(LAMBDA_HARNESS_ACCESS_KEY_ID=access_key[0],
+                       LAMBDA_HARNESS_SECRET_ACCESS_KEY=access_key[1])
         self.proc = procs.start(
             [sys.executable, "-m", "tests.servers.lambda_harness", "--port", str(self.port),
              "--moto", moto_endpoint, "--python", python or sandbox_python(), "--work", work,

@@ -62,16 +62,21 @@ def test_a_lambda_job_runs_with_the_documented_user_policy_and_generated_role(
     boto3.client("s3").put_object(Bucket=bucket, Key="private/secret.txt", Body=b"not yours")
     other_queue = boto3.client("sqs").create_queue(QueueName="other-queue")["QueueUrl"]
     boto3.client("sqs").send_message(QueueUrl=other_queue, MessageBody="not yours")
+    # A customer-managed key encrypts the job's objects and the task key.
+    key = boto3.client("kms").create_key()["KeyMetadata"]["Arn"]
     deployer = user(boto3.client("iam"), "deployer", user_policy(
-        region=REGION, account=ACCOUNT, bucket=bucket, prefix="jobs/"))
+        region=REGION, account=ACCOUNT, bucket=bucket, prefix="jobs/", sse_kms_key_id=key,
+        task_key_kms_key_id=key))
     moto_iam.enforce()
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", deployer["AccessKeyId"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", deployer["SecretAccessKey"])
     monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", enforced_harness.endpoint)
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it caches the credentials it found
-    config = {"storage": "s3", "s3": {"bucket": bucket, "prefix": "jobs"},
-              "aws_lambda": {"timeout": 30, "result_grace": 5, "invoke_threads": 4}}
+    config = {"storage": "s3",
+              "s3": {"bucket": bucket, "prefix": "jobs", "sse": "aws:kms", "sse_kms_key_id": key},
+              "aws_lambda": {"timeout": 30, "result_grace": 5, "invoke_threads": 4,
+                             "task_key_kms_key_id": key}}
     with wrencore.Executor(backend="aws_lambda", config=config) as executor:
         identities = executor.map_futures(whoami, range(3))
         staged = executor.submit(size, b"a" * 100_000)  # arguments staged in S3
@@ -90,6 +95,18 @@ def test_a_lambda_job_runs_with_the_documented_user_policy_and_generated_role(
     keys = [o["Key"] for o in client("s3", admin, endpoint).list_objects_v2(
         Bucket=bucket, Prefix="jobs/")["Contents"]]
     assert any(k.endswith("args.pickle") for k in keys), keys
+    # Every object, the client's and the workers' (statuses, results), was encrypted with
+    # the customer key, which the role may use.
+    s3a = client("s3", admin, endpoint)
+    encryption = {k: (head["ServerSideEncryption"], head["SSEKMSKeyId"]) for k in keys
+                  for head in [s3a.head_object(Bucket=bucket, Key=k)]}
+    assert set(encryption.values()) == {("aws:kms", key)} and any(
+        "status" in k for k in keys), encryption
+    role_policy = client("iam", admin, endpoint).get_role_policy(
+        RoleName=function.name[:64], PolicyName="wrencore-runtime")["PolicyDocument"]
+    role_policy = json.loads(role_policy) if isinstance(role_policy, str) else role_policy
+    assert {"Sid": "KmsKey1", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": key} in role_policy["Statement"]
 
     # The role's credentials reach nothing beyond the job prefix, the completion queues,
     # their own log group and reading the task key.
