@@ -1,12 +1,13 @@
-"""What the user's AWS identity needs, in one place: ``wrencore config check`` verifies it
-and the backend pages of the docs print it (``python -m wrencore.docs``).
+"""What AWS identities need, in one place: the actions ``wrencore config check`` verifies
+for the user, and the statements the generated policies share (job storage, KMS keys). The
+backends' full policies are ``wrencore_aws_lambda.deploy.user_policy`` and
+``wrencore_aws_sqs_ec2.fleet.user_policy`` (the docs print them; tests/trust proves them).
 
 Nothing here imports boto3 at import time.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from wrencore.config import Config
@@ -14,8 +15,6 @@ from wrencore.config import Config
 Report = Callable[..., None]
 
 STORAGE_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"]
-COMPLETION_ACTIONS = ["sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
-                      "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:DeleteQueue"]
 LAMBDA_ACTIONS = ["lambda:CreateFunction", "lambda:UpdateFunctionCode",
                   "lambda:UpdateFunctionConfiguration", "lambda:GetFunctionConfiguration",
                   "lambda:PutFunctionEventInvokeConfig", "lambda:InvokeFunction",
@@ -90,51 +89,6 @@ def kms_statements(uses: List[Tuple[Optional[str], List[str]]]) -> List[Dict[str
             have += [a for a in needed if a not in have]
     return [{"Sid": f"KmsKey{n}", "Effect": "Allow", "Action": sorted(needed), "Resource": arn}
             for n, (arn, needed) in enumerate(sorted(actions.items()), 1)]
-
-
-def user_policy(backend: str, bucket: str = "BUCKET", prefix: str = "wrencore",
-                name_prefix: str = "wrencore") -> Dict[str, Any]:
-    """The IAM policy the user running ``backend`` needs (least privilege by name)."""
-    statements = [
-        {"Sid": "JobStorage", "Effect": "Allow",
-         "Action": [a for a in STORAGE_ACTIONS if a != "s3:ListBucket"],
-         "Resource": f"arn:aws:s3:::{bucket}/{prefix}/*"},
-        {"Sid": "JobListing", "Effect": "Allow", "Action": "s3:ListBucket",
-         "Resource": f"arn:aws:s3:::{bucket}"},
-        {"Sid": "CompletionQueues", "Effect": "Allow", "Action": COMPLETION_ACTIONS,
-         "Resource": "arn:aws:sqs:*:*:wrencore-done-*"},
-    ]
-    if backend == "aws_lambda":
-        statements += [
-            {"Sid": "Functions", "Effect": "Allow",
-             "Action": [a for a in LAMBDA_ACTIONS if a != "lambda:ListFunctions"],
-             "Resource": [f"arn:aws:lambda:*:*:function:{name_prefix}-*",
-                          "arn:aws:lambda:*:*:layer:wrencore-*"]},
-            {"Sid": "ListFunctions", "Effect": "Allow", "Action": "lambda:ListFunctions",
-             "Resource": "*"},
-            {"Sid": "ExecutionRoles", "Effect": "Allow", "Action": LAMBDA_ROLE_ACTIONS,
-             "Resource": f"arn:aws:iam::*:role/{name_prefix}-*"},
-            {"Sid": "ReadLogs", "Effect": "Allow",
-             "Action": ["logs:FilterLogEvents", "logs:GetLogEvents"],
-             "Resource": f"arn:aws:logs:*:*:log-group:/aws/lambda/{name_prefix}-*"},
-        ]
-    elif backend == "aws_sqs_ec2":
-        statements += [
-            {"Sid": "Fleet", "Effect": "Allow", "Action": EC2_ACTIONS, "Resource": "*"},
-            {"Sid": "TaskQueue", "Effect": "Allow", "Action": FLEET_QUEUE_ACTIONS,
-             "Resource": "arn:aws:sqs:*:*:wrencore-*"},
-            {"Sid": "InstanceRole", "Effect": "Allow", "Action": FLEET_ROLE_ACTIONS,
-             "Resource": ["arn:aws:iam::*:role/wrencore-*",
-                          "arn:aws:iam::*:instance-profile/wrencore-*"]},
-            {"Sid": "ReadLogs", "Effect": "Allow",
-             "Action": ["logs:FilterLogEvents", "logs:GetLogEvents"],
-             "Resource": "arn:aws:logs:*:*:log-group:wrencore-*"},
-        ]
-    return {"Version": "2012-10-17", "Statement": statements}
-
-
-def user_policy_json(backend: str) -> str:
-    return json.dumps(user_policy(backend), indent=2)
 
 
 # -- checks ------------------------------------------------------------------------------

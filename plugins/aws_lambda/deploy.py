@@ -460,6 +460,13 @@ def user_policy(*, region: str, account: str, bucket: str, prefix: str,
          KMS_KEY_WRITE + KMS_DESCRIBE)])}
 
 
+def user_policy_json() -> str:
+    """:func:`user_policy` for the docs: any region and account, bucket ``BUCKET``, the
+    default prefixes."""
+    return json.dumps(user_policy(region="*", account="*", bucket="BUCKET",
+                                  prefix="wrencore/"), indent=2)
+
+
 def deploy_function(config: Union[Config, Mapping[str, Any], None] = None) -> DeployedFunction:
     """Deploy (or confirm) the Lambda function for ``config``; the Python API of the CLI.
 

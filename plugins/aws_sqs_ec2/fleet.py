@@ -83,12 +83,13 @@ def worker_policy(*, queue_arn: str, bucket: Optional[str], prefix: str, log_gro
 
 def user_policy(*, region: str, account: str, bucket: str, prefix: str,
                 queue_name: str, fleet: str, task_key: str = DEFAULT_PARAMETER,
-                sse_kms_key_id: str = "", queue_kms_key_id: str = "",
-                task_key_kms_key_id: str = "") -> Dict[str, Any]:
+                log_group: str = "wrencore-standalone", sse_kms_key_id: str = "",
+                queue_kms_key_id: str = "", task_key_kms_key_id: str = "") -> Dict[str, Any]:
     """The least a user needs to deploy and run the ``aws_sqs_ec2`` backend: the job
     storage's prefix, the fleet's queues and the client's completion queues, the task key,
     the fleet's worker role and instance profile (created on first use, passed to EC2),
-    launching, listing and terminating the fleet's instances, and the customer-managed KMS
+    launching, listing and terminating the fleet's instances, reading the workers' log
+    group (``Future.logs()``), and the customer-managed KMS
     keys of ``[s3] sse_kms_key_id``, ``queue_kms_key_id`` and ``task_key_kms_key_id`` if set.
 
     EC2 launches cannot be scoped to one fleet by resource: ``RunInstances`` and
@@ -134,10 +135,21 @@ def user_policy(*, region: str, account: str, bucket: str, prefix: str,
          "Action": "ec2:TerminateInstances",
          "Resource": f"arn:aws:ec2:{region}:{account}:instance/*",
          "Condition": {"StringEquals": {f"ec2:ResourceTag/{FLEET_TAG}": fleet}}},
+        {"Sid": "ReadLogs", "Effect": "Allow",
+         "Action": ["logs:FilterLogEvents", "logs:GetLogEvents"],
+         "Resource": [f"arn:aws:logs:{region}:{account}:log-group:{log_group}",
+                      f"arn:aws:logs:{region}:{account}:log-group:{log_group}:*"]},
     ] + kms_statements([
         (kms_key_arn(sse_kms_key_id, **where), KMS_WRITE + KMS_DESCRIBE),
         (kms_key_arn(queue_kms_key_id, **where), KMS_WRITE + KMS_DESCRIBE),
         (kms_key_arn(task_key_kms_key_id, **where), KMS_KEY_WRITE + KMS_DESCRIBE)])}
+
+
+def user_policy_json() -> str:
+    """:func:`user_policy` for the docs: any region and account, bucket ``BUCKET``, the
+    default prefix, queue and fleet."""
+    return json.dumps(user_policy(region="*", account="*", bucket="BUCKET", prefix="wrencore/",
+                                  queue_name="wrencore-standalone", fleet="default"), indent=2)
 
 
 class EC2Provider(InstanceProvider):
