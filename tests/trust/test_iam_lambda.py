@@ -21,6 +21,7 @@ import pytest
 import wrencore
 from tests.servers import procs
 from tests.servers.lambda_harness import LambdaHarness
+from tests.servers.moto_iam import SERVICE_PRINCIPAL
 from tests.trust.iam import ACCOUNT, ADMIN_POLICY, REGION, client, denied, user
 from wrencore_aws_lambda.deploy import user_policy
 
@@ -83,7 +84,7 @@ def test_a_lambda_job_runs_with_the_documented_user_policy_and_generated_role(
         large = executor.submit(big_result, 200_000)  # a result stored in S3
         results = wrencore.get_all_results(identities + [staged, large], timeout=120)
         function = executor.backend.function()
-        # The role wrote the function's logs; the user reads them.
+    # The role wrote the function's logs; the user reads them.
     procs.wait_until(lambda: "whoami 1" in identities[1].logs(source="cloud"), 20,
                      "the call's lines in CloudWatch Logs")
     assert moto_iam.denials() == [], "the user or the role lacked a permission"
@@ -102,6 +103,9 @@ def test_a_lambda_job_runs_with_the_documented_user_policy_and_generated_role(
                   for head in [s3a.head_object(Bucket=bucket, Key=k)]}
     assert set(encryption.values()) == {("aws:kms", key)} and any(
         "status" in k for k in keys), encryption
+    task_key = client("ssm", admin, endpoint).describe_parameters(ParameterFilters=[
+        {"Key": "Name", "Values": ["/wrencore/task-key"]}])["Parameters"][0]
+    assert task_key["KeyId"] == key
     role_policy = client("iam", admin, endpoint).get_role_policy(
         RoleName=function.name[:64], PolicyName="wrencore-runtime")["PolicyDocument"]
     role_policy = json.loads(role_policy) if isinstance(role_policy, str) else role_policy
@@ -112,7 +116,7 @@ def test_a_lambda_job_runs_with_the_documented_user_policy_and_generated_role(
     # their own log group and reading the task key.
     role = client("sts", admin, endpoint)
     role.meta.events.register("before-send.sts.AssumeRole", lambda request, **_: request.headers
-                              .__setitem__("X-Harness-Service-Principal", "lambda.amazonaws.com"))
+                              .__setitem__(SERVICE_PRINCIPAL, "lambda.amazonaws.com"))
     session = role.assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{function.name[:64]}",
                                RoleSessionName="probe")["Credentials"]
     s3r, sqsr = client("s3", session, endpoint), client("sqs", session, endpoint)
