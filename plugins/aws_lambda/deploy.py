@@ -419,8 +419,8 @@ def user_policy(*, region: str, account: str, bucket: str, prefix: str,
                 name_prefix: str = "wrencore", task_key: str = DEFAULT_PARAMETER,
                 sse_kms_key_id: str = "", task_key_kms_key_id: str = "") -> Dict[str, Any]:
     """The least a user needs to deploy and run the ``aws_lambda`` backend: the job
-    storage's prefix, the functions, layers and execution roles named ``{name_prefix}-*``
-    (created on first use; the role passed to Lambda), the task key, the client's
+    storage's prefix, the functions and execution roles named ``{name_prefix}-*`` and the
+    layers named ``wrencore-py*`` (created on first use; the role passed to Lambda), the task key, the client's
     completion queues (and finding orphaned ones to sweep), reading the functions' logs
     (``Future.logs()``), and the customer-managed KMS keys of ``[s3] sse_kms_key_id`` and
     ``[aws_lambda] task_key_kms_key_id`` if set (an alias is resolved with DescribeKey)."""
@@ -435,8 +435,10 @@ def user_policy(*, region: str, account: str, bucket: str, prefix: str,
         {"Sid": "Layers", "Effect": "Allow",
          "Action": ["lambda:PublishLayerVersion", "lambda:ListLayerVersions",
                     "lambda:GetLayerVersion"],
-         "Resource": [f"arn:aws:lambda:{region}:{account}:layer:{name_prefix}-*",
-                      f"arn:aws:lambda:{region}:{account}:layer:{name_prefix}-*:*"]},
+         # Layers are named after the job runtime only (layers.layer_name), whatever the
+         # name_prefix: functions of every prefix share them.
+         "Resource": [f"arn:aws:lambda:{region}:{account}:layer:wrencore-py*",
+                      f"arn:aws:lambda:{region}:{account}:layer:wrencore-py*:*"]},
         {"Sid": "ExecutionRoles", "Effect": "Allow",
          "Action": ["iam:GetRole", "iam:CreateRole", "iam:PutRolePolicy", "iam:PassRole"],
          "Resource": f"arn:aws:iam::{account}:role/{name_prefix}-*"},

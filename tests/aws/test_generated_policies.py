@@ -1,4 +1,4 @@
-"""Customer-managed KMS keys in the generated policies: every configured key (S3 SSE-KMS,
+"""Customer-managed KMS keys (and Lambda layers) in the generated policies: every configured key (S3 SSE-KMS,
 SQS SSE-KMS, the task key's SSM encryption) is granted on its ARN with the actions its
 users need, aliases resolved; AWS-managed keys need no grant. (moto does not authorize the
 KMS use that S3, SQS and SSM make on a caller's behalf, so this checks the policies; the
@@ -95,3 +95,19 @@ def test_the_fleet_role_wrencore_creates_holds_the_configured_keys(aws_env):
     document = json.loads(document) if isinstance(document, str) else document
     assert _grants(document) == {storage_key["Arn"]: ["kms:Decrypt", "kms:GenerateDataKey"],
                                  queue_key["Arn"]: ["kms:Decrypt"]}
+
+
+def test_the_lambda_user_policy_covers_the_layers_wrencore_publishes_for_any_prefix():
+    import re
+
+    from wrencore_aws_lambda.layers import layer_name
+
+    policy = lambda_user_policy(region=REGION, account=ACCOUNT, bucket="b", prefix="jobs/",
+                                name_prefix="team-a")
+    layers = next(s for s in policy["Statement"] if s["Sid"] == "Layers")["Resource"]
+    name = layer_name({"python": "3.11", "hash": "0123456789abcdef" * 4})
+    arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:layer:{name}"
+    for candidate in (arn, arn + ":3"):  # the layer, and one of its versions
+        assert any(re.fullmatch(p.replace("*", ".*"), candidate) for p in layers), candidate
+    other = f"arn:aws:lambda:{REGION}:{ACCOUNT}:layer:someone-elses"
+    assert not any(re.fullmatch(p.replace("*", ".*"), other) for p in layers)
