@@ -49,6 +49,13 @@ _swept: set = set()  # regions swept by this process
 _swept_lock = threading.Lock()
 
 
+def list_statement() -> Dict[str, Any]:
+    """The IAM statement a client needs to find orphaned completion queues (by prefix) and
+    sweep them. ``ListQueues`` takes no resource: ``*`` is the only one."""
+    return {"Sid": "FindCompletionQueues", "Effect": "Allow", "Action": "sqs:ListQueues",
+            "Resource": "*"}
+
+
 def send_statement(region: str, account: str) -> Dict[str, Any]:
     """The IAM statement workers need to publish outcomes to any client's completion queue."""
     return {"Sid": "CompletionQueues", "Effect": "Allow", "Action": "sqs:SendMessage",

@@ -1,12 +1,13 @@
-"""What the user's AWS identity needs, in one place: ``wrencore config check`` verifies it
-and the backend pages of the docs print it (``python -m wrencore.docs``).
+"""What AWS identities need, in one place: the actions ``wrencore config check`` verifies
+for the user, and the statements the generated policies share (job storage, KMS keys). The
+backends' full policies are ``wrencore_aws_lambda.deploy.user_policy`` and
+``wrencore_aws_sqs_ec2.fleet.user_policy`` (the docs print them; tests/trust proves them).
 
 Nothing here imports boto3 at import time.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from wrencore.config import Config
@@ -14,8 +15,6 @@ from wrencore.config import Config
 Report = Callable[..., None]
 
 STORAGE_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"]
-COMPLETION_ACTIONS = ["sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
-                      "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:DeleteQueue"]
 LAMBDA_ACTIONS = ["lambda:CreateFunction", "lambda:UpdateFunctionCode",
                   "lambda:UpdateFunctionConfiguration", "lambda:GetFunctionConfiguration",
                   "lambda:PutFunctionEventInvokeConfig", "lambda:InvokeFunction",
@@ -35,49 +34,61 @@ FLEET_ROLE_ACTIONS = ["iam:GetRole", "iam:CreateRole", "iam:PutRolePolicy", "iam
                       "iam:AddRoleToInstanceProfile"]
 
 
-def user_policy(backend: str, bucket: str = "BUCKET", prefix: str = "wrencore",
-                name_prefix: str = "wrencore") -> Dict[str, Any]:
-    """The IAM policy the user running ``backend`` needs (least privilege by name)."""
-    statements = [
-        {"Sid": "JobStorage", "Effect": "Allow",
-         "Action": [a for a in STORAGE_ACTIONS if a != "s3:ListBucket"],
-         "Resource": f"arn:aws:s3:::{bucket}/{prefix}/*"},
-        {"Sid": "JobListing", "Effect": "Allow", "Action": "s3:ListBucket",
-         "Resource": f"arn:aws:s3:::{bucket}"},
-        {"Sid": "CompletionQueues", "Effect": "Allow", "Action": COMPLETION_ACTIONS,
-         "Resource": "arn:aws:sqs:*:*:wrencore-done-*"},
+def storage_statements(bucket: str, prefix: str, *, delete: bool = True,
+                       object_sid: str = "JobObjects", listing_sid: str = "JobListing"
+                       ) -> List[Dict[str, Any]]:
+    """The IAM statements for the job storage: objects under ``prefix`` in ``bucket``
+    (get, put and, with ``delete``, delete), and listing the bucket under that prefix only."""
+    actions = ["s3:GetObject", "s3:PutObject"] + (["s3:DeleteObject"] if delete else [])
+    return [
+        {"Sid": object_sid, "Effect": "Allow", "Action": actions,
+         "Resource": f"arn:aws:s3:::{bucket}/{prefix}*"},
+        {"Sid": listing_sid, "Effect": "Allow", "Action": "s3:ListBucket",
+         "Resource": f"arn:aws:s3:::{bucket}",
+         "Condition": {"StringLike": {"s3:prefix": f"{prefix}*"}}},
     ]
-    if backend == "aws_lambda":
-        statements += [
-            {"Sid": "Functions", "Effect": "Allow",
-             "Action": [a for a in LAMBDA_ACTIONS if a != "lambda:ListFunctions"],
-             "Resource": [f"arn:aws:lambda:*:*:function:{name_prefix}-*",
-                          "arn:aws:lambda:*:*:layer:wrencore-*"]},
-            {"Sid": "ListFunctions", "Effect": "Allow", "Action": "lambda:ListFunctions",
-             "Resource": "*"},
-            {"Sid": "ExecutionRoles", "Effect": "Allow", "Action": LAMBDA_ROLE_ACTIONS,
-             "Resource": f"arn:aws:iam::*:role/{name_prefix}-*"},
-            {"Sid": "ReadLogs", "Effect": "Allow",
-             "Action": ["logs:FilterLogEvents", "logs:GetLogEvents"],
-             "Resource": f"arn:aws:logs:*:*:log-group:/aws/lambda/{name_prefix}-*"},
-        ]
-    elif backend == "aws_sqs_ec2":
-        statements += [
-            {"Sid": "Fleet", "Effect": "Allow", "Action": EC2_ACTIONS, "Resource": "*"},
-            {"Sid": "TaskQueue", "Effect": "Allow", "Action": FLEET_QUEUE_ACTIONS,
-             "Resource": "arn:aws:sqs:*:*:wrencore-*"},
-            {"Sid": "InstanceRole", "Effect": "Allow", "Action": FLEET_ROLE_ACTIONS,
-             "Resource": ["arn:aws:iam::*:role/wrencore-*",
-                          "arn:aws:iam::*:instance-profile/wrencore-*"]},
-            {"Sid": "ReadLogs", "Effect": "Allow",
-             "Action": ["logs:FilterLogEvents", "logs:GetLogEvents"],
-             "Resource": "arn:aws:logs:*:*:log-group:wrencore-*"},
-        ]
-    return {"Version": "2012-10-17", "Statement": statements}
 
 
-def user_policy_json(backend: str) -> str:
-    return json.dumps(user_policy(backend), indent=2)
+#: What each use of a customer-managed KMS key needs (S3 SSE-KMS, SQS SSE-KMS, SSM
+#: SecureString), by who uses it.
+KMS_WRITE = ["kms:GenerateDataKey", "kms:Decrypt"]  # S3 put and get; SQS send (and receive)
+KMS_READ = ["kms:Decrypt"]  # SQS receive, SSM GetParameter with decryption
+KMS_KEY_WRITE = ["kms:Encrypt", "kms:Decrypt"]  # SSM PutParameter (SecureString) and read
+KMS_DESCRIBE = ["kms:DescribeKey"]  # a client resolving an alias for its workers' role
+
+
+def kms_key_arn(key_id: str, *, region: str, account: str,
+                client_section: Optional[Dict[str, Any]] = None) -> Optional[str]:
+    """The ARN IAM authorizes a KMS key's use against, or None for none to grant.
+
+    A key ARN is kept; a key id is placed in ``region`` and ``account``; an alias (``alias/…``
+    or an alias ARN) is resolved with ``kms:DescribeKey``. Empty and AWS-managed keys
+    (``aws/s3``, ``alias/aws/…``) need no grant: their key policies admit the account's
+    principals through the service.
+    """
+    key_id = (key_id or "").strip()
+    if not key_id or key_id.startswith(("aws/", "alias/aws/")) or ":alias/aws/" in key_id:
+        return None
+    if key_id.startswith("arn:") and ":key/" in key_id:
+        return key_id
+    if key_id.startswith("alias/") or ":alias/" in key_id:
+        from .clients import make_client
+
+        section = dict(client_section or {}, region=region)
+        return make_client("kms", section).describe_key(KeyId=key_id)["KeyMetadata"]["Arn"]
+    return f"arn:aws:kms:{region}:{account}:key/{key_id}"
+
+
+def kms_statements(uses: List[Tuple[Optional[str], List[str]]]) -> List[Dict[str, Any]]:
+    """One statement per customer-managed key, granting the actions of all its ``uses``
+    (``(key ARN or None, actions)`` pairs; None is skipped)."""
+    actions: Dict[str, List[str]] = {}
+    for arn, needed in uses:
+        if arn:
+            have = actions.setdefault(arn, [])
+            have += [a for a in needed if a not in have]
+    return [{"Sid": f"KmsKey{n}", "Effect": "Allow", "Action": sorted(needed), "Resource": arn}
+            for n, (arn, needed) in enumerate(sorted(actions.items()), 1)]
 
 
 # -- checks ------------------------------------------------------------------------------

@@ -20,8 +20,11 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 from wrencore.config import Config
 from wrencore.errors import ConfigError, RuntimeMismatchError, WrenError
 from wrencore_aws.clients import call_with_retries, error_code, is_transient, make_client
-from wrencore_aws.completion import send_statement
+from wrencore_aws.completion import list_statement, send_statement
 from wrencore_aws.keys import DEFAULT_PARAMETER, client_key_source, key_read_statement, worker_key_spec
+from wrencore_aws.permissions import (KMS_DESCRIBE, KMS_KEY_WRITE, KMS_READ, KMS_WRITE,
+                                      kms_key_arn,
+                                      kms_statements, storage_statements)
 from wrencore_runtime.auth import SsmKeySource
 from wrencore_runtime.protocol import PYTHON, SERIALIZER
 from wrencore_aws.s3 import S3Storage
@@ -213,18 +216,19 @@ class Deployer:
 
     def role_policy(self, account: str, region: str) -> Dict[str, Any]:
         """Least privilege: the storage's prefix in its bucket, the function's log group,
-        reading the task key, and sending to completion queues."""
+        reading the task key, sending to completion queues, and the customer-managed KMS
+        keys of the storage (SSE-KMS) and of the task key, if configured."""
         bucket, prefix = self.storage.bucket, self.storage.prefix
+        section = self.settings.client_section
+        kms = kms_statements([
+            (kms_key_arn(_storage_kms_key(self.storage), region=region, account=account,
+                         client_section=section), KMS_WRITE),
+            (kms_key_arn(self.settings.task_key_kms_key_id, region=region, account=account,
+                         client_section=section), KMS_READ)])
         log_group = f"arn:aws:logs:{region}:{account}:log-group:/aws/lambda/{self.function_name}"
         return {
             "Version": "2012-10-17",
-            "Statement": [
-                {"Sid": "JobObjects", "Effect": "Allow",
-                 "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-                 "Resource": f"arn:aws:s3:::{bucket}/{prefix}*"},
-                {"Sid": "JobListing", "Effect": "Allow", "Action": "s3:ListBucket",
-                 "Resource": f"arn:aws:s3:::{bucket}",
-                 "Condition": {"StringLike": {"s3:prefix": f"{prefix}*"}}},
+            "Statement": storage_statements(bucket, prefix) + [
                 {"Sid": "OwnLogGroup", "Effect": "Allow", "Action": "logs:CreateLogGroup",
                  "Resource": log_group},
                 {"Sid": "OwnLogStreams", "Effect": "Allow",
@@ -232,7 +236,7 @@ class Deployer:
                  "Resource": f"{log_group}:*"},
                 key_read_statement(region, account, self.settings.task_key),
                 send_statement(region, account),
-            ],
+            ] + kms,
         }
 
     def ensure_role(self) -> str:
@@ -405,21 +409,23 @@ class Deployer:
         return deployed
 
 
+def _storage_kms_key(storage: Any) -> str:
+    """The customer KMS key the storage encrypts with ("" for none or the AWS-managed one)."""
+    return getattr(storage, "sse_kms_key_id", "") if getattr(storage, "sse", "") == "aws:kms" \
+        else ""
+
+
 def user_policy(*, region: str, account: str, bucket: str, prefix: str,
-                name_prefix: str = "wrencore", task_key: str = DEFAULT_PARAMETER
-                ) -> Dict[str, Any]:
+                name_prefix: str = "wrencore", task_key: str = DEFAULT_PARAMETER,
+                sse_kms_key_id: str = "", task_key_kms_key_id: str = "") -> Dict[str, Any]:
     """The least a user needs to deploy and run the ``aws_lambda`` backend: the job
-    storage's prefix, the functions, layers and execution roles named ``{name_prefix}-*``
-    (created on first use; the role passed to Lambda), the task key, and the client's
-    completion queues."""
+    storage's prefix, the functions and execution roles named ``{name_prefix}-*`` and the
+    layers named ``wrencore-py*`` (created on first use; the role passed to Lambda), the task key, the client's
+    completion queues (and finding orphaned ones to sweep), reading the functions' logs
+    (``Future.logs()``), and the customer-managed KMS keys of ``[s3] sse_kms_key_id`` and
+    ``[aws_lambda] task_key_kms_key_id`` if set (an alias is resolved with DescribeKey)."""
     functions = f"arn:aws:lambda:{region}:{account}:function:{name_prefix}-*"
-    return {"Version": "2012-10-17", "Statement": [
-        {"Sid": "JobObjects", "Effect": "Allow",
-         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-         "Resource": f"arn:aws:s3:::{bucket}/{prefix}*"},
-        {"Sid": "JobListing", "Effect": "Allow", "Action": "s3:ListBucket",
-         "Resource": f"arn:aws:s3:::{bucket}",
-         "Condition": {"StringLike": {"s3:prefix": f"{prefix}*"}}},
+    return {"Version": "2012-10-17", "Statement": storage_statements(bucket, prefix) + [
         {"Sid": "Functions", "Effect": "Allow",
          "Action": ["lambda:GetFunctionConfiguration", "lambda:CreateFunction",
                     "lambda:UpdateFunctionCode", "lambda:UpdateFunctionConfiguration",
@@ -429,8 +435,10 @@ def user_policy(*, region: str, account: str, bucket: str, prefix: str,
         {"Sid": "Layers", "Effect": "Allow",
          "Action": ["lambda:PublishLayerVersion", "lambda:ListLayerVersions",
                     "lambda:GetLayerVersion"],
-         "Resource": [f"arn:aws:lambda:{region}:{account}:layer:{name_prefix}-*",
-                      f"arn:aws:lambda:{region}:{account}:layer:{name_prefix}-*:*"]},
+         # Layers are named after the job runtime only (layers.layer_name), whatever the
+         # name_prefix: functions of every prefix share them.
+         "Resource": [f"arn:aws:lambda:{region}:{account}:layer:wrencore-py*",
+                      f"arn:aws:lambda:{region}:{account}:layer:wrencore-py*:*"]},
         {"Sid": "ExecutionRoles", "Effect": "Allow",
          "Action": ["iam:GetRole", "iam:CreateRole", "iam:PutRolePolicy", "iam:PassRole"],
          "Resource": f"arn:aws:iam::{account}:role/{name_prefix}-*"},
@@ -440,7 +448,25 @@ def user_policy(*, region: str, account: str, bucket: str, prefix: str,
          "Action": ["sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
                     "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:DeleteQueue"],
          "Resource": f"arn:aws:sqs:{region}:{account}:wrencore-done-*"},
-    ]}
+        list_statement(),
+        {"Sid": "ReadLogs", "Effect": "Allow",
+         "Action": ["logs:FilterLogEvents", "logs:GetLogEvents"],
+         "Resource": f"arn:aws:logs:{region}:{account}:log-group:/aws/lambda/{name_prefix}-*"},
+        # Finding the functions' groups by prefix lists group names (not their events).
+        {"Sid": "FindLogGroups", "Effect": "Allow", "Action": "logs:DescribeLogGroups",
+         "Resource": f"arn:aws:logs:{region}:{account}:log-group:*"},
+    ] + kms_statements([
+        (kms_key_arn(sse_kms_key_id, region=region, account=account),
+         KMS_WRITE + KMS_DESCRIBE),
+        (kms_key_arn(task_key_kms_key_id, region=region, account=account),
+         KMS_KEY_WRITE + KMS_DESCRIBE)])}
+
+
+def user_policy_json() -> str:
+    """:func:`user_policy` for the docs: any region and account, bucket ``BUCKET``, the
+    default prefixes."""
+    return json.dumps(user_policy(region="*", account="*", bucket="BUCKET",
+                                  prefix="wrencore/"), indent=2)
 
 
 def deploy_function(config: Union[Config, Mapping[str, Any], None] = None) -> DeployedFunction:

@@ -78,6 +78,16 @@ class Standalone:
         prefix = str(section.get("prefix", DEFAULT_S3_PREFIX) or "").strip("/")
         return section.get("bucket"), (prefix + "/") if prefix else ""
 
+    def _storage_kms_key(self) -> str:
+        """The storage's SSE-KMS key ("" unless ``sse = "aws:kms"`` names one)."""
+        if self.storage is not None:
+            sse = getattr(self.storage, "sse", "")
+            key = getattr(self.storage, "sse_kms_key_id", "")
+        else:
+            section = self.config.section("s3")
+            sse, key = section.get("sse", "AES256"), section.get("sse_kms_key_id", "")
+        return str(key or "") if sse == "aws:kms" else ""
+
     def _runtime_storage(self) -> Any:
         if self.storage is not None:
             return self.storage
@@ -121,8 +131,9 @@ class Standalone:
             return []
         bucket, prefix = self._storage_location()
         queue_arn = self.queue.arns()[0]
-        profile = self.provider.ensure_instance_profile(queue_arn=queue_arn, bucket=bucket,
-                                                        prefix=prefix)
+        profile = self.provider.ensure_instance_profile(
+            queue_arn=queue_arn, bucket=bucket, prefix=prefix,
+            sse_kms_key_id=self._storage_kms_key())
         return self.provider.launch(count, user_data=self.user_data(), instance_profile=profile)
 
     def launch(self, count: int) -> List[str]:

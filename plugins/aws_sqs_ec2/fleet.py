@@ -19,9 +19,12 @@ from wrencore.backends import InstanceProvider
 from wrencore.config import Config
 from wrencore.errors import ConfigError
 from wrencore_aws.clients import call_with_retries, make_client
-from wrencore_aws.completion import send_statement
+from wrencore_aws.completion import list_statement, send_statement
 from wrencore_aws.completion import QUEUE_PREFIX
 from wrencore_aws.keys import DEFAULT_PARAMETER, key_read_statement, parameter_arn
+from wrencore_aws.permissions import (KMS_DESCRIBE, KMS_KEY_WRITE, KMS_READ, KMS_WRITE,
+                                      kms_key_arn,
+                                      kms_statements, storage_statements)
 
 from .settings import StandaloneSettings
 
@@ -39,8 +42,12 @@ EC2_TRUST_POLICY = {
 
 def worker_policy(*, queue_arn: str, bucket: Optional[str], prefix: str, log_group: str,
                   region: str, account: str, fleet: str,
-                  task_key: str = DEFAULT_PARAMETER) -> Dict[str, Any]:
-    """The least-privilege policy of a fleet's workers."""
+                  task_key: str = DEFAULT_PARAMETER, sse_kms_key_id: str = "",
+                  queue_kms_key_id: str = "", task_key_kms_key_id: str = "",
+                  client_section: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The least-privilege policy of a fleet's workers (with the customer-managed KMS keys
+    of the storage, the queue and the task key, if configured: an alias is resolved with
+    DescribeKey through ``client_section``)."""
     statements: List[Dict[str, Any]] = [
         key_read_statement(region, account, task_key),
         {"Sid": "TaskQueue", "Effect": "Allow",
@@ -48,10 +55,13 @@ def worker_policy(*, queue_arn: str, bucket: Optional[str], prefix: str, log_gro
                     "sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
          "Resource": queue_arn},
         {"Sid": "Logs", "Effect": "Allow",
-         "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
-                    "logs:DescribeLogGroups"],
+         "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
          "Resource": [f"arn:aws:logs:{region}:{account}:log-group:{log_group}",
                       f"arn:aws:logs:{region}:{account}:log-group:{log_group}:*"]},
+        # The log handler looks its group up by prefix: listing is authorized on every
+        # group (names only, no events).
+        {"Sid": "FindLogGroup", "Effect": "Allow", "Action": "logs:DescribeLogGroups",
+         "Resource": f"arn:aws:logs:{region}:{account}:log-group:*"},
         send_statement(region, account),
         # Describe actions take no resource-level permissions: "*" is the only resource.
         # An idle instance counts its fleet so as not to fall below min_instances.
@@ -62,35 +72,34 @@ def worker_policy(*, queue_arn: str, bucket: Optional[str], prefix: str, log_gro
          "Condition": {"StringEquals": {f"ec2:ResourceTag/{FLEET_TAG}": fleet}}},
     ]
     if bucket:
-        statements.append({"Sid": "Storage", "Effect": "Allow",
-                           "Action": ["s3:GetObject", "s3:PutObject"],
-                           "Resource": f"arn:aws:s3:::{bucket}/{prefix}*"})
-        statements.append({"Sid": "StorageList", "Effect": "Allow", "Action": "s3:ListBucket",
-                           "Resource": f"arn:aws:s3:::{bucket}",
-                           "Condition": {"StringLike": {"s3:prefix": f"{prefix}*"}}})
+        statements += storage_statements(bucket, prefix, delete=False, object_sid="Storage",
+                                         listing_sid="StorageList")
+    where = {"region": region, "account": account, "client_section": client_section}
+    statements += kms_statements([(kms_key_arn(sse_kms_key_id, **where), KMS_WRITE),
+                                  (kms_key_arn(queue_kms_key_id, **where), KMS_READ),
+                                  (kms_key_arn(task_key_kms_key_id, **where), KMS_READ)])
     return {"Version": "2012-10-17", "Statement": statements}
 
 
 def user_policy(*, region: str, account: str, bucket: str, prefix: str,
-                queue_name: str, fleet: str, task_key: str = DEFAULT_PARAMETER) -> Dict[str, Any]:
+                queue_name: str, fleet: str, task_key: str = DEFAULT_PARAMETER,
+                log_group: str = "wrencore-standalone", sse_kms_key_id: str = "",
+                queue_kms_key_id: str = "", task_key_kms_key_id: str = "") -> Dict[str, Any]:
     """The least a user needs to deploy and run the ``aws_sqs_ec2`` backend: the job
     storage's prefix, the fleet's queues and the client's completion queues, the task key,
-    the fleet's worker role and instance profile (created on first use, passed to EC2), and
-    launching, listing and terminating the fleet's instances.
+    the fleet's worker role and instance profile (created on first use, passed to EC2),
+    launching, listing and terminating the fleet's instances, reading the workers' log
+    group (``Future.logs()``), and the customer-managed KMS
+    keys of ``[s3] sse_kms_key_id``, ``queue_kms_key_id`` and ``task_key_kms_key_id`` if set.
 
     EC2 launches cannot be scoped to one fleet by resource: ``RunInstances`` and
     ``CreateTags`` are limited to requests tagging the instances with the fleet's tag, and
     ``TerminateInstances`` to instances that carry it.
     """
     sqs = f"arn:aws:sqs:{region}:{account}"
+    where = {"region": region, "account": account}
     fleet_role = re.sub(r"[^\w+=,.@-]", "-", f"wrencore-{fleet}-worker")[:64]
-    return {"Version": "2012-10-17", "Statement": [
-        {"Sid": "JobObjects", "Effect": "Allow",
-         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-         "Resource": f"arn:aws:s3:::{bucket}/{prefix}*"},
-        {"Sid": "JobListing", "Effect": "Allow", "Action": "s3:ListBucket",
-         "Resource": f"arn:aws:s3:::{bucket}",
-         "Condition": {"StringLike": {"s3:prefix": f"{prefix}*"}}},
+    return {"Version": "2012-10-17", "Statement": storage_statements(bucket, prefix) + [
         {"Sid": "FleetQueues", "Effect": "Allow",
          "Action": ["sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
                     "sqs:SetQueueAttributes", "sqs:SendMessage", "sqs:ReceiveMessage",
@@ -100,6 +109,7 @@ def user_policy(*, region: str, account: str, bucket: str, prefix: str,
          "Action": ["sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
                     "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:DeleteQueue"],
          "Resource": f"{sqs}:{QUEUE_PREFIX}*"},
+        list_statement(),
         {"Sid": "TaskKey", "Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:PutParameter"],
          "Resource": parameter_arn(region, account, task_key)},
         {"Sid": "WorkerRole", "Effect": "Allow",
@@ -125,7 +135,21 @@ def user_policy(*, region: str, account: str, bucket: str, prefix: str,
          "Action": "ec2:TerminateInstances",
          "Resource": f"arn:aws:ec2:{region}:{account}:instance/*",
          "Condition": {"StringEquals": {f"ec2:ResourceTag/{FLEET_TAG}": fleet}}},
-    ]}
+        {"Sid": "ReadLogs", "Effect": "Allow",
+         "Action": ["logs:FilterLogEvents", "logs:GetLogEvents"],
+         "Resource": [f"arn:aws:logs:{region}:{account}:log-group:{log_group}",
+                      f"arn:aws:logs:{region}:{account}:log-group:{log_group}:*"]},
+    ] + kms_statements([
+        (kms_key_arn(sse_kms_key_id, **where), KMS_WRITE + KMS_DESCRIBE),
+        (kms_key_arn(queue_kms_key_id, **where), KMS_WRITE + KMS_DESCRIBE),
+        (kms_key_arn(task_key_kms_key_id, **where), KMS_KEY_WRITE + KMS_DESCRIBE)])}
+
+
+def user_policy_json() -> str:
+    """:func:`user_policy` for the docs: any region and account, bucket ``BUCKET``, the
+    default prefix, queue and fleet."""
+    return json.dumps(user_policy(region="*", account="*", bucket="BUCKET", prefix="wrencore/",
+                                  queue_name="wrencore-standalone", fleet="default"), indent=2)
 
 
 class EC2Provider(InstanceProvider):
@@ -147,8 +171,9 @@ class EC2Provider(InstanceProvider):
 
     # -- IAM -------------------------------------------------------------------------
     def ensure_instance_profile(self, *, queue_arn: str, bucket: Optional[str],
-                                prefix: str) -> str:
-        """The fleet's instance profile name, created with its role and policy if missing."""
+                                prefix: str, sse_kms_key_id: str = "") -> str:
+        """The fleet's instance profile name, created with its role and policy if missing.
+        ``sse_kms_key_id``: the storage's customer-managed SSE-KMS key, if any."""
         if self.settings.instance_profile:
             return self.settings.instance_profile
         s = self.settings
@@ -165,7 +190,11 @@ class EC2Provider(InstanceProvider):
             pass
         policy = worker_policy(queue_arn=queue_arn, bucket=bucket, prefix=prefix,
                                log_group=s.log_group, region=region, account=account,
-                               fleet=s.fleet, task_key=s.task_key)
+                               fleet=s.fleet, task_key=s.task_key,
+                               sse_kms_key_id=sse_kms_key_id,
+                               queue_kms_key_id=s.queue_kms_key_id if s.queue_sse == "kms" else "",
+                               task_key_kms_key_id=s.task_key_kms_key_id,
+                               client_section=self._section)
         self.iam.put_role_policy(RoleName=name, PolicyName="wrencore-worker",
                                  PolicyDocument=json.dumps(policy))
         try:

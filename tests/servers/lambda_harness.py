@@ -20,7 +20,16 @@ moto cannot execute Lambda code without Docker, so this process stands in front 
   injected through ``POST /_harness/config``; ``GET /_harness/stats`` reports what happened;
 * what a sandbox writes to stdout and stderr goes, line by line, to the harness's log file
   and — as Lambda ships it — to moto's CloudWatch Logs, group ``/aws/lambda/<function>``,
-  one stream per sandbox.
+  one stream per sandbox;
+* each sandbox holds the credentials of the function's execution role, as in Lambda: the
+  harness assumes the role (STS AssumeRole, as the service ``lambda.amazonaws.com``, see
+  tests/servers/moto_iam.py) and puts the session's keys in the sandbox's environment; the
+  role's credentials also ship its logs, as Lambda writes logs with the execution role;
+* with ``--authorize-invokes`` (moto with IAM enforcement, tests/servers/moto_iam.py) an
+  Invoke is first sent to moto, signed as the caller signed it, to be authorized there.
+  The harness's own requests (function configurations, layer content, role sessions) use
+  ``LAMBDA_HARNESS_ACCESS_KEY_ID``/``LAMBDA_HARNESS_SECRET_ACCESS_KEY`` (default
+  ``testing``), the identity the harness plays the Lambda service with.
 
 Run: ``python -m tests.servers.lambda_harness --port P --moto URL --python VENV_PYTHON --work DIR``.
 """
@@ -147,9 +156,9 @@ _client_lock = threading.Lock()
 class LogShipper:
     """Writes a sandbox's log lines to the harness's log file and to CloudWatch Logs."""
 
-    def __init__(self, harness: "Harness", group: str, stream: str):
+    def __init__(self, harness: "Harness", group: str, stream: str, credentials: Dict[str, str]):
         self.harness, self.group, self.stream = harness, group, stream
-        self.client = harness.log_client()
+        self.client = harness.log_client(credentials)
         self.lock = threading.Lock()
 
     def put(self, message: str) -> None:
@@ -197,6 +206,7 @@ class Sandbox:
         port = self.server.server_address[1]
         env = dict(function.harness.worker_env)
         env.update(function.environment)
+        env.update(function.credentials)
         env.update({
             "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}",
             "LAMBDA_TASK_ROOT": function.task_root,
@@ -221,7 +231,7 @@ class Sandbox:
             stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         os.close(telemetry_write)
         shipper = LogShipper(harness, env["AWS_LAMBDA_LOG_GROUP_NAME"],
-                             env["AWS_LAMBDA_LOG_STREAM_NAME"])
+                             env["AWS_LAMBDA_LOG_STREAM_NAME"], function.credentials)
         threading.Thread(target=harness.ship_lines, args=(self.proc.stdout, shipper),
                          daemon=True).start()
         threading.Thread(target=harness.ship_frames, args=(telemetry_read, shipper),
@@ -281,6 +291,7 @@ class FunctionRuntime:
         self.timeout = float(configuration.get("Timeout") or 3)
         self.memory = int(configuration.get("MemorySize") or 128)
         self.environment = dict((configuration.get("Environment") or {}).get("Variables") or {})
+        self.credentials = harness.role_credentials(configuration["Role"])
         self.task_root = harness.unpack(configuration["CodeSha256"])
         self.layer_roots = [harness.unpack_layer(layer["Arn"])
                             for layer in configuration.get("Layers") or ()]
@@ -336,8 +347,13 @@ class Harness:
     #: How many functions' sandboxes a ``reset(keep_warm=True)`` keeps (most recently used).
     KEEP_WARM = 2
 
-    def __init__(self, moto: str, python: str, work: str, concurrency: int):
+    def __init__(self, moto: str, python: str, work: str, concurrency: int,
+                 authorize_invokes: bool = False):
         self.moto = urllib.parse.urlparse(moto)
+        self.authorize_invokes = authorize_invokes
+        #: The identity the harness plays the Lambda service with.
+        self.access_key = (os.environ.get("LAMBDA_HARNESS_ACCESS_KEY_ID", "testing"),
+                           os.environ.get("LAMBDA_HARNESS_SECRET_ACCESS_KEY", "testing"))
         self.python = python
         self.work = work
         self.concurrency = concurrency
@@ -366,13 +382,36 @@ class Harness:
 
     # -- logs ------------------------------------------------------------------------
 
-    def log_client(self) -> Any:
+    def client(self, service: str, credentials: Optional[Dict[str, str]] = None) -> Any:
+        """A boto3 client for moto, as the harness (or with ``credentials``, an env dict)."""
         import boto3
 
+        key, secret = self.access_key
+        token = None
+        if credentials:
+            key, secret = credentials["AWS_ACCESS_KEY_ID"], credentials["AWS_SECRET_ACCESS_KEY"]
+            token = credentials.get("AWS_SESSION_TOKEN")
         with _client_lock:  # a session per client: creating clients is not thread-safe
             return boto3.session.Session().client(
-                "logs", endpoint_url=self.moto.geturl(), region_name="us-east-1",
-                aws_access_key_id="testing", aws_secret_access_key="testing")
+                service, endpoint_url=self.moto.geturl(), region_name="us-east-1",
+                aws_access_key_id=key, aws_secret_access_key=secret, aws_session_token=token)
+
+    def log_client(self, credentials: Dict[str, str]) -> Any:
+        return self.client("logs", credentials)
+
+    def role_credentials(self, role_arn: str) -> Dict[str, str]:
+        """A session of the function's execution role, as Lambda gives its sandboxes."""
+        sts = self.client("sts")
+        sts.meta.events.register("before-send.sts.AssumeRole", _as_lambda_service)
+        try:
+            session = sts.assume_role(RoleArn=role_arn,
+                                      RoleSessionName="lambda-harness")["Credentials"]
+        except Exception as exc:  # the sandbox then holds no valid credentials
+            logger.warning("assuming the execution role %s failed: %s", role_arn, exc)
+            return {}
+        return {"AWS_ACCESS_KEY_ID": session["AccessKeyId"],
+                "AWS_SECRET_ACCESS_KEY": session["SecretAccessKey"],
+                "AWS_SESSION_TOKEN": session["SessionToken"]}
 
     def ship_lines(self, pipe: Any, shipper: "LogShipper") -> None:
         """A sandbox's stdout and stderr, line by line, until it exits."""
@@ -423,10 +462,7 @@ class Harness:
         if content.get("ZipFile"):
             data = base64.b64decode(content["ZipFile"])
         else:
-            import boto3
-
-            s3 = boto3.client("s3", endpoint_url=self.moto.geturl(), region_name="us-east-1",
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
+            s3 = self.client("s3")
             data = s3.get_object(Bucket=content["S3Bucket"], Key=content["S3Key"])["Body"].read()
         path = os.path.join(self.zips_dir, self._layer_name(arn) + ".zip")
         with open(path + ".tmp", "wb") as f:
@@ -453,16 +489,24 @@ class Harness:
         if cached and time.monotonic() - cached[0] < 1.0:
             return 200, cached[1]
         # moto routes a request to a service by the credential scope of its signature.
-        authorization = ("AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/lambda/"
-                         "aws4_request, SignedHeaders=host, Signature=0")
-        status, _, body = self.forward("GET", f"/2015-03-31/functions/{name}",
-                                       {"Authorization": authorization}, b"")
+        path = f"/2015-03-31/functions/{urllib.parse.quote(name, safe='')}"
+        status, _, body = self.forward("GET", path, self.signed("GET", path, "lambda"), b"")
         if status != 200:
             return status, body
         configuration = json.loads(body)["Configuration"]
         with self.lock:
             self.configurations[name] = (time.monotonic(), configuration)
         return 200, configuration
+
+    def signed(self, method: str, path: str, service: str) -> Dict[str, str]:
+        """Headers of a bodiless request to moto signed by the harness's identity."""
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        request = AWSRequest(method=method, url=self.moto.geturl() + path, data=b"")
+        SigV4Auth(Credentials(*self.access_key), service, "us-east-1").add_auth(request)
+        return dict(request.headers.items())
 
     def forget(self, name: str) -> None:
         with self.lock:
@@ -518,6 +562,12 @@ class Harness:
             runtime.stop()
         self.settings.reset()
         self.stats.reset()
+
+
+def _as_lambda_service(request: Any, **_: Any) -> None:
+    from .moto_iam import SERVICE_PRINCIPAL
+
+    request.headers[SERVICE_PRINCIPAL] = "lambda.amazonaws.com"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -626,6 +676,28 @@ class FrontHandler(_Handler):
             self._keep_zip(body)
         self._forward(body)
 
+    def _forwarded_headers(self) -> Dict[str, str]:
+        """The caller's headers, Host included: moto checks the signature, which covers it."""
+        return {k: v for k, v in self.headers.items()
+                if k.lower() not in ("content-length", "connection")}
+
+    def _authorized(self, body: bytes) -> bool:
+        """Ask moto whether the caller may invoke (answering the caller if not)."""
+        from .moto_iam import AUTHORIZE_ONLY
+
+        headers = dict(self._forwarded_headers(), **{AUTHORIZE_ONLY: "1"})
+        status, response_headers, response_body = self.harness.forward(
+            self.command, self.path, headers, body)
+        if 200 <= status < 300:
+            return True
+        passed = {k: v for k, v in response_headers
+                  if k.lower() not in ("content-length", "connection", "transfer-encoding",
+                                       "content-type", "server", "date")}
+        content_type = next((v for k, v in response_headers if k.lower() == "content-type"),
+                            "application/json")
+        self._send(status, response_body, passed, content_type)
+        return False
+
     def _keep_zip(self, body: bytes) -> None:
         try:
             document = json.loads(body)
@@ -636,8 +708,7 @@ class FrontHandler(_Handler):
             self.harness.keep_zip(code["ZipFile"])
 
     def _publish_layer(self, body: bytes) -> None:
-        headers = {k: v for k, v in self.headers.items()
-                   if k.lower() not in ("host", "content-length", "connection")}
+        headers = self._forwarded_headers()
         status, response_headers, response_body = self.harness.forward(
             self.command, self.path, headers, body)
         if status in (200, 201):
@@ -651,8 +722,7 @@ class FrontHandler(_Handler):
         match = FUNCTION_PATH.match(self.path)
         if match and self.command != "GET":
             self.harness.forget(match.group(1))
-        headers = {k: v for k, v in self.headers.items()
-                   if k.lower() not in ("host", "content-length", "connection")}
+        headers = self._forwarded_headers()
         status, response_headers, response_body = self.harness.forward(
             self.command, self.path, headers, body)
         passed = {k: v for k, v in response_headers
@@ -670,6 +740,8 @@ class FrontHandler(_Handler):
     def _invoke(self, name: str, payload: bytes) -> None:
         harness = self.harness
         kind = self.headers.get("X-Amz-Invocation-Type") or "RequestResponse"
+        if harness.authorize_invokes and not self._authorized(payload):
+            return
         name = name.rsplit(":", 1)[-1] if name.startswith("arn:") else name
         settings = harness.settings
         if settings.throttle_rate and settings.rng.random() < settings.throttle_rate:
@@ -685,7 +757,11 @@ class FrontHandler(_Handler):
         if status != 200:
             return self._send(status, configuration if isinstance(configuration, bytes) else b"",
                               {"x-amzn-ErrorType": "ResourceNotFoundException"})
-        runtime = harness.runtime_for(configuration)
+        try:
+            runtime = harness.runtime_for(configuration)
+        except Exception as exc:
+            logger.exception("starting %s failed", name)
+            return self._error(500, "ServiceException", f"the harness failed: {exc}")
         invocation = Invocation(payload, kind)
         with harness.stats.lock:
             harness.stats.invokes[kind] = harness.stats.invokes.get(kind, 0) + 1
@@ -717,9 +793,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--work", required=True, help="directory for zips and task roots")
     parser.add_argument("--concurrency", type=int, default=4,
                         help="sandboxes per function (Lambda's concurrency limit)")
+    parser.add_argument("--authorize-invokes", action="store_true",
+                        help="have moto authorize every Invoke (moto_iam.py's server)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    harness = Harness(args.moto, args.python, args.work, args.concurrency)
+    harness = Harness(args.moto, args.python, args.work, args.concurrency,
+                      args.authorize_invokes)
     server = _FrontServer(("127.0.0.1", args.port), FrontHandler)
     server.harness = harness  # type: ignore[attr-defined]
 
@@ -771,18 +850,26 @@ class LambdaHarness:
     """The harness as a subprocess on a free loopback port, and its control API."""
 
     def __init__(self, moto_endpoint: str, work: str, concurrency: int = 4,
-                 python: Optional[str] = None):
+                 python: Optional[str] = None, authorize_invokes: bool = False,
+                 access_key: Optional[Tuple[str, str]] = None):
+        """``access_key``: the identity the harness plays the Lambda service with (its own
+        requests to moto: configurations, layer content, the execution roles' sessions)."""
         from . import procs
 
         self.port = procs.free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._log = open(os.path.join(work, "harness.log"), "ab")
         repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ)
+        if access_key:
+            env.update(LAMBDA_HARNESS_ACCESS_KEY_ID=access_key[0],
+                       LAMBDA_HARNESS_SECRET_ACCESS_KEY=access_key[1])
         self.proc = procs.start(
             [sys.executable, "-m", "tests.servers.lambda_harness", "--port", str(self.port),
              "--moto", moto_endpoint, "--python", python or sandbox_python(), "--work", work,
-             "--concurrency", str(concurrency)],
-            cwd=repo_root, stdout=self._log, stderr=self._log)
+             "--concurrency", str(concurrency)]
+            + (["--authorize-invokes"] if authorize_invokes else []),
+            cwd=repo_root, stdout=self._log, stderr=self._log, env=env)
         procs.wait_until(lambda: procs.port_open(self.port), 30, "lambda harness", self.proc)
 
     def _request(self, method: str, path: str, data: Optional[Dict[str, Any]] = None) -> Any:

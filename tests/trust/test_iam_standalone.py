@@ -12,69 +12,20 @@ from __future__ import annotations
 import base64
 import json
 import os
-import sys
-import urllib.request
 import uuid
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError
 
 import wrencore
-from tests.servers import procs
 from tests.servers.fleet_harness import FleetHarness
-from tests.servers.moto_server import MotoServer
+from tests.trust.iam import ACCOUNT, ADMIN_POLICY, REGION
+from tests.trust.iam import client as _client
+from tests.trust.iam import denied as _denied
+from tests.trust.iam import user as _user
 from wrencore_aws_sqs_ec2.fleet import FLEET_TAG, user_policy
 
-ACCOUNT = "123456789012"
-REGION = "us-east-1"
 CANARY = "wrencore-canary-7f3a9c"
-
-
-class EnforcingMoto(MotoServer):
-    def _start(self) -> None:
-        shim = os.path.join(os.path.dirname(procs.__file__), "moto_iam.py")
-        self.proc = procs.start([sys.executable, shim, "-H", "127.0.0.1", "-p", str(self.port)],
-                                stdout=self._log, stderr=self._log, env=dict(os.environ))
-        procs.wait_until(lambda: procs.port_open(self.port), 30, "moto server", self.proc)
-
-    def enforce(self, on: bool = True) -> None:
-        req = urllib.request.Request(f"{self.endpoint}/moto-api/reset-auth", method="POST",
-                                     data=b"0" if on else b"inf",
-                                     headers={"Content-Type": "text/plain"})
-        urllib.request.urlopen(req, timeout=10).read()
-
-
-@pytest.fixture
-def moto_iam(tmp_path, monkeypatch):
-    server = EnforcingMoto(str(tmp_path / "moto.log"))
-    for key, value in server.env().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_SESSION_TOKEN")
-    yield server
-    server.stop()
-
-
-def _client(service, creds, endpoint):
-    return boto3.client(service, endpoint_url=endpoint, region_name=REGION,
-                        aws_access_key_id=creds["AccessKeyId"],
-                        aws_secret_access_key=creds["SecretAccessKey"],
-                        aws_session_token=creds.get("SessionToken"))
-
-
-def _user(iam, name, policy):
-    iam.create_user(UserName=name)
-    iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=json.dumps(policy))
-    return iam.create_access_key(UserName=name)["AccessKey"]
-
-
-def _denied(call):
-    with pytest.raises(ClientError) as caught:
-        call()
-    code = caught.value.response["Error"]["Code"]
-    # SQS's query protocol reaches boto3 as a bare 403 whose body says AccessDenied.
-    assert code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation") or (
-        code == "403" and "AccessDenied" in str(caught.value)), str(caught.value)
 
 
 def triple(x):
@@ -89,8 +40,7 @@ def test_a_standalone_job_runs_with_the_documented_user_policy_and_generated_wor
     s3, iam = boto3.client("s3"), boto3.client("iam")
     s3.create_bucket(Bucket=bucket)
     ami = boto3.client("ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    admin = _user(iam, "admin", {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": "*", "Resource": "*"}]})
+    admin = _user(iam, "admin", ADMIN_POLICY)
     policy = user_policy(region=REGION, account=ACCOUNT, bucket=bucket, prefix="jobs/",
                          queue_name=queue_name, fleet=fleet)
     deployer = _user(iam, "deployer", policy)
@@ -156,6 +106,8 @@ def test_a_standalone_job_runs_with_the_documented_user_policy_and_generated_wor
         user_data = [base64.b64decode(_client("ec2", admin_env, endpoint).describe_instance_attribute(
             InstanceId=i.id, Attribute="userData")["UserData"]["Value"]).decode()
             for i in harness.instances.values()]
+
+    assert moto_iam.denials() == [], "the user or the workers lacked a permission"
 
     # Worker credentials reach nothing beyond the job prefix, their queue and their key.
     s3w, sqsw = _client("s3", worker, endpoint), _client("sqs", worker, endpoint)
