@@ -131,6 +131,7 @@ def bench_fleet(sizes, work, daemons):
             for size in sizes:
                 rows.append(run_job(executor, counter, size))
                 print(f"  fleet {size}: {rows[-1]['wall']:.1f} s", file=sys.stderr)
+                progress_row("fleet", rows[-1], {"SendMessageBatch"})
         return rows
     finally:
         if harness is not None:
@@ -164,12 +165,26 @@ def bench_lambda(sizes, work):
             for size in sizes:
                 rows.append(run_job(executor, counter, size))
                 print(f"  lambda {size}: {rows[-1]['wall']:.1f} s", file=sys.stderr)
+                progress_row("lambda", rows[-1], {"Invoke"})
         return rows
     finally:
         os.environ.pop("AWS_ENDPOINT_URL_LAMBDA", None)
         if harness is not None:
             harness.stop()
         moto.stop()
+
+
+def progress_row(name, row, dispatch_ops):
+    """One size's figures on stderr as soon as they are measured, so a long run that is
+    stopped before its last size keeps what it measured."""
+    total = sum(row["counts"].values())
+    completion = sum(n for (_, op), n in row["counts"].items() if op not in dispatch_ops)
+    ops = ", ".join(f"{op} {n}" for (_, op), n in sorted(row["counts"].items(),
+                                                         key=lambda kv: -kv[1]))
+    print(f"  {name} {row['calls']}: {total / row['calls']:.3f} requests/call "
+          f"({completion / row['calls']:.3f} completion), "
+          f"{1000 * row['cpu'] / row['calls']:.3f} ms client CPU/call, "
+          f"{row['peak'] / 2**20:.1f} MiB; {ops}", file=sys.stderr, flush=True)
 
 
 def report(name, rows, dispatch_ops):
