@@ -162,15 +162,26 @@ def _call_order(call_id: str) -> "tuple[int, str]":
     return len(call_id), call_id  # "00009" < "00010" < "100000"
 
 
-def batch_status_covers(key: str, call_id: str) -> bool:
-    """Whether the batch status ``key`` holds the outcome of ``call_id`` (of its attempt)."""
+def call_order(call_id: str) -> "tuple[int, str]":
+    """A sort key putting call ids in the order calls were made."""
+    return _call_order(call_id)
+
+
+def batch_status_range(key: str) -> "tuple[str, str] | None":
+    """The first and last call ids a batch status key covers, or None for other keys."""
     parts = key.rstrip("/").split("/")
     match = _BATCH_NAME.match(parts[-1]) if len(parts) >= 3 else None
     if match is None:
+        return None
+    return parts[-2], match["last"] or parts[-2]
+
+
+def batch_status_covers(key: str, call_id: str) -> bool:
+    """Whether the batch status ``key`` holds the outcome of ``call_id`` (of its attempt)."""
+    covered = batch_status_range(key)
+    if covered is None:
         return False
-    first = parts[-2]
-    last = match["last"] or first
-    return _call_order(first) <= _call_order(call_id) <= _call_order(last)
+    return _call_order(covered[0]) <= _call_order(call_id) <= _call_order(covered[1])
 
 
 RUNTIMES = "runtimes/"

@@ -43,6 +43,9 @@ for ``quiet_listing_after`` seconds while calls are pending — a worker that di
 its storage write and its publish, a status replaced in storage, a bucket gone — backing
 off to ``quiet_listing_max`` between such listings (a listing costs requests in proportion
 to the job, so the backoff starts over only when one finds outcomes the channel missed).
+A status such a listing shows is read only if its calls are still unannounced
+``quiet_listing_after`` seconds later: on a loaded fleet a worker's announcements trail its
+writes, and reading every status a listing shows would cost a GET per call.
 Receives and acknowledgements are kept full: the listener lets messages gather between
 receives (up to ``channel_gather_max``) and acknowledges ten at a time. Channel messages are notifications: a
 status in one is used only if it passes the same ownership check; anything else in it is
@@ -55,6 +58,7 @@ re-read window — the channel has neither cost.
 from __future__ import annotations
 
 import abc
+import bisect
 import logging
 import threading
 import time
@@ -152,6 +156,9 @@ class StatusWatcher:
         self._seen_batches: Dict[str, Set[str]] = {}
         self._failures: Dict[str, _FailureStreak] = {}
         self._bad_reads: Dict[str, int] = {}  # status key -> unusable reads so far
+        #: job -> {status key a quiet listing showed: when}: read only if the channel has not
+        #: announced its calls ``quiet_listing_after`` seconds later (see :meth:`_collect`).
+        self._held: Dict[str, Dict[str, float]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopped = False
@@ -241,19 +248,29 @@ class StatusWatcher:
                 for call_id, future in list(calls.items()):
                     if future.done():  # cancelled, or failed at once by Executor.cancel
                         self._forget(job_id, call_id)
-            if quiet_listing or self._listing_needed(job_id):
+            if self._listing_needed(job_id):
                 listed += self._collect(job_id, calls)
+            elif quiet_listing:
+                listed += self._collect(job_id, calls, hold=True)
             if sweep:
                 completed += self._apply_deadlines(job_id, calls)
         completed += listed
         if quiet_listing:
             self._quiet_listing_done(listing_started, listed)
+        missed = self._read_held()
+        if missed:  # the channel missed outcomes: keep listing while it does, as without it
+            self._quiet_interval = self.quiet_listing_after
+            self._next_quiet_listing = min(self._next_quiet_listing,
+                                           time.monotonic() + self.quiet_listing_after)
+        completed += missed
         if sweep:
             self._sweep_done(sweep)
         with self._lock:
-            for finished in (set(self._seen_batches) | set(self._failures)) - set(self._pending):
+            for finished in (set(self._seen_batches) | set(self._failures)
+                             | set(self._held)) - set(self._pending):
                 self._seen_batches.pop(finished, None)
                 self._failures.pop(finished, None)
+                self._held.pop(finished, None)
             for key in [k for k in list(self._bad_reads)
                         if k.split("/", 1)[0] not in self._pending]:
                 self._bad_reads.pop(key, None)  # its job ended (e.g. by a deadline verdict)
@@ -314,13 +331,55 @@ class StatusWatcher:
         self._last_sweep = time.monotonic()
         self._sweep_every = 20 * (self._last_sweep - started)
 
-    def _collect(self, job_id: str, calls: Dict[str, Future]) -> int:
-        """Read the statuses the job's listing shows; end the job's calls if it keeps failing."""
+    def _collect(self, job_id: str, calls: Dict[str, Future], hold: bool = False) -> int:
+        """Read the statuses the job's listing shows; end the job's calls if it keeps failing.
+
+        With ``hold`` (a quiet listing beside a working channel), a status is not read at
+        once: its announcement may simply still be on the way (a loaded worker publishes
+        behind its writes), and reading every such status would cost a GET per call on a
+        slow channel. It is held, and read only if its calls are still pending
+        ``quiet_listing_after`` seconds later (:meth:`_read_held`); a status refused by an
+        earlier read is read again at once.
+        """
         try:
             keys = self.storage.list(layout.job_prefix(job_id))
         except Exception as exc:
             return self._listing_failed(job_id, calls, exc)
         self._failures.pop(job_id, None)
+        if hold:
+            now = time.monotonic()
+            order = sorted(map(layout.call_order, calls))
+            with self._lock:
+                held = self._held.setdefault(job_id, {})
+                for key in keys:
+                    if key not in self._bad_reads and key not in held \
+                            and self._pending_status(job_id, key, calls, order):
+                        held[key] = now
+            keys = [key for key in keys if key in self._bad_reads]
+        return self._read_statuses(job_id, keys, calls)
+
+    def _pending_status(self, job_id: str, key: str, calls: Dict[str, Future],
+                        order: Optional[List[Tuple[int, str]]] = None) -> bool:
+        """Whether ``key`` is a status that can still end one of ``calls`` (``order``: their
+        ids sorted by :func:`layout.call_order`, to find a batch's calls by bisection)."""
+        parsed = layout.parse_status_key(key)
+        if parsed:
+            return parsed[0] in calls and calls[parsed[0]].accepts_attempt(parsed[1])
+        covered = layout.batch_status_range(key)
+        if covered is None or key in self._seen_batches.get(job_id, ()):
+            return False
+        if order is None:
+            order = sorted(map(layout.call_order, calls))
+        attempt = layout.attempt_of_batch_status_key(key) or 0
+        last = layout.call_order(covered[1])
+        for index in range(bisect.bisect_left(order, layout.call_order(covered[0])), len(order)):
+            if order[index] > last:
+                break
+            if calls[order[index][1]].accepts_attempt(attempt):
+                return True
+        return False
+
+    def _read_statuses(self, job_id: str, keys: List[str], calls: Dict[str, Future]) -> int:
         seen = self._seen_batches.setdefault(job_id, set())
         singles = {parsed for parsed in map(layout.parse_status_key, keys)
                    if parsed and parsed[0] in calls
@@ -332,6 +391,24 @@ class StatusWatcher:
         tasks += [self._fetch_pool.submit(self._complete_batch, job_id, key, calls)
                   for key in batches]
         return sum(len(task.result()) for task in tasks)
+
+    def _read_held(self) -> int:
+        """Read the held statuses whose calls the channel has not announced in time."""
+        if not self._held:
+            return 0
+        due = time.monotonic() - self.quiet_listing_after
+        work = []
+        with self._lock:
+            for job_id, held in self._held.items():
+                calls = dict(self._pending.get(job_id, {}))
+                keys = [key for key, since in held.items() if since <= due]
+                for key in keys:
+                    del held[key]
+                order = sorted(map(layout.call_order, calls)) if keys else []
+                keys = [key for key in keys if self._pending_status(job_id, key, calls, order)]
+                if keys:
+                    work.append((job_id, keys, calls))
+        return sum(self._read_statuses(job_id, keys, calls) for job_id, keys, calls in work)
 
     def _listing_failed(self, job_id: str, calls: Dict[str, Future], exc: Exception) -> int:
         streak = self._failures.setdefault(job_id, _FailureStreak())

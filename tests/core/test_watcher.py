@@ -200,3 +200,74 @@ def test_a_corrupt_batch_status_ends_every_call_its_key_names(tmp_path):
         assert not futures["00008"].done() and not futures["00012"].done()
     finally:
         watcher.stop()
+
+
+class _QuietChannel:
+    """A working completion channel that announces only what the test queues on it."""
+
+    def __init__(self):
+        import queue
+        self.messages = queue.Queue()
+
+    def spec(self):
+        return {"kind": "test"}
+
+    ready = True
+
+    def receive(self, wait):
+        import queue
+        try:
+            return [(self.messages.get(timeout=wait), None)]
+        except queue.Empty:
+            return []
+
+    def acknowledge(self, handles):
+        pass
+
+    def close(self):
+        pass
+
+
+class _CountingStorage(LocalFileStorage):
+    def __init__(self, root):
+        super().__init__(root)
+        self.reads = []
+
+    def get(self, key):
+        self.reads.append(key)
+        return super().get(key)
+
+
+def test_a_quiet_listing_reads_a_status_only_if_the_channel_has_not_announced_it_in_time(
+        tmp_path):
+    storage = _CountingStorage(str(tmp_path))
+    channel = _QuietChannel()
+    futures = {c: Future("j", c) for c in ("00000", "00001", "00002", "00003")}
+    watcher = StatusWatcher(storage, min_interval=0.01, channel=channel,
+                            quiet_listing_after=0.5, channel_wait=0.05)
+    missed_key = layout.status_key("j", "00000")  # written, never announced
+    storage.put(missed_key, encode_json(_status("00000", result=pickle.dumps("missed"))).encode())
+    missed_batch = layout.batch_status_key("j", "00001", last_call_id="00002")
+    storage.put(missed_batch, encode_json(
+        {"statuses": [_status("00001"), _status("00002")],
+         "results": {"00001": pickle.dumps(1), "00002": pickle.dumps(2)}}).encode())
+    late_key = layout.status_key("j", "00003")  # written, announced after the listing saw it
+    storage.put(late_key, encode_json(_status("00003", result=pickle.dumps("late"))).encode())
+    watcher.watch("j", futures)
+    try:
+        start = time.monotonic()
+        deadline = start + 10
+        while not watcher._held.get("j") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert set(watcher._held["j"]) == {missed_key, missed_batch, late_key}
+        assert storage.reads == []  # the listing read nothing at once
+        channel.messages.put(encode_json({"job_id": "j", "statuses": [
+            _status("00003")], "results": {"00003": pickle.dumps("late")}}))
+        assert futures["00003"].result(timeout=10) == "late"
+        assert futures["00000"].result(timeout=10) == "missed"
+        assert [futures[c].result(timeout=10) for c in ("00001", "00002")] == [1, 2]
+        assert time.monotonic() - start >= 0.5  # held for quiet_listing_after first
+        # The missed statuses were read once each; the announced one never.
+        assert sorted(storage.reads) == sorted([missed_key, missed_batch])
+    finally:
+        watcher.stop()
