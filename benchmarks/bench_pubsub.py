@@ -33,7 +33,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.bench_standalone import make_job, task_bodies  # noqa: E402
+from benchmarks import _common  # noqa: E402
 
 
 def fresh_queue():
@@ -44,23 +44,7 @@ def fresh_queue():
 
 
 def run_daemon(storage, calls: int, batch: int, work: str) -> float:
-    from wrencore_runtime.daemon import Daemon, DaemonSettings, Heartbeat
-
-    queue = fresh_queue()
-    queue.send_batch(task_bodies(make_job(storage), calls))
-    settings = DaemonSettings(queue=queue.to_spec(), state_dir=tempfile.mkdtemp(dir=work),
-                              process_name="bench", poll_wait=1, batch_size=batch,
-                              visibility_timeout=60, cloudwatch=False)
-    daemon = Daemon(settings, queue=queue, instance_id="bench")
-    heartbeat = Heartbeat(queue, 60, 20)
-    start = time.perf_counter()
-    while daemon.calls_run < calls:
-        daemon.step(heartbeat)
-    daemon.acks.drain()
-    elapsed = time.perf_counter() - start
-    heartbeat.stop()
-    queue.delete_queues()
-    return calls / elapsed
+    return _common.run_daemon(fresh_queue(), storage, calls, batch, work, "bench")
 
 
 def run_plain(calls: int, batch: int, storage=None) -> float:

@@ -27,33 +27,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def noop(x):
-    return x
-
-
-def make_job(storage):
-    from wrencore import serialize
-    from wrencore_runtime import layout
-    from wrencore_runtime.protocol import PYTHON, SERIALIZER
-
-    job_id = f"bench-{uuid.uuid4().hex[:8]}"
-    job = {"job_id": job_id, "storage": storage.to_spec(),
-           "function_key": layout.function_key(job_id), "python": PYTHON,
-           "serializer": SERIALIZER, "timeout": None, "extra_env": {},
-           "result_inline_limit": 64 * 1024, "function_name": "noop"}
-    storage.put(job["function_key"], serialize.dumps_function(noop))
-    return job
-
-
-def task_bodies(job, calls: int):
-    import cloudpickle
-
-    from wrencore_runtime.protocol import encode_json, make_message
-
-    return [encode_json(make_message(job, [{
-        "call_id": f"{i:05d}", "args": cloudpickle.dumps(((i,), {})), "args_key": None,
-        "host_submit_timestamp": time.time()}])) for i in range(calls)]
+from benchmarks import _common  # noqa: E402
 
 
 def fresh_queue(batch: int):
@@ -63,23 +37,7 @@ def fresh_queue(batch: int):
 
 
 def run_daemon(storage, calls: int, batch: int, work: str) -> float:
-    from wrencore_runtime.daemon import Daemon, DaemonSettings, Heartbeat
-
-    queue = fresh_queue(batch)
-    queue.send_batch(task_bodies(make_job(storage), calls))
-    settings = DaemonSettings(queue=queue.to_spec(), state_dir=tempfile.mkdtemp(dir=work),
-                              process_name="bench", poll_wait=1, batch_size=batch,
-                              visibility_timeout=60, cloudwatch=False)
-    daemon = Daemon(settings, queue=queue, instance_id="i-bench")
-    heartbeat = Heartbeat(queue, 60, 20)
-    start = time.perf_counter()
-    while daemon.calls_run < calls:
-        daemon.step(heartbeat)
-    daemon.acks.drain()
-    elapsed = time.perf_counter() - start
-    heartbeat.stop()
-    queue.delete_queues()
-    return calls / elapsed
+    return _common.run_daemon(fresh_queue(batch), storage, calls, batch, work, "i-bench")
 
 
 def run_plain(bucket: str, calls: int, batch: int) -> float:
