@@ -71,7 +71,7 @@ def run_daemon(queue, storage, calls: int, batch: int, work: str, instance_id: s
     start = time.perf_counter()
     while daemon.calls_run < calls:
         daemon.step(heartbeat)
-    daemon.acks.drain()
+    daemon.drain()
     elapsed = time.perf_counter() - start
     heartbeat.stop()
     queue.delete_queues()
