@@ -302,10 +302,14 @@ class Journal:
             if size:
                 f.seek(size - 1)
                 if f.read(1) != b"\n":  # a predecessor's line cut short stays alone
-                    os.write(self._fd, b"\n")
+                    size += os.write(self._fd, b"\n")
+        #: The file's size, as this process's writes grew it (the status writer's thread
+        #: appends too; a count lost to a race only delays the truncation).
+        self._size = size
 
     def _append(self, record: Dict[str, Any]) -> None:
-        os.write(self._fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
+        self._size += os.write(
+            self._fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
 
     def begin(self, messages: List[QueueMessage]) -> None:
         """A batch begins (and the previous one, if it did not end, is over)."""
@@ -332,8 +336,9 @@ class Journal:
         self._truncate_if_large()
 
     def _truncate_if_large(self) -> None:
-        if os.fstat(self._fd).st_size > self.MAX_BYTES:
+        if self._size > self.MAX_BYTES:
             os.ftruncate(self._fd, 0)
+            self._size = 0
 
     def load(self) -> Dict[str, Any]:
         """The last batch, if it did not end: ``{"messages", "running", "done"}``; else {}."""
@@ -453,8 +458,8 @@ class StatusWriter:
     has them written (:meth:`push`) while it receives the next: one object per job and run
     of consecutive calls — the call's ``status.json`` when alone, else a batch status
     (``layout.batch_status_key``) —, then published to the job's completion channel. An
-    outcome still waiting ``linger`` seconds after it was added (a later call of the
-    receive runs long) is written without waiting for the push, so a call's outcome is
+    outcome still waiting ``linger`` seconds after it was added while a later call runs
+    (:meth:`call_starts`) is written without waiting for the push, so a call's outcome is
     durable soon after it ends — before a later call can crash the daemon — while the
     quick calls of a receive share one write and one hand-over to the thread. A message is
     done — safe to acknowledge — once its last outcome is written: ``on_done`` is told so
@@ -473,6 +478,7 @@ class StatusWriter:
         self._first_added = 0.0  # when the oldest pending item was added (monotonic)
         self._writing = False
         self._urgent = False  # pushed: write what is pending without lingering
+        self._armed = False   # a call started after the pending outcomes: write them soon
         self._failed: set = set()   # message ids with an outcome that could not be written
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="wrencore-status-writer",
@@ -483,8 +489,16 @@ class StatusWriter:
         with self._cond:
             if not self._pending:
                 self._first_added = time.monotonic()
-                self._cond.notify_all()  # the thread starts counting the linger
             self._pending.append(item)
+
+    def call_starts(self) -> None:
+        """A call starts: what is pending is written within ``linger`` of its adding, even
+        if the call runs long (a receive of one call hands nothing over before its push)."""
+        if self._pending and not self._armed:  # the common case decided without the lock
+            with self._cond:
+                if self._pending and not self._armed:
+                    self._armed = True
+                    self._cond.notify_all()
 
     def add(self, message: QueueMessage, job: Dict[str, Any], status: Dict[str, Any],
             result: Optional[bytes]) -> None:
@@ -511,7 +525,7 @@ class StatusWriter:
                     self._cond.wait()
                 if not self._pending:
                     return
-                items, self._pending, self._urgent = self._pending, [], False
+                items, self._pending, self._urgent, self._armed = self._pending, [], False, False
                 self._writing = True
             self._complete(items)
 
@@ -523,7 +537,7 @@ class StatusWriter:
         while True:
             with self._cond:
                 while True:
-                    if self._pending and not self._writing:
+                    if self._pending and not self._writing and (self._urgent or self._armed):
                         if self._urgent:
                             break
                         wait = self._first_added + self.linger - time.monotonic()
@@ -532,7 +546,7 @@ class StatusWriter:
                     else:
                         wait = None
                     self._cond.wait(wait)
-                items, self._pending, self._urgent = self._pending, [], False
+                items, self._pending, self._urgent, self._armed = self._pending, [], False, False
                 self._writing = True
             self._complete(items)
 
@@ -762,6 +776,7 @@ class Daemon:
 
     def _run_call(self, job: Dict[str, Any], call: Dict[str, Any],
                   running: "_RunningCall") -> None:
+        self.statuses.call_starts()
         logger.info("call %s/%s started (attempt %d)", job["job_id"], call["call_id"],
                     call.get("attempt", 0))
         if job.get("runtime") and self.runner._runtime_mismatch(job):

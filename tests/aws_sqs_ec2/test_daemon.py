@@ -230,6 +230,19 @@ def test_the_journal_keeps_the_last_unended_receive_and_skips_a_cut_line(tmp_pat
     assert successor.load() == {}
 
 
+def test_the_journal_is_emptied_when_a_batch_begins_past_its_size_limit(tmp_path):
+    journal = Journal(str(tmp_path), "p0")
+    journal.MAX_BYTES = 1000
+    message = type("M", (), {"message_id": "a", "receipt": "r", "receive_count": 1})
+    for _ in range(100):  # batches that the next begin ends, as a busy daemon's are
+        journal.begin([message])
+        journal.running(message)
+        journal.running(None)
+        journal.finished(message)
+    assert os.path.getsize(journal.path) < 1200
+    assert Journal(str(tmp_path), "p0").load()["done"] == ["a"]
+
+
 def test_undecodable_message_is_released_until_it_is_dead(world):
     world.queue.send_batch(["{garbage"])
     daemon = world.make_daemon()
