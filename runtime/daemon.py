@@ -10,8 +10,9 @@ once the receive's messages are handled — a lone call's ``status.json``, or on
 for a job's consecutive calls (the commit markers; small results travel inside them, larger
 ones are staged first); its thread writes an outcome sooner if a later call runs long —
 and publishes each write to the client's completion channel when the job has one. The
-messages of a receive whose outcomes are all written are then deleted in one request. While calls run, a heartbeat thread keeps the held
-messages invisible. A redelivered message whose calls already have an outcome is deleted
+messages of a receive whose outcomes are all written are then deleted in one request, while
+the daemon receives again. While calls run, a heartbeat thread keeps the held messages
+invisible. A redelivered message whose calls already have an outcome is deleted
 without running them again. A message that is malformed or does not verify with the task key (see
 :mod:`wrencore_runtime.auth`) is refused before anything of it is unpickled or read, logged,
 counted, and released at once, so it reaches the dead-letter queue after ``max_receives``
@@ -895,9 +896,13 @@ class Daemon:
 
         The outcomes are written, and the messages acknowledged, behind the daemon's back
         while it receives again; the next step (or :meth:`drain`) settles them."""
-        messages = self.queue.receive(max_messages=self.settings.batch_size,
-                                      wait_time=self.settings.poll_wait,
-                                      visibility_timeout=self.settings.visibility_timeout)
+        try:
+            messages = self.queue.receive(max_messages=self.settings.batch_size,
+                                          wait_time=self.settings.poll_wait,
+                                          visibility_timeout=self.settings.visibility_timeout)
+        except BaseException:
+            self._settle()
+            raise
         if not messages:
             self._settle()
             self.board.mark_idle()
