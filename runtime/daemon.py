@@ -810,7 +810,7 @@ class Daemon:
         status = outcome.status
         self.statuses.add(running.message, job, status, outcome.result)
         self.calls_run += 1
-        logger.debug("call %s/%s %s in %.3f s", job["job_id"], call["call_id"],
+        logger.info("call %s/%s %s in %.3f s", job["job_id"], call["call_id"],
                     "succeeded" if status["success"] else "failed",
                     status["metadata"].get("worker_end_timestamp", 0)
                     - status["metadata"].get("worker_start_timestamp", 0))
