@@ -4,18 +4,18 @@ on one Pub/Sub emulator.
 Measured side by side in one run, for no-op calls, with 1 and 10 messages per pull:
 
 - daemon: the real :class:`wrencore_runtime.daemon.Daemon` working off the ``gcp_pubsub``
-  queue — pull, journal, decode the task message, check for cancel markers, run the call
-  through the shared JobRunner, write its outcome (with its result) to local-filesystem
-  storage — one batch status for the calls that ended during the previous write —, and
-  acknowledge the pull's messages once their outcomes are written (in a thread of its own,
-  overlapping the next pull);
+  queue — pull, journal, verify and decode the signed task message, check for cancel
+  markers, run the call through the shared JobRunner, write its outcome (with its result)
+  to local-filesystem storage — one batch status for the calls that ended during the
+  previous write —, and acknowledge the pull's messages once their outcomes are written
+  (in a thread of its own, overlapping the next pull);
 - plain loop: google-cloud-pubsub alone doing pull -> acknowledge on the same emulator:
   the ceiling the issue names;
 - plain loop + write: the same, plus one result file written per message to the same
   local-filesystem storage (write to a temp file, rename) — the least a worker that keeps
   "acknowledge only after the status is durably written" must do.
 
-Both drain the same number of pre-published messages; each figure is the median of
+Both drain the same pre-published signed task messages; each figure is the median of
 several rounds, run alternately. Target: the daemon reaches at least 80% of the plain loop.
 
 Run from the repository root: ``python benchmarks/bench_pubsub.py [--calls 2000]``.
@@ -33,7 +33,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.bench_standalone import make_job, task_bodies  # noqa: E402
+from benchmarks import _common  # noqa: E402
 
 
 def fresh_queue():
@@ -44,31 +44,16 @@ def fresh_queue():
 
 
 def run_daemon(storage, calls: int, batch: int, work: str) -> float:
-    from wrencore_runtime.daemon import Daemon, DaemonSettings, Heartbeat
-
-    queue = fresh_queue()
-    queue.send_batch(task_bodies(make_job(storage), calls))
-    settings = DaemonSettings(queue=queue.to_spec(), state_dir=tempfile.mkdtemp(dir=work),
-                              process_name="bench", poll_wait=1, batch_size=batch,
-                              visibility_timeout=60, cloudwatch=False)
-    daemon = Daemon(settings, queue=queue, instance_id="bench")
-    heartbeat = Heartbeat(queue, 60, 20)
-    start = time.perf_counter()
-    while daemon.calls_run < calls:
-        daemon.step(heartbeat)
-    daemon.acks.drain()
-    elapsed = time.perf_counter() - start
-    heartbeat.stop()
-    queue.delete_queues()
-    return calls / elapsed
+    return _common.run_daemon(fresh_queue(), storage, calls, batch, work, "bench")
 
 
-def run_plain(calls: int, batch: int, storage=None) -> float:
+def run_plain(bodies, batch: int, storage=None) -> float:
     from google.api_core import exceptions
     from google.cloud import pubsub_v1
 
+    calls = len(bodies)
     queue = fresh_queue()
-    queue.send_batch(["x" * 300] * calls)
+    queue.send_batch(bodies)
     subscriber = pubsub_v1.SubscriberClient()
     done = 0
     start = time.perf_counter()
@@ -109,14 +94,16 @@ def main() -> int:
             from wrencore_runtime.storage import LocalFileStorage
 
             storage = LocalFileStorage(os.path.join(work, "storage"))
-            run_plain(20, 10)  # warm up both paths (imports, connections, the JVM)
+            # The plain loop drains the same signed task messages as the daemon.
+            bodies = _common.task_bodies(_common.make_job(storage), args.calls, work)
+            run_plain(bodies[:20], 10)  # warm up both paths (imports, connections, the JVM)
             run_daemon(storage, 20, 10, work)
             rows = []
             for batch in (1, 10):
                 daemon_rates, plain_rates, written_rates = [], [], []
                 for _ in range(args.rounds):
-                    plain_rates.append(run_plain(args.calls, batch))
-                    written_rates.append(run_plain(args.calls, batch, storage))
+                    plain_rates.append(run_plain(bodies, batch))
+                    written_rates.append(run_plain(bodies, batch, storage))
                     daemon_rates.append(run_daemon(storage, args.calls, batch, work))
                 rows.append((batch, statistics.median(daemon_rates),
                              statistics.median(plain_rates), statistics.median(written_rates)))

@@ -4,12 +4,12 @@ Measured side by side in one run, for no-op calls, without batching (1 message p
 receive, one delete per message) and with batching (10 per receive, batch deletes):
 
 - daemon: the real :class:`wrencore_runtime.daemon.Daemon` working off an SQS queue —
-  receive, decode the task message, run the call through the shared JobRunner, write the
+  receive, verify and decode the signed task message, run the call through the shared JobRunner, write the
   call's status (with its result) to S3, delete;
 - plain loop: boto3 alone doing receive -> put a result object -> delete on the same
   server: the ceiling.
 
-Both drain the same number of pre-filled messages; each figure is the median of several
+Both drain the same pre-filled signed task messages; each figure is the median of several
 rounds, run alternately. Target: the daemon reaches at least 80% of the plain loop.
 
 Run from the repository root: ``python benchmarks/bench_standalone.py [--calls 400]``.
@@ -27,33 +27,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def noop(x):
-    return x
-
-
-def make_job(storage):
-    from wrencore import serialize
-    from wrencore_runtime import layout
-    from wrencore_runtime.protocol import PYTHON, SERIALIZER
-
-    job_id = f"bench-{uuid.uuid4().hex[:8]}"
-    job = {"job_id": job_id, "storage": storage.to_spec(),
-           "function_key": layout.function_key(job_id), "python": PYTHON,
-           "serializer": SERIALIZER, "timeout": None, "extra_env": {},
-           "result_inline_limit": 64 * 1024, "function_name": "noop"}
-    storage.put(job["function_key"], serialize.dumps_function(noop))
-    return job
-
-
-def task_bodies(job, calls: int):
-    import cloudpickle
-
-    from wrencore_runtime.protocol import encode_json, make_message
-
-    return [encode_json(make_message(job, [{
-        "call_id": f"{i:05d}", "args": cloudpickle.dumps(((i,), {})), "args_key": None,
-        "host_submit_timestamp": time.time()}])) for i in range(calls)]
+from benchmarks import _common  # noqa: E402
 
 
 def fresh_queue(batch: int):
@@ -63,30 +37,15 @@ def fresh_queue(batch: int):
 
 
 def run_daemon(storage, calls: int, batch: int, work: str) -> float:
-    from wrencore_runtime.daemon import Daemon, DaemonSettings, Heartbeat
-
-    queue = fresh_queue(batch)
-    queue.send_batch(task_bodies(make_job(storage), calls))
-    settings = DaemonSettings(queue=queue.to_spec(), state_dir=tempfile.mkdtemp(dir=work),
-                              process_name="bench", poll_wait=1, batch_size=batch,
-                              visibility_timeout=60, cloudwatch=False)
-    daemon = Daemon(settings, queue=queue, instance_id="i-bench")
-    heartbeat = Heartbeat(queue, 60, 20)
-    start = time.perf_counter()
-    while daemon.calls_run < calls:
-        daemon.step(heartbeat)
-    daemon.acks.drain()
-    elapsed = time.perf_counter() - start
-    heartbeat.stop()
-    queue.delete_queues()
-    return calls / elapsed
+    return _common.run_daemon(fresh_queue(batch), storage, calls, batch, work, "i-bench")
 
 
-def run_plain(bucket: str, calls: int, batch: int) -> float:
+def run_plain(bucket: str, bodies, batch: int) -> float:
     import boto3
 
+    calls = len(bodies)
     queue = fresh_queue(batch)
-    queue.send_batch(["x" * 300] * calls)
+    queue.send_batch(bodies)
     sqs, s3 = boto3.client("sqs"), boto3.client("s3")
     url, done = queue.url, 0
     start = time.perf_counter()
@@ -128,13 +87,15 @@ def main() -> int:
             bucket = f"bench-{uuid.uuid4().hex[:8]}"
             boto3.client("s3").create_bucket(Bucket=bucket)
             storage = S3Storage(bucket, prefix="jobs")
-            run_plain(bucket, 20, 10)  # warm up both paths (imports, connections)
+            # The plain loop drains the same signed task messages as the daemon.
+            bodies = _common.task_bodies(_common.make_job(storage), args.calls, work)
+            run_plain(bucket, bodies[:20], 10)  # warm up both paths (imports, connections)
             run_daemon(storage, 20, 10, work)
             rows = []
             for batch in (1, 10):
                 daemon_rates, plain_rates = [], []
                 for _ in range(args.rounds):
-                    plain_rates.append(run_plain(bucket, args.calls, batch))
+                    plain_rates.append(run_plain(bucket, bodies, batch))
                     daemon_rates.append(run_daemon(storage, args.calls, batch, work))
                 rows.append((batch, statistics.median(daemon_rates),
                              statistics.median(plain_rates)))

@@ -5,13 +5,14 @@ Runs on a worker instance, one per supervisord process (``numprocs`` per instanc
     python -m wrencore_runtime.daemon --settings /etc/wrencore/daemon.json
 
 For each received message it runs every call through the shared
-:class:`~wrencore_runtime.runner.JobRunner`. A :class:`StatusWriter` thread writes the
-outcomes behind the calls — a lone call's ``status.json``, or one batch status for the calls
-of a job that ended during the previous write (the commit markers; small results travel
-inside them, larger ones are staged first) — and publishes each write to the client's
-completion channel when the job has one. The messages of a receive whose outcomes are all
-written are then deleted in one request. While calls run, a heartbeat thread keeps the held
-messages invisible. A redelivered message whose calls already have an outcome is deleted
+:class:`~wrencore_runtime.runner.JobRunner`. A :class:`StatusWriter` writes the outcomes
+once the receive's messages are handled — a lone call's ``status.json``, or one batch status
+for a job's consecutive calls (the commit markers; small results travel inside them, larger
+ones are staged first); its thread writes an outcome sooner if a later call runs long —
+and publishes each write to the client's completion channel when the job has one. The
+messages of a receive whose outcomes are all written are then deleted in one request, while
+the daemon receives again. While calls run, a heartbeat thread keeps the held messages
+invisible. A redelivered message whose calls already have an outcome is deleted
 without running them again. A message that is malformed or does not verify with the task key (see
 :mod:`wrencore_runtime.auth`) is refused before anything of it is unpickled or read, logged,
 counted, and released at once, so it reaches the dead-letter queue after ``max_receives``
@@ -289,7 +290,7 @@ class Journal:
     fsync: the journal speaks for a process that died on a machine that lives on.
     """
 
-    #: The file is emptied at a batch's end once it is larger than this.
+    #: The file is emptied when a batch ends or begins once it is larger than this.
     MAX_BYTES = 1 << 20
 
     def __init__(self, state_dir: str, process_name: str) -> None:
@@ -302,12 +303,18 @@ class Journal:
             if size:
                 f.seek(size - 1)
                 if f.read(1) != b"\n":  # a predecessor's line cut short stays alone
-                    os.write(self._fd, b"\n")
+                    size += os.write(self._fd, b"\n")
+        #: The file's size, as this process's writes grew it (the status writer's thread
+        #: appends too; a count lost to a race only delays the truncation).
+        self._size = size
 
     def _append(self, record: Dict[str, Any]) -> None:
-        os.write(self._fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
+        self._size += os.write(
+            self._fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
 
     def begin(self, messages: List[QueueMessage]) -> None:
+        """A batch begins (and the previous one, if it did not end, is over)."""
+        self._truncate_if_large()
         self._append({"begin": [
             {"message_id": m.message_id, "body": "", "receipt": m.receipt,
              "receive_count": m.receive_count} for m in messages]})
@@ -327,8 +334,12 @@ class Journal:
 
     def end(self) -> None:
         self._append({"end": True})
-        if os.fstat(self._fd).st_size > self.MAX_BYTES:
+        self._truncate_if_large()
+
+    def _truncate_if_large(self) -> None:
+        if self._size > self.MAX_BYTES:
             os.ftruncate(self._fd, 0)
+            self._size = 0
 
     def load(self) -> Dict[str, Any]:
         """The last batch, if it did not end: ``{"messages", "running", "done"}``; else {}."""
@@ -441,54 +452,83 @@ class Heartbeat:
 
 
 class StatusWriter:
-    """Writes the outcomes of a daemon's calls behind them, and says which messages are done.
+    """Writes the outcomes of a daemon's calls in a thread of its own, and says which
+    messages are done.
 
-    Outcomes queue up as calls end. A writer thread puts them as soon as its previous write
-    is done: the outcomes that arrived meanwhile go into one object per job — the call's
-    ``status.json`` when alone, else a batch status (``layout.batch_status_key``) — which
-    is then published to the job's completion channel. A call's outcome is thus durable
-    about one write after it ends (before a later call can crash the daemon), while quick
-    calls share writes. A message is done — safe to acknowledge — once its last outcome is
-    written: ``on_done`` is told so (the journal), and :meth:`take_done` hands it out.
+    Outcomes queue up as calls end. Once the daemon has handled a receive's messages it
+    has them written (:meth:`push`) while it receives the next: one object per job and run
+    of consecutive calls — the call's ``status.json`` when alone, else a batch status
+    (``layout.batch_status_key``) —, then published to the job's completion channel. An
+    outcome still waiting ``linger`` seconds after it was added while a later call runs
+    (:meth:`call_starts`) is written without waiting for the push, so a call's outcome is
+    durable soon after it ends — before a later call can crash the daemon — while the
+    quick calls of a receive share one write and one hand-over to the thread. A message is
+    done — safe to acknowledge — once its last outcome is written: ``on_done`` is told so
+    (the daemon journals and acknowledges it).
     """
 
-    def __init__(self, on_done: Callable[[List[QueueMessage]], None]) -> None:
+    #: Seconds an outcome may wait for the rest of its receive before the thread writes it.
+    LINGER = 0.01
+
+    def __init__(self, on_done: Callable[[List[QueueMessage]], None],
+                 linger: float = LINGER) -> None:
         self.on_done = on_done
+        self.linger = linger
         #: ("outcome", message, job, status, pickled result) and ("end", message, ...).
         self._pending: List[tuple] = []
+        self._first_added = 0.0  # when the oldest pending item was added (monotonic)
         self._writing = False
+        self._urgent = False  # pushed: write what is pending without lingering
+        self._armed = False   # a call started after the pending outcomes: write them soon
         self._failed: set = set()   # message ids with an outcome that could not be written
-        self._done: List[QueueMessage] = []
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="wrencore-status-writer",
                                         daemon=True)
         self._thread.start()
 
+    def _append(self, item: tuple) -> None:
+        with self._cond:
+            if not self._pending:
+                self._first_added = time.monotonic()
+            self._pending.append(item)
+
+    def call_starts(self) -> None:
+        """A call starts: what is pending is written within ``linger`` of its adding, even
+        if the call runs long (a receive of one call hands nothing over before its push)."""
+        if self._pending and not self._armed:  # the common case decided without the lock
+            with self._cond:
+                if self._pending and not self._armed:
+                    self._armed = True
+                    self._cond.notify_all()
+
     def add(self, message: QueueMessage, job: Dict[str, Any], status: Dict[str, Any],
             result: Optional[bytes]) -> None:
-        with self._cond:
-            self._pending.append(("outcome", message, job, status, result))
-            self._cond.notify_all()
+        self._append(("outcome", message, job, status, result))
 
     def end_message(self, message: QueueMessage, completed: bool = True) -> None:
         """Every outcome of ``message`` was added (``completed``: else it was given up, and
         is not to be acknowledged)."""
+        self._append(("end", message, None, None, completed))
+
+    def push(self) -> None:
+        """Have everything added so far written now, by the thread (without waiting)."""
         with self._cond:
-            self._pending.append(("end", message, None, None, completed))
-            self._cond.notify_all()
+            if self._pending:
+                self._urgent = True
+                self._cond.notify_all()
 
     def flush(self) -> None:
-        """Wait until everything added so far is written (or failed)."""
-        with self._cond:
-            while self._pending or self._writing:
-                self._cond.wait()
-
-    def take_done(self) -> List[QueueMessage]:
-        """Wait for the writes, then hand out the messages that are done (once each)."""
-        self.flush()
-        with self._cond:
-            done, self._done = self._done, []
-            return done
+        """Write everything added so far: wait for the thread's write under way, then write
+        what is still pending in the calling thread."""
+        while True:
+            with self._cond:
+                while self._writing:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                items, self._pending, self._urgent, self._armed = self._pending, [], False, False
+                self._writing = True
+            self._complete(items)
 
     def failed(self, message: QueueMessage) -> bool:
         with self._cond:
@@ -497,21 +537,32 @@ class StatusWriter:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._pending:
-                    self._cond.wait()
-                items, self._pending = self._pending, []
+                while True:
+                    if self._pending and not self._writing and (self._urgent or self._armed):
+                        if self._urgent:
+                            break
+                        wait = self._first_added + self.linger - time.monotonic()
+                        if wait <= 0:
+                            break
+                    else:
+                        wait = None
+                    self._cond.wait(wait)
+                items, self._pending, self._urgent, self._armed = self._pending, [], False, False
                 self._writing = True
-            try:
-                done = self._write(items)
-                if done:
-                    self.on_done(done)
-            except Exception:  # never let the writer die: flush() would wait for ever
-                logger.exception("the status writer failed")
-                done = []
-            with self._cond:
-                self._done += done
-                self._writing = False
-                self._cond.notify_all()
+            self._complete(items)
+
+    def _complete(self, items: List[tuple]) -> None:
+        """Write ``items`` (taken by this thread, which set ``_writing``) and note the
+        messages they finish."""
+        try:
+            done = self._write(items)
+            if done:
+                self.on_done(done)
+        except Exception:  # never let a writer die: flush() would wait for ever
+            logger.exception("the status writer failed")
+        with self._cond:
+            self._writing = False
+            self._cond.notify_all()
 
     def _write(self, items: List[tuple]) -> List[QueueMessage]:
         by_job: Dict[str, List[tuple]] = {}
@@ -658,8 +709,12 @@ class Daemon:
         self._terminate_instance = terminate_instance or (lambda iid: None)
         self.journal = Journal(settings.state_dir, settings.process_name)
         self.crashes = CrashLedger(settings.state_dir)
-        self.statuses = StatusWriter(on_done=lambda done: self.journal.finished(*done))
+        self.statuses = StatusWriter(on_done=self._written)
         self.acks = Acknowledger(self.queue)
+        #: The last receive's messages until they are settled (:meth:`_settle`), and the
+        #: heartbeat that holds them.
+        self._unsettled: List[QueueMessage] = []
+        self._heartbeat: Optional[Heartbeat] = None
         #: One cancel-marker listing per job and half a second (the latest jobs only).
         self._cancel_checks: Dict[str, CancelChecks] = {}
         self.verifier = Verifier.from_spec(settings.task_key)
@@ -722,6 +777,7 @@ class Daemon:
 
     def _run_call(self, job: Dict[str, Any], call: Dict[str, Any],
                   running: "_RunningCall") -> None:
+        self.statuses.call_starts()
         logger.info("call %s/%s started (attempt %d)", job["job_id"], call["call_id"],
                     call.get("attempt", 0))
         if job.get("runtime") and self.runner._runtime_mismatch(job):
@@ -836,41 +892,78 @@ class Daemon:
             m.receive_count))
 
     def step(self, heartbeat: Heartbeat) -> int:
-        """Receive once and handle what arrived; return the number of messages received."""
-        messages = self.queue.receive(max_messages=self.settings.batch_size,
-                                      wait_time=self.settings.poll_wait,
-                                      visibility_timeout=self.settings.visibility_timeout)
+        """Receive once and handle what arrived; return the number of messages received.
+
+        The outcomes are written, and the messages acknowledged, behind the daemon's back
+        while it receives again; the next step (or :meth:`drain`) settles them."""
+        try:
+            messages = self.queue.receive(max_messages=self.settings.batch_size,
+                                          wait_time=self.settings.poll_wait,
+                                          visibility_timeout=self.settings.visibility_timeout)
+        except BaseException:
+            self._settle()
+            raise
         if not messages:
+            self._settle()
             self.board.mark_idle()
             return 0
         self.board.mark_busy()
         if self.board.terminating():
+            self._settle()
             for message in messages:  # the instance is going away: give them back
                 self._release(message)
             return 0
+        self._settle(end_journal=False)  # the journal's next record begins a new batch
+        self._heartbeat = heartbeat
         heartbeat.hold(messages)
         messages = self._order(messages)
         self.journal.begin(messages)
+        self._unsettled = messages
         try:
             for message in messages:
                 if self.stopping.is_set():
                     self._release(message)
+                    heartbeat.release([message])
                     continue
                 if message.receive_count > 1:  # may crash us: settle the others first
-                    self._delete_done()
+                    self.statuses.flush()
                 self.journal.running(message)
-                self.statuses.end_message(message, completed=self.handle(message))
+                completed = self.handle(message)
+                self.statuses.end_message(message, completed=completed)
+                if not completed:  # released, or left for a retry: no longer extended
+                    heartbeat.release([message])
             self.journal.running(None)
-            self._delete_done()
-        finally:
-            heartbeat.release(messages)
-            self.journal.end()
+            self.statuses.push()  # written while the next receive waits, then acknowledged
+        except BaseException:
+            self._settle()
+            raise
         return len(messages)
 
-    def _delete_done(self) -> None:
-        """Have the messages whose outcomes are all written acknowledged, in one request
-        made behind this thread's back (``self.acks.drain()`` waits for it)."""
-        self.acks.submit(self.statuses.take_done())
+    def _written(self, done: List[QueueMessage]) -> None:
+        """The outcomes of ``done`` are durable (called by the status writer): journal that,
+        stop extending them, and have them acknowledged in one request made behind the
+        daemon's back (:meth:`drain` waits for it)."""
+        self.journal.finished(*done)
+        if self._heartbeat is not None:
+            self._heartbeat.release(done)
+        self.acks.submit(done)
+
+    def _settle(self, end_journal: bool = True) -> None:
+        """Wait until the last receive's outcomes are written (the done messages are then
+        being acknowledged), stop extending the rest, and end its batch in the journal."""
+        if not self._unsettled:
+            return
+        self.statuses.flush()
+        if self._heartbeat is not None:
+            self._heartbeat.release(self._unsettled)
+        if end_journal:
+            self.journal.end()
+        self._unsettled = []
+
+    def drain(self) -> None:
+        """Settle the last receive and wait until every acknowledgement is made."""
+        self._settle()
+        self.acks.drain()
 
     def recover(self) -> None:
         """After a crash: blame the message that was running, settle the rest of its batch."""
@@ -903,7 +996,7 @@ class Daemon:
             return False
         if instance_uptime(s.boot_time_file) < s.min_uptime:
             return False
-        self.acks.drain()
+        self.drain()
         try:
             depth = self.queue.depth()
         except Exception as exc:
@@ -971,7 +1064,7 @@ class Daemon:
                 if not received and self.maybe_terminate():
                     break
         finally:
-            self.acks.drain()
+            self.drain()
             heartbeat.stop()
             self.environments.stop()
         return 0

@@ -242,7 +242,9 @@ class PubSubQueue(TaskQueue):
                 timeout=wait, retry=None)
         except exceptions.DeadlineExceeded:
             return []
-        return list(response.received_messages)
+        # The protobuf messages under proto-plus's wrappers: reading their fields directly
+        # costs a tenth as much, and the fields have the same names.
+        return list(type(response).pb(response).received_messages)
 
     def _modify(self, messages: List[QueueMessage], seconds: float) -> None:
         ack_ids = [m.receipt for m in messages]

@@ -15,7 +15,7 @@ from wrencore.backends import seal_task
 from wrencore_runtime.auth import FileKeySource, Signer
 from wrencore_runtime import layout
 from wrencore_runtime.daemon import Daemon, DaemonSettings, Heartbeat, IdleBoard, Journal
-from wrencore_runtime.protocol import PYTHON, SERIALIZER, encode_json, make_message
+from wrencore_runtime.protocol import PYTHON, SERIALIZER, encode_json
 from wrencore_runtime.queue_local import LocalQueue
 from wrencore_runtime.storage import LocalFileStorage
 
@@ -58,6 +58,7 @@ def world(tmp_path):
     w = World()
     w.storage, w.queue, w.job, w.make_daemon, w.task, w.status = (
         storage, queue, job, make_daemon, task, status)
+    w.seal = lambda job, calls: seal_task(signer, job, calls)
     w.terminated = terminated
     return w
 
@@ -67,7 +68,7 @@ def run_steps(daemon, n=1):
     try:
         return sum(daemon.step(heartbeat) for _ in range(n))
     finally:
-        daemon.acks.drain()
+        daemon.drain()
         heartbeat.stop()
 
 
@@ -136,6 +137,50 @@ def test_outcomes_of_calls_that_end_during_a_write_share_the_next_write(world, g
     assert world.queue.depth() == {"visible": 0, "in_flight": 0}
 
 
+def nap(x):
+    time.sleep(0.05)
+    return 3 * x
+
+
+def test_the_calls_of_a_receive_share_one_write_made_at_its_end(world):
+    job = dict(world.job, job_id="job2", function_key=layout.function_key("job2"))
+    world.storage.put(job["function_key"], serialize.dumps_function(nap))
+    world.queue.send_batch([world.seal(job, [  # a call per message
+        {"call_id": f"{i:05d}", "args": cloudpickle.dumps(((i,), {})), "args_key": None}])
+        for i in range(5)])
+    daemon = world.make_daemon(batch_size=10)
+    daemon.statuses.linger = 60  # none waits that long: the end of the receive writes them
+    assert run_steps(daemon) == 5
+    written = [k for k in world.storage.list("job2/") if "status" in k]
+    assert written == [layout.batch_status_key("job2", "00000", 0, "00004")]
+    outcomes = stored_statuses(written, world.storage.get)
+    assert [cloudpickle.loads(outcomes[f"{i:05d}"]["result"]) for i in range(5)] == [
+        0, 3, 6, 9, 12]
+    assert world.queue.depth() == {"visible": 0, "in_flight": 0}
+
+
+def wait_for_file(path):
+    deadline = time.monotonic() + 10
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_an_outcome_is_written_while_a_later_call_of_its_receive_runs(world):
+    job = dict(world.job, job_id="job2", function_key=layout.function_key("job2"))
+    world.storage.put(job["function_key"], serialize.dumps_function(wait_for_file))
+    first = world.storage._path(layout.status_key("job2", "00000"))
+    world.queue.send_batch([world.seal(job, [
+        {"call_id": call_id, "args": cloudpickle.dumps(((path,), {})), "args_key": None}
+        for call_id, path in (("00000", str(world.storage.root)), ("00001", first))])])
+    daemon = world.make_daemon()
+    assert run_steps(daemon) == 1
+    later = stored_statuses(world.storage.list("job2/"), world.storage.get)["00001"]
+    assert cloudpickle.loads(later["result"]) is True  # it saw the first call's outcome
+
+
 def test_a_message_whose_outcomes_could_not_be_written_is_not_deleted(world, gated):
     gated.failing = True
     gated.gate.set()
@@ -183,6 +228,19 @@ def test_the_journal_keeps_the_last_unended_receive_and_skips_a_cut_line(tmp_pat
     assert entry["running"] == "b" and entry["done"] == ["a"]
     successor.end()  # on a line of its own
     assert successor.load() == {}
+
+
+def test_the_journal_is_emptied_when_a_batch_begins_past_its_size_limit(tmp_path):
+    journal = Journal(str(tmp_path), "p0")
+    journal.MAX_BYTES = 1000
+    message = type("M", (), {"message_id": "a", "receipt": "r", "receive_count": 1})
+    for _ in range(100):  # batches that the next begin ends, as a busy daemon's are
+        journal.begin([message])
+        journal.running(message)
+        journal.running(None)
+        journal.finished(message)
+    assert os.path.getsize(journal.path) < 1200
+    assert Journal(str(tmp_path), "p0").load()["done"] == ["a"]
 
 
 def test_undecodable_message_is_released_until_it_is_dead(world):

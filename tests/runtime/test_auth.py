@@ -223,6 +223,7 @@ def test_a_swapped_function_object_is_not_loaded(world):
     heartbeat = Heartbeat(queue, 1, 0.3)
     try:
         daemon.step(heartbeat)
+        daemon.drain()  # the step's outcomes are written behind it
     finally:
         heartbeat.stop()
     status = decode_json(world.storage.get(layout.status_key("job1", "00000")))
