@@ -11,6 +11,7 @@ a failure back and run the call again, and it ignores outcomes of attempts alrea
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import importlib
 import logging
@@ -34,6 +35,35 @@ _DONE_STATES = frozenset((concurrent.futures._base.CANCELLED,
                           concurrent.futures._base.FINISHED))
 
 _T = TypeVar("_T")
+
+_PENDING = concurrent.futures._base.PENDING
+_RUNNING = concurrent.futures._base.RUNNING
+_CANCELLED = concurrent.futures._base.CANCELLED
+
+
+class _FutureCondition(threading.Condition):
+    """A ``threading.Condition`` over its own ``RLock`` that does not copy five of the
+    lock's methods onto each instance: a future per call made those a third of the objects
+    the cyclic garbage collector tracks (and walks) while many calls are pending."""
+
+    def __init__(self) -> None:  # pylint: disable=super-init-not-called
+        self._lock = threading.RLock()
+        self._waiters = collections.deque()
+
+    def acquire(self, *args: Any, **kwargs: Any) -> bool:
+        return self._lock.acquire(*args, **kwargs)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def _release_save(self) -> Any:
+        return self._lock._release_save()  # type: ignore[attr-defined]
+
+    def _acquire_restore(self, state: Any) -> None:
+        self._lock._acquire_restore(state)  # type: ignore[attr-defined]
+
+    def _is_owned(self) -> bool:
+        return self._lock._is_owned()  # type: ignore[attr-defined]
 
 
 class RemoteTraceback(Exception):
@@ -79,13 +109,26 @@ class Future(concurrent.futures.Future[_T]):
     attempt = 0
     #: The executor's retry and backup policy for this call (None: one attempt only).
     _attempts: Any = None
+    #: Serializes completions through the attempt policy (set with it; see ``_complete``).
+    _completion_lock: Any = None
 
     def __init__(self, job_id: str = "", call_id: str = ""):
-        super().__init__()
+        # What ``concurrent.futures.Future.__init__`` sets, with a leaner condition (a test
+        # checks the attributes still match the stdlib's).
+        self._condition = _FutureCondition()
+        self._state = _PENDING
+        self._result = None
+        self._exception: Optional[BaseException] = None
+        self._waiters: List[Any] = []
+        self._done_callbacks: List[Callable[[Any], Any]] = []
         self.job_id = job_id
         self.call_id = call_id
         self.metadata: Dict[str, Any] = {}
+
+    def _adopt_attempts(self, attempts: Any) -> None:
+        """Put the future under an attempt policy (before its call is first invoked)."""
         self._completion_lock = threading.Lock()
+        self._attempts = attempts
 
     def __repr__(self) -> str:
         return f"<wrencore.Future {self.job_id}/{self.call_id} state={self._state.lower()}>"
@@ -181,9 +224,24 @@ class Future(concurrent.futures.Future[_T]):
         ``attempt`` is the attempt the outcome belongs to (None: every attempt running). An
         attempt policy may hold a failure back to run the call again; then this returns False.
         """
+        lock = self._completion_lock
+        if lock is None:
+            # Never under an attempt policy: set_result/set_exception check and set the
+            # state atomically. (A future that had one keeps its lock: the policy lets go
+            # of a decided call while its outcome is being set.)
+            if self._state == _PENDING and not claim(self):
+                return False  # cancelled (or completed) before a backend marked it running
+            try:
+                if exception is not None:
+                    self.set_exception(exception)
+                else:
+                    self.set_result(result)
+            except concurrent.futures.InvalidStateError:
+                return False
+            return True
         # Not self._condition: the attempt policy takes its own lock here, and holds it while
         # asking done(), which takes self._condition.
-        with self._completion_lock:
+        with lock:
             # The state read without the condition's lock: it becomes done only under
             # this lock (or by a cancel, which a snapshot through done() races too).
             if self._state in _DONE_STATES:
@@ -221,11 +279,22 @@ def claim(future: concurrent.futures.Future) -> bool:
     """
     with future._condition:
         state = future._state
-        if state == concurrent.futures._base.RUNNING:
+        if state == _RUNNING:
             return True
-        if state in (concurrent.futures._base.PENDING, concurrent.futures._base.CANCELLED):
+        if state == _PENDING:  # what set_running_or_notify_cancel does, without its call
+            future._state = _RUNNING
+            return True
+        if state == _CANCELLED:
             return future.set_running_or_notify_cancel()
         return False
+
+
+def add_done_callback_to_new(futures: Sequence[concurrent.futures.Future],
+                             fn: Callable[[Any], Any]) -> None:
+    """``future.add_done_callback(fn)`` for futures just created, which no other thread
+    holds yet (so none is done and no lock is needed)."""
+    for future in futures:
+        future._done_callbacks.append(fn)
 
 
 def cancel(future: concurrent.futures.Future) -> bool:

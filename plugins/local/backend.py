@@ -71,6 +71,8 @@ class Task:
 
 def kill_process_group(pgid: int) -> None:
     """SIGKILL every process left in a worker's process group (the worker leads it)."""
+    if pgid <= 0:  # a forked worker whose fork was never reported; never our own group
+        return
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -176,7 +178,11 @@ class _Worker:
         if reason is not None and self.kill_reason is None:
             self.kill_reason = reason
         if self.proc.returncode is None:
-            kill_process_group(self.proc.pid)
+            kill_group = getattr(self.proc, "kill_group", None)
+            if kill_group is not None:
+                kill_group()  # a forked worker: killed once its fork is reported
+            else:
+                kill_process_group(self.proc.pid)
 
     def stop(self) -> None:
         self.outbox.put(("exit",))
@@ -204,6 +210,8 @@ class WorkerPool:
         self._closed = False
         self._watchdog: Optional[threading.Thread] = None
         self._next_index = 0
+        if self.fork_server:  # it imports the worker's modules while the first calls are made
+            zygote.prestart(python, base_env=dict(os.environ))
 
     # -- queueing and dispatch -------------------------------------------------------
     def enqueue(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:

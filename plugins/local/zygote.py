@@ -43,15 +43,34 @@ class ForkedWorker:
     uses: ``pid``, ``stdin``, ``stdout``, ``returncode``, ``wait`` and ``poll``."""
 
     def __init__(self, stdin: Any, stdout: Any):
-        self.pid = 0  # set when the server reports the fork
+        self.pid = 0  # set when the server reports the fork (0: not yet, or never)
         self.stdin = stdin
         self.stdout = stdout
         self.returncode: Optional[int] = None
         self._exited = threading.Event()
+        self._kill_when_started = False
+        self._pid_lock = threading.Lock()
+
+    def _set_pid(self, pid: int) -> None:
+        with self._pid_lock:
+            self.pid = pid
+            kill = self._kill_when_started
+        if kill:
+            _kill_group(pid)
 
     def _set_exit(self, returncode: int) -> None:
         self.returncode = returncode
         self._exited.set()
+
+    def kill_group(self) -> None:
+        """SIGKILL the worker's process group, at once or as soon as its fork is reported
+        (a worker is requested without waiting for the server to fork it)."""
+        with self._pid_lock:
+            pid = self.pid
+            if not pid:
+                self._kill_when_started = True
+                return
+        _kill_group(pid)
 
     def poll(self) -> Optional[int]:
         return self.returncode
@@ -103,7 +122,7 @@ class ForkServer:
                 with self._state:
                     if message[0] == "started":
                         worker = self._starting.pop(0)
-                        worker.pid = message[1]
+                        worker._set_pid(message[1])
                         returncode = self._early_exits.pop(worker.pid, None)
                         if returncode is None:
                             self._workers[worker.pid] = worker
@@ -151,15 +170,17 @@ class ForkServer:
             self._state.notify_all()
         for worker in workers:  # their exits can no longer be reported: treat as killed
             if worker.pid:
-                try:
-                    os.killpg(worker.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                _kill_group(worker.pid)
             worker._set_exit(-signal.SIGKILL)
 
     def start_worker(self, env: Dict[str, str], cwd: str) -> ForkedWorker:
-        """Fork a worker with these environment variables and working directory; its stdin
-        and stdout are pipes from this process (buffered like the pool's Popen pipes)."""
+        """Ask for a worker with these environment variables and working directory; its
+        stdin and stdout are pipes from this process (buffered like the pool's Popen pipes).
+
+        Returns at once, without waiting for the server (which may still be starting) to
+        fork it: what is written to its stdin waits in the pipe, and its ``pid`` is set
+        when the server reports the fork. Raises OSError if the server has exited.
+        """
         to_worker_r, to_worker_w = os.pipe()
         from_worker_r, from_worker_w = os.pipe()
         worker = ForkedWorker(os.fdopen(to_worker_w, "wb", 1 << 16),
@@ -176,11 +197,6 @@ class ForkServer:
                                          name="wrencore-local-forkserver").start()
                 socket.send_fds(self._sock, [pickle.dumps((env, cwd))],
                                 [to_worker_r, from_worker_w])
-                with self._state:
-                    while not worker.pid and self.alive:
-                        self._state.wait()
-                if not worker.pid:
-                    raise OSError("the local fork server exited")
             return worker
         except BaseException:
             with self._state:
@@ -194,15 +210,18 @@ class ForkServer:
             os.close(from_worker_w)
 
 
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 _servers: Dict[Tuple[int, str, Tuple[Tuple[str, str], ...]], ForkServer] = {}
 _servers_lock = threading.Lock()
 
 
-def start_worker(python: str, env: Dict[str, str], cwd: str,
-                 base_env: Dict[str, str]) -> ForkedWorker:
-    """A worker forked by this process's fork server for ``python`` and ``base_env`` (the
-    environment the server starts with: its imports and ``sys.path`` depend on it), started
-    first if need be. ``env`` is the worker's own environment."""
+def _server_for(python: str, base_env: Dict[str, str]) -> Tuple[Tuple[Any, ...], ForkServer]:
     key = (os.getpid(), python, tuple(sorted(base_env.items())))
     with _servers_lock:
         server = _servers.get(key)
@@ -212,6 +231,25 @@ def start_worker(python: str, env: Dict[str, str], cwd: str,
             for old_key in [k for k in _servers if k[:2] == key[:2]]:
                 _servers.pop(old_key).retire()  # started in an older environment
             server = _servers[key] = ForkServer(python, base_env)
+    return key, server
+
+
+def prestart(python: str, base_env: Dict[str, str]) -> None:
+    """Start this process's fork server for ``python`` and ``base_env`` now, if it does not
+    run yet, so that it imports the worker's modules while the client prepares its first
+    calls (an executor does this when it is created)."""
+    try:
+        _server_for(python, base_env)
+    except OSError as exc:
+        logger.debug("could not start the local fork server early: %s", exc)
+
+
+def start_worker(python: str, env: Dict[str, str], cwd: str,
+                 base_env: Dict[str, str]) -> ForkedWorker:
+    """A worker forked by this process's fork server for ``python`` and ``base_env`` (the
+    environment the server starts with: its imports and ``sys.path`` depend on it), started
+    first if need be. ``env`` is the worker's own environment."""
+    key, server = _server_for(python, base_env)
     try:
         return server.start_worker(env, cwd)
     except OSError:
