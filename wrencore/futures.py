@@ -43,12 +43,34 @@ _CANCELLED = concurrent.futures._base.CANCELLED
 
 class _FutureCondition(threading.Condition):
     """A ``threading.Condition`` over its own ``RLock`` that does not copy five of the
-    lock's methods onto each instance: a future per call made those a third of the objects
-    the cyclic garbage collector tracks (and walks) while many calls are pending."""
+    lock's methods onto each instance, and makes its queue of waiting threads only when a
+    thread waits: with a future per call, those were half the objects the cyclic garbage
+    collector tracks (and walks) while many calls are pending."""
+
+    #: Replaced by a deque when a thread first waits (under the lock).
+    _waiters: Any = ()
 
     def __init__(self) -> None:  # pylint: disable=super-init-not-called
         self._lock = threading.RLock()
-        self._waiters = collections.deque()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        if self._waiters == ():
+            self._waiters = collections.deque()
+        return super().wait(timeout)
+
+    def notify(self, n: int = 1) -> None:
+        if not self._waiters:  # nobody waits: only the check the stdlib makes
+            if not self._lock._is_owned():  # type: ignore[attr-defined]
+                raise RuntimeError("cannot notify on un-acquired lock")
+            return
+        super().notify(n)
+
+    def notify_all(self) -> None:
+        self.notify(len(self._waiters))
+
+    def _at_fork_reinit(self) -> None:
+        self._lock._at_fork_reinit()  # type: ignore[attr-defined]
+        self._waiters = ()
 
     def acquire(self, *args: Any, **kwargs: Any) -> bool:
         return self._lock.acquire(*args, **kwargs)
@@ -346,8 +368,11 @@ def _instantiate_by_name(info: Dict[str, Any]) -> BaseException:
 
 
 def complete_from_status(future: Future, status: Dict[str, Any], result: Optional[bytes],
-                         storage) -> bool:
+                         storage, received: Optional[float] = None) -> bool:
     """Complete ``future`` from a worker's status (and inline result, if any).
+
+    ``received``: when the status arrived (``time.time()``; None: now), for the statuses
+    of a batch read together.
 
     Returns False if the future was already done. Failures to fetch or unpickle the result
     become that future's exception; they never escape to the caller.
@@ -356,8 +381,9 @@ def complete_from_status(future: Future, status: Dict[str, Any], result: Optiona
     if future._state in _DONE_STATES or not future.accepts_attempt(attempt):
         return False
     future._status_received = True
-    future.metadata.update(status.get("metadata") or {})
-    future.metadata["host_status_timestamp"] = time.time()
+    metadata = future.metadata
+    metadata.update(status.get("metadata") or ())
+    metadata["host_status_timestamp"] = time.time() if received is None else received
     stdout, stderr = status.get("stdout") or "", status.get("stderr") or ""
     if stdout or future.stdout:  # else the class default stays: no per-call attribute
         future.stdout = stdout
@@ -371,7 +397,7 @@ def complete_from_status(future: Future, status: Dict[str, Any], result: Optiona
         exc = _load_exception(info)
         add_note(exc, _call_note(future, info))
         return future._complete(exception=exc, attempt=attempt)
-    start = time.time()
+    start = time.perf_counter()
     if result is None and status.get("result") is not None:
         result = status["result"]  # inlined in the status by workers that write one object
     try:
@@ -386,5 +412,5 @@ def complete_from_status(future: Future, status: Dict[str, Any], result: Optiona
             f"{type(exc).__name__}: {exc}")
         error.__cause__ = exc
         return future._complete(exception=error, attempt=attempt)
-    future.metadata["host_result_time"] = time.time() - start
+    metadata["host_result_time"] = time.perf_counter() - start
     return future._complete(result=value, attempt=attempt)

@@ -66,6 +66,7 @@ MAX_BATCH = 256
 class Task:
     job: Dict[str, Any]
     call: Call
+    chunksize: Optional[int] = None  # calls per batch while queued (1 once requeued)
     token: int = -1  # its claim slot in its worker's claim file, set when it is sent
 
 
@@ -203,7 +204,7 @@ class WorkerPool:
         self.claims_dir = claims_directory()
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
-        self._pending: Deque[Tuple[Task, Optional[int]]] = collections.deque()
+        self._pending: Deque[Task] = collections.deque()
         self._workers: List[_Worker] = []
         #: Futures of running calls whose worker is being killed to cancel them.
         self._cancelled: "weakref.WeakSet[Any]" = weakref.WeakSet()
@@ -219,7 +220,7 @@ class WorkerPool:
             if self._closed:
                 raise WrenError("the local worker pool is shut down")
             for call in calls:
-                self._pending.append((Task(job, call), chunksize))
+                self._pending.append(Task(job, call, chunksize))
             if not self._workers:
                 self._start_workers()
             if job.get("timeout") and self._watchdog is None:
@@ -227,6 +228,11 @@ class WorkerPool:
                                                   name="wrencore-local-watchdog")
                 self._watchdog.start()
             self._dispatch()
+
+    def _requeue(self, task: Task) -> None:
+        """Put a call back at the head of the queue, to be sent on its own."""
+        task.chunksize = 1
+        self._pending.appendleft(task)
 
     def _start_workers(self) -> None:
         while len(self._workers) < self.size:
@@ -251,14 +257,14 @@ class WorkerPool:
         """Give queued calls to workers that want work, then let idle ones steal. Caller holds the lock."""
         for worker in self._workers:
             while self._pending and self._wants_work(worker):
-                first, chunksize = self._pending[0]
-                size = self._batch_size(chunksize)
+                first = self._pending[0]
+                size = self._batch_size(first.chunksize)
                 quota = worker.quota_left()
                 if quota is not None:
                     size = min(size, quota)
                 batch: List[Task] = []
                 while self._pending and len(batch) < size:
-                    task, _ = self._pending[0]
+                    task = self._pending[0]
                     if task.job is not first.job:
                         break
                     self._pending.popleft()
@@ -291,7 +297,7 @@ class WorkerPool:
             quota = thief.quota_left()
             if quota is not None and quota < len(stolen):
                 for task in reversed(stolen[quota:]):
-                    self._pending.appendleft((task, 1))
+                    self._requeue(task)
                 stolen = stolen[:quota]
             by_job: Dict[int, List[Task]] = {}
             for task in stolen:
@@ -318,8 +324,9 @@ class WorkerPool:
             self._dispatch()
             if not worker.inflight:
                 self._idle.notify_all()
+        received = time.time()
         for task, status, result in finished:
-            complete_from_status(task.call.future, status, result, self.storage)
+            complete_from_status(task.call.future, status, result, self.storage, received)
 
     def _on_output(self, worker: _Worker, token: int, chunks: List[Tuple[str, str]]) -> None:
         """A running call's output: kept on its future (and echoed, if asked)."""
@@ -335,7 +342,7 @@ class WorkerPool:
         with self._lock:
             worker.retiring = True
             for task in reversed(worker.inflight):
-                self._pending.appendleft((task, 1))
+                self._requeue(task)
             worker.inflight.clear()
             self._dispatch()
 
@@ -355,7 +362,7 @@ class WorkerPool:
             withdrawn = [t for t in requeue if t.call.future in self._cancelled]
             requeue = [t for t in requeue if t.call.future not in self._cancelled]
             for task in reversed(requeue):
-                self._pending.appendleft((task, 1))
+                self._requeue(task)
             if not self._closed:
                 self._start_workers()
                 self._dispatch()
@@ -398,12 +405,12 @@ class WorkerPool:
         cancelled = 0
         doomed: List[Task] = []
         with self._lock:
-            kept: Deque[Tuple[Task, Optional[int]]] = collections.deque()
-            for entry in self._pending:
-                if entry[0].call.future in wanted:
-                    cancelled += cancel(entry[0].call.future)
+            kept: Deque[Task] = collections.deque()
+            for task in self._pending:
+                if task.call.future in wanted:
+                    cancelled += cancel(task.call.future)
                 else:
-                    kept.append(entry)
+                    kept.append(task)
             self._pending = kept
             for worker in self._workers:  # handed to a worker: withdrawn unless started
                 mine = [t for t in worker.inflight if t.call.future in wanted]
@@ -437,7 +444,7 @@ class WorkerPool:
             return task.call.future is future and task.call.message.get("attempt", 0) in wanted
 
         with self._lock:
-            self._pending = collections.deque(e for e in self._pending if not losing(e[0]))
+            self._pending = collections.deque(t for t in self._pending if not losing(t))
             for worker in self._workers:
                 mine = [t for t in worker.inflight if losing(t)]
                 if not mine:
@@ -462,7 +469,7 @@ class WorkerPool:
                     self._idle.wait(0.5)
             self._closed = True
             workers = list(self._workers)
-            abandoned = [task for task, _ in self._pending]
+            abandoned = list(self._pending)
             self._pending.clear()
         for task in abandoned:
             if not cancel(task.call.future):
