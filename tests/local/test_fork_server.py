@@ -122,3 +122,22 @@ def test_the_worker_imports_no_client_or_environment_machinery():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_worker_killed_before_its_fork_is_reported_dies_when_it_is():
+    from wrencore_local.backend import kill_process_group
+    from wrencore_local.zygote import ForkedWorker
+
+    kill_process_group(0)  # a fork never reported has pid 0: never our own group
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                               start_new_session=True)
+    try:
+        with open(os.devnull, "wb") as stdin, open(os.devnull, "rb") as stdout:
+            worker = ForkedWorker(stdin, stdout)
+            worker.kill_group()  # asked while the server has not reported the fork
+            assert sleeper.poll() is None
+            worker._set_pid(sleeper.pid)  # the report: the kill goes out now
+        assert sleeper.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        sleeper.kill()
+        sleeper.wait()
