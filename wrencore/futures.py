@@ -11,6 +11,7 @@ a failure back and run the call again, and it ignores outcomes of attempts alrea
 
 from __future__ import annotations
 
+import _thread
 import collections
 import concurrent.futures
 import importlib
@@ -18,7 +19,7 @@ import logging
 import pickle
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, TypeVar
 
 import cloudpickle
 
@@ -41,51 +42,71 @@ _RUNNING = concurrent.futures._base.RUNNING
 _CANCELLED = concurrent.futures._base.CANCELLED
 
 
-class _FutureCondition(threading.Condition):
-    """A ``threading.Condition`` over its own ``RLock`` that does not copy five of the
-    lock's methods onto each instance, and makes its queue of waiting threads only when a
-    thread waits: with a future per call, those were half the objects the cyclic garbage
-    collector tracks (and walks) while many calls are pending."""
+class _FutureCondition(_thread.RLock):
+    """A future's condition: an ``RLock`` that is also the condition waited on, with the
+    ``wait``/``notify``/``notify_all`` of :class:`threading.Condition` (all that
+    ``concurrent.futures`` asks of it). One object instead of a condition, its lock, a queue
+    of waiting threads and five copies of the lock's methods: with a future per call, those
+    were most of the objects the cyclic garbage collector tracks (and walks) while many
+    calls are pending, and ``with`` on it runs no Python code.
+    """
 
-    #: Replaced by a deque when a thread first waits (under the lock).
-    _waiters: Any = ()
+    __slots__ = ("_waiters",)
 
-    def __init__(self) -> None:  # pylint: disable=super-init-not-called
-        self._lock = threading.RLock()
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiters: Optional[Deque[Any]] = None  # made when a thread first waits
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        if self._waiters == ():
-            self._waiters = collections.deque()
-        return super().wait(timeout)
+        """As :meth:`threading.Condition.wait`."""
+        if not self._is_owned():  # type: ignore[attr-defined]
+            raise RuntimeError("cannot wait on un-acquired lock")
+        waiter = _thread.allocate_lock()
+        waiter.acquire()
+        waiters = self._waiters
+        if waiters is None:
+            waiters = self._waiters = collections.deque()
+        waiters.append(waiter)
+        saved_state = self._release_save()  # type: ignore[attr-defined]
+        gotit = False
+        try:
+            if timeout is None:
+                waiter.acquire()
+                gotit = True
+            elif timeout > 0:
+                gotit = waiter.acquire(True, timeout)
+            else:
+                gotit = waiter.acquire(False)
+            return gotit
+        finally:
+            self._acquire_restore(saved_state)  # type: ignore[attr-defined]
+            if not gotit:
+                try:
+                    waiters.remove(waiter)
+                except ValueError:
+                    pass
 
     def notify(self, n: int = 1) -> None:
-        if not self._waiters:  # nobody waits: only the check the stdlib makes
-            if not self._lock._is_owned():  # type: ignore[attr-defined]
-                raise RuntimeError("cannot notify on un-acquired lock")
-            return
-        super().notify(n)
+        """As :meth:`threading.Condition.notify`."""
+        if not self._is_owned():  # type: ignore[attr-defined]
+            raise RuntimeError("cannot notify on un-acquired lock")
+        waiters = self._waiters
+        while waiters and n > 0:
+            waiter = waiters[0]
+            try:
+                waiter.release()
+            except RuntimeError:
+                pass  # its wait timed out and it is removing itself
+            else:
+                n -= 1
+            try:
+                waiters.remove(waiter)
+            except ValueError:
+                pass
 
     def notify_all(self) -> None:
-        self.notify(len(self._waiters))
-
-    def _at_fork_reinit(self) -> None:
-        self._lock._at_fork_reinit()  # type: ignore[attr-defined]
-        self._waiters = ()
-
-    def acquire(self, *args: Any, **kwargs: Any) -> bool:
-        return self._lock.acquire(*args, **kwargs)
-
-    def release(self) -> None:
-        self._lock.release()
-
-    def _release_save(self) -> Any:
-        return self._lock._release_save()  # type: ignore[attr-defined]
-
-    def _acquire_restore(self, state: Any) -> None:
-        self._lock._acquire_restore(state)  # type: ignore[attr-defined]
-
-    def _is_owned(self) -> bool:
-        return self._lock._is_owned()  # type: ignore[attr-defined]
+        """As :meth:`threading.Condition.notify_all`."""
+        self.notify(len(self._waiters) if self._waiters else 0)
 
 
 class RemoteTraceback(Exception):

@@ -88,6 +88,8 @@ class _Worker:
         self.low_water = 1  # ask for more when this few calls are left
         self.done_count = 0
         self.retiring = False
+        #: Whether the process runs (its "ready" frame came): its calls' clocks start then.
+        self.ready = False
         self.current_started = 0.0
         self.kill_reason: Optional[BaseException] = None
         self.outbox: "queue.Queue[Any]" = queue.Queue()
@@ -161,6 +163,8 @@ class _Worker:
                 frame = read_frame(stdout)
                 if frame[0] == "done":
                     self.pool._on_done(self, frame[1])
+                elif frame[0] == "ready":
+                    self.pool._on_ready(self)
                 elif frame[0] == "output":
                     self.pool._on_output(self, frame[1], frame[2])
                 elif frame[0] == "retire":
@@ -306,6 +310,13 @@ class WorkerPool:
                 thief.send(tasks[0].job, tasks)
 
     # -- worker events ---------------------------------------------------------------
+    def _on_ready(self, worker: _Worker) -> None:
+        """The worker runs: a call sent before (while its fork server started) is timed
+        from now, not from when it was sent."""
+        with self._lock:
+            worker.ready = True
+            worker.current_started = time.monotonic()
+
     def _on_done(self, worker: _Worker,
                  reports: List[Tuple[int, Dict[str, Any], Optional[bytes]]]) -> None:
         finished = []
@@ -388,7 +399,8 @@ class WorkerPool:
             now = time.monotonic()
             with self._lock:
                 for worker in self._workers:
-                    if not worker.inflight or worker.kill_reason is not None:
+                    if not worker.inflight or worker.kill_reason is not None or \
+                            not worker.ready:
                         continue
                     task = worker.inflight[0]
                     limit = task.job.get("timeout")

@@ -33,6 +33,8 @@ from typing import Any, Dict, List, Optional, Tuple
 logger = logging.getLogger(__name__)
 
 _MAX_MESSAGE = 1 << 20
+#: What the server process runs (its control socket's descriptor is its one argument).
+SERVER_CODE = "from wrencore_local.zygote import serve; serve()"
 #: Whether this platform can run a fork server (POSIX with descriptor passing).
 SUPPORTED = (hasattr(os, "fork") and hasattr(socket, "send_fds")
              and hasattr(socket, "SOCK_SEQPACKET"))
@@ -100,13 +102,14 @@ class ForkServer:
         self._early_exits: Dict[int, int] = {}
         self._reading = False
         self.alive = True
+        #: Whether it ever forked a worker (one that exits before is unusable: see _server_for).
+        self.forked_any = False
         #: Replaced by a server for a newer environment: closed once its workers exit.
         self.retired = False
         # Started in the root directory, not the client's, whose modules must not shadow
         # those the server imports (each worker then moves to its pool's directory).
         self.proc = subprocess.Popen(
-            [python, "-c", "from wrencore_local.zygote import serve; serve()",
-             str(theirs.fileno())],
+            [python, "-c", SERVER_CODE, str(theirs.fileno())],
             pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
             start_new_session=True, cwd=os.path.abspath(os.sep))
         theirs.close()
@@ -121,6 +124,7 @@ class ForkServer:
                 exited: Optional[ForkedWorker] = None
                 with self._state:
                     if message[0] == "started":
+                        self.forked_any = True
                         worker = self._starting.pop(0)
                         worker._set_pid(message[1])
                         returncode = self._early_exits.pop(worker.pid, None)
@@ -225,6 +229,15 @@ def _server_for(python: str, base_env: Dict[str, str]) -> Tuple[Tuple[Any, ...],
     key = (os.getpid(), python, tuple(sorted(base_env.items())))
     with _servers_lock:
         server = _servers.get(key)
+        if server is not None and not server.alive and not server.forked_any:
+            # It exited before its first fork: another would too (the pool then starts its
+            # workers as new interpreters, which report what fails).
+            try:
+                code: Any = server.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # closed its socket, still exiting
+                code = "unknown"
+            raise OSError(f"the local fork server exited before forking a worker (exit code "
+                          f"{code})")
         if server is None or not server.alive:
             for old_key in [k for k in _servers if k[0] != key[0]]:
                 del _servers[old_key]  # inherited through a fork of the client: not ours
@@ -254,8 +267,8 @@ def start_worker(python: str, env: Dict[str, str], cwd: str,
         return server.start_worker(env, cwd)
     except OSError:
         with _servers_lock:
-            if _servers.get(key) is server:
-                del _servers[key]
+            if _servers.get(key) is server and server.forked_any:
+                del _servers[key]  # it worked before: the next request starts a new one
         raise
 
 

@@ -141,3 +141,28 @@ def test_a_worker_killed_before_its_fork_is_reported_dies_when_it_is():
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_a_fork_server_that_dies_before_forking_leaves_workers_started_as_interpreters(
+        monkeypatch, caplog):
+    from wrencore_local import zygote
+
+    monkeypatch.setattr(zygote, "SERVER_CODE", "raise SystemExit(3)")
+    monkeypatch.setenv("WRENCORE_FORK_SERVER_TEST", "broken")  # a server of its own
+    with caplog.at_level("WARNING", logger="wrencore_local.backend"):
+        with wrencore.Executor(backend="local", max_workers=2) as executor:
+            parents = {executor.submit(_who).result(timeout=60)[1] for _ in range(4)}
+    assert parents == {os.getpid()}  # Popen workers, children of this process
+    assert "fork server unavailable" in caplog.text
+
+
+def test_a_call_is_timed_from_when_its_worker_runs_not_from_when_it_was_sent(monkeypatch):
+    from wrencore_local import zygote
+
+    # A server that takes longer to start than the call's timeout plus the kill grace.
+    monkeypatch.setattr(zygote, "SERVER_CODE", "import time; time.sleep(1.5); "
+                        + zygote.SERVER_CODE)
+    monkeypatch.setenv("WRENCORE_FORK_SERVER_TEST", "slow")
+    with wrencore.Executor(backend="local", max_workers=1, timeout=0.3) as executor:
+        assert executor.submit(_who).result(timeout=60)[6] is False
+        assert executor.backend.pool._next_index == 1  # its worker was not killed and replaced
