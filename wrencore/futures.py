@@ -51,11 +51,10 @@ class _FutureCondition(_thread.RLock):
     calls are pending, and ``with`` on it runs no Python code.
     """
 
+    #: The waiting threads' locks, made when a thread first waits (unset until then: no
+    #: Python-level __init__ runs for each future).
     __slots__ = ("_waiters",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._waiters: Optional[Deque[Any]] = None  # made when a thread first waits
+    _waiters: Deque[Any]
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """As :meth:`threading.Condition.wait`."""
@@ -63,7 +62,7 @@ class _FutureCondition(_thread.RLock):
             raise RuntimeError("cannot wait on un-acquired lock")
         waiter = _thread.allocate_lock()
         waiter.acquire()
-        waiters = self._waiters
+        waiters = getattr(self, "_waiters", None)
         if waiters is None:
             waiters = self._waiters = collections.deque()
         waiters.append(waiter)
@@ -90,7 +89,7 @@ class _FutureCondition(_thread.RLock):
         """As :meth:`threading.Condition.notify`."""
         if not self._is_owned():  # type: ignore[attr-defined]
             raise RuntimeError("cannot notify on un-acquired lock")
-        waiters = self._waiters
+        waiters = getattr(self, "_waiters", None)
         while waiters and n > 0:
             waiter = waiters[0]
             try:
@@ -106,7 +105,11 @@ class _FutureCondition(_thread.RLock):
 
     def notify_all(self) -> None:
         """As :meth:`threading.Condition.notify_all`."""
-        self.notify(len(self._waiters) if self._waiters else 0)
+        waiters = getattr(self, "_waiters", None)
+        if waiters:
+            self.notify(len(waiters))
+        elif not self._is_owned():  # type: ignore[attr-defined]
+            raise RuntimeError("cannot notify on un-acquired lock")
 
 
 class RemoteTraceback(Exception):
