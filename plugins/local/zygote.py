@@ -7,6 +7,12 @@ fresh interpreter, started once per client process (and per environment), that i
 worker's modules and then forks each worker on request: a worker is still a clean
 interpreter that shares nothing with the client, but starts in a millisecond or two.
 
+A pool starts the server when it is created, and asks it for workers without waiting: the
+request (with the worker's pipes) waits in the control socket while the server starts, and
+the calls written to a worker's stdin wait in its pipe, so the first executor of a process
+waits for the server's start only once, overlapped with everything the client does to
+prepare its first calls. A worker killed before its fork is reported is killed when it is.
+
 The server runs in its own session (so a Ctrl-C at the terminal does not reach it) and exits
 when the client's end of its control socket closes and its last worker has exited. Each
 worker it forks leads its own process group, set by both sides of the fork before the
