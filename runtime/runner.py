@@ -260,10 +260,16 @@ def is_plain(value: Any, budget: int = 64) -> bool:
         return True
     if kind not in _PLAIN_CONTAINERS or len(value) > budget:
         return False
-    items = value.items() if kind is dict else value
+    # Loops, not all(<generator>): this runs for every call's arguments and result.
     if kind is dict:
-        return all(type(k) in _PLAIN and is_plain(v, budget // 2) for k, v in items)
-    return all(type(v) in _PLAIN or is_plain(v, budget // 2) for v in items)
+        for k, v in value.items():
+            if type(k) not in _PLAIN or not is_plain(v, budget // 2):
+                return False
+        return True
+    for v in value:
+        if type(v) not in _PLAIN and not is_plain(v, budget // 2):
+            return False
+    return True
 
 
 def dumps_result(value: Any) -> bytes:

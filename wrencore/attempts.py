@@ -336,7 +336,7 @@ class Attempts:
                 attempts = CallAttempts(self, state, call, state.total)
                 state.total += 1
                 state.unfinished.add(attempts)
-                call.future._attempts = attempts
+                call.future._adopt_attempts(attempts)
             if speculation is not None:
                 self._ensure_thread()
 

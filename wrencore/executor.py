@@ -32,7 +32,7 @@ from .attempts import Attempts, RetryOn, RetryPolicy, SpeculationPolicy, specula
 from .backends import Backend, Call
 from .config import DEFAULT_BACKEND, Config, Section
 from .errors import ConfigError, ExecutorShutdownError
-from .futures import Future
+from .futures import Future, add_done_callback_to_new
 from .futures import cancel as cancel_future
 from .plugins import get_plugin_manager, get_registry
 from .streaming import MAX_PENDING, FutureStream
@@ -128,14 +128,13 @@ class _Lifecycle:
         self._lock = threading.Lock()
 
     def track(self, futures: List[Future]) -> None:
-        """Follow ``futures`` (all of one job) until they finish."""
+        """Follow ``futures`` (all of one job, just created) until they finish."""
         with self._lock:
             self.pending.update(futures)
             if futures:
                 job_id = futures[0].job_id
                 self.job_pending[job_id] = self.job_pending.get(job_id, 0) + len(futures)
-        for future in futures:
-            future.add_done_callback(self._finished)
+        add_done_callback_to_new(futures, self._finished)  # one bound method for them all
 
     def close_job(self, job_id: str) -> None:
         """No more calls of ``job_id`` will start: it ends when its last call finishes."""
@@ -627,11 +626,11 @@ class Executor(concurrent.futures.Executor):
             self._attempts.adopt(job, calls, retry, backup)
         finished_hook = self._pm.hook.wrencore_call_finished
         notify = bool(finished_hook.get_hookimpls())
-        self._lifecycle.track([call.future for call in calls])
+        futures = [call.future for call in calls]
+        self._lifecycle.track(futures)
         if notify:
-            for call in calls:
-                call.future.add_done_callback(
-                    lambda f: finished_hook(future=f, metadata=f.metadata))
+            add_done_callback_to_new(
+                futures, lambda f: finished_hook(future=f, metadata=f.metadata))
         self._pm.hook.wrencore_before_invoke(backend=self.backend_name, job=job,
                                              call_ids=[c.call_id for c in calls])
         self.backend.invoke(job, calls, chunksize if chunksize is not None else self.chunksize)

@@ -11,13 +11,15 @@ a failure back and run the call again, and it ignores outcomes of attempts alrea
 
 from __future__ import annotations
 
+import _thread
+import collections
 import concurrent.futures
 import importlib
 import logging
 import pickle
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, TypeVar
 
 import cloudpickle
 
@@ -34,6 +36,80 @@ _DONE_STATES = frozenset((concurrent.futures._base.CANCELLED,
                           concurrent.futures._base.FINISHED))
 
 _T = TypeVar("_T")
+
+_PENDING = concurrent.futures._base.PENDING
+_RUNNING = concurrent.futures._base.RUNNING
+_CANCELLED = concurrent.futures._base.CANCELLED
+
+
+class _FutureCondition(_thread.RLock):
+    """A future's condition: an ``RLock`` that is also the condition waited on, with the
+    ``wait``/``notify``/``notify_all`` of :class:`threading.Condition` (all that
+    ``concurrent.futures`` asks of it). One object instead of a condition, its lock, a queue
+    of waiting threads and five copies of the lock's methods: with a future per call, those
+    were most of the objects the cyclic garbage collector tracks (and walks) while many
+    calls are pending, and ``with`` on it runs no Python code.
+    """
+
+    #: The waiting threads' locks, made when a thread first waits (unset until then: no
+    #: Python-level __init__ runs for each future).
+    __slots__ = ("_waiters",)
+    _waiters: Deque[Any]
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """As :meth:`threading.Condition.wait`."""
+        if not self._is_owned():  # type: ignore[attr-defined]
+            raise RuntimeError("cannot wait on un-acquired lock")
+        waiter = _thread.allocate_lock()
+        waiter.acquire()
+        waiters = getattr(self, "_waiters", None)
+        if waiters is None:
+            waiters = self._waiters = collections.deque()
+        waiters.append(waiter)
+        saved_state = self._release_save()  # type: ignore[attr-defined]
+        gotit = False
+        try:
+            if timeout is None:
+                waiter.acquire()
+                gotit = True
+            elif timeout > 0:
+                gotit = waiter.acquire(True, timeout)
+            else:
+                gotit = waiter.acquire(False)
+            return gotit
+        finally:
+            self._acquire_restore(saved_state)  # type: ignore[attr-defined]
+            if not gotit:
+                try:
+                    waiters.remove(waiter)
+                except ValueError:
+                    pass
+
+    def notify(self, n: int = 1) -> None:
+        """As :meth:`threading.Condition.notify`."""
+        if not self._is_owned():  # type: ignore[attr-defined]
+            raise RuntimeError("cannot notify on un-acquired lock")
+        waiters = getattr(self, "_waiters", None)
+        while waiters and n > 0:
+            waiter = waiters[0]
+            try:
+                waiter.release()
+            except RuntimeError:
+                pass  # its wait timed out and it is removing itself
+            else:
+                n -= 1
+            try:
+                waiters.remove(waiter)
+            except ValueError:
+                pass
+
+    def notify_all(self) -> None:
+        """As :meth:`threading.Condition.notify_all`."""
+        waiters = getattr(self, "_waiters", None)
+        if waiters:
+            self.notify(len(waiters))
+        elif not self._is_owned():  # type: ignore[attr-defined]
+            raise RuntimeError("cannot notify on un-acquired lock")
 
 
 class RemoteTraceback(Exception):
@@ -79,13 +155,26 @@ class Future(concurrent.futures.Future[_T]):
     attempt = 0
     #: The executor's retry and backup policy for this call (None: one attempt only).
     _attempts: Any = None
+    #: Serializes completions through the attempt policy (set with it; see ``_complete``).
+    _completion_lock: Any = None
 
     def __init__(self, job_id: str = "", call_id: str = ""):
-        super().__init__()
+        # What ``concurrent.futures.Future.__init__`` sets, with a leaner condition (a test
+        # checks the attributes still match the stdlib's).
+        self._condition = _FutureCondition()
+        self._state = _PENDING
+        self._result = None
+        self._exception: Optional[BaseException] = None
+        self._waiters: List[Any] = []
+        self._done_callbacks: List[Callable[[Any], Any]] = []
         self.job_id = job_id
         self.call_id = call_id
         self.metadata: Dict[str, Any] = {}
+
+    def _adopt_attempts(self, attempts: Any) -> None:
+        """Put the future under an attempt policy (before its call is first invoked)."""
         self._completion_lock = threading.Lock()
+        self._attempts = attempts
 
     def __repr__(self) -> str:
         return f"<wrencore.Future {self.job_id}/{self.call_id} state={self._state.lower()}>"
@@ -181,9 +270,24 @@ class Future(concurrent.futures.Future[_T]):
         ``attempt`` is the attempt the outcome belongs to (None: every attempt running). An
         attempt policy may hold a failure back to run the call again; then this returns False.
         """
+        lock = self._completion_lock
+        if lock is None:
+            # Never under an attempt policy: set_result/set_exception check and set the
+            # state atomically. (A future that had one keeps its lock: the policy lets go
+            # of a decided call while its outcome is being set.)
+            if self._state == _PENDING and not claim(self):
+                return False  # cancelled (or completed) before a backend marked it running
+            try:
+                if exception is not None:
+                    self.set_exception(exception)
+                else:
+                    self.set_result(result)
+            except concurrent.futures.InvalidStateError:
+                return False
+            return True
         # Not self._condition: the attempt policy takes its own lock here, and holds it while
         # asking done(), which takes self._condition.
-        with self._completion_lock:
+        with lock:
             # The state read without the condition's lock: it becomes done only under
             # this lock (or by a cancel, which a snapshot through done() races too).
             if self._state in _DONE_STATES:
@@ -221,11 +325,22 @@ def claim(future: concurrent.futures.Future) -> bool:
     """
     with future._condition:
         state = future._state
-        if state == concurrent.futures._base.RUNNING:
+        if state == _RUNNING:
             return True
-        if state in (concurrent.futures._base.PENDING, concurrent.futures._base.CANCELLED):
+        if state == _PENDING:  # what set_running_or_notify_cancel does, without its call
+            future._state = _RUNNING
+            return True
+        if state == _CANCELLED:
             return future.set_running_or_notify_cancel()
         return False
+
+
+def add_done_callback_to_new(futures: Sequence[concurrent.futures.Future],
+                             fn: Callable[[Any], Any]) -> None:
+    """``future.add_done_callback(fn)`` for futures just created, which no other thread
+    holds yet (so none is done and no lock is needed)."""
+    for future in futures:
+        future._done_callbacks.append(fn)
 
 
 def cancel(future: concurrent.futures.Future) -> bool:
@@ -277,8 +392,11 @@ def _instantiate_by_name(info: Dict[str, Any]) -> BaseException:
 
 
 def complete_from_status(future: Future, status: Dict[str, Any], result: Optional[bytes],
-                         storage) -> bool:
+                         storage, received: Optional[float] = None) -> bool:
     """Complete ``future`` from a worker's status (and inline result, if any).
+
+    ``received``: when the status arrived (``time.time()``; None: now), for the statuses
+    of a batch read together.
 
     Returns False if the future was already done. Failures to fetch or unpickle the result
     become that future's exception; they never escape to the caller.
@@ -287,8 +405,9 @@ def complete_from_status(future: Future, status: Dict[str, Any], result: Optiona
     if future._state in _DONE_STATES or not future.accepts_attempt(attempt):
         return False
     future._status_received = True
-    future.metadata.update(status.get("metadata") or {})
-    future.metadata["host_status_timestamp"] = time.time()
+    metadata = future.metadata
+    metadata.update(status.get("metadata") or ())
+    metadata["host_status_timestamp"] = time.time() if received is None else received
     stdout, stderr = status.get("stdout") or "", status.get("stderr") or ""
     if stdout or future.stdout:  # else the class default stays: no per-call attribute
         future.stdout = stdout
@@ -302,7 +421,7 @@ def complete_from_status(future: Future, status: Dict[str, Any], result: Optiona
         exc = _load_exception(info)
         add_note(exc, _call_note(future, info))
         return future._complete(exception=exc, attempt=attempt)
-    start = time.time()
+    start = time.perf_counter()
     if result is None and status.get("result") is not None:
         result = status["result"]  # inlined in the status by workers that write one object
     try:
@@ -317,5 +436,5 @@ def complete_from_status(future: Future, status: Dict[str, Any], result: Optiona
             f"{type(exc).__name__}: {exc}")
         error.__cause__ = exc
         return future._complete(exception=error, attempt=attempt)
-    future.metadata["host_result_time"] = time.time() - start
+    metadata["host_result_time"] = time.perf_counter() - start
     return future._complete(result=value, attempt=attempt)

@@ -84,6 +84,17 @@ def local_module_roots(modules: Optional[Dict[str, Any]] = None) -> Dict[str, st
     modules = dict(sys.modules if modules is None else modules)
     installed = _installed_roots()
     found: Dict[str, str] = {}
+    real_dirs: Dict[str, str] = {}  # hundreds of modules live in a few dozen directories
+
+    def realpath(filename: str) -> str:
+        """``os.path.realpath(filename)``, resolving each directory once."""
+        directory, base = os.path.split(filename)
+        real_dir = real_dirs.get(directory)
+        if real_dir is None:
+            real_dir = real_dirs[directory] = os.path.realpath(directory)
+        path = os.path.join(real_dir, base)
+        return os.path.realpath(path) if os.path.islink(path) else path
+
     for name, module in modules.items():
         top = name.partition(".")[0]
         if top in found or top.startswith("wrencore") or name == "__main__" or top == "__mp_main__":
@@ -91,14 +102,14 @@ def local_module_roots(modules: Optional[Dict[str, Any]] = None) -> Dict[str, st
         filename = getattr(module, "__file__", None)
         if not filename or not filename.endswith((".py", ".pyc")):
             continue
-        real = os.path.realpath(filename)
+        real = realpath(filename)
         if any(real.startswith(root) for root in installed):
             continue
         top_module = modules.get(top)
         top_file = getattr(top_module, "__file__", None) if top_module else None
         if not top_file:
             continue
-        top_real = os.path.realpath(top_file)
+        top_real = realpath(top_file)
         if os.path.basename(top_real) == "__init__.py":
             found[top] = os.path.dirname(top_real)
         else:

@@ -229,13 +229,25 @@ def _allowed(setting: Setting) -> str:
     return f"at least {low}" if low is not None else f"at most {high}"
 
 
+_EXACT_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+def _within_bounds(setting: Setting, value: Any) -> bool:
+    return ((setting.minimum is None or value >= setting.minimum)
+            and (setting.maximum is None or value <= setting.maximum)
+            and (setting.greater_than is None or value > setting.greater_than))
+
+
 def convert(setting: Setting, value: Any, table: str = "", origin: str = "") -> Any:
     """``value`` as the setting's type; ConfigError naming key, value and source if not."""
+    if value is None:
+        return None
+    if type(value) is _EXACT_TYPES.get(setting.type) and setting.choices is None and \
+            (setting.type in ("str", "bool") or _within_bounds(setting, value)):
+        return value  # already what it must be (the common case: no msgspec import)
     import msgspec
     from typing import Annotated
 
-    if value is None:
-        return None
     if setting.type == "list[str]" and isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
     if setting.type == "str or list[str]" and isinstance(value, str):

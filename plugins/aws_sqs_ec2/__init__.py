@@ -6,6 +6,16 @@ wrencore daemon under supervisord, bootstrapped by cloud-init, logging to CloudW
 line as ``wrencore standalone …``. Importing this package does not import boto3.
 """
 
-from .api import Standalone
+from typing import Any
 
 __all__ = ["Standalone"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: the plugin's entry point is in this package, and every
+    # executor (of any backend) loads it, which must not import the fleet's machinery.
+    if name == "Standalone":
+        from .api import Standalone
+
+        return Standalone
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -66,11 +66,14 @@ MAX_BATCH = 256
 class Task:
     job: Dict[str, Any]
     call: Call
+    chunksize: Optional[int] = None  # calls per batch while queued (1 once requeued)
     token: int = -1  # its claim slot in its worker's claim file, set when it is sent
 
 
 def kill_process_group(pgid: int) -> None:
     """SIGKILL every process left in a worker's process group (the worker leads it)."""
+    if pgid <= 0:  # a forked worker whose fork was never reported; never our own group
+        return
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -85,6 +88,8 @@ class _Worker:
         self.low_water = 1  # ask for more when this few calls are left
         self.done_count = 0
         self.retiring = False
+        #: Whether the process runs (its "ready" frame came): its calls' clocks start then.
+        self.ready = False
         self.current_started = 0.0
         self.kill_reason: Optional[BaseException] = None
         self.outbox: "queue.Queue[Any]" = queue.Queue()
@@ -158,6 +163,8 @@ class _Worker:
                 frame = read_frame(stdout)
                 if frame[0] == "done":
                     self.pool._on_done(self, frame[1])
+                elif frame[0] == "ready":
+                    self.pool._on_ready(self)
                 elif frame[0] == "output":
                     self.pool._on_output(self, frame[1], frame[2])
                 elif frame[0] == "retire":
@@ -176,7 +183,11 @@ class _Worker:
         if reason is not None and self.kill_reason is None:
             self.kill_reason = reason
         if self.proc.returncode is None:
-            kill_process_group(self.proc.pid)
+            kill_group = getattr(self.proc, "kill_group", None)
+            if kill_group is not None:
+                kill_group()  # a forked worker: killed once its fork is reported
+            else:
+                kill_process_group(self.proc.pid)
 
     def stop(self) -> None:
         self.outbox.put(("exit",))
@@ -197,13 +208,15 @@ class WorkerPool:
         self.claims_dir = claims_directory()
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
-        self._pending: Deque[Tuple[Task, Optional[int]]] = collections.deque()
+        self._pending: Deque[Task] = collections.deque()
         self._workers: List[_Worker] = []
         #: Futures of running calls whose worker is being killed to cancel them.
         self._cancelled: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._closed = False
         self._watchdog: Optional[threading.Thread] = None
         self._next_index = 0
+        if self.fork_server:  # it imports the worker's modules while the first calls are made
+            zygote.prestart(python, base_env=dict(os.environ))
 
     # -- queueing and dispatch -------------------------------------------------------
     def enqueue(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:
@@ -211,7 +224,7 @@ class WorkerPool:
             if self._closed:
                 raise WrenError("the local worker pool is shut down")
             for call in calls:
-                self._pending.append((Task(job, call), chunksize))
+                self._pending.append(Task(job, call, chunksize))
             if not self._workers:
                 self._start_workers()
             if job.get("timeout") and self._watchdog is None:
@@ -219,6 +232,11 @@ class WorkerPool:
                                                   name="wrencore-local-watchdog")
                 self._watchdog.start()
             self._dispatch()
+
+    def _requeue(self, task: Task) -> None:
+        """Put a call back at the head of the queue, to be sent on its own."""
+        task.chunksize = 1
+        self._pending.appendleft(task)
 
     def _start_workers(self) -> None:
         while len(self._workers) < self.size:
@@ -243,14 +261,14 @@ class WorkerPool:
         """Give queued calls to workers that want work, then let idle ones steal. Caller holds the lock."""
         for worker in self._workers:
             while self._pending and self._wants_work(worker):
-                first, chunksize = self._pending[0]
-                size = self._batch_size(chunksize)
+                first = self._pending[0]
+                size = self._batch_size(first.chunksize)
                 quota = worker.quota_left()
                 if quota is not None:
                     size = min(size, quota)
                 batch: List[Task] = []
                 while self._pending and len(batch) < size:
-                    task, _ = self._pending[0]
+                    task = self._pending[0]
                     if task.job is not first.job:
                         break
                     self._pending.popleft()
@@ -283,7 +301,7 @@ class WorkerPool:
             quota = thief.quota_left()
             if quota is not None and quota < len(stolen):
                 for task in reversed(stolen[quota:]):
-                    self._pending.appendleft((task, 1))
+                    self._requeue(task)
                 stolen = stolen[:quota]
             by_job: Dict[int, List[Task]] = {}
             for task in stolen:
@@ -292,6 +310,13 @@ class WorkerPool:
                 thief.send(tasks[0].job, tasks)
 
     # -- worker events ---------------------------------------------------------------
+    def _on_ready(self, worker: _Worker) -> None:
+        """The worker runs: a call sent before (while its fork server started) is timed
+        from now, not from when it was sent."""
+        with self._lock:
+            worker.ready = True
+            worker.current_started = time.monotonic()
+
     def _on_done(self, worker: _Worker,
                  reports: List[Tuple[int, Dict[str, Any], Optional[bytes]]]) -> None:
         finished = []
@@ -310,8 +335,9 @@ class WorkerPool:
             self._dispatch()
             if not worker.inflight:
                 self._idle.notify_all()
+        received = time.time()
         for task, status, result in finished:
-            complete_from_status(task.call.future, status, result, self.storage)
+            complete_from_status(task.call.future, status, result, self.storage, received)
 
     def _on_output(self, worker: _Worker, token: int, chunks: List[Tuple[str, str]]) -> None:
         """A running call's output: kept on its future (and echoed, if asked)."""
@@ -327,7 +353,7 @@ class WorkerPool:
         with self._lock:
             worker.retiring = True
             for task in reversed(worker.inflight):
-                self._pending.appendleft((task, 1))
+                self._requeue(task)
             worker.inflight.clear()
             self._dispatch()
 
@@ -347,7 +373,7 @@ class WorkerPool:
             withdrawn = [t for t in requeue if t.call.future in self._cancelled]
             requeue = [t for t in requeue if t.call.future not in self._cancelled]
             for task in reversed(requeue):
-                self._pending.appendleft((task, 1))
+                self._requeue(task)
             if not self._closed:
                 self._start_workers()
                 self._dispatch()
@@ -373,7 +399,8 @@ class WorkerPool:
             now = time.monotonic()
             with self._lock:
                 for worker in self._workers:
-                    if not worker.inflight or worker.kill_reason is not None:
+                    if not worker.inflight or worker.kill_reason is not None or \
+                            not worker.ready:
                         continue
                     task = worker.inflight[0]
                     limit = task.job.get("timeout")
@@ -390,12 +417,12 @@ class WorkerPool:
         cancelled = 0
         doomed: List[Task] = []
         with self._lock:
-            kept: Deque[Tuple[Task, Optional[int]]] = collections.deque()
-            for entry in self._pending:
-                if entry[0].call.future in wanted:
-                    cancelled += cancel(entry[0].call.future)
+            kept: Deque[Task] = collections.deque()
+            for task in self._pending:
+                if task.call.future in wanted:
+                    cancelled += cancel(task.call.future)
                 else:
-                    kept.append(entry)
+                    kept.append(task)
             self._pending = kept
             for worker in self._workers:  # handed to a worker: withdrawn unless started
                 mine = [t for t in worker.inflight if t.call.future in wanted]
@@ -429,7 +456,7 @@ class WorkerPool:
             return task.call.future is future and task.call.message.get("attempt", 0) in wanted
 
         with self._lock:
-            self._pending = collections.deque(e for e in self._pending if not losing(e[0]))
+            self._pending = collections.deque(t for t in self._pending if not losing(t))
             for worker in self._workers:
                 mine = [t for t in worker.inflight if losing(t)]
                 if not mine:
@@ -454,7 +481,7 @@ class WorkerPool:
                     self._idle.wait(0.5)
             self._closed = True
             workers = list(self._workers)
-            abandoned = [task for task, _ in self._pending]
+            abandoned = list(self._pending)
             self._pending.clear()
         for task in abandoned:
             if not cancel(task.call.future):

@@ -7,6 +7,12 @@ fresh interpreter, started once per client process (and per environment), that i
 worker's modules and then forks each worker on request: a worker is still a clean
 interpreter that shares nothing with the client, but starts in a millisecond or two.
 
+A pool starts the server when it is created, and asks it for workers without waiting: the
+request (with the worker's pipes) waits in the control socket while the server starts, and
+the calls written to a worker's stdin wait in its pipe, so the first executor of a process
+waits for the server's start only once, overlapped with everything the client does to
+prepare its first calls. A worker killed before its fork is reported is killed when it is.
+
 The server runs in its own session (so a Ctrl-C at the terminal does not reach it) and exits
 when the client's end of its control socket closes and its last worker has exited. Each
 worker it forks leads its own process group, set by both sides of the fork before the
@@ -33,6 +39,8 @@ from typing import Any, Dict, List, Optional, Tuple
 logger = logging.getLogger(__name__)
 
 _MAX_MESSAGE = 1 << 20
+#: What the server process runs (its control socket's descriptor is its one argument).
+SERVER_CODE = "from wrencore_local.zygote import serve; serve()"
 #: Whether this platform can run a fork server (POSIX with descriptor passing).
 SUPPORTED = (hasattr(os, "fork") and hasattr(socket, "send_fds")
              and hasattr(socket, "SOCK_SEQPACKET"))
@@ -43,15 +51,34 @@ class ForkedWorker:
     uses: ``pid``, ``stdin``, ``stdout``, ``returncode``, ``wait`` and ``poll``."""
 
     def __init__(self, stdin: Any, stdout: Any):
-        self.pid = 0  # set when the server reports the fork
+        self.pid = 0  # set when the server reports the fork (0: not yet, or never)
         self.stdin = stdin
         self.stdout = stdout
         self.returncode: Optional[int] = None
         self._exited = threading.Event()
+        self._kill_when_started = False
+        self._pid_lock = threading.Lock()
+
+    def _set_pid(self, pid: int) -> None:
+        with self._pid_lock:
+            self.pid = pid
+            kill = self._kill_when_started
+        if kill:
+            _kill_group(pid)
 
     def _set_exit(self, returncode: int) -> None:
         self.returncode = returncode
         self._exited.set()
+
+    def kill_group(self) -> None:
+        """SIGKILL the worker's process group, at once or as soon as its fork is reported
+        (a worker is requested without waiting for the server to fork it)."""
+        with self._pid_lock:
+            pid = self.pid
+            if not pid:
+                self._kill_when_started = True
+                return
+        _kill_group(pid)
 
     def poll(self) -> Optional[int]:
         return self.returncode
@@ -81,13 +108,14 @@ class ForkServer:
         self._early_exits: Dict[int, int] = {}
         self._reading = False
         self.alive = True
+        #: Whether it ever forked a worker (one that exits before is unusable: see _server_for).
+        self.forked_any = False
         #: Replaced by a server for a newer environment: closed once its workers exit.
         self.retired = False
         # Started in the root directory, not the client's, whose modules must not shadow
         # those the server imports (each worker then moves to its pool's directory).
         self.proc = subprocess.Popen(
-            [python, "-c", "from wrencore_local.zygote import serve; serve()",
-             str(theirs.fileno())],
+            [python, "-c", SERVER_CODE, str(theirs.fileno())],
             pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
             start_new_session=True, cwd=os.path.abspath(os.sep))
         theirs.close()
@@ -102,8 +130,9 @@ class ForkServer:
                 exited: Optional[ForkedWorker] = None
                 with self._state:
                     if message[0] == "started":
+                        self.forked_any = True
                         worker = self._starting.pop(0)
-                        worker.pid = message[1]
+                        worker._set_pid(message[1])
                         returncode = self._early_exits.pop(worker.pid, None)
                         if returncode is None:
                             self._workers[worker.pid] = worker
@@ -151,15 +180,17 @@ class ForkServer:
             self._state.notify_all()
         for worker in workers:  # their exits can no longer be reported: treat as killed
             if worker.pid:
-                try:
-                    os.killpg(worker.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                _kill_group(worker.pid)
             worker._set_exit(-signal.SIGKILL)
 
     def start_worker(self, env: Dict[str, str], cwd: str) -> ForkedWorker:
-        """Fork a worker with these environment variables and working directory; its stdin
-        and stdout are pipes from this process (buffered like the pool's Popen pipes)."""
+        """Ask for a worker with these environment variables and working directory; its
+        stdin and stdout are pipes from this process (buffered like the pool's Popen pipes).
+
+        Returns at once, without waiting for the server (which may still be starting) to
+        fork it: what is written to its stdin waits in the pipe, and its ``pid`` is set
+        when the server reports the fork. Raises OSError if the server has exited.
+        """
         to_worker_r, to_worker_w = os.pipe()
         from_worker_r, from_worker_w = os.pipe()
         worker = ForkedWorker(os.fdopen(to_worker_w, "wb", 1 << 16),
@@ -176,11 +207,6 @@ class ForkServer:
                                          name="wrencore-local-forkserver").start()
                 socket.send_fds(self._sock, [pickle.dumps((env, cwd))],
                                 [to_worker_r, from_worker_w])
-                with self._state:
-                    while not worker.pid and self.alive:
-                        self._state.wait()
-                if not worker.pid:
-                    raise OSError("the local fork server exited")
             return worker
         except BaseException:
             with self._state:
@@ -194,8 +220,47 @@ class ForkServer:
             os.close(from_worker_w)
 
 
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 _servers: Dict[Tuple[int, str, Tuple[Tuple[str, str], ...]], ForkServer] = {}
 _servers_lock = threading.Lock()
+
+
+def _server_for(python: str, base_env: Dict[str, str]) -> Tuple[Tuple[Any, ...], ForkServer]:
+    key = (os.getpid(), python, tuple(sorted(base_env.items())))
+    with _servers_lock:
+        server = _servers.get(key)
+        if server is not None and not server.alive and not server.forked_any:
+            # It exited before its first fork: another would too (the pool then starts its
+            # workers as new interpreters, which report what fails).
+            try:
+                code: Any = server.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # closed its socket, still exiting
+                code = "unknown"
+            raise OSError(f"the local fork server exited before forking a worker (exit code "
+                          f"{code})")
+        if server is None or not server.alive:
+            for old_key in [k for k in _servers if k[0] != key[0]]:
+                del _servers[old_key]  # inherited through a fork of the client: not ours
+            for old_key in [k for k in _servers if k[:2] == key[:2]]:
+                _servers.pop(old_key).retire()  # started in an older environment
+            server = _servers[key] = ForkServer(python, base_env)
+    return key, server
+
+
+def prestart(python: str, base_env: Dict[str, str]) -> None:
+    """Start this process's fork server for ``python`` and ``base_env`` now, if it does not
+    run yet, so that it imports the worker's modules while the client prepares its first
+    calls (an executor does this when it is created)."""
+    try:
+        _server_for(python, base_env)
+    except OSError as exc:
+        logger.debug("could not start the local fork server early: %s", exc)
 
 
 def start_worker(python: str, env: Dict[str, str], cwd: str,
@@ -203,21 +268,13 @@ def start_worker(python: str, env: Dict[str, str], cwd: str,
     """A worker forked by this process's fork server for ``python`` and ``base_env`` (the
     environment the server starts with: its imports and ``sys.path`` depend on it), started
     first if need be. ``env`` is the worker's own environment."""
-    key = (os.getpid(), python, tuple(sorted(base_env.items())))
-    with _servers_lock:
-        server = _servers.get(key)
-        if server is None or not server.alive:
-            for old_key in [k for k in _servers if k[0] != key[0]]:
-                del _servers[old_key]  # inherited through a fork of the client: not ours
-            for old_key in [k for k in _servers if k[:2] == key[:2]]:
-                _servers.pop(old_key).retire()  # started in an older environment
-            server = _servers[key] = ForkServer(python, base_env)
+    key, server = _server_for(python, base_env)
     try:
         return server.start_worker(env, cwd)
     except OSError:
         with _servers_lock:
-            if _servers.get(key) is server:
-                del _servers[key]
+            if _servers.get(key) is server and server.forked_any:
+                del _servers[key]  # it worked before: the next request starts a new one
         raise
 
 

@@ -66,3 +66,68 @@ def test_logs_of_a_call_without_status_come_from_the_backend_and_cloud_is_explic
         local.logs(source="cloud")
     with pytest.raises(ValueError, match="source"):
         local.logs(source="cloudwatch")
+
+
+def test_a_future_sets_what_the_stdlib_future_sets():
+    # wrencore.Future.__init__ does the stdlib's work itself (with a leaner condition); a
+    # Python whose Future gains an attribute must not leave ours without it.
+    stdlib = set(vars(concurrent.futures.Future()))
+    assert stdlib <= set(vars(Future("j", "00000")))
+
+
+def test_waiting_threads_are_woken_and_a_stray_notify_still_raises():
+    import threading
+
+    future = Future("j", "00000")
+    results = []
+    waiters = [threading.Thread(target=lambda: results.append(future.result(timeout=10)))
+               for _ in range(3)]
+    for thread in waiters:
+        thread.start()
+    done, _ = concurrent.futures.wait([future], timeout=0.05)
+    assert not done
+    assert claim(future)
+    assert future._complete(result=7)
+    for thread in waiters:
+        thread.join(10)
+    assert results == [7, 7, 7]
+    with pytest.raises(RuntimeError, match="un-acquired"):
+        Future("j", "00001")._condition.notify_all()
+    with pytest.raises(concurrent.futures.TimeoutError):
+        Future("j", "00002").result(timeout=0.01)
+
+
+def test_racing_outcomes_complete_a_future_once_with_one_of_them():
+    import threading
+
+    for _ in range(50):
+        future = Future("j", "00000")
+        wins = []
+        start = threading.Barrier(4)
+
+        def complete(value):
+            start.wait()
+            if value % 2:
+                wins.append((value, future.fail(RuntimeError(str(value)))))
+            else:
+                wins.append((value, future._complete(result=value)))
+
+        threads = [threading.Thread(target=complete, args=(v,)) for v in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        winners = [value for value, won in wins if won]
+        assert len(wins) == 4 and len(winners) == 1  # the losers were told, not raised at
+        if winners[0] % 2:
+            assert str(future.exception()) == str(winners[0])
+        else:
+            assert future.result() == winners[0]
+
+
+def test_a_cancelled_future_is_not_completed_by_a_late_outcome():
+    future = Future("j", "00000")
+    assert future.cancel()
+    assert not future._complete(result=1)
+    assert not future.fail(RuntimeError("late"))
+    assert future.cancelled()

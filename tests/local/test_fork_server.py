@@ -122,3 +122,47 @@ def test_the_worker_imports_no_client_or_environment_machinery():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_worker_killed_before_its_fork_is_reported_dies_when_it_is():
+    from wrencore_local.backend import kill_process_group
+    from wrencore_local.zygote import ForkedWorker
+
+    kill_process_group(0)  # a fork never reported has pid 0: never our own group
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                               start_new_session=True)
+    try:
+        with open(os.devnull, "wb") as stdin, open(os.devnull, "rb") as stdout:
+            worker = ForkedWorker(stdin, stdout)
+            worker.kill_group()  # asked while the server has not reported the fork
+            assert sleeper.poll() is None
+            worker._set_pid(sleeper.pid)  # the report: the kill goes out now
+        assert sleeper.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_fork_server_that_dies_before_forking_leaves_workers_started_as_interpreters(
+        monkeypatch, caplog):
+    from wrencore_local import zygote
+
+    monkeypatch.setattr(zygote, "SERVER_CODE", "raise SystemExit(3)")
+    monkeypatch.setenv("WRENCORE_FORK_SERVER_TEST", "broken")  # a server of its own
+    with caplog.at_level("WARNING", logger="wrencore_local.backend"):
+        with wrencore.Executor(backend="local", max_workers=2) as executor:
+            parents = {executor.submit(_who).result(timeout=60)[1] for _ in range(4)}
+    assert parents == {os.getpid()}  # Popen workers, children of this process
+    assert "fork server unavailable" in caplog.text
+
+
+def test_a_call_is_timed_from_when_its_worker_runs_not_from_when_it_was_sent(monkeypatch):
+    from wrencore_local import zygote
+
+    # A server that takes longer to start than the call's timeout plus the kill grace.
+    monkeypatch.setattr(zygote, "SERVER_CODE", "import time; time.sleep(1.5); "
+                        + zygote.SERVER_CODE)
+    monkeypatch.setenv("WRENCORE_FORK_SERVER_TEST", "slow")
+    with wrencore.Executor(backend="local", max_workers=1, timeout=0.3) as executor:
+        assert executor.submit(_who).result(timeout=60)[6] is False
+        assert executor.backend.pool._next_index == 1  # its worker was not killed and replaced
