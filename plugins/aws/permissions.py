@@ -16,9 +16,14 @@ Report = Callable[..., None]
 STORAGE_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"]
 COMPLETION_ACTIONS = ["sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
                       "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:DeleteQueue"]
+#: A Lambda function's failure queue (its on-failure destination): created at deploy, peeked
+#: by clients, deleted with the function.
+FAILURE_QUEUE_ACTIONS = ["sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
+                         "sqs:ReceiveMessage", "sqs:ChangeMessageVisibility", "sqs:DeleteQueue"]
 LAMBDA_ACTIONS = ["lambda:CreateFunction", "lambda:UpdateFunctionCode",
                   "lambda:UpdateFunctionConfiguration", "lambda:GetFunctionConfiguration",
-                  "lambda:PutFunctionEventInvokeConfig", "lambda:InvokeFunction",
+                  "lambda:PutFunctionEventInvokeConfig", "lambda:GetFunctionEventInvokeConfig",
+                  "lambda:InvokeFunction",
                   "lambda:ListFunctions", "lambda:DeleteFunction",
                   "lambda:PublishLayerVersion", "lambda:ListLayerVersions",
                   "lambda:GetLayerVersion"]
@@ -60,6 +65,8 @@ def user_policy(backend: str, bucket: str = "BUCKET", prefix: str = "wrencore",
             {"Sid": "ReadLogs", "Effect": "Allow",
              "Action": ["logs:FilterLogEvents", "logs:GetLogEvents"],
              "Resource": f"arn:aws:logs:*:*:log-group:/aws/lambda/{name_prefix}-*"},
+            {"Sid": "FailureQueues", "Effect": "Allow", "Action": FAILURE_QUEUE_ACTIONS,
+             "Resource": f"arn:aws:sqs:*:*:{name_prefix}-*-dlq"},
         ]
     elif backend == "aws_sqs_ec2":
         statements += [
