@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from wrencore_runtime import layout
-from wrencore_runtime.auth import KIND_TASK, Signer
+from wrencore_runtime.auth import KIND_TASK, RELOAD_INTERVAL, Signer
 from wrencore_runtime.protocol import encode_json, make_message
 from wrencore_runtime.storage import Storage
 
@@ -189,6 +189,9 @@ def dead_letter_calls(body: str, signer: Signer) -> List[Tuple[str, str, int, st
         return []
     try:
         signer.ring().unseal(envelope, KIND_TASK)
+        # It verifies with the ring this client holds, which may predate a rotation whose
+        # grace period has ended since: the workers' ring is the one to judge by.
+        signer.ring(max_age=RELOAD_INTERVAL).unseal(envelope, KIND_TASK)
         refused = ""
     except MessageRefusedError as exc:
         refused = exc.reason
