@@ -57,7 +57,7 @@ def task_bodies(job, calls: int):
 
 
 def fresh_queue(batch: int):
-    from wrencore_runtime.queue_sqs import SQSQueue
+    from wrencore_aws.sqs import SQSQueue
 
     return SQSQueue(f"bench-{uuid.uuid4().hex[:10]}", max_receives=5, visibility_timeout=60)
 
@@ -123,7 +123,7 @@ def main() -> int:
             os.environ.update(moto.env())
             import boto3
 
-            from wrencore_runtime.storage_s3 import S3Storage
+            from wrencore_aws.s3 import S3Storage
 
             bucket = f"bench-{uuid.uuid4().hex[:8]}"
             boto3.client("s3").create_bucket(Bucket=bucket)

@@ -35,7 +35,6 @@ import pickle
 import reprlib
 import signal
 import socket
-import sys
 import threading
 import time
 import traceback
@@ -151,7 +150,7 @@ class _CallLogHandler(logging.Handler):
                     and logging.getLogger().handlers == [self]:
                 logging.lastResort.handle(record)  # as if this handler were not there
             return
-        if record.name.startswith(("wrencore.", "wrencore_runtime")) or record.name == "wrencore":
+        if record.name.startswith("wrencore"):  # the core's, the runtime's and plugins' own
             return
         try:
             message = record.getMessage()

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from types import SimpleNamespace
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import click
 

@@ -230,8 +230,6 @@ def dumps(obj: Any) -> bytes:
         return buffer.getvalue()
 
 
-def dumps_function(func: Any) -> bytes:
-    """The function package a worker loads: local modules first, then the function."""
 def dumps_initializer(initializer: Any, initargs: tuple) -> bytes:
     """The executor's ``(initializer, initargs)``; wrap in :func:`local_modules_by_value`."""
     return dumps((initializer, initargs))

@@ -13,7 +13,6 @@ when a job ends. When a job ends its records are also written to its storage as
 from __future__ import annotations
 
 import concurrent.futures
-import io
 import json
 import math
 from array import array

@@ -25,7 +25,7 @@ import uuid
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from wrencore.watcher import CompletionChannel
-from wrencore_runtime.queue_sqs import queue_error
+from wrencore_aws.sqs import queue_error
 
 from .clients import make_client
 

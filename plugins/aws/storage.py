@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from wrencore.errors import ConfigError
-from wrencore_runtime.storage_s3 import S3Storage
+from wrencore_aws.s3 import S3Storage
 
 DEFAULT_PREFIX = "wrencore"
 

@@ -24,7 +24,7 @@ from wrencore_aws.completion import send_statement
 from wrencore_aws.keys import DEFAULT_PARAMETER, client_key_source, key_read_statement, worker_key_spec
 from wrencore_runtime.auth import SsmKeySource
 from wrencore_runtime.protocol import PYTHON, SERIALIZER
-from wrencore_runtime.storage_s3 import S3Storage
+from wrencore_aws.s3 import S3Storage
 
 from .package import RuntimePackage, build_package
 

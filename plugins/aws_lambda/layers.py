@@ -19,7 +19,7 @@ from typing import Any, Dict, List
 from wrencore.environment import RuntimeBuildError, cache_dir
 from wrencore_runtime import layout
 from wrencore_runtime.environment import build_environment, load_manifest
-from wrencore_runtime.storage_s3 import S3Storage
+from wrencore_aws.s3 import S3Storage
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,8 @@
 """Building the Lambda deployment package from the project's runtime.
 
-The zip holds ``wrencore_runtime`` (the job runner and the handler) and the pure-Python
+The zip holds ``wrencore_runtime`` (the job runner every worker shares), the worker half of
+the AWS plugins (:data:`WORKER_MODULES`: this package's handler, S3 storage and the SQS queue
+— their client halves stay out, since they import the client library), and the pure-Python
 dependencies AWS's Python runtime lacks, copied from this client's own installation so the
 worker unpickles with exactly the client's versions (cloudpickle). boto3 is not packaged:
 the Lambda runtime has it. The zip is deterministic (sorted entries, fixed timestamps), so
@@ -18,7 +20,10 @@ import zipfile
 from dataclasses import dataclass
 from typing import Dict, Iterator, Optional, Tuple
 
-HANDLER = "wrencore_runtime.lambda_handler.handler"
+HANDLER = "wrencore_aws_lambda.handler.handler"
+#: The worker-side modules of the AWS plugins that the handler imports, with their packages'
+#: ``__init__`` (which import nothing).
+WORKER_MODULES = ("wrencore_aws_lambda.handler", "wrencore_aws.s3", "wrencore_aws.sqs")
 #: Packages shipped with the runtime: AWS's Python runtime has the standard library and boto3.
 SHIPPED_DEPENDENCIES = ("cloudpickle",)
 _SKIP_DIRS = {"__pycache__", ".git", ".mypy_cache", ".pytest_cache"}
@@ -64,6 +69,11 @@ def package_files(runtime_path: Optional[str] = None) -> Dict[str, str]:
     for full, arcname in _walk(runtime_path or _package_dir("wrencore_runtime"),
                                "wrencore_runtime"):
         files[arcname] = full
+    for name in WORKER_MODULES:
+        package, module = name.rsplit(".", 1)
+        directory = _package_dir(package)
+        for filename in ("__init__.py", f"{module}.py"):
+            files[f"{package}/{filename}"] = os.path.join(directory, filename)
     for dependency in SHIPPED_DEPENDENCIES:
         for full, arcname in _walk(_package_dir(dependency), dependency):
             files[arcname] = full

@@ -60,7 +60,7 @@ class Standalone:
     def queue(self):
         """The SQS queue (and dead-letter queue), created on first use."""
         if self._queue is None:
-            from wrencore_runtime.queue_sqs import SQSQueue
+            from wrencore_aws.sqs import SQSQueue
 
             self._queue = SQSQueue(**self.settings.queue_config(), create=True)
         return self._queue
@@ -175,7 +175,7 @@ class Standalone:
         if self._queue is not None:
             return self._queue
         from wrencore.errors import WrenError
-        from wrencore_runtime.queue_sqs import SQSQueue
+        from wrencore_aws.sqs import SQSQueue
 
         queue = SQSQueue(**self.settings.queue_config(), create=False)
         try:

@@ -42,7 +42,7 @@ def wrencore_register_settings(register) -> None:
 
 @hookimpl
 def wrencore_register_queues(register) -> None:
-    register("sqs", "wrencore_runtime.queue_sqs:SQSQueue", requires=("boto3",),
+    register("sqs", "wrencore_aws.sqs:SQSQueue", requires=("boto3",),
              install=AWS_INSTALL, description="Amazon SQS with a dead-letter queue")
 
 

@@ -10,9 +10,9 @@ import pytest
 from wrencore.config import Config
 from wrencore_aws.storage import s3_storage
 from wrencore_aws_sqs_ec2.settings import StandaloneSettings
-from wrencore_runtime.queue_sqs import SQSQueue
+from wrencore_aws.sqs import SQSQueue
 from wrencore_runtime.storage import storage_from_spec
-from wrencore_runtime.storage_s3 import SINGLE_REQUEST_LIMIT
+from wrencore_aws.s3 import SINGLE_REQUEST_LIMIT
 
 
 def _encryption(bucket, key):

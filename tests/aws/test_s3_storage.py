@@ -13,7 +13,7 @@ from wrencore.errors import ConfigError, StorageKeyError
 from wrencore_runtime import storage as storage_module
 from wrencore_runtime.storage import storage_from_spec
 from tests.storage_suite import StorageSuite
-from wrencore_runtime.storage_s3 import SINGLE_REQUEST_LIMIT, S3Storage
+from wrencore_aws.s3 import SINGLE_REQUEST_LIMIT, S3Storage
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ def test_build_writes_a_complete_package(tmp_path, capsys):
     out = tmp_path / "runtime.zip"
     assert _run(["lambda", "build", str(out)]) == 0
     names = zipfile.ZipFile(out).namelist()
-    assert "wrencore_runtime/lambda_handler.py" in names
+    assert "wrencore_aws_lambda/handler.py" in names
     assert "wrencore_runtime/runner.py" in names
     assert "cloudpickle/__init__.py" in names
     assert not any(n.startswith(("wrencore/", "boto3/")) for n in names)

@@ -9,7 +9,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from wrencore.errors import QueueError
 from wrencore_aws_sqs_ec2.backend import _QueueHealth
-from wrencore_runtime.queue_sqs import queue_error
+from wrencore_aws.sqs import queue_error
 
 
 def _client_error(code, status):

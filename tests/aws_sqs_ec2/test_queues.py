@@ -19,7 +19,7 @@ def make_queue(request, tmp_path):
             return LocalQueue(str(tmp_path / f"q-{uuid.uuid4().hex[:6]}"),
                               max_receives=max_receives, visibility_timeout=visibility_timeout)
         request.getfixturevalue("aws_env")
-        from wrencore_runtime.queue_sqs import SQSQueue
+        from wrencore_aws.sqs import SQSQueue
 
         return SQSQueue(f"t-{uuid.uuid4().hex[:10]}", max_receives=max_receives,
                         visibility_timeout=visibility_timeout)

@@ -15,7 +15,7 @@ from tests.servers import cloudinit, procs
 from wrencore_aws_sqs_ec2 import userdata
 from wrencore_aws_sqs_ec2.settings import StandaloneSettings
 
-QUEUE_SPEC = {"class": "wrencore_runtime.queue_sqs:SQSQueue",
+QUEUE_SPEC = {"class": "wrencore_aws.sqs:SQSQueue",
               "config": {"name": "q", "max_receives": 3, "visibility_timeout": 30}}
 RUNTIME_HASH = "ab" * 32
 BUNDLE_URL = "https://bucket.example.invalid/jobs/runtimes/abab/bundle.tar?X-Amz-Signature=1&a=b"

@@ -13,7 +13,7 @@ import wrencore
 from wrencore.errors import StorageError
 from wrencore.futures import Future
 from wrencore.watcher import StatusWatcher
-from wrencore_runtime.storage_s3 import S3Storage
+from wrencore_aws.s3 import S3Storage
 from tests.servers import procs
 
 from . import workload

@@ -14,7 +14,7 @@ import pytest
 from wrencore import serialize
 from wrencore.backends import seal_task
 from wrencore_runtime import layout
-from wrencore_runtime import lambda_handler
+from wrencore_aws_lambda import handler as lambda_handler
 from wrencore_runtime.auth import (KIND_JOB, KIND_PAYLOAD, KIND_TASK, MAX_MESSAGE_BYTES,
                                    FileKeySource, KeyRing, Signer, Verifier, sha256_hex)
 from wrencore_runtime.daemon import Daemon, DaemonSettings, Heartbeat

@@ -17,8 +17,8 @@ import logging
 import threading
 from typing import Any, Dict, List, Optional
 
-from .errors import StorageError, StorageKeyError
-from .storage import Storage
+from wrencore_runtime.errors import StorageError, StorageKeyError
+from wrencore_runtime.storage import Storage
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import logging
 import threading
 from typing import Any, Dict, Iterator, List, Optional
 
-from .errors import QueueError
-from .queues import QueueMessage, TaskQueue
+from wrencore_runtime.errors import QueueError
+from wrencore_runtime.queues import QueueMessage, TaskQueue
 
 logger = logging.getLogger(__name__)
 

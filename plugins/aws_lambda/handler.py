@@ -1,6 +1,6 @@
 """The AWS Lambda entry point: a thin adapter over :class:`~wrencore_runtime.runner.JobRunner`.
 
-Handler string: ``wrencore_runtime.lambda_handler.handler``. The event is a signed task
+Handler string: ``wrencore_aws_lambda.handler.handler``. The event is a signed task
 message (see :mod:`wrencore_runtime.protocol` and :mod:`wrencore_runtime.auth`), or — when
 the message is larger than the asynchronous-invoke limit — a signed reference to it in
 storage carrying its digest::
@@ -32,12 +32,12 @@ import os
 import threading
 from typing import Any, Dict, Optional
 
-from . import completion, layout
-from .auth import Verifier, check_digest, open_or_refuse
-from .errors import CallTimeoutError, IntegrityError, MessageRefusedError
-from .protocol import encode_json
-from .runner import CancelChecks, JobRunner, cancelled_status, describe_exception
-from .storage import storage_from_spec
+from wrencore_runtime import completion, layout
+from wrencore_runtime.auth import Verifier, check_digest, open_or_refuse
+from wrencore_runtime.errors import CallTimeoutError, IntegrityError, MessageRefusedError
+from wrencore_runtime.protocol import encode_json
+from wrencore_runtime.runner import CancelChecks, JobRunner, cancelled_status, describe_exception
+from wrencore_runtime.storage import storage_from_spec
 
 logger = logging.getLogger(__name__)
 # INFO whatever the root's level: each call's start line lets a client find, in the function's
