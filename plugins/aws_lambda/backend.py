@@ -40,7 +40,7 @@ from wrencore_aws.clients import (call_with_retries, error_code, make_client,
 from wrencore_aws.completion import channel_for, with_channel
 from wrencore_runtime.auth import KIND_PAYLOAD, Signer, sha256_hex
 from wrencore_runtime.protocol import encode_json
-from wrencore_runtime.queue_sqs import peek
+from wrencore_aws.sqs import peek
 from wrencore_runtime.storage import Storage
 
 from .deploy import FAILURE_QUEUE_SUFFIX, Deployer, DeployedFunction, LambdaSettings
