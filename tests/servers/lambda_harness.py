@@ -72,6 +72,8 @@ class Invocation:
         self.kind = kind
         #: 0 for the first try of an event, then its retries.
         self.attempt = attempt
+        #: The harness's generation (resets so far) when the event was sent.
+        self.generation = 0
         self.done = threading.Event()
         self.response: Optional[bytes] = None
         self.error: Optional[Dict[str, Any]] = None
@@ -387,6 +389,8 @@ class Harness:
         self.functions: Dict[Tuple[str, str], FunctionRuntime] = {}
         self.configurations: Dict[str, Tuple[float, Dict[str, Any]]] = {}
         self.lock = threading.Lock()
+        #: Incremented by each reset; a retry scheduled before it is dropped.
+        self.generation = 0
         self.wake = threading.Event()
         threading.Thread(target=self._supervise, daemon=True).start()
 
@@ -526,13 +530,22 @@ class Harness:
                       error: Dict[str, Any]) -> None:
         """Retry a failed event as its function's event invoke config says, then send its
         record to the on-failure destination (what Lambda's asynchronous queue does)."""
+        generation = invocation.generation
+        if generation != self.generation:
+            return  # an event of before a reset (an earlier test's): gone with it
         config = self.event_invoke_config(function.name)
         retries = int((config or {}).get("MaximumRetryAttempts", 2))
         if invocation.attempt < retries:
             with self.stats.lock:
                 self.stats.event_retries += 1
             retry = Invocation(invocation.payload, "Event", invocation.attempt + 1)
-            timer = threading.Timer(self.settings.retry_delay, function.submit, (retry,))
+            retry.generation = generation
+
+            def resubmit() -> None:
+                if generation == self.generation:  # not after a reset (the next test's)
+                    function.submit(retry)
+
+            timer = threading.Timer(self.settings.retry_delay, resubmit)
             timer.daemon = True
             timer.start()
             return
@@ -611,6 +624,7 @@ class Harness:
             self.functions = dict(kept)
         for runtime in runtimes:
             runtime.stop()
+        self.generation += 1  # pending retries of failed events are dropped
         self.settings.reset()
         self.stats.reset()
 
@@ -784,6 +798,7 @@ class FrontHandler(_Handler):
         if set(_call_ids(payload)) & set(settings.tamper_call_ids):
             payload = _tampered(payload)
         invocation = Invocation(payload, kind)
+        invocation.generation = harness.generation
         with harness.stats.lock:
             harness.stats.invokes[kind] = harness.stats.invokes.get(kind, 0) + 1
             harness.stats.functions_invoked[name] = harness.stats.functions_invoked.get(name, 0) + 1
