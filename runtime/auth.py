@@ -68,6 +68,9 @@ DEFAULT_GRACE = 3600.0
 #: this often: soon enough that a rotated-in key costs a message at most one receive, rarely
 #: enough that a stream of forged messages cannot hammer the secret store.
 RELOAD_INTERVAL = 1.0
+#: Seconds a worker keeps a key ring before reading it again, so that a retired key stops
+#: being accepted when its grace period ends even on a worker that never met the new key.
+REFRESH_INTERVAL = 60.0
 
 
 def sha256_hex(data: bytes) -> str:
@@ -350,9 +353,11 @@ class Signer:
         self._loaded_at = -float("inf")
         self._lock = threading.Lock()
 
-    def ring(self) -> KeyRing:
+    def ring(self, max_age: Optional[float] = None) -> KeyRing:
+        """The key ring, read again if older than ``max_age`` (default ``refresh``) s."""
+        limit = self.refresh if max_age is None else max_age
         with self._lock:
-            if self._ring is None or time.monotonic() - self._loaded_at > self.refresh:
+            if self._ring is None or time.monotonic() - self._loaded_at > limit:
                 self._ring = self.source.ensure()
                 self._loaded_at = time.monotonic()
             return self._ring
@@ -368,11 +373,15 @@ class Verifier:
     """A worker's side: opens sealed messages, refusing every one that does not verify.
 
     ``source`` None (a worker started without a task key) refuses every message and says
-    how to configure one. ``refused`` counts the refusals.
+    how to configure one. ``refused`` counts the refusals. The ring is read again every
+    ``refresh`` seconds (a failed read keeps the old one), and when a message names a key
+    it does not hold (at most every :data:`RELOAD_INTERVAL`; such a message waits for it).
     """
 
-    def __init__(self, source: Optional[KeySource]) -> None:
+    def __init__(self, source: Optional[KeySource], refresh: float = REFRESH_INTERVAL) -> None:
         self.source = source
+        self.refresh = refresh
+        self._read_for_unknown_key = False
         self.refused = 0
         self._ring: Optional[KeyRing] = None
         self._loaded_at = -float("inf")
@@ -382,22 +391,53 @@ class Verifier:
     def from_spec(cls, spec: Optional[Dict[str, Any]]) -> "Verifier":
         return cls(key_source_from_spec(spec) if spec else None)
 
-    def _load(self, force: bool = False) -> KeyRing:
+    def _load(self) -> KeyRing:
         with self._lock:
-            stale = time.monotonic() - self._loaded_at > RELOAD_INTERVAL
-            if self._ring is None or (force and stale):
-                if self.source is None:
-                    raise MessageRefusedError(
-                        "this worker has no task key, so it cannot verify any message: give "
-                        "it the key source its clients sign with (daemon setting task_key, "
-                        "`wrencore worker --key-file`, or WRENCORE_TASK_KEY on Lambda)")
-                ring = self.source.load()
-                if ring is None:
-                    raise MessageRefusedError(
-                        f"the task key source {self.source.config} holds no key yet; its "
-                        f"clients create it on first use")
-                self._ring, self._loaded_at = ring, time.monotonic()
+            age = time.monotonic() - self._loaded_at
+            if self._ring is not None and age > self.refresh:
+                try:
+                    self._read()
+                except Exception as exc:  # the store unreachable: the ring we hold still holds
+                    logger.warning("could not read the task key again (keeping the one read "
+                                   "%.0f s ago): %s: %s", age, type(exc).__name__, exc)
+                    self._loaded_at = time.monotonic()
+            if self._ring is None:
+                self._read()
             return self._ring
+
+    def _reload_for(self, key_id: str) -> KeyRing:
+        """The ring read again for a message naming ``key_id``, which the held ring lacks
+        (rotated since?). Reads happen at most every :data:`RELOAD_INTERVAL`. A message
+        arriving sooner after a routine read (start, refresh) waits for the next one, so
+        a rotation made just after that read refuses nothing; sooner after a read made for
+        another unknown key, it is refused at once (a stream of forged messages costs one
+        read a second, and no waiting)."""
+        with self._lock:
+            if self._ring is not None and self._ring.find(key_id) is not None:
+                return self._ring  # another thread read it meanwhile
+            wait = RELOAD_INTERVAL - (time.monotonic() - self._loaded_at)
+            if wait > 0 and self._ring is not None and self._read_for_unknown_key:
+                return self._ring
+            if wait > 0:
+                time.sleep(wait)
+            self._read()
+            self._read_for_unknown_key = True
+            assert self._ring is not None
+            return self._ring
+
+    def _read(self) -> None:
+        if self.source is None:
+            raise MessageRefusedError(
+                "this worker has no task key, so it cannot verify any message: give it the "
+                "key source its clients sign with (daemon setting task_key, `wrencore worker "
+                "--key-file`, or WRENCORE_TASK_KEY on Lambda)")
+        ring = self.source.load()
+        if ring is None:
+            raise MessageRefusedError(
+                f"the task key source {self.source.config} holds no key yet; its clients "
+                f"create it on first use")
+        self._ring, self._loaded_at = ring, time.monotonic()
+        self._read_for_unknown_key = False
 
     def prefetch(self) -> None:
         """Load the key ring now (a Lambda sandbox does it during init, outside any
@@ -428,7 +468,7 @@ class Verifier:
         ring = self._load()
         if isinstance(envelope, dict) and isinstance(envelope.get("key"), str) \
                 and ring.find(envelope["key"]) is None:
-            ring = self._load(force=True)  # rotated since we loaded it?
+            ring = self._reload_for(envelope["key"])  # rotated since we read it?
         return ring.unseal(envelope, kind)
 
 

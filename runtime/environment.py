@@ -10,7 +10,11 @@ for one Python minor version and platform, named by its hash. The client stores 
 
 A worker builds an environment only from those objects — never from a package index — in
 a directory named by the hash, unpacking the wheels with the standard library (a wheel is
-a zip of what goes into site-packages). Environments are built once, cached and evicted
+a zip of what goes into site-packages). It checks each object before using it: the
+manifest has the SHA-256 the signed job carries (``runtime.manifest_sha256``) and describes
+the runtime the job names (its identity hashes to the runtime hash), and each wheel has the
+SHA-256 the manifest records; anything else raises :class:`IntegrityError` naming the
+object, before anything of it is installed. Environments are built once, cached and evicted
 by age and total size. :func:`environment_mismatch` is the check every call makes before
 it runs: the job's distributions, at the job's versions, are what this process imports.
 
@@ -38,7 +42,8 @@ from importlib import metadata
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from . import layout
-from .errors import RuntimeBuildError, StorageError, StorageKeyError
+from .auth import sha256_hex
+from .errors import IntegrityError, RuntimeBuildError, StorageError, StorageKeyError
 from .storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -123,6 +128,55 @@ def load_manifest(storage: Storage, runtime_hash: str) -> Dict[str, Any]:
     return json.loads(storage.get(layout.runtime_manifest_key(runtime_hash)))
 
 
+def runtime_identity_hash(manifest: Dict[str, Any]) -> str:
+    """The runtime hash a manifest's identity gives (as ``wrencore.environment.Runtime``)."""
+    identity = {"python": manifest.get("python"), "platform": manifest.get("platform"),
+                "distributions": dict(sorted((manifest.get("distributions") or {}).items())),
+                "digests": dict(sorted((manifest.get("digests") or {}).items()))}
+    return sha256_hex(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode())
+
+
+def _tampered(storage: Storage, key: str, runtime_hash: str, problem: str) -> IntegrityError:
+    return IntegrityError(
+        f"{storage.location(key)} {problem}: it was changed after the client stored it, so "
+        f"nothing of runtime {runtime_hash[:16]} was installed. Check who can write to the "
+        f"storage, delete the stored runtime (`wrencore runtime delete {runtime_hash[:16]}`) "
+        f"and submit the job again from a new Python process, which stores it afresh")
+
+
+def checked_manifest(storage: Storage, runtime_hash: str,
+                     manifest_sha256: Optional[str] = None) -> Dict[str, Any]:
+    """The runtime's manifest, checked against the digest the signed job carries (if any)
+    and against the runtime hash; :class:`IntegrityError` if it does not match."""
+    key = layout.runtime_manifest_key(runtime_hash)
+    data = storage.get(key)
+    if manifest_sha256 and sha256_hex(data) != manifest_sha256:
+        raise _tampered(storage, key, runtime_hash, f"does not have the SHA-256 the signed "
+                        f"job carries ({manifest_sha256[:16]}…, it has {sha256_hex(data)[:16]}…)")
+    try:
+        manifest = json.loads(data)
+        named = runtime_identity_hash(manifest)
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise _tampered(storage, key, runtime_hash, f"is not a runtime manifest ({exc})") \
+            from None
+    if named != runtime_hash:
+        raise _tampered(storage, key, runtime_hash,
+                        f"describes runtime {named[:16]}, not the job's {runtime_hash[:16]}")
+    return manifest
+
+
+def checked_wheel(storage: Storage, runtime_hash: str, entry: Dict[str, Any]) -> bytes:
+    """A stored wheel of the runtime, checked against the SHA-256 its manifest records."""
+    key = layout.runtime_wheel_key(runtime_hash, entry["file"])
+    data = storage.get(key)
+    expected = str(entry.get("sha256") or "")
+    if sha256_hex(data) != expected:
+        raise _tampered(storage, key, runtime_hash,
+                        f"does not have the SHA-256 its runtime's manifest records "
+                        f"({expected[:16] or 'none'}…, it has {sha256_hex(data)[:16]}…)")
+    return data
+
+
 def _locked(root: str):
     import fcntl  # POSIX only; workers build environments on Linux
 
@@ -133,12 +187,16 @@ def _locked(root: str):
 
 
 def build_environment(storage: Storage, runtime_hash: str, root: str, *,
-                      python: Optional[str] = None, layout_kind: str = "venv") -> str:
+                      python: Optional[str] = None, layout_kind: str = "venv",
+                      manifest_sha256: Optional[str] = None) -> str:
     """The directory of the runtime's environment under ``root``, built if missing.
 
     ``layout_kind`` ``"venv"`` makes a virtualenv without pip from ``python`` and unpacks
     the wheels into its site-packages; ``"layer"`` unpacks them into ``python/`` (a Lambda
-    layer's layout). Concurrent builders on one machine wait for each other.
+    layer's layout). Concurrent builders on one machine wait for each other. The manifest
+    and every wheel are checked (:func:`checked_manifest`, :func:`checked_wheel`) before
+    anything is installed: a mismatch raises :class:`IntegrityError` and leaves nothing
+    under ``root``.
     """
     env_dir = os.path.join(root, runtime_hash)
     marker = os.path.join(env_dir, ENVIRONMENT_FILE)
@@ -149,9 +207,14 @@ def build_environment(storage: Storage, runtime_hash: str, root: str, *,
         if os.path.exists(marker):
             return env_dir
         start = time.time()
-        manifest = load_manifest(storage, runtime_hash)
+        manifest = checked_manifest(storage, runtime_hash, manifest_sha256)
         staging = tempfile.mkdtemp(dir=root, prefix=".build-")
         try:
+            wheels = os.path.join(staging, ".wheels")  # all checked before any is installed
+            os.makedirs(wheels)
+            for index, wheel in enumerate(manifest["wheels"]):
+                with open(os.path.join(wheels, str(index)), "wb") as f:
+                    f.write(checked_wheel(storage, runtime_hash, wheel))
             if layout_kind == "venv":
                 subprocess.run([python or base_python(), "-m", "venv", "--without-pip", staging],
                                check=True, stdout=subprocess.DEVNULL)
@@ -159,9 +222,9 @@ def build_environment(storage: Storage, runtime_hash: str, root: str, *,
             else:
                 site_dir = os.path.join(staging, "python")
             os.makedirs(site_dir, exist_ok=True)
-            for wheel in manifest["wheels"]:
-                install_wheel(storage.get(layout.runtime_wheel_key(runtime_hash, wheel["file"])),
-                              site_dir)
+            for index in range(len(manifest["wheels"])):
+                install_wheel(os.path.join(wheels, str(index)), site_dir)
+            shutil.rmtree(wheels)
             with open(os.path.join(staging, ENVIRONMENT_FILE), "w") as f:
                 json.dump(manifest, f, indent=1, sort_keys=True)
             if layout_kind == "venv":
@@ -386,7 +449,9 @@ class JobEnvironments:
         if process is None or not process.alive:
             storage = storage_from_spec(job["storage"])
             try:
-                env_dir = build_environment(storage, runtime_hash, self.root)
+                env_dir = build_environment(
+                    storage, runtime_hash, self.root,
+                    manifest_sha256=job["runtime"].get("manifest_sha256"))
                 evict_environments(self.root, max_age=self.max_age, max_bytes=self.max_bytes,
                                    keep={runtime_hash, *self.processes})
                 process = EnvironmentProcess(env_dir, self.worker_id)

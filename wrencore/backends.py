@@ -8,11 +8,13 @@ backend does) or by polling storage with :class:`wrencore.watcher.StatusWatcher`
 from __future__ import annotations
 
 import abc
+import threading
+import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from wrencore_runtime import layout
-from wrencore_runtime.auth import KIND_TASK, Signer
+from wrencore_runtime.auth import KIND_TASK, RELOAD_INTERVAL, Signer
 from wrencore_runtime.protocol import encode_json, make_message
 from wrencore_runtime.storage import Storage
 
@@ -187,6 +189,9 @@ def dead_letter_calls(body: str, signer: Signer) -> List[Tuple[str, str, int, st
         return []
     try:
         signer.ring().unseal(envelope, KIND_TASK)
+        # It verifies with the ring this client holds, which may predate a rotation whose
+        # grace period has ended since: the workers' ring is the one to judge by.
+        signer.ring(max_age=RELOAD_INTERVAL).unseal(envelope, KIND_TASK)
         refused = ""
     except MessageRefusedError as exc:
         refused = exc.reason
@@ -195,6 +200,37 @@ def dead_letter_calls(body: str, signer: Signer) -> List[Tuple[str, str, int, st
     job_id = task["job"]["job_id"]
     return [(job_id, call["call_id"], int(call.get("attempt") or 0), refused)
             for call in task["calls"]]
+
+
+def index_dead_letters(letters: Iterable[Tuple[str, Any]], signer: Signer
+                       ) -> Dict[str, Dict[Tuple[str, int], Any]]:
+    """``job_id -> (call_id, attempt) -> verdict`` over dead letters ``(body, verified)``.
+
+    The verdict is why workers must have refused the letter (a non-empty string, see
+    :func:`dead_letter_calls`), or ``verified`` if its tag verifies with the client's key.
+    """
+    dead: Dict[str, Dict[Tuple[str, int], Any]] = {}
+    for body, verified in letters:
+        for job_id, call_id, attempt, refused in dead_letter_calls(body, signer):
+            dead.setdefault(job_id, {})[(call_id, attempt)] = refused or verified
+    return dead
+
+
+class Every:
+    """Says a periodic check is due at most once per ``interval`` seconds (thread-safe)."""
+
+    def __init__(self, interval: float, *, start_due: bool = True) -> None:
+        self.interval = interval
+        self._last = -float("inf") if start_due else time.monotonic()
+        self._lock = threading.Lock()
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < self.interval:
+                return False
+            self._last = now
+            return True
 
 
 def refused_error(future: Future, reason: str, where: str) -> MessageRefusedError:

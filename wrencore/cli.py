@@ -159,10 +159,10 @@ def build_cli() -> click.Group:
     """The command tree, with the plugins' commands added (once)."""
     global _built
     if not _built:
-        from . import config_cli, jobs_cli, runtime_cli
+        from . import config_cli, jobs_cli, keys_cli, runtime_cli
         from .plugins import get_plugin_manager
 
-        for module in (config_cli, jobs_cli, runtime_cli):
+        for module in (config_cli, jobs_cli, keys_cli, runtime_cli):
             module.add_commands(cli)
         get_plugin_manager().hook.wrencore_register_commands(cli=cli)
         _built = True

@@ -108,6 +108,9 @@ class Runtime:
     reasons: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
     #: canonical name -> its wheel on this computer (None for a named runtime)
     wheels: Optional[Dict[str, Wheel]] = None
+    #: SHA-256 of its manifest as stored (set once stored or read; not part of the identity):
+    #: the signed job carries it, so workers check the manifest, which has each wheel's.
+    manifest_sha256: Optional[str] = None
 
     def identity(self) -> Dict[str, Any]:
         return {"python": self.python, "platform": self.platform,
@@ -121,8 +124,11 @@ class Runtime:
 
     def job_entry(self) -> Dict[str, Any]:
         """What a job header carries: enough for a worker to find and check its runtime."""
-        return {"hash": self.hash, "python": self.python, "platform": self.platform,
-                "distributions": dict(sorted(self.distributions.items()))}
+        entry = {"hash": self.hash, "python": self.python, "platform": self.platform,
+                 "distributions": dict(sorted(self.distributions.items()))}
+        if self.manifest_sha256:
+            entry["manifest_sha256"] = self.manifest_sha256
+        return entry
 
     def describe(self) -> str:
         lines = [f"runtime sha256:{self.hash}", f"  python {self.python} on {self.platform}"]
@@ -830,6 +836,8 @@ class Resolver:
 
 _resolver = Resolver()
 _stored: Set[Tuple[str, str]] = set()
+#: (storage, runtime hash) -> SHA-256 of the runtime's manifest as stored there.
+_manifest_digests: Dict[Tuple[str, str], str] = {}
 _stored_lock = threading.Lock()
 
 
@@ -867,13 +875,20 @@ def _storage_key(storage: Storage) -> str:
 
 def ensure_stored(storage: Storage, runtime: Runtime, *, bundle: bool = False) -> bool:
     """Upload the runtime's wheels and manifest unless the storage has them; True if it
-    uploaded. A process remembers what it stored: the warm path makes no request."""
+    uploaded. Sets ``runtime.manifest_sha256`` to the stored manifest's digest. A process
+    remembers what it stored: the warm path makes no request."""
     marker = (_storage_key(storage), runtime.hash + ("+bundle" if bundle else ""))
-    if marker in _stored:
+    digest_key = (_storage_key(storage), runtime.hash)
+    if marker in _stored and digest_key in _manifest_digests:
+        runtime.manifest_sha256 = _manifest_digests[digest_key]
         return False
     manifest_key = layout.runtime_manifest_key(runtime.hash)
     uploaded = False
-    if not storage.exists(manifest_key):
+    try:
+        stored_manifest: Optional[bytes] = storage.get(manifest_key)
+    except StorageKeyError:
+        stored_manifest = None
+    if stored_manifest is None:
         if runtime.wheels is None:
             raise RuntimeBuildError(f"runtime {runtime.hash[:16]} is not in storage and has no "
                                     f"wheels here to upload")
@@ -881,14 +896,17 @@ def ensure_stored(storage: Storage, runtime: Runtime, *, bundle: bool = False) -
         for entry in manifest["wheels"]:
             with open(runtime.wheels[entry["name"]].path, "rb") as f:
                 storage.put(layout.runtime_wheel_key(runtime.hash, entry["file"]), f.read())
-        storage.put(manifest_key, json.dumps(manifest, indent=1, sort_keys=True).encode())
+        stored_manifest = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        storage.put(manifest_key, stored_manifest)
         uploaded = True
         logger.info("stored runtime %s (%d distributions, %.1f MB)", runtime.hash[:16],
                     len(manifest["wheels"]), sum(w["size"] for w in manifest["wheels"]) / 1e6)
     if bundle and (uploaded or not storage.exists(layout.runtime_bundle_key(runtime.hash))):
         storage.put(layout.runtime_bundle_key(runtime.hash), bundle_of(storage, runtime.hash))
+    runtime.manifest_sha256 = hashlib.sha256(stored_manifest).hexdigest()
     with _stored_lock:
         _stored.add(marker)
+        _manifest_digests[digest_key] = runtime.manifest_sha256
     return uploaded
 
 
@@ -918,13 +936,15 @@ def load_named(storage: Storage, name: str) -> Runtime:
                               f"; `wrencore runtime list` shows the stored runtimes")
         wanted = matches.pop()
     try:
-        manifest = json.loads(storage.get(layout.runtime_manifest_key(wanted)))
+        data = storage.get(layout.runtime_manifest_key(wanted))
     except StorageKeyError:
         raise ConfigError(f"runtime {name!r} is not in storage {storage!r}; build it with "
                           f"`wrencore runtime build` or use runtime=\"auto\"") from None
-    runtime = Runtime.from_manifest(manifest)
+    runtime = Runtime.from_manifest(json.loads(data))
+    runtime.manifest_sha256 = hashlib.sha256(data).hexdigest()
     with _stored_lock:
         _stored.add((_storage_key(storage), runtime.hash))
+        _manifest_digests[(_storage_key(storage), runtime.hash)] = runtime.manifest_sha256
     return runtime
 
 
@@ -940,6 +960,7 @@ def delete_stored(storage: Storage, runtime_hash: str) -> int:
     with _stored_lock:
         for marker in [m for m in _stored if m[1].startswith(runtime_hash)]:
             _stored.discard(marker)
+            _manifest_digests.pop(marker, None)
     return storage.delete_prefix(layout.runtime_prefix(runtime_hash))
 
 

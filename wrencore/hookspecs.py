@@ -1,8 +1,9 @@
 """The extension surface of wrencore: every hook a plugin can implement.
 
 Hooks are grouped by the five concerns of the design — invoke, queue, storage, logging,
-instance lifecycle — plus configuration and the command line. Hooks are always called with keyword
-arguments, so a spec grows by adding arguments and old plugins keep working.
+instance lifecycle — plus configuration, trust and the command line. Hooks are always
+called with keyword arguments, so a spec grows by adding arguments and old plugins keep
+working.
 
 Registration hooks hand the plugin a ``register`` callback::
 
@@ -206,6 +207,26 @@ def wrencore_register_settings(register: Register) -> None:
         the table's name; ``settings`` a list of :class:`wrencore.settings.Setting`
         (name, type, default, doc, bounds); ``doc`` describes the table; ``open=True``
         lets keys beyond the declared ones through unchecked.
+    """
+
+
+# ------------------------------------------------------------------------------------
+# trust
+# ------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def wrencore_task_key_source(backend: str, config: "Config") -> Optional[Any]:
+    """The key source a backend's clients sign task messages with, as a client reaches it.
+
+    Used by ``wrencore keys show`` and ``wrencore keys rotate``. An implementation answers
+    for the backend it serves (an SSM parameter for the AWS backends, a key file for
+    ``queue``) and returns None for others. Stops at first non-None result.
+
+    :param backend: the backend whose key is wanted (e.g. ``"aws_lambda"``).
+    :param config: the effective :class:`wrencore.config.Config`.
+    :returns: a :class:`wrencore_runtime.auth.KeySource`, or None when this
+        implementation does not serve ``backend``.
     """
 
 

@@ -1,7 +1,7 @@
 """The task key on AWS: an SSM Parameter Store SecureString (see ``wrencore_runtime.auth``).
 
 Clients create it on first use and sign with it; workers' roles may only read it (the
-statement of :func:`key_read_statement`). Rotate it with ``wrencore aws rotate-key``.
+statement of :func:`key_read_statement`). Rotate it with ``wrencore keys rotate``.
 """
 
 from __future__ import annotations

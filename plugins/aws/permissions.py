@@ -15,9 +15,14 @@ from wrencore.config import Config
 Report = Callable[..., None]
 
 STORAGE_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"]
+#: A Lambda function's failure queue (its on-failure destination): created at deploy, peeked
+#: by clients, deleted with the function.
+FAILURE_QUEUE_ACTIONS = ["sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
+                         "sqs:ReceiveMessage", "sqs:ChangeMessageVisibility", "sqs:DeleteQueue"]
 LAMBDA_ACTIONS = ["lambda:CreateFunction", "lambda:UpdateFunctionCode",
                   "lambda:UpdateFunctionConfiguration", "lambda:GetFunctionConfiguration",
-                  "lambda:PutFunctionEventInvokeConfig", "lambda:InvokeFunction",
+                  "lambda:PutFunctionEventInvokeConfig", "lambda:GetFunctionEventInvokeConfig",
+                  "lambda:InvokeFunction",
                   "lambda:ListFunctions", "lambda:DeleteFunction",
                   "lambda:PublishLayerVersion", "lambda:ListLayerVersions",
                   "lambda:GetLayerVersion"]

@@ -55,6 +55,35 @@ def _failing_as(operation: str, queue: str) -> Iterator[None]:
         raise queue_error(operation, queue, exc) from exc
 
 
+def peek(client: Any, url: str, name: str, receive_count: int = 1) -> List[QueueMessage]:
+    """Every message of the queue at ``url``, left there (each is visible again at once).
+
+    A dead-letter queue is read this way: what it holds stays for inspection, and every
+    client sharing it sees every letter. ``receive_count`` is what each message reports.
+    """
+    seen: Dict[str, QueueMessage] = {}
+    for _round in range(100):
+        with _failing_as("ReceiveMessage", name):
+            response = client.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=BATCH_LIMIT, WaitTimeSeconds=0,
+                VisibilityTimeout=2, AttributeNames=["ApproximateReceiveCount"])
+        batch = response.get("Messages", [])
+        fresh = [m for m in batch if m["MessageId"] not in seen]
+        for m in fresh:
+            seen[m["MessageId"]] = QueueMessage(m["MessageId"], m["Body"], m["ReceiptHandle"],
+                                                receive_count)
+        if not fresh:
+            break
+    # Make them visible again at once for the next peek.
+    for message in seen.values():
+        try:
+            client.change_message_visibility(
+                QueueUrl=url, ReceiptHandle=message.receipt, VisibilityTimeout=0)
+        except Exception as exc:  # the peek is best-effort
+            logger.debug("could not release dead letter %s: %s", message.message_id, exc)
+    return list(seen.values())
+
+
 def _boto3_client(service: str, region: Optional[str]):
     import boto3
     from botocore.config import Config
@@ -246,27 +275,7 @@ class SQSQueue(TaskQueue):
 
     def dead_letters(self) -> List[QueueMessage]:
         """Peek at the dead-letter queue (messages stay there)."""
-        seen: Dict[str, QueueMessage] = {}
-        for _round in range(100):
-            with _failing_as("ReceiveMessage", self.name + DLQ_SUFFIX):
-                response = self.client.receive_message(
-                    QueueUrl=self.dlq_url, MaxNumberOfMessages=BATCH_LIMIT, WaitTimeSeconds=0,
-                    VisibilityTimeout=2, AttributeNames=["ApproximateReceiveCount"])
-            batch = response.get("Messages", [])
-            fresh = [m for m in batch if m["MessageId"] not in seen]
-            for m in fresh:
-                seen[m["MessageId"]] = QueueMessage(m["MessageId"], m["Body"], m["ReceiptHandle"],
-                                                    self.max_receives)
-            if not fresh:
-                break
-        # Make them visible again at once for the next peek.
-        for message in seen.values():
-            try:
-                self.client.change_message_visibility(
-                    QueueUrl=self.dlq_url, ReceiptHandle=message.receipt, VisibilityTimeout=0)
-            except Exception as exc:  # the peek is best-effort
-                logger.debug("could not release dead letter %s: %s", message.message_id, exc)
-        return list(seen.values())
+        return peek(self.client, self.dlq_url, self.name + DLQ_SUFFIX, self.max_receives)
 
     def delete_queues(self) -> None:
         for url in (self.url, self.dlq_url):

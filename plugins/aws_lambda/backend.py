@@ -10,10 +10,17 @@ fallback; a call with
 no status once its invocation's deadline (function timeout + ``result_grace``) has passed,
 and no call has finished for as long (so it cannot still be queued behind others), fails
 with :class:`LostCallError` (a :class:`WorkerCrashedError`) instead of hanging.
+
+A function sends the record of each failed event to its failure queue (its on-failure
+destination, see ``deploy``). While calls are pending the backend peeks at it; an event
+that names a call of ours and whose tag does not verify with our key was refused by the
+function, so that call fails with :class:`MessageRefusedError` at once, as the queue
+backends do with their dead-letter queues (``wrencore.backends.index_dead_letters``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -21,7 +28,8 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from wrencore.backends import Backend, Call, cancelled_error, seal_task, write_cancel_markers
+from wrencore.backends import (Backend, Call, Every, cancelled_error, index_dead_letters,
+                               refused_error, seal_task, write_cancel_markers)
 from wrencore.config import Config
 from wrencore.errors import WorkerCrashedError, WrenError
 from wrencore.futures import Future, claim
@@ -32,9 +40,10 @@ from wrencore_aws.clients import (call_with_retries, error_code, make_client,
 from wrencore_aws.completion import channel_for, with_channel
 from wrencore_runtime.auth import KIND_PAYLOAD, Signer, sha256_hex
 from wrencore_runtime.protocol import encode_json
+from wrencore_aws.sqs import peek
 from wrencore_runtime.storage import Storage
 
-from .deploy import Deployer, DeployedFunction, LambdaSettings
+from .deploy import FAILURE_QUEUE_SUFFIX, Deployer, DeployedFunction, LambdaSettings
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +121,14 @@ class LambdaBackend(Backend):
         #: Calls invoked in chunks of several, whose handler looks for cancel markers.
         self._chunked: "weakref.WeakSet[Future]" = weakref.WeakSet()
         self._invoke_lock = threading.Lock()
+        self._sqs: Any = None
+        self._failure_checks = Every(self.settings.dead_letter_check_interval)
+        #: job id -> (call id, attempt) -> why the function refused its event (from the
+        #: failure queues; replaced whole by each peek).
+        self._refused: Dict[str, Dict[Tuple[str, int], Tuple[str, str]]] = {}
         self._watcher = StatusWatcher(storage, min_interval=0.05, max_interval=1.0,
                                       deadline_check=self._deadline_check,
+                                      before_sweep=self._refresh_refusals,
                                       channel=self._channel, **watcher_options(config))
 
     # -- deployment ------------------------------------------------------------------
@@ -262,7 +277,42 @@ class LambdaBackend(Backend):
     def _release_budget(self, future: Future) -> None:
         self._budget.release(1)
 
+    # -- refused events ----------------------------------------------------------------
+    def _refresh_refusals(self) -> None:
+        """Peek at the failure queues of this client's functions (while invoked calls are
+        pending, at most every ``dead_letter_check_interval`` seconds)."""
+        with self._deadlines_lock:
+            waiting = bool(self._deadlines)
+        if not waiting or not self._failure_checks.due():
+            return
+        if self._sqs is None:
+            self._sqs = make_client("sqs", self.settings.client_section)
+        refused: Dict[str, Dict[Tuple[str, int], Tuple[str, str]]] = {}
+        for function in list(self._functions.values()):
+            if not function.failure_queue_url:
+                continue
+            name = function.name + FAILURE_QUEUE_SUFFIX
+            try:
+                letters = peek(self._sqs, function.failure_queue_url, name)
+            except Exception as exc:
+                logger.warning("could not read the failure queue %s: %s", name, exc)
+                return  # keep what the last peek found
+            dead = index_dead_letters(((failed_event(m.body), "") for m in letters), self.signer)
+            for job_id, calls in dead.items():
+                for key, reason in calls.items():
+                    if reason:  # a record whose event verifies failed for another reason
+                        refused.setdefault(job_id, {})[key] = (reason, name)
+        self._refused = refused
+
+    def _refused_check(self, future: Future) -> Optional[BaseException]:
+        refused = self._refused.get(future.job_id)  # replaced whole by _refresh_refusals
+        found = refused.get((future.call_id, future.attempt)) if refused else None
+        return refused_error(future, *found) if found else None
+
     def _deadline_check(self, future: Future) -> Optional[BaseException]:
+        refused = self._refused_check(future)
+        if refused is not None:
+            return refused
         # Every invocation ends within the function's timeout, so while calls keep
         # finishing, a silent one may still be waiting in Lambda's event queue. It is lost
         # once both its own deadline and one timeout (+ grace) without any progress passed.
@@ -288,3 +338,15 @@ class LambdaBackend(Backend):
         self._pool.shutdown(wait=wait)
         if wait or not self._watcher.pending_count():
             self._watcher.stop()  # and delete the completion queue
+
+
+def failed_event(record: str) -> str:
+    """The original event (JSON text) of a failure record Lambda sent to a failure queue;
+    "" if the record has none."""
+    try:
+        payload = json.loads(record).get("requestPayload")
+    except (ValueError, AttributeError):
+        return ""
+    if payload is None:
+        return ""
+    return payload if isinstance(payload, str) else json.dumps(payload)

@@ -183,14 +183,15 @@ def delete(names: List[str], all_functions: bool, stale: bool, keep_roles: bool,
     else:
         chosen = list(functions)
     iam = None if keep_roles else make_client("iam", settings.client_section)
+    sqs = make_client("sqs", settings.client_section)
     for name in chosen:
         client.delete_function(FunctionName=name)
         role = functions[name]["role"].rsplit("/", 1)[-1]
-        note = ""
+        note = _delete_failure_queue(sqs, name)
         if iam is not None and role == name[:64] and role != \
                 (settings.role_arn or "").rsplit("/", 1)[-1]:
             _delete_role(iam, role)
-            note = f" and its role {role}"
+            note += f" and its role {role}"
         click.echo(f"deleted {name}{note}")
     if not chosen:
         click.echo("nothing to delete")
@@ -211,6 +212,17 @@ def _unused_layers(functions: Dict[str, Dict[str, Any]],
         if name.startswith("wrencore-py") and version.isdigit():
             layers.append((name, int(version)))
     return layers
+
+
+def _delete_failure_queue(sqs: Any, function: str) -> str:
+    from .deploy import FAILURE_QUEUE_SUFFIX
+
+    try:
+        url = sqs.get_queue_url(QueueName=f"{function}{FAILURE_QUEUE_SUFFIX}")["QueueUrl"]
+    except sqs.exceptions.QueueDoesNotExist:
+        return ""
+    sqs.delete_queue(QueueUrl=url)
+    return f", its failure queue {function}{FAILURE_QUEUE_SUFFIX}"
 
 
 def _delete_role(iam: Any, role: str) -> Optional[str]:

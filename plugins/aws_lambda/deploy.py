@@ -15,7 +15,7 @@ import logging
 import time
 import zipfile
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from wrencore.config import Config
 from wrencore.errors import ConfigError, RuntimeMismatchError, WrenError
@@ -43,6 +43,11 @@ ENVIRONMENT_VARIABLE = "WRENCORE_ENVIRONMENT_HASH"
 #: Where the handler finds the task key: a KeySource spec naming the SSM parameter (never
 #: the key itself; see ``wrencore_runtime.auth``).
 TASK_KEY_VARIABLE = "WRENCORE_TASK_KEY"
+#: The failure queue of function F is ``F{FAILURE_QUEUE_SUFFIX}``: Lambda sends there the
+#: record of every asynchronous invocation that failed (the on-failure destination).
+FAILURE_QUEUE_SUFFIX = "-dlq"
+#: Seconds a failure record stays in its queue for inspection (SQS's default, 4 days).
+FAILURE_RETENTION = 4 * 86400
 LAMBDA_TRUST_POLICY = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
@@ -67,6 +72,7 @@ class LambdaSettings:
         max_in_flight: calls invoked and not yet finished, at most (default 1000).
         result_grace: seconds past the function timeout before a silent call counts as lost.
         retry_for: seconds to keep retrying a throttled or failing invocation.
+        dead_letter_check_interval: seconds between peeks at the failure queues.
         auto_deploy: deploy on first use when the function is missing or stale.
         runtime_path: build the package from this ``wrencore_runtime`` directory.
         architecture: ``x86_64`` or ``arm64``; job runtimes are built for it.
@@ -86,6 +92,7 @@ class LambdaSettings:
     max_in_flight: int = 1000
     result_grace: float = 30.0
     retry_for: float = 600.0
+    dead_letter_check_interval: float = 2.0
     auto_deploy: bool = True
     runtime_path: Optional[str] = None
     architecture: str = "x86_64"
@@ -122,9 +129,13 @@ class DeployedFunction:
     memory: int
     environment_hash: str = ""
     task_key: str = ""
+    #: The ARN of the on-failure destination of asynchronous invocations ("" for none).
+    failure_destination: str = ""
+    #: The URL of that queue, once this client has made sure it exists.
+    failure_queue_url: str = ""
 
 
-def _deployed(configuration: Mapping[str, Any]) -> DeployedFunction:
+def _deployed(configuration: Mapping[str, Any], failure_destination: str = "") -> DeployedFunction:
     variables = (configuration.get("Environment") or {}).get("Variables") or {}
     return DeployedFunction(
         name=configuration["FunctionName"], arn=configuration["FunctionArn"],
@@ -134,6 +145,7 @@ def _deployed(configuration: Mapping[str, Any]) -> DeployedFunction:
         memory=int(configuration.get("MemorySize") or 0),
         environment_hash=variables.get(ENVIRONMENT_VARIABLE, ""),
         task_key=variables.get(TASK_KEY_VARIABLE, ""),
+        failure_destination=failure_destination,
     )
 
 
@@ -154,6 +166,8 @@ class Deployer:
         self._package: Optional[RuntimePackage] = None
         self._lambda: Any = None
         self._iam: Any = None
+        self._sqs: Any = None
+        self._failure_queue: Optional[Tuple[str, str]] = None  # (url, arn)
         self._key_source: Optional[SsmKeySource] = None
 
     # -- pieces ----------------------------------------------------------------------
@@ -202,6 +216,34 @@ class Deployer:
         return self._iam
 
     @property
+    def sqs_client(self) -> Any:
+        if self._sqs is None:
+            self._sqs = make_client("sqs", self.settings.client_section)
+        return self._sqs
+
+    @property
+    def failure_queue_name(self) -> str:
+        return f"{self.function_name}{FAILURE_QUEUE_SUFFIX}"
+
+    def ensure_failure_queue(self) -> Tuple[str, str]:
+        """The URL and ARN of the function's failure queue, created if missing (SSE-SQS).
+
+        Lambda sends it the record of each asynchronous invocation that failed after its
+        retries, with the original event; the backend reads it to fail the calls of an
+        event the function refused at once (see ``LambdaBackend``)."""
+        if self._failure_queue is None:
+            sqs = self.sqs_client
+            url = call_with_retries(lambda: sqs.create_queue(
+                QueueName=self.failure_queue_name, Attributes={
+                    "MessageRetentionPeriod": str(FAILURE_RETENTION),
+                    "SqsManagedSseEnabled": "true"})["QueueUrl"],
+                retry_for=60, what="CreateQueue")
+            arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+                "Attributes"]["QueueArn"]
+            self._failure_queue = (url, arn)
+        return self._failure_queue
+
+    @property
     def key_source(self) -> SsmKeySource:
         """The task key, as this client reaches it."""
         if self._key_source is None:
@@ -216,7 +258,8 @@ class Deployer:
 
     def role_policy(self, account: str, region: str) -> Dict[str, Any]:
         """Least privilege: the storage's prefix in its bucket, the function's log group,
-        reading the task key, sending to completion queues, and the customer-managed KMS
+        reading the task key, sending to completion queues and to its own failure queue
+        (Lambda sends failure records with the execution role), and the customer-managed KMS
         keys of the storage (SSE-KMS) and of the task key, if configured."""
         bucket, prefix = self.storage.bucket, self.storage.prefix
         section = self.settings.client_section
@@ -236,6 +279,8 @@ class Deployer:
                  "Resource": f"{log_group}:*"},
                 key_read_statement(region, account, self.settings.task_key),
                 send_statement(region, account),
+                {"Sid": "FailureQueue", "Effect": "Allow", "Action": "sqs:SendMessage",
+                 "Resource": f"arn:aws:sqs:{region}:{account}:{self.failure_queue_name}"},
             ] + kms,
         }
 
@@ -267,7 +312,16 @@ class Deployer:
                 retry_for=60, what="GetFunctionConfiguration")
         except client.exceptions.ResourceNotFoundException:
             return None
-        return _deployed(configuration)
+        return _deployed(configuration, self._failure_destination())
+
+    def _failure_destination(self) -> str:
+        client = self.lambda_client
+        try:
+            config = client.get_function_event_invoke_config(FunctionName=self.function_name)
+        except client.exceptions.ResourceNotFoundException:
+            return ""
+        return ((config.get("DestinationConfig") or {}).get("OnFailure") or {}).get(
+            "Destination") or ""
 
     def _environment(self) -> Dict[str, Any]:
         return {"Variables": {
@@ -324,7 +378,6 @@ class Deployer:
                 ), retry_for=120, base=0.5, retryable=self._role_not_ready, what="CreateFunction")
             except client.exceptions.ResourceConflictException:
                 pass  # another client created it meanwhile; fall through to the checks below
-            self._configure_async_invocation()
         else:
             self.ensure_role()
             if existing.runtime_hash != package.sha256:
@@ -345,17 +398,27 @@ class Deployer:
                     MemorySize=settings.memory, Environment=self._environment(),
                     Runtime=package.lambda_runtime, Handler=package.handler, Layers=layers),
                     retry_for=120, what="UpdateFunctionConfiguration")
-        deployed = _deployed(self._wait_until_ready())
+        url, arn = self.ensure_failure_queue()
+        if existing is None or existing.failure_destination != arn:
+            self._configure_async_invocation(arn)
+        deployed = _deployed(self._wait_until_ready(), self._failure_destination())
+        deployed.failure_queue_url = url
         self.check(deployed)
         return deployed
 
-    def _configure_async_invocation(self) -> None:
-        """No automatic retry of failed events: the client sees a lost call by its deadline."""
+    def _configure_async_invocation(self, failure_queue_arn: str) -> None:
+        """No automatic retry of failed events (a crashed call is the client's to retry),
+        and the record of a failed one goes to the function's failure queue."""
         try:
-            self.lambda_client.put_function_event_invoke_config(
-                FunctionName=self.function_name, MaximumRetryAttempts=0)
-        except Exception as exc:  # optional tuning; the backend copes with retries too
-            logger.debug("could not set the event invoke config: %s", exc)
+            call_with_retries(lambda: self.lambda_client.put_function_event_invoke_config(
+                FunctionName=self.function_name, MaximumRetryAttempts=0,
+                DestinationConfig={"OnFailure": {"Destination": failure_queue_arn}}),
+                retry_for=60, retryable=self._role_not_ready,
+                what="PutFunctionEventInvokeConfig")
+        except Exception as exc:  # calls of refused events then end at their deadline
+            logger.warning("could not set the on-failure destination of %s: %s: %s. Calls "
+                           "whose event the function refuses end only at their deadline.",
+                           self.function_name, type(exc).__name__, exc)
 
     def check(self, deployed: DeployedFunction) -> None:
         """Refuse a function whose runtime differs from this client's."""
@@ -398,7 +461,8 @@ class Deployer:
             deployed.runtime_hash != self.package.sha256
             or deployed.environment_hash != self.environment_hash
             or deployed.timeout != self.settings.timeout or deployed.memory != self.settings.memory
-            or deployed.task_key != self.task_key_variable)
+            or deployed.task_key != self.task_key_variable
+            or deployed.failure_destination != self.ensure_failure_queue()[1])
         if deployed is None or (self.settings.auto_deploy and stale):
             if not self.settings.auto_deploy:
                 raise DeployError(
@@ -406,6 +470,7 @@ class Deployer:
                     f"`wrencore lambda deploy` or set [aws_lambda] auto_deploy = true")
             return self.deploy()
         self.check(deployed)
+        deployed.failure_queue_url = self.ensure_failure_queue()[0]
         return deployed
 
 
@@ -421,15 +486,17 @@ def user_policy(*, region: str, account: str, bucket: str, prefix: str,
     """The least a user needs to deploy and run the ``aws_lambda`` backend: the job
     storage's prefix, the functions and execution roles named ``{name_prefix}-*`` and the
     layers named ``wrencore-py*`` (created on first use; the role passed to Lambda), the task key, the client's
-    completion queues (and finding orphaned ones to sweep), reading the functions' logs
-    (``Future.logs()``), and the customer-managed KMS keys of ``[s3] sse_kms_key_id`` and
-    ``[aws_lambda] task_key_kms_key_id`` if set (an alias is resolved with DescribeKey)."""
+    completion queues (and finding orphaned ones to sweep), the functions' failure queues
+    (``{function}-dlq``), reading the functions' logs (``Future.logs()``), and the
+    customer-managed KMS keys of ``[s3] sse_kms_key_id`` and ``[aws_lambda]
+    task_key_kms_key_id`` if set (an alias is resolved with DescribeKey)."""
     functions = f"arn:aws:lambda:{region}:{account}:function:{name_prefix}-*"
     return {"Version": "2012-10-17", "Statement": storage_statements(bucket, prefix) + [
         {"Sid": "Functions", "Effect": "Allow",
          "Action": ["lambda:GetFunctionConfiguration", "lambda:CreateFunction",
                     "lambda:UpdateFunctionCode", "lambda:UpdateFunctionConfiguration",
-                    "lambda:PutFunctionEventInvokeConfig", "lambda:InvokeFunction",
+                    "lambda:PutFunctionEventInvokeConfig",
+                    "lambda:GetFunctionEventInvokeConfig", "lambda:InvokeFunction",
                     "lambda:TagResource"],
          "Resource": functions},
         {"Sid": "Layers", "Effect": "Allow",
@@ -448,6 +515,10 @@ def user_policy(*, region: str, account: str, bucket: str, prefix: str,
          "Action": ["sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
                     "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:DeleteQueue"],
          "Resource": f"arn:aws:sqs:{region}:{account}:wrencore-done-*"},
+        {"Sid": "FailureQueues", "Effect": "Allow",
+         "Action": ["sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
+                    "sqs:ReceiveMessage", "sqs:ChangeMessageVisibility", "sqs:DeleteQueue"],
+         "Resource": f"arn:aws:sqs:{region}:{account}:{name_prefix}-*{FAILURE_QUEUE_SUFFIX}"},
         list_statement(),
         {"Sid": "ReadLogs", "Effect": "Allow",
          "Action": ["logs:FilterLogEvents", "logs:GetLogEvents"],

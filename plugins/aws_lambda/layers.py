@@ -79,7 +79,8 @@ def ensure_layer(client: Any, storage: S3Storage, runtime: Dict[str, Any],
     manifest = load_manifest(storage, runtime["hash"])
     check_size(manifest, package_size, limit)
     root = build_environment(storage, runtime["hash"], cache_dir("lambda-layers"),
-                             layout_kind="layer")
+                             layout_kind="layer",
+                             manifest_sha256=runtime.get("manifest_sha256"))
     data = _zip_dir(os.path.join(root, "python"), "python/")
     if len(data) > DIRECT_UPLOAD_LIMIT:
         key = layout.runtime_prefix(runtime["hash"]) + "lambda-layer.zip"

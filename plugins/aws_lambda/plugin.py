@@ -58,3 +58,17 @@ def wrencore_call_logs(backend, config, job_id, call_id):
         groups = [g["logGroupName"] for g in client.describe_log_groups(
             logGroupNamePrefix=prefix, limit=50).get("logGroups", [])]
     return call_log_lines(client, groups, job_id, call_id)
+
+
+@hookimpl
+def wrencore_task_key_source(backend, config):
+    """The SSM parameter ``[aws_lambda] task_key``."""
+    if backend != "aws_lambda":
+        return None
+    from wrencore_aws.keys import client_key_source
+
+    from .deploy import LambdaSettings
+
+    settings = LambdaSettings.from_config(config)
+    return client_key_source(settings.task_key, settings.client_section,
+                             settings.task_key_kms_key_id)

@@ -24,6 +24,9 @@ SETTINGS = [
             "under the account's concurrency limit).", minimum=1),
     Setting("result_grace", "float", 30.0, "Seconds past the function timeout before a "
             "silent call counts as lost.", minimum=0),
+    Setting("dead_letter_check_interval", "float", 2.0, "Seconds between peeks at the "
+            "functions' failure queues while invoked calls are pending (a call whose event "
+            "the function refused fails with MessageRefusedError).", minimum=0),
     Setting("retry_for", "float", 600.0, "Seconds to keep retrying a throttled or failing "
             "invocation.", minimum=0),
     Setting("auto_deploy", "bool", True, "Deploy on first use when the function is missing "

@@ -18,8 +18,8 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from wrencore.backends import (Backend, Call, cancelled_error, dead_letter_calls, refused_error,
-                               task_message_bodies, write_cancel_markers)
+from wrencore.backends import (Backend, Call, Every, cancelled_error, index_dead_letters,
+                               refused_error, task_message_bodies, write_cancel_markers)
 from wrencore.config import Config
 from wrencore.errors import QueueError, WorkerCrashedError
 from wrencore.futures import Future, claim
@@ -35,23 +35,6 @@ logger = logging.getLogger(__name__)
 
 #: SQS accepts bodies up to 256 KiB; chunks are split to stay well below.
 MESSAGE_LIMIT = 200 * 1024
-
-
-class _Every:
-    """Says a periodic check is due at most once per ``interval`` seconds (thread-safe)."""
-
-    def __init__(self, interval: float, *, start_due: bool = True) -> None:
-        self.interval = interval
-        self._last = -float("inf") if start_due else time.monotonic()
-        self._lock = threading.Lock()
-
-    def due(self) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            if now - self._last < self.interval:
-                return False
-            self._last = now
-            return True
 
 
 class _QueueHealth:
@@ -121,8 +104,8 @@ class StandaloneBackend(Backend):
                                      channel=self.channel, **watcher_options(config))
         #: job id -> (call id, attempt) -> receives
         self._dead: Dict[str, Dict[tuple, int]] = {}
-        self._dead_letter_checks = _Every(self.settings.dead_letter_check_interval)
-        self._fleet_checks = _Every(self.settings.fleet_check_interval, start_due=False)
+        self._dead_letter_checks = Every(self.settings.dead_letter_check_interval)
+        self._fleet_checks = Every(self.settings.fleet_check_interval, start_due=False)
         self._dead_lock = threading.Lock()
         self._queue_health = _QueueHealth(self.settings.queue_name,
                                           watcher_options(config)["give_up_after"])
@@ -185,7 +168,6 @@ class StandaloneBackend(Backend):
     def _refresh_dead_letters(self) -> None:
         if not self._dead_letter_checks.due():
             return
-        dead: Dict[str, Dict[tuple, int]] = {}
         try:
             self.standalone.queue.depth()  # the task queue itself, not only its dead letters
             letters = self.standalone.dead_letters()
@@ -193,9 +175,8 @@ class StandaloneBackend(Backend):
             self._queue_health.failed(exc)
             return
         self._queue_health.succeeded()
-        for letter in letters:
-            for job_id, call_id, attempt, refused in dead_letter_calls(letter.body, self.signer):
-                dead.setdefault(job_id, {})[(call_id, attempt)] = refused or letter.receive_count
+        dead = index_dead_letters(((letter.body, letter.receive_count) for letter in letters),
+                                  self.signer)
         with self._dead_lock:
             self._dead = dead
 

@@ -125,3 +125,17 @@ def wrencore_call_logs(backend, config, job_id, call_id):
     client = make_client("logs", {"region": section.get("region")})
     return call_log_lines(client, [section.get("log_group") or DEFAULT_LOG_GROUP],
                           job_id, call_id)
+
+
+@hookimpl
+def wrencore_task_key_source(backend, config):
+    """The SSM parameter ``[aws_sqs_ec2] task_key``."""
+    if backend != "aws_sqs_ec2":
+        return None
+    from wrencore_aws.keys import client_key_source
+
+    from .settings import StandaloneSettings
+
+    settings = StandaloneSettings.from_config(config)
+    return client_key_source(settings.task_key, config.section("aws_sqs_ec2"),
+                             settings.task_key_kms_key_id)

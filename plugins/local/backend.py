@@ -557,7 +557,17 @@ class LocalBackend(Backend):
         return pool
 
     def invoke(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:
-        self._pool_for(job).enqueue(job, calls, chunksize)
+        try:
+            pool = self._pool_for(job)
+        except Exception as exc:  # the job's runtime cannot be built: its calls cannot run
+            from wrencore_runtime.environment import unbuildable
+
+            error = unbuildable(job["runtime"]["hash"], self.storage, exc)
+            logger.error("%s", error)
+            for call in calls:
+                call.future.fail(error, attempt=call.message.get("attempt", 0))
+            return
+        pool.enqueue(job, calls, chunksize)
 
     def cancel(self, *, futures: List[Any], running: bool = True) -> int:
         return sum(pool.cancel(futures, running) for pool in self._pools())

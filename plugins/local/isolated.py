@@ -28,7 +28,8 @@ class IsolatedEnvironments:
 
     def python_for(self, runtime: Dict[str, Any], in_use: Optional[set] = None) -> str:
         """The interpreter of the runtime's environment, built from storage if missing."""
-        env_dir = build_environment(self.storage, runtime["hash"], self.root)
+        env_dir = build_environment(self.storage, runtime["hash"], self.root,
+                                    manifest_sha256=runtime.get("manifest_sha256"))
         evict_environments(self.root, max_age=self.max_age, max_bytes=self.max_bytes,
                            keep={runtime["hash"], *(in_use or ())})
         return env_python(env_dir)

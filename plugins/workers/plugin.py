@@ -57,3 +57,23 @@ def wrencore_register_settings(register) -> None:
         Setting("log_level", "str", "INFO", "The daemons' log level."),
     ], doc="`wrencore worker`: settings of its daemons, beyond the command's options. "
            "Other daemon settings pass through unchecked.", open=True)
+
+
+@hookimpl
+def wrencore_task_key_source(backend, config):
+    """For the queue backends (``queue``, ``gcp_pubsub``): the key file ``[queue] key_file``
+    (default ``$WRENCORE_TASK_KEY_FILE`` or ``~/.config/wrencore/task-key.json``), which
+    ``wrencore worker --key-file`` reads."""
+    from wrencore.plugins import get_registry
+    from wrencore_runtime.auth import FileKeySource, default_key_file
+
+    from .backend import QueueBackend
+
+    try:
+        backend_class = get_registry().load("backend", backend)
+    except Exception:  # unknown, or its SDK missing: the core reports that
+        return None
+    if not (isinstance(backend_class, type) and issubclass(backend_class, QueueBackend)):
+        return None
+
+    return FileKeySource(str(config.section("queue").get("key_file") or default_key_file()))

@@ -106,12 +106,16 @@ def test_list_and_delete_remove_functions_and_their_roles(lambda_env, monkeypatc
         CompatibleRuntimes=["python3.11"])["LayerVersionArn"] for tag in ("used", "other")]
     client.update_function_configuration(FunctionName=name, Layers=layers[:1])
     assert _run(["lambda", "delete", name]) == 0
-    assert capsys.readouterr().out == (f"deleted {name} and its role {name[:64]}\n"
+    assert capsys.readouterr().out == (f"deleted {name}, its failure queue {name}-dlq and its "
+                                       f"role {name[:64]}\n"
                                        f"deleted layer wrencore-py311-used:1\n")
     assert not client.list_layer_versions(LayerName="wrencore-py311-used")["LayerVersions"]
     assert client.list_layer_versions(LayerName="wrencore-py311-other")["LayerVersions"]
     with pytest.raises(iam.exceptions.NoSuchEntityException):
         iam.get_role(RoleName=name[:64])
+    sqs = boto3.client("sqs")
+    with pytest.raises(sqs.exceptions.QueueDoesNotExist):
+        sqs.get_queue_url(QueueName=f"{name}-dlq")
     assert _run(["lambda", "status"]) == 1
 
 

@@ -118,3 +118,17 @@ def test_detection_explains_why_each_distribution_is_there():
     assert any("yaml: imported in yaml_and_msgpack" in r for r in runtime.reasons["pyyaml"])
     assert runtime.reasons["wrencore"] == ["wrencore worker code"]
     assert "toolz" not in runtime.distributions  # imported only by another function
+
+
+def test_a_tampered_stored_wheel_fails_the_job_and_installs_nothing(env_dir):
+    with _executor(env_dir, runtime="isolated") as executor:
+        runtime = job_runtime(work.toolz_version, "auto", None, executor.storage,
+                              executor.backend)
+        (key,) = [k for k in executor.storage.list(layout.runtime_prefix(runtime.hash))
+                  if "/wheels/toolz-" in k]
+        executor.storage.put(key, executor.storage.get(key) + b"\0")
+        future = executor.submit(work.toolz_version)
+        with pytest.raises(RuntimeBuildError, match=r"IntegrityError: .*/toolz-.*\.whl does "
+                                                    r"not have the SHA-256"):
+            future.result(timeout=60)
+    assert not os.path.exists(os.path.join(env_dir, runtime.hash))

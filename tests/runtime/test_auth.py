@@ -86,6 +86,36 @@ def test_a_verifier_picks_up_a_rotation_made_after_it_loaded(tmp_path, monkeypat
     assert verifier.open_task(signer.seal_text(KIND_TASK, _task_body()))["job"]["job_id"] == "j"
 
 
+def test_a_rotation_just_after_a_verifier_read_the_key_refuses_nothing(tmp_path):
+    source = FileKeySource(str(tmp_path / "key.json"))
+    verifier = Verifier(source)
+    assert verifier.open_task(Signer(source).seal_text(KIND_TASK, _task_body()))
+    source.rotate(grace=60)  # well within RELOAD_INTERVAL of the verifier's read
+    start = time.monotonic()
+    assert verifier.open_task(Signer(source).seal_text(KIND_TASK, _task_body()))
+    assert time.monotonic() - start <= 1.5  # it waited for the next read, at most a second
+    # Straight after that read, a key nobody holds is refused without waiting.
+    forged = Signer(FileKeySource(str(tmp_path / "other.json"))).seal_text(KIND_TASK,
+                                                                          _task_body())
+    start = time.monotonic()
+    with pytest.raises(MessageRefusedError, match="does not hold"):
+        verifier.open_task(forged)
+    assert time.monotonic() - start < 0.5
+    assert verifier.refused == 1
+
+
+def test_a_retired_key_expires_on_a_verifier_that_never_met_the_new_one(tmp_path):
+    source = FileKeySource(str(tmp_path / "key.json"))
+    old = Signer(source)
+    verifier = Verifier(source, refresh=0.2)
+    assert verifier.open_task(old.seal_text(KIND_TASK, _task_body()))
+    source.rotate(grace=0.5)
+    assert verifier.open_task(old.seal_text(KIND_TASK, _task_body()))  # within grace
+    time.sleep(0.7)
+    with pytest.raises(MessageRefusedError, match="grace period is over"):
+        verifier.open_task(old.seal_text(KIND_TASK, _task_body()))
+
+
 def test_a_key_file_others_can_read_is_refused(tmp_path):
     source = FileKeySource(str(tmp_path / "key.json"))
     source.ensure()

@@ -15,9 +15,15 @@ moto cannot execute Lambda code without Docker, so this process stands in front 
 * each sandbox is AWS's Runtime Interface Client (``python -m awslambdaric HANDLER``) in a
   separate virtualenv holding only awslambdaric and boto3, run from the unzipped package,
   talking to a Lambda Runtime API this process serves on its own loopback port;
+* an Event invocation that fails is retried as its function's event invoke config says
+  (``MaximumRetryAttempts``, AWS's default 2; after ``retry_delay`` instead of Lambda's
+  minutes), and once its retries are exhausted its record — the original event as
+  ``requestPayload``, the error as ``responsePayload`` — goes to the config's on-failure
+  destination when that is an SQS queue (in moto), as Lambda sends it;
 * the function's timeout is enforced (the sandbox is killed, as Lambda does); throttling
   (429 TooManyRequestsException) and crashes (the sandbox is killed mid-invocation) can be
-  injected through ``POST /_harness/config``; ``GET /_harness/stats`` reports what happened;
+  injected through ``POST /_harness/config``, and so can events altered on the way
+  (``tamper_call_ids``: their signed body changes, their tag does not); ``GET /_harness/stats`` reports what happened;
 * what a sandbox writes to stdout and stderr goes, line by line, to the harness's log file
   and — as Lambda ships it — to moto's CloudWatch Logs, group ``/aws/lambda/<function>``,
   one stream per sandbox;
@@ -69,10 +75,14 @@ FUNCTION_PATH = re.compile(r"^/2015-03-31/functions/([^/?]+)")
 
 
 class Invocation:
-    def __init__(self, payload: bytes, kind: str):
+    def __init__(self, payload: bytes, kind: str, attempt: int = 0):
         self.request_id = str(uuid.uuid4())
         self.payload = payload
         self.kind = kind
+        #: 0 for the first try of an event, then its retries.
+        self.attempt = attempt
+        #: The harness's generation (resets so far) when the event was sent.
+        self.generation = 0
         self.done = threading.Event()
         self.response: Optional[bytes] = None
         self.error: Optional[Dict[str, Any]] = None
@@ -87,6 +97,15 @@ def _call_ids(payload: bytes) -> List[str]:
         return [c.get("call_id") for c in message.get("calls", ())]
     except Exception:
         return []
+
+
+def _tampered(payload: bytes) -> bytes:
+    """The event with its signed body changed (a field added to the job), tag kept."""
+    envelope = json.loads(payload)
+    body = json.loads(envelope["body"])
+    body["job"]["tampered"] = True
+    envelope["body"] = json.dumps(body, separators=(",", ":"))
+    return json.dumps(envelope).encode()
 
 
 class Settings:
@@ -104,6 +123,10 @@ class Settings:
         self.crash_delay = 0.3
         #: Keep every event's payload (for tests that scan them; see Stats.events).
         self.record_events = False
+        #: Call ids whose events are altered between Invoke and the sandbox.
+        self.tamper_call_ids: List[str] = []
+        #: Seconds before a failed event is retried (Lambda waits a minute, then two).
+        self.retry_delay = 0.5
         self.seed = 0
         self.rng = random.Random(0)
 
@@ -130,6 +153,9 @@ class Stats:
             self.sandboxes_started = 0
             self.functions_invoked: Dict[str, int] = {}
             self.events: List[str] = []
+            #: Failure records sent to on-failure destinations: destination, call ids, error.
+            self.failure_records: List[Dict[str, Any]] = []
+            self.event_retries = 0
 
     def snapshot(self) -> Dict[str, Any]:
         with self.lock:
@@ -137,7 +163,9 @@ class Stats:
                     "completed": self.completed, "errors": list(self.errors),
                     "sandboxes_started": self.sandboxes_started,
                     "functions_invoked": dict(self.functions_invoked),
-                    "events": list(self.events)}
+                    "events": list(self.events),
+                    "failure_records": list(self.failure_records),
+                    "event_retries": self.event_retries}
 
 
 def _die_with_parent() -> None:
@@ -377,6 +405,8 @@ class Harness:
         self.functions: Dict[Tuple[str, str], FunctionRuntime] = {}
         self.configurations: Dict[str, Tuple[float, Dict[str, Any]]] = {}
         self.lock = threading.Lock()
+        #: Incremented by each reset; a retry scheduled before it is dropped.
+        self.generation = 0
         self.wake = threading.Event()
         threading.Thread(target=self._supervise, daemon=True).start()
 
@@ -536,6 +566,84 @@ class Harness:
                                               request_id=invocation.request_id,
                                               call_ids=invocation.call_ids))
         invocation.done.set()
+        if invocation.kind == "Event" and error is not None:
+            threading.Thread(target=self._event_failed, args=(function, invocation, error),
+                             daemon=True).start()
+
+    def _event_failed(self, function: FunctionRuntime, invocation: Invocation,
+                      error: Dict[str, Any]) -> None:
+        """Retry a failed event as its function's event invoke config says, then send its
+        record to the on-failure destination (what Lambda's asynchronous queue does)."""
+        generation = invocation.generation
+        if generation != self.generation:
+            return  # an event of before a reset (an earlier test's): gone with it
+        config = self.event_invoke_config(function.name)
+        retries = int((config or {}).get("MaximumRetryAttempts", 2))
+        if invocation.attempt < retries:
+            with self.stats.lock:
+                self.stats.event_retries += 1
+            retry = Invocation(invocation.payload, "Event", invocation.attempt + 1)
+            retry.generation = generation
+
+            def resubmit() -> None:
+                if generation == self.generation:  # not after a reset (the next test's)
+                    function.submit(retry)
+
+            timer = threading.Timer(self.settings.retry_delay, resubmit)
+            timer.daemon = True
+            timer.start()
+            return
+        destination = (((config or {}).get("DestinationConfig") or {}).get("OnFailure")
+                       or {}).get("Destination") or ""
+        if ":sqs:" not in destination:
+            return
+        try:
+            request_payload: Any = json.loads(invocation.payload)
+        except ValueError:
+            request_payload = invocation.payload.decode("utf-8", "replace")
+        record = {
+            "version": "1.0",
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+            "requestContext": {
+                "requestId": invocation.request_id,
+                "functionArn": f"arn:aws:lambda:us-east-1:123456789012:function:"
+                               f"{function.name}:$LATEST",
+                "condition": "RetriesExhausted",
+                "approximateInvokeCount": invocation.attempt + 1},
+            "requestPayload": request_payload,
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST",
+                                "functionError": "Unhandled"},
+            "responsePayload": error,
+        }
+        try:
+            sqs = self.sqs_client()
+            url = sqs.get_queue_url(QueueName=destination.rsplit(":", 1)[-1])["QueueUrl"]
+            sqs.send_message(QueueUrl=url, MessageBody=json.dumps(record))
+        except Exception as exc:  # Lambda drops the record too when it cannot deliver it
+            print(f"harness: sending a failure record to {destination} failed: {exc}",
+                  file=sys.stderr)
+            return
+        with self.stats.lock:
+            self.stats.failure_records.append({
+                "function": function.name, "destination": destination,
+                "call_ids": invocation.call_ids, "error": error})
+
+    def event_invoke_config(self, name: str) -> Optional[Dict[str, Any]]:
+        """The function's event invoke config in moto, None if it has none."""
+        authorization = ("AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/lambda/"
+                         "aws4_request, SignedHeaders=host, Signature=0")
+        status, _, body = self.forward(
+            "GET", f"/2019-09-25/functions/{urllib.parse.quote(name)}/event-invoke-config",
+            {"Authorization": authorization}, b"")
+        return json.loads(body) if status == 200 else None
+
+    def sqs_client(self) -> Any:
+        import boto3
+
+        with _client_lock:
+            return boto3.session.Session().client(
+                "sqs", endpoint_url=self.moto.geturl(), region_name="us-east-1",
+                aws_access_key_id="testing", aws_secret_access_key="testing")
 
     def _supervise(self) -> None:
         while True:
@@ -560,6 +668,7 @@ class Harness:
             self.functions = dict(kept)
         for runtime in runtimes:
             runtime.stop()
+        self.generation += 1  # pending retries of failed events are dropped
         self.settings.reset()
         self.stats.reset()
 
@@ -762,7 +871,10 @@ class FrontHandler(_Handler):
         except Exception as exc:
             logger.exception("starting %s failed", name)
             return self._error(500, "ServiceException", f"the harness failed: {exc}")
+        if set(_call_ids(payload)) & set(settings.tamper_call_ids):
+            payload = _tampered(payload)
         invocation = Invocation(payload, kind)
+        invocation.generation = harness.generation
         with harness.stats.lock:
             harness.stats.invokes[kind] = harness.stats.invokes.get(kind, 0) + 1
             harness.stats.functions_invoked[name] = harness.stats.functions_invoked.get(name, 0) + 1
