@@ -168,6 +168,7 @@ class EventInvoker:
             if http.status_code >= 300:
                 self._raise(parsed)
             return
+        headers, payload = params["headers"], params["body"]  # as handlers left them
         self._signer.sign(template, headers, payload)
         self._send(template, headers, payload)
 
@@ -189,8 +190,14 @@ class EventInvoker:
             return
         self._local.capturing = None  # a retry of the same request is no template
         with self._lock:
-            if function_name not in self._templates:
-                self._templates[function_name] = self._template(request, function_name)
+            if function_name in self._templates:
+                return
+            try:
+                template = self._template(request, function_name)
+            except Exception as exc:  # never fail the request botocore is sending
+                logger.warning("Invoke of %s stays on client.invoke: %s", function_name, exc)
+                template = None
+            self._templates[function_name] = template
 
     def _template(self, request: Any, function_name: str) -> Optional[_Template]:
         from botocore.awsrequest import AWSPreparedRequest

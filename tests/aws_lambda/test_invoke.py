@@ -12,7 +12,7 @@ from botocore.credentials import Credentials
 import wrencore
 from tests.request_counter import RequestCounter
 from wrencore_aws.clients import error_code, is_throttling
-from wrencore_aws_lambda.invoke import SigV4, _Template
+from wrencore_aws_lambda.invoke import EventInvoker, SigV4, _Template
 
 from . import workload
 
@@ -40,6 +40,26 @@ def test_signature_is_botocores(monkeypatch, url, token):
     assert ours["Authorization"] == request.headers["Authorization"]
     assert ours["X-Amz-Date"] == request.headers["X-Amz-Date"]
     assert ours.get("X-Amz-Security-Token") == request.headers.get("X-Amz-Security-Token")
+
+
+def test_a_request_whose_signature_it_cannot_reproduce_stays_on_client_invoke():
+    import boto3
+
+    client = boto3.session.Session().client(
+        "lambda", region_name="us-east-1", endpoint_url="http://127.0.0.1:9",
+        aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret")
+    invoker = EventInvoker(client)
+    url = "http://127.0.0.1:9/2015-03-31/functions/fn/invocations"
+    request = AWSRequest(method="POST", url=url, data=b"{}",
+                         headers={"X-Amz-Invocation-Type": "Event", "User-Agent": "test"})
+    SigV4Auth(Credentials("AKIDEXAMPLE", "secret"), "lambda", "us-east-1").add_auth(request)
+    request.headers["amz-sdk-request"] = "attempt=1; max=1"  # added after signing, unsigned
+    assert isinstance(invoker._template(request.prepare(), "fn"), _Template)
+
+    signed = request.headers["Authorization"]
+    forged = signed[:-1] + ("0" if signed[-1] != "0" else "1")
+    request.headers.replace_header("Authorization", forged)
+    assert invoker._template(request.prepare(), "fn") is None
 
 
 def test_invokes_after_the_first_are_re_signed_counted_and_throttled_as_before(lambda_env):
