@@ -2,7 +2,7 @@
 
 Chunks of calls are invoked with ``InvocationType="Event"`` from a bounded thread pool,
 never more than ``max_in_flight`` calls at once; after each function's first Invoke, the
-request botocore built is re-signed and sent again at a third of the client CPU
+request botocore built is re-signed and sent again for about half the client CPU
 (:class:`~wrencore_aws_lambda.invoke.EventInvoker`). Throttling and transient errors are
 retried with full-jitter backoff for up to ``retry_for`` seconds, so a throttled map slows
 down instead of failing. A message over the asynchronous-invoke limit travels through the
