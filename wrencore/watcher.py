@@ -63,7 +63,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from wrencore_runtime import layout
 from wrencore_runtime.errors import StatusError, StorageError, StorageKeyError
@@ -527,19 +527,11 @@ class StatusWatcher:
         self._bad_reads.pop(key, None)
         done = []
         results = batch.get("results") or {}
-        for status in statuses:
-            call_id = status.get("call_id") if isinstance(status, dict) else None
-            future = calls.get(call_id)
-            if future is None:
-                continue
-            attempt = int(status.get("attempt") or 0)
-            if not future.accepts_attempt(attempt):
-                continue  # an attempt the future no longer waits for
-            problem = ownership_problem(status, job_id, call_id, attempt)
-            if problem:
-                logger.warning("refused a status in %s: it %s", self.storage.location(key),
-                               problem)
-                continue
+
+        def refused(call_id: str, problem: str) -> None:
+            logger.warning("refused a status in %s: it %s", self.storage.location(key), problem)
+
+        for call_id, future, status in self._accept_statuses(job_id, statuses, calls, refused):
             complete_from_status(future, status, results.get(call_id), self.storage)
             self._forget(job_id, call_id)
             done.append(call_id)
@@ -676,8 +668,30 @@ class StatusWatcher:
                                             calls[call_id], attempt)
             elif layout.is_batch_status_key(key):
                 self._fetch_pool.submit(self._complete_batch, job_id, key, calls)
+
+        def refused(call_id: str, problem: str) -> None:
+            logger.info("ignored a completion message for %s/%s: it %s", job_id, call_id,
+                        problem)
+
         results = message.get("results") or {}
-        for status in message.get("statuses") or ():
+        statuses = message.get("statuses") or ()
+        for call_id, future, status in self._accept_statuses(job_id, statuses, calls, refused):
+            result = results.get(call_id)
+            if status.get("success") and result is None and status.get("result") is None:
+                self._fetch_pool.submit(self._complete_with_stored_result, future, status)
+            else:
+                complete_from_status(future, status, result, self.storage)
+                self._forget(job_id, call_id)
+
+    @staticmethod
+    def _accept_statuses(job_id: str, statuses: Any, calls: Dict[str, Future],
+                         refused: Callable[[str, str], None]
+                         ) -> Iterator[Tuple[str, Future, Any]]:
+        """``(call_id, future, status)`` for each of ``statuses`` (of a batch status or a
+        completion message) that completes a call: a call of ``calls``, an attempt its future
+        still waits for, and a status that call owns. ``refused(call_id, problem)`` hears of
+        each status for a watched call that it does not own; the rest are skipped silently."""
+        for status in statuses:
             call_id = status.get("call_id") if isinstance(status, dict) else None
             future = calls.get(call_id) if isinstance(call_id, str) else None
             if future is None:
@@ -687,15 +701,9 @@ class StatusWatcher:
                 continue  # an attempt the future no longer waits for
             problem = ownership_problem(status, job_id, call_id, attempt)
             if problem:
-                logger.info("ignored a completion message for %s/%s: it %s", job_id, call_id,
-                            problem)
+                refused(call_id, problem)
                 continue
-            result = results.get(call_id)
-            if status.get("success") and result is None and status.get("result") is None:
-                self._fetch_pool.submit(self._complete_with_stored_result, future, status)
-            else:
-                complete_from_status(future, status, result, self.storage)
-                self._forget(job_id, call_id)
+            yield call_id, future, status
 
     def _complete_with_stored_result(self, future: Future, status: Dict[str, Any]) -> None:
         complete_from_status(future, status, None, self.storage)

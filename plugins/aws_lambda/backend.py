@@ -1,7 +1,9 @@
 """The ``aws_lambda`` backend: asynchronous invocations out, statuses in S3 back.
 
 Chunks of calls are invoked with ``InvocationType="Event"`` from a bounded thread pool,
-never more than ``max_in_flight`` calls at once. Throttling and transient errors are
+never more than ``max_in_flight`` calls at once; after each function's first Invoke, the
+request botocore built is re-signed and sent again for about half the client CPU
+(:class:`~wrencore_aws_lambda.invoke.EventInvoker`). Throttling and transient errors are
 retried with full-jitter backoff for up to ``retry_for`` seconds, so a throttled map slows
 down instead of failing. A message over the asynchronous-invoke limit travels through the
 job storage. Results come back through :class:`~wrencore.watcher.StatusWatcher`, which hears
@@ -20,6 +22,7 @@ backends do with their dead-letter queues (``wrencore.backends.index_dead_letter
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import threading
@@ -44,6 +47,7 @@ from wrencore_aws.sqs import peek
 from wrencore_runtime.storage import Storage
 
 from .deploy import FAILURE_QUEUE_SUFFIX, Deployer, DeployedFunction, LambdaSettings
+from .invoke import EventInvoker
 
 logger = logging.getLogger(__name__)
 
@@ -68,25 +72,37 @@ def payload_key(job_id: str, first_call_id: str, attempt: int = 0) -> str:
 
 
 class _CallBudget:
-    """A counting semaphore over calls in flight that can take several permits at once."""
+    """A counting semaphore over calls in flight that can take several permits at once.
+
+    Waiters are served first come, first served, and a release wakes only the waiters it
+    lets through: with thousands of calls queued behind ``max_in_flight``, waking every
+    invoking thread at each finished call cost more client CPU than the invocations.
+    """
 
     def __init__(self, limit: int):
         self.limit = limit
         self.used = 0
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._waiters: "collections.deque[Tuple[int, threading.Event]]" = collections.deque()
 
     def acquire(self, n: int) -> int:
         n = min(n, self.limit)
-        with self._cond:
-            while self.used + n > self.limit:
-                self._cond.wait()
-            self.used += n
+        with self._lock:
+            if not self._waiters and self.used + n <= self.limit:
+                self.used += n
+                return n
+            turn = threading.Event()
+            self._waiters.append((n, turn))
+        turn.wait()  # release() counted these permits as used before setting it
         return n
 
     def release(self, n: int = 1) -> None:
-        with self._cond:
+        with self._lock:
             self.used -= n
-            self._cond.notify_all()
+            while self._waiters and self.used + self._waiters[0][0] <= self.limit:
+                wanted, turn = self._waiters.popleft()
+                self.used += wanted
+                turn.set()
 
 
 class LambdaBackend(Backend):
@@ -109,6 +125,7 @@ class LambdaBackend(Backend):
         self._last_function: Optional[DeployedFunction] = None
         self._function_lock = threading.Lock()
         self._client: Any = None
+        self._invoker: Optional[EventInvoker] = None
         self._pool = ThreadPoolExecutor(self.settings.invoke_threads,
                                         thread_name_prefix="wrencore-lambda-invoke")
         self._budget = _CallBudget(self.settings.max_in_flight)
@@ -172,12 +189,17 @@ class LambdaBackend(Backend):
             chunk = calls[start:start + size]
             self._pool.submit(self._invoke_chunk, function, job, chunk)
 
-    def _invoke_event(self, name: str, payload: Any) -> None:
-        response = self.client.invoke(FunctionName=name, InvocationType="Event",
-                                      Payload=payload)
-        # Reading the (empty) body returns the connection to the pool; an unread one is
-        # dropped, and every Invoke would then open a new connection.
-        response["Payload"].read()
+    @property
+    def invoker(self) -> EventInvoker:
+        if self._invoker is None:
+            client = self.client
+            with self._function_lock:
+                if self._invoker is None:
+                    self._invoker = EventInvoker(client)
+        return self._invoker
+
+    def _invoke_event(self, name: str, payload: bytes) -> None:
+        self.invoker.invoke(name, payload)
 
     def _invoke_chunk(self, function: DeployedFunction, job: Dict[str, Any],
                       chunk: List[Call]) -> None:
