@@ -121,7 +121,8 @@ class Standalone:
 
         self.key_source.ensure()  # the workers find a key when they start
         text = render_user_data(self.settings, self.queue.to_spec(), runtime.hash, url,
-                                task_key=worker_key_spec(self.key_source))
+                                task_key=worker_key_spec(self.key_source),
+                                manifest_sha256=runtime.manifest_sha256 or "")
         self._user_data = (time.time(), text)
         return text
 

@@ -39,6 +39,7 @@ PYTHON = f"{VENV_DIR}/bin/python"
 SETTINGS_PATH = f"{ETC_DIR}/daemon.json"
 SUPERVISOR_CONF_PATH = f"{ETC_DIR}/supervisord.conf"
 BOOTSTRAP_PATH = f"{ETC_DIR}/bootstrap.sh"
+UNPACK_PATH = f"{ETC_DIR}/unpack.py"
 PROGRAM = "wrencore-daemon"
 #: The number of daemon processes reaches supervisord (and the daemons) through this variable.
 NUMPROCS_ENV = "WRENCORE_DAEMON__NUMPROCS"
@@ -131,8 +132,46 @@ stdout_logfile_backups=3
 """
 
 
-def bootstrap_script(python: str, runtime_hash: str, bundle_url: str, numprocs: int) -> str:
-    """The instance's bootstrap: a Python build, then only what the client stored."""
+#: Unpacks the daemon's runtime bundle, trusting nothing in it before it is checked: the
+#: manifest against the digest the user-data carries (the client's, not storage's), every
+#: wheel against the manifest's SHA-256, and no member but plain files the manifest names.
+#: Someone able to write the bucket cannot change what the instance installs.
+UNPACK_SCRIPT = """\
+import hashlib, json, os, sys, tarfile
+
+bundle, target, manifest_sha256 = sys.argv[1:4]
+with tarfile.open(bundle) as archive:
+    members = {m.name: m for m in archive.getmembers()}
+    def read(name):
+        member = members.get(name)
+        if member is None or not member.isfile() or "/" in name or name.startswith("."):
+            sys.exit(f"runtime bundle: {name!r} is missing or not a plain file")
+        return archive.extractfile(member).read()
+    manifest = read("runtime.json")
+    if hashlib.sha256(manifest).hexdigest() != manifest_sha256:
+        sys.exit("runtime bundle: its manifest is not the one the client stored "
+                 "(SHA-256 differs); nothing was installed")
+    wheels = {w["file"]: w["sha256"] for w in json.loads(manifest)["wheels"]}
+    extra = set(members) - set(wheels) - {"runtime.json"}
+    if extra:
+        sys.exit(f"runtime bundle: unexpected members {sorted(extra)}; nothing was installed")
+    files = {"runtime.json": manifest}
+    for name, digest in wheels.items():
+        data = read(name)
+        if hashlib.sha256(data).hexdigest() != digest:
+            sys.exit(f"runtime bundle: {name} does not match the manifest's SHA-256; "
+                     f"nothing was installed")
+        files[name] = data
+for name, data in files.items():
+    with open(os.path.join(target, name), "wb") as f:
+        f.write(data)
+"""
+
+
+def bootstrap_script(python: str, runtime_hash: str, bundle_url: str, numprocs: int,
+                     manifest_sha256: str = "") -> str:
+    """The instance's bootstrap: a Python build, then only what the client stored (checked
+    by :data:`UNPACK_SCRIPT` against ``manifest_sha256``)."""
     # One daemon per core by default; an instance (or the test harness) may preset it.
     procs = str(numprocs) if numprocs else f"${{{NUMPROCS_ENV}:-$(nproc)}}"
     return f"""\
@@ -145,7 +184,7 @@ mkdir -p {STATE_DIR} {LOG_DIR} {RUN_DIR} {BOOT_DIR}
 # The daemon's runtime {runtime_hash}: wheels of the client's exact versions.
 "$PYTHON_BUILD" -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' '{bundle_url}' {BOOT_DIR}/bundle.tar
 rm -rf {BOOT_DIR}/wheels {VENV_DIR} && mkdir -p {BOOT_DIR}/wheels
-"$PYTHON_BUILD" -m tarfile -e {BOOT_DIR}/bundle.tar {BOOT_DIR}/wheels
+"$PYTHON_BUILD" {UNPACK_PATH} {BOOT_DIR}/bundle.tar {BOOT_DIR}/wheels '{manifest_sha256}'
 "$PYTHON_BUILD" -m venv --without-pip {VENV_DIR}
 SITE="$({PYTHON} -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 for wheel in {BOOT_DIR}/wheels/*.whl; do "$PYTHON_BUILD" -m zipfile -e "$wheel" "$SITE"; done
@@ -158,7 +197,8 @@ exec {PYTHON} -m supervisor.supervisord -c {SUPERVISOR_CONF_PATH} ${{WRENCORE_SU
 def render_user_data(settings: StandaloneSettings, queue_spec: Dict[str, Any],
                      runtime_hash: str, bundle_url: str,
                      versions: Optional[Dict[str, str]] = None,
-                     task_key: Optional[Dict[str, Any]] = None) -> str:
+                     task_key: Optional[Dict[str, Any]] = None,
+                     manifest_sha256: str = "") -> str:
     """The ``#cloud-config`` user-data of a worker instance whose daemon runs the stored
     runtime ``runtime_hash``, fetched from ``bundle_url``."""
     versions = versions or client_versions()
@@ -169,7 +209,9 @@ def render_user_data(settings: StandaloneSettings, queue_spec: Dict[str, Any],
          "content": supervisord_conf()},
         {"path": BOOTSTRAP_PATH, "permissions": "0755", "owner": "root:root",
          "content": bootstrap_script(versions["python"], runtime_hash, bundle_url,
-                                     settings.numprocs)},
+                                     settings.numprocs, manifest_sha256)},
+        {"path": UNPACK_PATH, "permissions": "0644", "owner": "root:root",
+         "content": UNPACK_SCRIPT},
     ]
     document = {
         "package_update": True,

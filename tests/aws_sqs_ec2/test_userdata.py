@@ -51,6 +51,12 @@ def test_user_data_carries_daemon_settings_and_installs_only_the_stored_runtime(
                   if line.startswith(userdata.GET_PYTHON_PREFIX)]
     assert len(get_python) == 1 and f"python{python}" in get_python[0]
     assert f"'{BUNDLE_URL}'" in script and RUNTIME_HASH in script
+    # The bundle is unpacked by the checking script, against the client's manifest digest.
+    assert files[userdata.UNPACK_PATH] == userdata.UNPACK_SCRIPT
+    assert "tarfile -e" not in script
+    checked = userdata.render_user_data(settings, QUEUE_SPEC, RUNTIME_HASH, BUNDLE_URL,
+                                        manifest_sha256="ab" * 32)
+    assert f"{userdata.UNPACK_PATH} " in checked and f"'{'ab' * 32}'" in checked
     # Apart from getting a Python build, nothing is installed from a package index.
     rest = script.replace(get_python[0], "")
     assert "pip install" not in rest and "uv " not in rest and "wrencore[standalone]" not in rest
