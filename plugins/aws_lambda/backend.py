@@ -143,6 +143,9 @@ class LambdaBackend(Backend):
         #: job id -> (call id, attempt) -> why the function refused its event (from the
         #: failure queues; replaced whole by each peek).
         self._refused: Dict[str, Dict[Tuple[str, int], Tuple[str, str]]] = {}
+        #: Storage key of each staged (large) event -> its calls, so a refused reference to
+        #: one fails those calls as a refused event does (kept while any is pending).
+        self._staged: Dict[str, List[Tuple[Future, int]]] = {}
         self._watcher = StatusWatcher(storage, min_interval=0.05, max_interval=1.0,
                                       deadline_check=self._deadline_check,
                                       before_sweep=self._refresh_refusals,
@@ -287,6 +290,8 @@ class LambdaBackend(Backend):
             return body
         key = payload_key(job["job_id"], calls[0].call_id, calls[0].message.get("attempt", 0))
         self.storage.put(key, body)
+        with self._deadlines_lock:
+            self._staged[key] = [(c.future, int(c.message.get("attempt") or 0)) for c in calls]
         reference = {"storage": self.storage.to_spec(), "key": key, "sha256": sha256_hex(body)}
         return self.signer.seal_text(KIND_PAYLOAD, encode_json(reference)).encode()
 
@@ -319,12 +324,45 @@ class LambdaBackend(Backend):
             except Exception as exc:
                 logger.warning("could not read the failure queue %s: %s", name, exc)
                 return  # keep what the last peek found
-            dead = index_dead_letters(((failed_event(m.body), "") for m in letters), self.signer)
+            events = [failed_event(m.body) for m in letters]
+            dead = index_dead_letters(((event, "") for event in events), self.signer)
+            for event in events:
+                for future, attempt, reason in self._refused_reference(event):
+                    dead.setdefault(future.job_id, {})[(future.call_id, attempt)] = reason
             for job_id, calls in dead.items():
                 for key, reason in calls.items():
                     if reason:  # a record whose event verifies failed for another reason
                         refused.setdefault(job_id, {})[key] = (reason, name)
         self._refused = refused
+
+    def _refused_reference(self, event: str) -> List[Tuple[Future, int, str]]:
+        """The calls of a staged event whose signed reference the function refused (a
+        reference names only its storage key; this client knows which calls it staged there)."""
+        from wrencore_runtime.auth import RELOAD_INTERVAL, parse_text
+        from wrencore_runtime.errors import MessageRefusedError
+
+        try:
+            envelope = parse_text(event)
+            key = json.loads(envelope["body"])["key"] \
+                if envelope.get("signed") == KIND_PAYLOAD else None
+        except Exception:
+            return []
+        with self._deadlines_lock:
+            futures = self._staged.get(key) if isinstance(key, str) else None
+            for staged in [k for k, calls in self._staged.items()
+                           if all(future.done() for future, _ in calls)]:
+                del self._staged[staged]
+        if not futures:
+            return []
+        try:
+            self.signer.ring().unseal(envelope, KIND_PAYLOAD)
+            self.signer.ring(max_age=RELOAD_INTERVAL).unseal(envelope, KIND_PAYLOAD)
+            return []  # it verifies: the invocation failed for another reason
+        except MessageRefusedError as exc:
+            reason = exc.reason
+        except Exception as exc:  # the key unreachable: say so rather than guess
+            reason = f"could not check its tag: {exc}"
+        return [(future, attempt, reason) for future, attempt in futures if not future.done()]
 
     def _refused_check(self, future: Future) -> Optional[BaseException]:
         refused = self._refused.get(future.job_id)  # replaced whole by _refresh_refusals

@@ -96,3 +96,22 @@ def test_a_forged_event_naming_no_call_of_ours_touches_none(lambda_env):
     verdicts = index_dead_letters([(failed_event(letters[0]["Body"]), "")], signer)
     assert list(verdicts) == ["forged-job"]
     assert "does not hold" in verdicts["forged-job"][("00000", 0)]
+
+
+def test_an_altered_reference_to_a_staged_event_fails_the_calls_it_staged(lambda_env):
+    import os
+
+    blobs = [os.urandom(60 * 1024) for _ in range(8)]  # together over the async limit
+    with wrencore.Executor(backend="aws_lambda", config=_config(lambda_env)) as executor:
+        assert executor.submit(workload.square, 2).result(timeout=60) == 4  # deployed
+        lambda_env.configure(tamper_call_ids=["00000"])
+        start = time.monotonic()
+        staged = executor.map_futures(workload.echo_size, blobs, chunksize=8)
+        for future in staged:
+            with pytest.raises(MessageRefusedError, match="refused its task message"):
+                future.result(timeout=30)
+        waited = time.monotonic() - start
+        lambda_env.configure(tamper_call_ids=[])
+        assert executor.submit(workload.square, 3).result(timeout=60) == 9  # others unharmed
+    assert waited < 10, waited  # not at its deadline (function timeout 30 s + grace)
+    assert [e["errorType"] for e in lambda_env.stats()["errors"]] == ["MessageRefusedError"]

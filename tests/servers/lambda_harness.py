@@ -90,10 +90,14 @@ class Invocation:
 
 
 def _call_ids(payload: bytes) -> List[str]:
+    """The call ids an event names: its calls, or for a signed reference to an event staged
+    in storage (``{job}/payloads/{first call}[.attempt].json``), the chunk's first call."""
     try:
         message = json.loads(payload)
         if isinstance(message.get("body"), str):  # a signed envelope (wrencore_runtime.auth)
             message = json.loads(message["body"])
+        if "/payloads/" in str(message.get("key", "")):
+            return [message["key"].rsplit("/", 1)[1].split(".", 1)[0]]
         return [c.get("call_id") for c in message.get("calls", ())]
     except Exception:
         return []
@@ -103,7 +107,10 @@ def _tampered(payload: bytes) -> bytes:
     """The event with its signed body changed (a field added to the job), tag kept."""
     envelope = json.loads(payload)
     body = json.loads(envelope["body"])
-    body["job"]["tampered"] = True
+    if "job" in body:
+        body["job"]["tampered"] = True
+    else:  # a reference to a staged event
+        body["tampered"] = True
     envelope["body"] = json.dumps(body, separators=(",", ":"))
     return json.dumps(envelope).encode()
 
