@@ -174,13 +174,19 @@ def bench_lambda(sizes, work):
         moto.stop()
 
 
-def progress_row(name, row, dispatch_ops):
-    """One size's figures on stderr as soon as they are measured, so a long run that is
-    stopped before its last size keeps what it measured."""
+def row_figures(row, dispatch_ops):
+    """``(requests, completion requests, "Op n, …" by count)`` of one measured size."""
     total = sum(row["counts"].values())
     completion = sum(n for (_, op), n in row["counts"].items() if op not in dispatch_ops)
     ops = ", ".join(f"{op} {n}" for (_, op), n in sorted(row["counts"].items(),
                                                          key=lambda kv: -kv[1]))
+    return total, completion, ops
+
+
+def progress_row(name, row, dispatch_ops):
+    """One size's figures on stderr as soon as they are measured, so a long run that is
+    stopped before its last size keeps what it measured."""
+    total, completion, ops = row_figures(row, dispatch_ops)
     print(f"  {name} {row['calls']}: {total / row['calls']:.3f} requests/call "
           f"({completion / row['calls']:.3f} completion), "
           f"{1000 * row['cpu'] / row['calls']:.3f} ms client CPU/call, "
@@ -192,10 +198,7 @@ def report(name, rows, dispatch_ops):
     print(f"{'calls':>8} {'wall s':>8} {'requests':>9} {'req/call':>9} {'compl/call':>11} "
           f"{'CPU ms/call':>12} {'RSS MiB':>9}  requests by operation")
     for row in rows:
-        total = sum(row["counts"].values())
-        completion = sum(n for (_, op), n in row["counts"].items() if op not in dispatch_ops)
-        ops = ", ".join(f"{op} {n}" for (_, op), n in sorted(row["counts"].items(),
-                                                             key=lambda kv: -kv[1]))
+        total, completion, ops = row_figures(row, dispatch_ops)
         print(f"{row['calls']:>8} {row['wall']:>8.1f} {total:>9} {total / row['calls']:>9.3f} "
               f"{completion / row['calls']:>11.3f} {1000 * row['cpu'] / row['calls']:>12.3f} "
               f"{row['peak'] / 2**20:>9.1f}  {ops}")
