@@ -806,12 +806,7 @@ class FrontHandler(_Handler):
             self.command, self.path, headers, body)
         if 200 <= status < 300:
             return True
-        passed = {k: v for k, v in response_headers
-                  if k.lower() not in ("content-length", "connection", "transfer-encoding",
-                                       "content-type", "server", "date")}
-        content_type = next((v for k, v in response_headers if k.lower() == "content-type"),
-                            "application/json")
-        self._send(status, response_body, passed, content_type)
+        self._relay(status, response_headers, response_body)
         return False
 
     def _keep_zip(self, body: bytes) -> None:
@@ -841,6 +836,10 @@ class FrontHandler(_Handler):
         headers = self._forwarded_headers()
         status, response_headers, response_body = self.harness.forward(
             self.command, self.path, headers, body)
+        self._relay(status, response_headers, response_body)
+
+    def _relay(self, status: int, response_headers: Any, response_body: bytes) -> None:
+        """Answer the caller with moto's response (its own framing headers left out)."""
         passed = {k: v for k, v in response_headers
                   if k.lower() not in ("content-length", "connection", "transfer-encoding",
                                        "content-type", "server", "date")}
