@@ -1,6 +1,6 @@
 """Repeat a botocore operation at a fraction of its client CPU, by re-signing its first request.
 
-A botocore call spends one to two milliseconds of CPU on work that is the same for every
+A botocore call spends half a millisecond or more of CPU on work that is the same for every
 request of an operation on one resource: resolving the endpoint, serializing the
 parameters, building the user agent, the general-purpose SigV4 over its header classes.
 :class:`Resender` lets botocore make the first request for each key (a Lambda function, a
