@@ -12,10 +12,17 @@ while it listens (:data:`HEARTBEAT_EVERY`); :func:`sweep_orphaned_queues` delete
 queues whose client is gone — a process on this host that no longer runs, or a heartbeat
 older than :data:`STALE_AFTER` — and every new channel runs it once per process and
 region in the background, so the next executor cleans up after a crashed one.
+
+The listening thread's ``ReceiveMessage`` and ``DeleteMessageBatch`` go through
+:class:`~wrencore_aws.resend.Resender`: botocore makes the first of each, later ones are
+serialized here as botocore does (checked against botocore's first request), re-signed and
+sent on the client's HTTP session; a failed one is made again through botocore, so errors,
+their classes and retries are botocore's.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -28,6 +35,7 @@ from wrencore.watcher import CompletionChannel
 from wrencore_aws.sqs import queue_error
 
 from .clients import make_client
+from .resend import Resender
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +85,18 @@ class SQSCompletionChannel(CompletionChannel):
         self._closed = False
         self._heartbeat = 0.0
         self._lock = threading.Lock()
+        self._receiver: Any = None
+        self._deleter: Any = None
 
     @property
     def client(self) -> Any:
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    self._client = make_client("sqs", self._section, max_attempts=5)
+                    client = make_client("sqs", self._section, max_attempts=5)
+                    self._receiver = Resender(client, "ReceiveMessage", errors="botocore")
+                    self._deleter = Resender(client, "DeleteMessageBatch", errors="botocore")
+                    self._client = client
         return self._client
 
     @property
@@ -110,17 +123,22 @@ class SQSCompletionChannel(CompletionChannel):
                 self._heartbeat = time.time()
                 self.client.tag_queue(QueueUrl=self._url,
                                       Tags={HEARTBEAT_TAG: str(int(self._heartbeat))})
-            response = self.client.receive_message(
-                QueueUrl=self._url, MaxNumberOfMessages=10, WaitTimeSeconds=int(max(0, wait)))
+            params = {"QueueUrl": self._url, "MaxNumberOfMessages": 10,
+                      "WaitTimeSeconds": int(max(0, wait))}
+            response = self._receiver.call(self._url, _json_body(params),
+                                           lambda: self.client.receive_message(**params))
         except Exception as exc:  # a QueueError naming the queue; transient or not
             raise queue_error("ReceiveMessage", self.name, exc) from exc
         return [(m["Body"], m["ReceiptHandle"]) for m in response.get("Messages", ())]
 
     def acknowledge(self, handles: List[Any]) -> None:
+        client = self.client
         for start in range(0, len(handles), 10):
-            self.client.delete_message_batch(QueueUrl=self._url, Entries=[
+            params = {"QueueUrl": self._url, "Entries": [
                 {"Id": str(i), "ReceiptHandle": h}
-                for i, h in enumerate(handles[start:start + 10])])
+                for i, h in enumerate(handles[start:start + 10])]}
+            self._deleter.call(self._url, _json_body(params),
+                               lambda: client.delete_message_batch(**params))
 
     def close(self) -> None:
         with self._lock:
@@ -128,6 +146,14 @@ class SQSCompletionChannel(CompletionChannel):
         if url is not None:
             self.client.delete_queue(QueueUrl=url)
             logger.info("deleted completion queue %s", self.name)
+
+
+def _json_body(params: Dict[str, Any]) -> bytes:
+    """The body botocore's JSON protocol sends for ``params`` of plain strings, numbers,
+    lists and structures whose member names are their wire names (as ReceiveMessage's and
+    DeleteMessageBatch's are): ``json.dumps`` of them in the given order, UTF-8.
+    :class:`~wrencore_aws.resend.Resender` checks it against botocore's first request."""
+    return json.dumps(params).encode("utf-8")
 
 
 def owner_tags() -> Dict[str, str]:
