@@ -105,7 +105,7 @@ def test_a_remembered_plugin_that_no_longer_imports_is_rediscovered(site):
     install(site, "demo_ep_gone", "demo_gone")
     fp = entrypoints.fingerprint()
     points = entrypoints.discover(plugins.ENTRY_POINT_GROUP)
-    assert ("demo_gone", "demo_ep_gone", "demo-ep-plugin") in points
+    assert ("demo_gone", "demo_ep_gone", "demo_ep_plugin-0.1.dist-info") in points
     bogus = [p if p[0] != "demo_gone" else ("demo_gone", "demo_ep_missing_module", p[2])
              for p in points]
     assert entrypoints.save(plugins.ENTRY_POINT_GROUP, fp, bogus)
