@@ -66,6 +66,13 @@ class Backend(abc.ABC):
         self.config = config
         self.storage = storage
 
+    @classmethod
+    def prepare(cls, config: Config) -> None:
+        """Called by an executor as soon as it has chosen this backend, before it makes the
+        storage and the backend: start here what takes long and needs only the config (the
+        local backend starts its fork server). Errors are the caller's to ignore: the
+        constructor must work without it."""
+
     @abc.abstractmethod
     def invoke(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:
         """Start ``calls`` of ``job``; never block until they finish.

@@ -75,9 +75,9 @@ CLIENT_ONLY = frozenset({"click", "msgspec", "packaging", "tqdm"})
 
 
 def cache_dir(*parts: str) -> str:
-    root = os.environ.get("WRENCORE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "wrencore")
-    path = os.path.join(root, *parts)
+    from .entrypoints import cache_root
+
+    path = os.path.join(cache_root(), *parts)
     os.makedirs(path, exist_ok=True)
     return path
 

@@ -485,6 +485,10 @@ class Executor(concurrent.futures.Executor):
         registry = get_registry()
         self.backend_name = str(self.config.get("backend") or DEFAULT_BACKEND)
         backend_cls = registry.load("backend", self.backend_name)
+        try:
+            backend_cls.prepare(self.config)
+        except Exception:  # the constructor reports what is wrong
+            logger.debug("preparing backend %r failed", self.backend_name, exc_info=True)
         self.storage_name = str(self.config.get("storage") or backend_cls.default_storage)
         storage_factory = registry.load("storage", self.storage_name)
         self.storage = storage_factory(self.config.section(self.storage_name))

@@ -9,6 +9,11 @@ entry-point group::
 ``WRENCORE_DISABLE_PLUGINS`` (comma-separated entry-point names) keeps named plugins from
 loading. After loading, ``check_pending()`` makes a hook implementation with no matching
 spec (usually a typo) fail loudly.
+
+The entry points found are remembered between processes (see :mod:`wrencore.entrypoints`),
+so a new process skips :mod:`importlib.metadata` while the installed distributions are
+unchanged; the plugins are then loaded and registered just as pluggy's
+``load_setuptools_entrypoints`` would (without ``list_plugin_distinfo`` records).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import pluggy
 
-from . import hookspecs
+from . import entrypoints, hookspecs
 from .errors import MissingDependencyError, UnknownNameError
 
 logger = logging.getLogger(__name__)
@@ -46,14 +51,34 @@ def get_plugin_manager() -> pluggy.PluginManager:
     global _manager
     with _lock:
         if _manager is None:
-            pm = pluggy.PluginManager("wrencore")
-            pm.add_hookspecs(hookspecs)
-            for name in disabled_plugins():
-                pm.set_blocked(name)
-            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-            pm.check_pending()
+            fp = entrypoints.fingerprint()
+            cached = entrypoints.load_cached(ENTRY_POINT_GROUP, fp)
+            pm = None
+            if cached is not None:
+                try:
+                    pm = _build_manager(cached)
+                except ImportError as exc:  # a stale list: discover them again
+                    logger.debug("remembered entry points failed (%s); rediscovering", exc)
+                    entrypoints.forget()
+            if pm is None:
+                points = entrypoints.discover(ENTRY_POINT_GROUP)
+                pm = _build_manager(points)
+                entrypoints.save(ENTRY_POINT_GROUP, fp, points)
             _manager = pm
         return _manager
+
+
+def _build_manager(points: List[entrypoints.EntryPoint]) -> pluggy.PluginManager:
+    pm = pluggy.PluginManager("wrencore")
+    pm.add_hookspecs(hookspecs)
+    for name in disabled_plugins():
+        pm.set_blocked(name)
+    for name, value, _dist in points:
+        if pm.has_plugin(name) or pm.is_blocked(name):
+            continue
+        pm.register(entrypoints.resolve(value), name=name)
+    pm.check_pending()
+    return pm
 
 
 def reset() -> None:

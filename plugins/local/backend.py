@@ -526,6 +526,15 @@ class LocalBackend(Backend):
         self._section = section
         self._isolated: Dict[str, WorkerPool] = {}  # runtime hash -> its workers
 
+    @classmethod
+    def prepare(cls, config: Config) -> None:
+        """Start this process's fork server now, while the executor makes its storage (the
+        pool asks for the same server, started or not)."""
+        section = config.section("local")
+        python = section.str("python", sys.executable)
+        if section.bool("fork_server", True) and python == sys.executable and zygote.SUPPORTED:
+            zygote.prestart(python, base_env=dict(os.environ))
+
     def apply_pool_options(self, *, max_workers: Optional[int], mp_context: Any,
                            max_tasks_per_child: Optional[int]) -> None:
         """``max_workers`` and ``max_tasks_per_child`` are honoured; ``mp_context`` only if
