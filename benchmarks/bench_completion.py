@@ -108,7 +108,7 @@ def bench_fleet(sizes, work, daemons):
     from tests.request_counter import RequestCounter, fleet_clients
     from tests.servers.moto_server import MotoServer
 
-    moto = MotoServer(os.path.join(work, "moto-fleet.log"))
+    moto = MotoServer(os.path.join(work, "moto-fleet.log"), fast=True)
     harness = None
     try:
         os.environ.update(moto.env())
@@ -148,7 +148,7 @@ def bench_lambda(sizes, work):
     from tests.servers.lambda_harness import LambdaHarness
     from tests.servers.moto_server import MotoServer
 
-    moto = MotoServer(os.path.join(work, "moto-lambda.log"))
+    moto = MotoServer(os.path.join(work, "moto-lambda.log"), fast=True)
     harness = None
     try:
         os.environ.update(moto.env())

@@ -9,9 +9,18 @@ from typing import Dict
 
 from . import procs
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 class MotoServer:
-    def __init__(self, log_path: str):
+    """Args:
+        log_path: file the server's output is appended to.
+        fast: run moto with tests/servers/moto_fast.py's patches (same answers, less work
+            per request on long queues and large buckets), as the benchmarks do.
+    """
+
+    def __init__(self, log_path: str, *, fast: bool = False):
+        self.fast = fast
         self.port = procs.free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._log = open(log_path, "ab")
@@ -19,9 +28,10 @@ class MotoServer:
 
     def _start(self) -> None:
         env = dict(os.environ, MOTO_IAM_LOAD_MANAGED_POLICIES="true")
+        module = "tests.servers.moto_fast" if self.fast else "moto.server"
         self.proc = procs.start(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=self._log, stderr=self._log, env=env,
+            [sys.executable, "-m", module, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self._log, stderr=self._log, env=env, cwd=ROOT if self.fast else None,
         )
         procs.wait_until(lambda: procs.port_open(self.port), 30, "moto server", self.proc)
 
