@@ -1,7 +1,9 @@
 """moto's server with its per-request costs that grow with a queue or bucket cut down.
 
-Run as a script (``python -m tests.servers.moto_fast -H 127.0.0.1 -p PORT``), as
-``MotoServer(fast=True)`` does for the benchmarks. Every patch keeps what moto answers and
+Run as a script (``python -m tests.servers.moto_fast [--plain] [--stats PATH] -H 127.0.0.1
+-p PORT``), as ``MotoServer(fast=True)`` does for the benchmarks; ``--stats`` records each
+operation's requests and CPU seconds (to profile the server), ``--plain`` leaves moto
+unpatched (to compare). Every patch keeps what moto answers and
 changes only how much work it does to find it; a profile of the server during a
 10,000-call fleet job showed where that work went:
 
@@ -12,7 +14,11 @@ changes only how much work it does to find it; a profile of the server during a
   sent built the attribute dict once too. The retention period is now read from the
   queue, a scan asks the clock once, and the clock is ``time.time()`` (moto's
   ``unix_time`` is the same number, computed through ``datetime`` objects). Deleting a
-  message scanned the queue twice through a method call per message; once now.
+  message scanned the queue twice through a method call per message; once now. moto
+  replaced the queue's message list without the lock ``add_message`` appends under, so
+  a message sent while another was deleted could vanish (a 100,000-call job lost a
+  SendMessageBatch of 10 tasks this way and waited for them forever); the shim takes
+  that lock, which changes no answer moto meant to give.
 * S3: a listing scanned and sorted every key of the bucket. Each bucket's key store now
   keeps its names sorted as they are added and removed, so a prefix listing reads only
   the names under the prefix.
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import os
 import sys
 import threading
 import time
@@ -84,7 +91,8 @@ def patch_sqs() -> None:
             self.pending_messages.discard(message)
             self.deleted_messages.update(message.all_receipt_handles)
         gone = {id(m) for m in found}
-        self._messages = [m for m in self._messages if id(m) not in gone]
+        with self._messages_lock:  # add_message appends under it
+            self._messages = [m for m in self._messages if id(m) not in gone]
 
     Queue.delete_message = delete_message
 
@@ -212,8 +220,89 @@ def install() -> None:
     patch_server()
 
 
-if __name__ == "__main__":
-    install()
-    from moto.server import main
+def operation_name(handler, action) -> str:
+    """``service:Operation`` of a request the server has answered (S3 by method, and
+    ``List`` for listings: its REST API names no operation)."""
+    auth = handler.headers.get("Authorization", "")
+    scope = auth.split("Credential=", 1)[1].split(",", 1)[0].split("/") if "Credential=" in auth \
+        else []
+    service = scope[3] if len(scope) > 3 else "?"
+    if action:
+        return f"{service}:{action}"
+    target = handler.headers.get("X-Amz-Target", "")
+    if target:
+        return f"{service}:{target.rsplit('.', 1)[-1]}"
+    if service == "s3":
+        path, _, query = handler.path.partition("?")
+        if handler.command == "GET" and ("list-type=" in query or path.count("/") <= 1):
+            return "s3:List"
+        return f"s3:{handler.command}"
+    return f"{service}:{handler.command}"
 
+
+def record_requests(path: str) -> None:
+    """Write, when the server exits, each operation's request count and the CPU seconds
+    its requests took (the answering thread's own time, from reading the request to
+    writing the response), with the process's CPU seconds, as JSON to ``path``."""
+    import atexit
+    import json
+
+    from moto.core.responses import BaseResponse
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+    stats: dict = {}
+    lock = threading.Lock()
+    local = threading.local()
+    call_action = BaseResponse.call_action
+
+    def recording_call_action(self):
+        local.action = self._get_action()
+        return call_action(self)
+
+    handle_one_request = MotoRequestHandler.handle_one_request
+
+    def recording_handle_one_request(self):
+        local.action = None
+        cpu = time.thread_time()
+        try:
+            handle_one_request(self)
+        finally:
+            if getattr(self, "raw_requestline", None) and getattr(self, "command", None):
+                spent = time.thread_time() - cpu
+                name = operation_name(self, local.action)
+                with lock:
+                    entry = stats.setdefault(name, [0, 0.0])
+                    entry[0] += 1
+                    entry[1] += spent
+
+    def write() -> None:
+        times = os.times()
+        with lock, open(path, "w") as f:
+            json.dump({"process_cpu": times.user + times.system,
+                       "operations": {k: {"requests": n, "cpu": cpu}
+                                      for k, (n, cpu) in stats.items()}}, f)
+
+    BaseResponse.call_action = recording_call_action
+    MotoRequestHandler.handle_one_request = recording_handle_one_request
+    atexit.register(write)
+
+
+def main(argv) -> int:
+    """``[--plain] [--stats PATH]`` then moto.server's own arguments."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--plain", action="store_true", help="moto unpatched (to compare)")
+    parser.add_argument("--stats", help="write each operation's requests and CPU here at exit")
+    args, rest = parser.parse_known_args(argv)
+    if not args.plain:
+        install()
+    if args.stats:
+        record_requests(args.stats)
+    from moto.server import main as moto_main
+
+    return moto_main(rest)
+
+
+if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
