@@ -16,8 +16,16 @@ A Lambda invocation is one request per call by itself, so its rows also show the
 spent on completion alone (everything but Invoke). The last lines project a
 1,000,000-call job from the largest measured size of each harness.
 
+Both harnesses run moto patched by ``tests/servers/moto_fast.py``: the same answers, but
+without moto's work that grows with a queue's or a bucket's length (unpatched, a
+100,000-call fleet job did not finish in hours on a 2-core machine; ``--plain-moto``
+runs it unpatched to compare). The server records each operation's requests and CPU, and
+the last lines show them: what the whole harness (daemons, Lambda sandboxes, the
+benchmark's client) cost moto.
+
 Run from the repository root:
-``python benchmarks/bench_completion.py [--fleet 1000,10000,100000] [--lambda 1000,10000]``.
+``python benchmarks/bench_completion.py [--fleet 1000,10000,100000] [--lambda 1000,10000]
+[--plain-moto]``.
 """
 
 from __future__ import annotations
