@@ -3,7 +3,8 @@
 The same requests go to moto and to the patched server, and their answers are compared:
 prefix listings (with delimiters, pagination, overwritten and deleted keys, delete
 markers of a versioned bucket), and SQS receive, delete (also of an unknown or already
-deleted receipt handle), visibility and the approximate message counts.
+deleted receipt handle), visibility and the approximate message counts. The server's
+per-operation request counts (``--stats``) are checked too.
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ def s3_answers(server):
     return answers
 
 
+def test_the_fast_server_is_patched(servers):
+    assert servers[1].proc.args[1:3] == ["-m", "tests.servers.moto_fast"]
+    assert "--plain" not in servers[1].proc.args
+
+
 def test_s3_listings_are_moto_s(servers):
     plain, fast = (s3_answers(server) for server in servers)
     assert [a[:2] for a in fast] == [a[:2] for a in plain]
@@ -133,3 +139,24 @@ def sqs_answers(server):
 def test_sqs_answers_are_moto_s(servers):
     plain, fast = (sqs_answers(server) for server in servers)
     assert fast == plain
+
+
+def test_request_stats_count_each_operation(tmp_path):
+    server = MotoServer(str(tmp_path / "moto.log"), fast=True,
+                        stats_path=str(tmp_path / "stats.json"))
+    try:
+        s3, sqs = client(server, "s3"), client(server, "sqs")
+        s3.create_bucket(Bucket="bucket")
+        for i in range(3):
+            s3.put_object(Bucket="bucket", Key=f"k{i}", Body=b"x")
+        s3.list_objects_v2(Bucket="bucket", Prefix="k")
+        url = sqs.create_queue(QueueName="q")["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody="m")
+        sqs.receive_message(QueueUrl=url)
+    finally:
+        server.stop()
+    stats = server.request_stats()
+    requests = {op: figures["requests"] for op, figures in stats["operations"].items()}
+    assert requests == {"s3:PUT": 4, "s3:List": 1, "sqs:CreateQueue": 1,
+                        "sqs:SendMessage": 1, "sqs:ReceiveMessage": 1}
+    assert stats["process_cpu"] > sum(f["cpu"] for f in stats["operations"].values()) > 0
