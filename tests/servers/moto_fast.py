@@ -3,9 +3,10 @@
 Run as a script (``python -m tests.servers.moto_fast [--plain] [--stats PATH] -H 127.0.0.1
 -p PORT``), as ``MotoServer(fast=True)`` does for the benchmarks; ``--stats`` records each
 operation's requests and CPU seconds (to profile the server), ``--plain`` leaves moto
-unpatched (to compare). Every patch keeps what moto answers and
-changes only how much work it does to find it; a profile of the server during a
-10,000-call fleet job showed where that work went:
+unpatched (to compare). Every patch keeps what moto answers and changes only how much
+work it does to find it; a profile of the server during fleet jobs of a few thousand
+calls showed where that work went (``ReceiveMessage`` 140 ms, ``SendMessageBatch``
+85 ms a request with 2,000 tasks queued; 2 to 3 ms with the patches):
 
 * SQS: every message received read the queue's ``MessageRetentionPeriod`` through
   ``get_queue_attributes``, which builds the whole attribute dict (three times), and
@@ -142,7 +143,7 @@ def patch_s3() -> None:
             index = store.__dict__["_sorted_names"] = SortedNames(dict.keys(store))
         return index
 
-    def wrap(method, adds: bool):
+    def wrap(method):
         def changing(self, key, *args, **kwargs):
             with _names_lock:
                 result = method(self, key, *args, **kwargs)
@@ -155,10 +156,10 @@ def patch_s3() -> None:
                 return result
         return changing
 
-    Store.__setitem__ = wrap(Store.__setitem__, True)
-    Store.setlist = wrap(Store.setlist, True)
-    Store.pop = wrap(Store.pop, False)
-    Store.__delitem__ = wrap(dict.__delitem__, False)
+    Store.__setitem__ = wrap(Store.__setitem__)
+    Store.setlist = wrap(Store.setlist)
+    Store.pop = wrap(Store.pop)
+    Store.__delitem__ = wrap(dict.__delitem__)
 
     def clear(self):
         with _names_lock:
