@@ -262,21 +262,28 @@ def record_requests(path: str) -> None:
 
     handle_one_request = MotoRequestHandler.handle_one_request
 
+    answering = [0]  # requests being answered: their clients may already have the answer
+
     def recording_handle_one_request(self):
         local.action = None
+        with lock:
+            answering[0] += 1
         cpu = time.thread_time()
         try:
             handle_one_request(self)
         finally:
-            if getattr(self, "raw_requestline", None) and getattr(self, "command", None):
-                spent = time.thread_time() - cpu
-                name = operation_name(self, local.action)
-                with lock:
-                    entry = stats.setdefault(name, [0, 0.0])
+            spent = time.thread_time() - cpu
+            with lock:
+                answering[0] -= 1
+                if getattr(self, "raw_requestline", None) and getattr(self, "command", None):
+                    entry = stats.setdefault(operation_name(self, local.action), [0, 0.0])
                     entry[0] += 1
                     entry[1] += spent
 
     def write() -> None:
+        deadline = time.monotonic() + 1  # long polls still waiting are not waited for
+        while answering[0] and time.monotonic() < deadline:
+            time.sleep(0.01)
         times = os.times()
         with lock, open(path, "w") as f:
             json.dump({"process_cpu": times.user + times.system,
