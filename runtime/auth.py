@@ -44,7 +44,6 @@ import importlib
 import json
 import logging
 import os
-import secrets
 import stat
 import threading
 import time
@@ -176,6 +175,8 @@ class KeyRing:
 
 
 def _new_key() -> TaskKey:
+    import secrets  # (and random) only where keys are made, not in every worker
+
     return TaskKey(f"k{int(time.time())}-{secrets.token_hex(4)}", secrets.token_bytes(32))
 
 
