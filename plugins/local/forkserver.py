@@ -48,8 +48,9 @@ def serve() -> None:
             except OSError:
                 pass
 
+    # Started after the first fork, not before: Thread.start() waits until the new thread
+    # runs, which on a busy machine can take milliseconds the first worker need not wait.
     reaper = threading.Thread(target=reap, daemon=True)
-    reaper.start()
     while True:
         try:
             data, fds = _recv_fds(sock, 2)
@@ -70,10 +71,13 @@ def serve() -> None:
             pass  # the child set it already (or has exited)
         forked.release()
         send(("started", pid))
+        if reaper.ident is None:
+            reaper.start()
     closed.set()
     forked.release()  # wake the reaper: it returns once the last worker is reaped
     # (the client's end is closed, so exits are no longer reported)
-    reaper.join()
+    if reaper.ident is not None:
+        reaper.join()
 
 
 def _recv_fds(sock: "_socket.socket", maxfds: int):
