@@ -52,7 +52,7 @@ from .errors import (
     SerializationError,
     StorageKeyError,
 )
-from .auth import check_digest
+from .digest import check_digest
 from .modules import ModuleInstaller
 from .protocol import PYTHON, encode_json, version_mismatch
 from .storage import Storage, storage_from_spec
