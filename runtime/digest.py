@@ -17,14 +17,19 @@ from .errors import IntegrityError
 #: Objects up to this size are hashed without :mod:`hashlib`.
 SMALL = 1 << 16
 
-_small_sha256: Any
-try:
-    from _sha2 import sha256 as _small_sha256  # CPython 3.12+
-except ImportError:
-    try:
-        from _sha256 import sha256 as _small_sha256  # CPython 3.11 and older
-    except ImportError:  # another implementation: hashlib for everything
-        _small_sha256 = None
+
+def _builtin_sha256() -> Any:
+    """CPython's built-in SHA-256 constructor (module ``_sha2`` from 3.12, ``_sha256``
+    before), or None on an implementation without one (hashlib then does everything)."""
+    for module in ("_sha2", "_sha256"):
+        try:
+            return __import__(module).sha256
+        except (ImportError, AttributeError):
+            continue
+    return None
+
+
+_small_sha256 = _builtin_sha256()
 try:  # hmac.compare_digest without importing hmac (which loads OpenSSL)
     from _operator import _compare_digest as compare_digest
 except ImportError:
