@@ -31,6 +31,7 @@ from .errors import (
     ConfigError,
     DeserializationError,
     ExecutorShutdownError,
+    InitializerError,
     IntegrityError,
     MessageRefusedError,
     MissingDependencyError,
@@ -42,6 +43,7 @@ from .errors import (
     StatusError,
     StorageError,
     UnknownNameError,
+    WorkerCrashedError,
     WrenError,
 )
 from .executor import Executor, cancel_on_interrupt, job_ids_of
@@ -51,8 +53,6 @@ from .streaming import FutureStream
 
 if TYPE_CHECKING:
     from concurrent.futures._base import DoneAndNotDoneFutures
-
-    from .errors import InitializerError, WorkerCrashedError
 
 __version__ = "0.1.0"
 
@@ -78,18 +78,6 @@ __all__ = [
     "StatusError", "StorageError",
     "UnknownNameError", "WorkerCrashedError",
 ]
-
-
-
-def __getattr__(name: str) -> Any:
-    # The two errors made on first use (see wrencore.errors): importing wrencore need not
-    # import multiprocessing.
-    if name in ("WorkerCrashedError", "InitializerError"):
-        from . import errors
-
-        return getattr(errors, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 logging.getLogger("wrencore_runtime").addHandler(logging.NullHandler())

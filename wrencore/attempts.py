@@ -64,8 +64,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 from .backends import Call
 from .config import Section
-from . import errors
-from .errors import CallCancelledError, ConfigError, QueueError, StorageError
+from .errors import CallCancelledError, ConfigError, QueueError, StorageError, WorkerCrashedError
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +82,7 @@ DURATION_SAMPLE = 1001
 
 def is_infrastructure_failure(exc: BaseException) -> bool:
     """Whether ``exc`` says the call's machinery failed, not the user's code."""
-    if isinstance(exc, errors.WorkerCrashedError):
+    if isinstance(exc, WorkerCrashedError):
         return True
     if isinstance(exc, (StorageError, QueueError)):
         return bool(exc.transient)

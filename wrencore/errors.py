@@ -1,17 +1,14 @@
 """wrencore's errors: one tree under :class:`WrenError`.
 
 Errors a worker can raise live in ``wrencore_runtime.errors`` (so they unpickle to the same
-classes on the client) and are re-exported here. ``WorkerCrashedError`` and
-``InitializerError`` are made on first use there (their base, ``BrokenProcessPool``, pulls in
-:mod:`multiprocessing`), and so on first use here too.
+classes on the client) and are re-exported here.
 """
-
-from typing import TYPE_CHECKING
 
 from wrencore_runtime.errors import (  # noqa: F401
     CallCancelledError,
     CallTimeoutError,
     DeserializationError,
+    InitializerError,
     IntegrityError,
     MessageRefusedError,
     QueueError,
@@ -22,11 +19,9 @@ from wrencore_runtime.errors import (  # noqa: F401
     StatusError,
     StorageError,
     StorageKeyError,
+    WorkerCrashedError,
     WrenError,
 )
-
-if TYPE_CHECKING:
-    from wrencore_runtime.errors import InitializerError, WorkerCrashedError
 
 
 class ConfigError(WrenError, ValueError):
@@ -53,11 +48,3 @@ __all__ = [
     "StorageKeyError",
     "WorkerCrashedError",
 ]
-
-
-def __getattr__(name: str) -> type:
-    if name in ("WorkerCrashedError", "InitializerError"):
-        from wrencore_runtime import errors
-
-        return getattr(errors, name)  # type: ignore[no-any-return]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -44,6 +44,7 @@ from wrencore.errors import (
     CallCancelledError,
     CallTimeoutError,
     ConfigError,
+    WorkerCrashedError,
     WrenError,
 )
 from wrencore.futures import cancel, claim, complete_from_status
@@ -385,8 +386,6 @@ class WorkerPool:
                 f"call {task.call.call_id} of job {task.job['job_id']} was cancelled"))
         if failed is not None:
             call = failed.call
-            from wrencore.errors import WorkerCrashedError  # made on first use
-
             error = worker.kill_reason or WorkerCrashedError(
                 f"the local worker process running call {call.call_id} of job "
                 f"{failed.job['job_id']} died (exit code {worker.proc.returncode}); "
