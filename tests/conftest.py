@@ -53,7 +53,7 @@ def isolated_config(tmp_path, monkeypatch, task_key_file):
 def moto_server(tmp_path_factory):
     from tests.servers.moto_server import MotoServer
 
-    server = MotoServer(str(tmp_path_factory.mktemp("moto") / "moto.log"))
+    server = MotoServer(str(tmp_path_factory.mktemp("moto") / "moto.log"), fast=True)
     yield server
     server.stop()
 

@@ -13,7 +13,7 @@ def own_moto(tmp_path, monkeypatch):
     """A moto server for this test alone (it may be restarted), with boto3 pointed at it."""
     from tests.servers.moto_server import MotoServer
 
-    server = MotoServer(str(tmp_path / "moto.log"))
+    server = MotoServer(str(tmp_path / "moto.log"), fast=True)
     for key, value in server.env().items():
         monkeypatch.setenv(key, value)
     yield server

@@ -62,7 +62,7 @@ class MotoServer:
 
     def reset(self) -> None:
         req = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST", data=b"")
-        urllib.request.urlopen(req, timeout=10).read()
+        urllib.request.urlopen(req, timeout=60).read()
 
     def stop(self) -> None:
         procs.stop(self.proc)
