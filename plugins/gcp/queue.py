@@ -62,8 +62,8 @@ MIN_DEADLINE, MAX_DEADLINE = 10, 600
 ACK_BATCH = 1000
 #: The shortest wait of one pull request, seconds.
 PULL_MIN_WAIT = 0.5
-#: Seconds an acknowledge or modify_ack_deadline request may take; attempts of one that
-#: fails with a transient status (see :data:`TRANSIENT_CODES`), with the pause before each.
+#: Seconds an acknowledge or modify_ack_deadline request may take; the pauses before the
+#: next attempts of one that fails with a transient status (see :attr:`_Stubs.transient`).
 REQUEST_TIMEOUT = 60.0
 RETRY_PAUSES = (0.1, 0.5, 2.0)
 #: Cloud Monitoring's backlog metric of a subscription, and how it is read: the newest point
@@ -149,6 +149,14 @@ class _Stubs:
 
         return (("x-goog-request-params", "subscription=" + quote(subscription, safe="")),)
 
+    def error(self, exc: Any) -> Exception:
+        """A gRPC error as the client library raises it (``google.api_core.exceptions``),
+        saying whether it is ``transient`` (the daemon backs off and asks again) or not (a
+        deleted subscription, a revoked permission: it brings no more work)."""
+        error = self.exceptions.from_grpc_error(exc)
+        error.transient = exc.code() in self.transient
+        return error
+
     def call(self, method: Any, request: Any, metadata: tuple) -> Any:
         """``method(request)``, again after a transient failure; an error as the client
         library raises it (``google.api_core.exceptions``)."""
@@ -157,7 +165,7 @@ class _Stubs:
                 return method(request, timeout=REQUEST_TIMEOUT, metadata=metadata)
             except self.grpc.RpcError as exc:
                 if pause is None or exc.code() not in self.transient:
-                    raise self.exceptions.from_grpc_error(exc) from exc
+                    raise self.error(exc) from exc
                 time.sleep(pause)
 
 
@@ -196,7 +204,7 @@ class PendingPull:
                     received = []
                 except stubs.grpc.RpcError as exc:
                     if exc.code() != stubs.grpc.StatusCode.DEADLINE_EXCEEDED:
-                        raise stubs.exceptions.from_grpc_error(exc) from exc
+                        raise stubs.error(exc) from exc
                     received = []  # nothing arrived in time
                 self._messages = self.queue._received(list(received), self.visibility_timeout)
             return self._messages
@@ -384,7 +392,7 @@ class PubSubQueue(TaskQueue):
         except stubs.grpc.RpcError as exc:
             if exc.code() == stubs.grpc.StatusCode.DEADLINE_EXCEEDED:
                 return []
-            raise stubs.exceptions.from_grpc_error(exc) from exc
+            raise stubs.error(exc) from exc
         return list(response.received_messages)
 
     def _modify(self, messages: List[QueueMessage], seconds: float) -> None:
