@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import statistics
 import sys
@@ -153,16 +152,16 @@ def run_plain(bodies, batch: int, measure: Measure, storage=None) -> float:
 
 
 def log_as_a_worker(path: str) -> None:
-    """The daemon's logging under ``wrencore worker`` (see ``daemon.configure_logging``),
-    into a file instead of supervisord's."""
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"))
-    root = logging.getLogger()
-    root.setLevel(logging.INFO)
-    root.addHandler(handler)
-    for noisy in ("botocore", "boto3", "urllib3", "google", "grpc"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    """The daemon's own logging (``daemon.configure_logging``, as under ``wrencore worker``),
+    into a file instead of supervisord's: its stderr handler is made while ``sys.stderr``
+    is that file."""
+    from wrencore_runtime.daemon import DaemonSettings, configure_logging
+
+    stderr, sys.stderr = sys.stderr, open(path, "a", encoding="utf-8")
+    try:
+        configure_logging(DaemonSettings(queue={"bench": True}))
+    finally:
+        sys.stderr = stderr
 
 
 SIDES = ("daemon", "plain", "plain+write")

@@ -970,6 +970,7 @@ class Daemon:
                 self._release(message)
             heartbeat.release(messages)
             return 0
+        self._receive_ahead(heartbeat)  # under way while the last receive settles, too
         self._settle(end_journal=False)  # the journal's next record begins a new batch
         self._heartbeat = heartbeat
         heartbeat.hold(messages)
@@ -977,7 +978,6 @@ class Daemon:
         self.journal.begin(messages)
         self._unsettled = messages
         started = time.monotonic()
-        self._receive_ahead(heartbeat)
         try:
             for message in messages:
                 if self.stopping.is_set():
@@ -1140,13 +1140,32 @@ def stream_name(instance_id: str, process_name: str) -> str:
     return f"{instance_id}-{process_name}"
 
 
+class LineFormatter(logging.Formatter):
+    """The daemon's log lines. The date and time of a timestamp are formatted once a
+    second, not for every line (a daemon logs two lines per call)."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__(fmt)
+        self._second: tuple = (None, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second, text = self._second
+        if second != int(record.created):
+            second = int(record.created)
+            text = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = (second, text)
+        return self.default_msec_format % (text, record.msecs)
+
+
 def configure_logging(settings: DaemonSettings) -> None:
     """The daemon is a program, not a library: it owns its process's logging.
 
     Every line goes to stderr, which supervisord keeps in a local file.
     """
     stream = logging.StreamHandler(sys.stderr)
-    stream.setFormatter(logging.Formatter(
+    stream.setFormatter(LineFormatter(
         "%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"))
     root = logging.getLogger()
     root.setLevel(settings.log_level.upper())
