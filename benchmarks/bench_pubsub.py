@@ -23,8 +23,8 @@ What makes the comparison fair:
 - the same batch size (``max_messages`` of each pull), one process, one subscriber
   channel, at most one pull outstanding at a time on every side;
 - the same storage (local files, write to a temp file then rename, no fsync);
-- the daemon logs as ``wrencore worker`` does: its INFO lines, formatted, to a file (where
-  supervisord puts a worker's stderr);
+- the daemon logs as ``wrencore worker`` does (``daemon.configure_logging``): its two INFO
+  lines per call, formatted, to a file (where supervisord puts a worker's stderr);
 - warm-up excluded: one unmeasured round of each side first; every side's subscriber
   channel is connected before its clock starts (the plain loops use the queue's own
   client, which created the subscription);
@@ -33,6 +33,17 @@ What makes the comparison fair:
 Beside the rates it reports CPU per message: of this process (all its threads — the
 daemon's, gRPC's), and of the emulator's JVM. On a busy machine the CPU per message is
 the steadier figure. ``--threads`` breaks the daemon's CPU down by thread.
+
+What the sides do not share: the daemon sends its requests straight on the client
+library's gRPC channel (see ``wrencore_gcp.queue``), the plain loops through the client
+library's methods, as a plain google-cloud-pubsub program does. With one message per pull,
+the durable write of every call's ``status.json`` (a new directory and file) costs about
+as much CPU as the plain loop's whole pull and acknowledgement; "plain loop + write" shows
+what that leaves of the ceiling.
+
+To measure another checkout's daemon with this benchmark, put that checkout's packages
+first on ``PYTHONPATH`` (a directory of links named ``wrencore``, ``wrencore_runtime``,
+``wrencore_gcp`` … to its ``wrencore``, ``runtime``, ``plugins/gcp`` … folders).
 
 Run from the repository root: ``python benchmarks/bench_pubsub.py [--calls 2000]``.
 """

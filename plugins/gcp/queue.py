@@ -180,13 +180,16 @@ class PendingPull:
         self.visibility_timeout = visibility_timeout
         self._future = future
         self._messages: Optional[List[QueueMessage]] = None
+        self._held = False
         self._lock = threading.Lock()
         self._on_arrival = on_arrival
         if on_arrival is not None:
             future.add_done_callback(self._arrived)
 
     def _arrived(self, _future: Any) -> None:
-        """In a gRPC thread when the pull ends: its messages are held from now on."""
+        """In a gRPC thread when the pull ends: its messages are held from now on (no
+        request is made here: a deadline other than the subscription's is set by
+        :meth:`result`)."""
         try:
             messages = self._take()
             if messages and self._on_arrival is not None:
@@ -206,12 +209,17 @@ class PendingPull:
                     if exc.code() != stubs.grpc.StatusCode.DEADLINE_EXCEEDED:
                         raise stubs.error(exc) from exc
                     received = []  # nothing arrived in time
-                self._messages = self.queue._received(list(received), self.visibility_timeout)
+                self._messages = self.queue._as_queue_messages(list(received))
             return self._messages
 
     def result(self) -> List[QueueMessage]:
-        """The pull's messages (waits for it to end)."""
-        return self._take()
+        """The pull's messages (waits for it to end), held for ``visibility_timeout``."""
+        messages = self._take()
+        with self._lock:
+            hold, self._held = not self._held, True
+        if hold:
+            self.queue._hold(messages, self.visibility_timeout)
+        return messages
 
     def cancel(self) -> List[QueueMessage]:
         """Stop waiting; the messages it received anyway (for the caller to release)."""
@@ -368,18 +376,26 @@ class PubSubQueue(TaskQueue):
     def _received(self, received: List[Any],
                   visibility_timeout: Optional[float]) -> List[QueueMessage]:
         """Pulled protobuf messages as QueueMessages, held for ``visibility_timeout``."""
+        messages = self._as_queue_messages(received)
+        self._hold(messages, visibility_timeout)
+        return messages
+
+    def _as_queue_messages(self, received: List[Any]) -> List[QueueMessage]:
         self._last_pulled = len(received)
-        messages = [QueueMessage(message_id=m.message.message_id,
-                                 body=m.message.data.decode("utf-8", "replace"),
-                                 receipt=m.ack_id, receive_count=max(1, m.delivery_attempt))
-                    for m in received]
+        return [QueueMessage(message_id=m.message.message_id,
+                             body=m.message.data.decode("utf-8", "replace"),
+                             receipt=m.ack_id, receive_count=max(1, m.delivery_attempt))
+                for m in received]
+
+    def _hold(self, messages: List[QueueMessage], visibility_timeout: Optional[float]) -> None:
+        """Note ``messages`` as held, for ``visibility_timeout`` seconds (None: the
+        subscription's deadline; another is asked for)."""
         seconds = self.ack_deadline if visibility_timeout is None else visibility_timeout
         if messages and visibility_timeout is not None and int(seconds) != self.ack_deadline:
             self._modify(messages, seconds)
         with self._lock:
             until = time.monotonic() + seconds
             self._held.update((m.receipt, until) for m in messages)
-        return messages
 
     def _pull(self, subscription: str, max_messages: int, wait: float) -> List[Any]:
         stubs = self._stubs

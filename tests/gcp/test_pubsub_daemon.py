@@ -72,7 +72,7 @@ def wait_until(predicate, seconds=15.0):
 
 def test_quick_calls_have_the_next_receive_started_ahead_and_every_message_settled(world):
     world.queue.send_batch(world.bodies(40))
-    daemon = world.daemon(batch_size=5)
+    daemon = world.daemon(batch_size=5, prefetch_below=1.0)
     started = counting_receives_ahead(daemon.queue)
     heartbeat = Heartbeat(daemon.queue, 60, 20)
     try:
@@ -93,7 +93,7 @@ def test_quick_calls_have_the_next_receive_started_ahead_and_every_message_settl
 
 def test_drain_releases_what_a_receive_started_ahead_received(world):
     world.queue.send_batch(world.bodies(15))
-    daemon = world.daemon(batch_size=5)
+    daemon = world.daemon(batch_size=5, prefetch_below=1.0)
     heartbeat = Heartbeat(daemon.queue, 60, 20)
     try:
         while daemon.step(heartbeat) == 0:  # the first receive: nothing ahead yet
@@ -119,9 +119,9 @@ def test_drain_releases_what_a_receive_started_ahead_received(world):
     assert daemon.calls_run + len(ahead) <= 15
 
 
-def test_no_receive_is_started_ahead_when_prefetch_is_off(world):
+def test_no_receive_is_started_ahead_by_default(world):
     world.queue.send_batch(world.bodies(12))
-    daemon = world.daemon(batch_size=3, prefetch_below=0)
+    daemon = world.daemon(batch_size=3)
     started = counting_receives_ahead(daemon.queue)
     heartbeat = Heartbeat(daemon.queue, 60, 20)
     try:

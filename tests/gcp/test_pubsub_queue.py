@@ -138,3 +138,21 @@ def test_requests_on_a_deleted_subscription_fail_as_the_client_library_fails(que
         queue.delete_many([message])
     with pytest.raises(exceptions.NotFound):
         queue.start_receive(wait_time=0.5).result()
+
+
+def test_a_receive_started_ahead_asks_for_its_own_deadline_when_its_result_is_taken(queue):
+    import time
+
+    queue.send_batch(["long"])
+    got, asked = [], []
+    original = queue._modify
+    queue._modify = lambda messages, seconds: (asked.append(seconds),
+                                               original(messages, seconds))
+    while not got:
+        pending = queue.start_receive(max_messages=1, wait_time=5, visibility_timeout=30,
+                                      on_arrival=lambda messages: None)
+        got = pending.result()
+    assert asked == [30]  # made by result(), in this thread, once
+    assert pending.result() == got and asked == [30]
+    assert queue._held[got[0].receipt] > time.monotonic() + 20
+    queue.delete_many(got)
