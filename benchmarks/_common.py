@@ -56,9 +56,15 @@ def task_bodies(job, calls: int, work: str):
         "host_submit_timestamp": time.time()}]) for i in range(calls)]
 
 
-def run_daemon(queue, storage, calls: int, batch: int, work: str, instance_id: str) -> float:
+def run_daemon(queue, storage, calls: int, batch: int, work: str, instance_id: str,
+               measure=None) -> float:
     """Fill ``queue`` with ``calls`` no-op calls, drain it with one daemon receiving
-    ``batch`` messages at a time, delete the queue; return calls per second."""
+    ``batch`` messages at a time, delete the queue; return calls per second.
+
+    ``measure``, if given, is a context manager factory wrapped around the timed part
+    (the daemon is built, and its queue filled, before it)."""
+    import contextlib
+
     from wrencore_runtime.daemon import Daemon, DaemonSettings, Heartbeat
 
     queue.send_batch(task_bodies(make_job(storage), calls, work))
@@ -68,11 +74,15 @@ def run_daemon(queue, storage, calls: int, batch: int, work: str, instance_id: s
                               task_key=key_source(work).to_spec())
     daemon = Daemon(settings, queue=queue, instance_id=instance_id)
     heartbeat = Heartbeat(queue, 60, 20)
-    start = time.perf_counter()
-    while daemon.calls_run < calls:
-        daemon.step(heartbeat)
-    daemon.drain()
-    elapsed = time.perf_counter() - start
+    with (measure or contextlib.nullcontext)():
+        start = time.perf_counter()
+        while daemon.calls_run < calls:
+            daemon.step(heartbeat)
+        daemon.drain()
+        elapsed = time.perf_counter() - start
     heartbeat.stop()
+    stop = getattr(daemon, "stop", None)
+    if stop is not None:  # releases what a daemon holds beyond its receive (a prefetch)
+        stop()
     queue.delete_queues()
     return calls / elapsed

@@ -82,6 +82,9 @@ ENV_PREFIX = "WRENCORE_DAEMON__"
 CANCELLED_EXIT_CODE = 75
 DEFAULT_METADATA_URL = "http://169.254.169.254"
 DEFAULT_LOG_GROUP = "wrencore-standalone"
+#: Compact JSON of a journal record (one encoder for all: ``json.dumps`` with options
+#: builds a new one per record).
+_journal_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @dataclass
@@ -113,6 +116,12 @@ class DaemonSettings:
     #: Seconds before a message whose call killed a daemon is delivered again (negative:
     #: when its visibility timeout ends). 0 spends a crash loop's receives at once.
     crash_redelivery: float = -1.0
+    #: Start the next receive while a receive's calls run, so that its wait overlaps them,
+    #: when the previous receive's calls took less than this many seconds (0: never). After
+    #: longer calls the next messages are left to the instance's other daemons. Off by
+    #: default: it pays where a receive waits long on the network with cores to spare; on a
+    #: busy machine the CPU it costs (Pub/Sub: a gRPC thread started per pull) outweighs it.
+    prefetch_below: float = 0.0
     #: Seconds between visibility extensions (default: a third of the visibility timeout).
     heartbeat_interval: float = 0.0
     metadata_url: str = DEFAULT_METADATA_URL
@@ -309,8 +318,7 @@ class Journal:
         self._size = size
 
     def _append(self, record: Dict[str, Any]) -> None:
-        self._size += os.write(
-            self._fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
+        self._size += os.write(self._fd, (_journal_json(record) + "\n").encode())
 
     def begin(self, messages: List[QueueMessage]) -> None:
         """A batch begins (and the previous one, if it did not end, is over)."""
@@ -452,27 +460,32 @@ class Heartbeat:
 
 
 class StatusWriter:
-    """Writes the outcomes of a daemon's calls in a thread of its own, and says which
-    messages are done.
+    """Writes the outcomes of a daemon's calls in a thread of its own, says which messages
+    are done, and acknowledges them.
 
     Outcomes queue up as calls end. Once the daemon has handled a receive's messages it
     has them written (:meth:`push`) while it receives the next: one object per job and run
     of consecutive calls — the call's ``status.json`` when alone, else a batch status
     (``layout.batch_status_key``) —, then published to the job's completion channel. An
     outcome still waiting ``linger`` seconds after it was added while a later call runs
-    (:meth:`call_starts`) is written without waiting for the push, so a call's outcome is
-    durable soon after it ends — before a later call can crash the daemon — while the
-    quick calls of a receive share one write and one hand-over to the thread. A message is
-    done — safe to acknowledge — once its last outcome is written: ``on_done`` is told so
-    (the daemon journals and acknowledges it).
+    (:meth:`call_starts`) is written without waiting for the push (within about twice
+    ``linger``: while the daemon is busy the thread looks every ``linger`` seconds, so that
+    a call's start costs no hand-over), so a call's outcome is durable soon after it ends —
+    before a later call can crash the daemon — while the quick calls of a receive share one
+    write and one hand-over to the thread. A message is done — safe to acknowledge — once
+    its last outcome is written: ``on_done`` is told so (the daemon journals it), then the
+    thread has it acknowledged (``acknowledge``, one request for what one write finished),
+    outside the write, so a flush never waits for an acknowledgement.
     """
 
     #: Seconds an outcome may wait for the rest of its receive before the thread writes it.
     LINGER = 0.01
 
     def __init__(self, on_done: Callable[[List[QueueMessage]], None],
-                 linger: float = LINGER) -> None:
+                 linger: float = LINGER,
+                 acknowledge: Optional[Callable[[List[QueueMessage]], None]] = None) -> None:
         self.on_done = on_done
+        self.acknowledge = acknowledge
         self.linger = linger
         #: ("outcome", message, job, status, pickled result) and ("end", message, ...).
         self._pending: List[tuple] = []
@@ -480,7 +493,11 @@ class StatusWriter:
         self._writing = False
         self._urgent = False  # pushed: write what is pending without lingering
         self._armed = False   # a call started after the pending outcomes: write them soon
+        self._busy = False    # the daemon runs calls: look at what is pending every linger
+        self._to_ack: List[QueueMessage] = []
+        self._acking = False
         self._failed: set = set()   # message ids with an outcome that could not be written
+        self._storages: Dict[str, Any] = {}  # job id -> its storage (written by one thread)
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="wrencore-status-writer",
                                         daemon=True)
@@ -492,14 +509,21 @@ class StatusWriter:
                 self._first_added = time.monotonic()
             self._pending.append(item)
 
-    def call_starts(self) -> None:
-        """A call starts: what is pending is written within ``linger`` of its adding, even
-        if the call runs long (a receive of one call hands nothing over before its push)."""
-        if self._pending and not self._armed:  # the common case decided without the lock
+    def busy(self, busy: bool) -> None:
+        """The daemon runs calls (True) or waits for messages: while it is busy the thread
+        looks at what is pending every ``linger`` seconds."""
+        if busy != self._busy:
             with self._cond:
-                if self._pending and not self._armed:
-                    self._armed = True
-                    self._cond.notify_all()
+                self._busy = busy
+                self._cond.notify_all()
+
+    def call_starts(self) -> None:
+        """A call starts: what is pending is written within about twice ``linger`` of its
+        adding, even if the call runs long (a receive of one call hands nothing over before
+        its push). Only a flag: the thread, looking every ``linger`` while the daemon is
+        busy, sees it."""
+        if self._pending:
+            self._armed = True
 
     def add(self, message: QueueMessage, job: Dict[str, Any], status: Dict[str, Any],
             result: Optional[bytes]) -> None:
@@ -519,7 +543,7 @@ class StatusWriter:
 
     def flush(self) -> None:
         """Write everything added so far: wait for the thread's write under way, then write
-        what is still pending in the calling thread."""
+        what is still pending in the calling thread (the thread acknowledges it)."""
         while True:
             with self._cond:
                 while self._writing:
@@ -530,38 +554,73 @@ class StatusWriter:
                 self._writing = True
             self._complete(items)
 
+    def wait_acknowledged(self) -> None:
+        """Wait until every done message is acknowledged (or failed to be)."""
+        with self._cond:
+            while self._to_ack or self._acking or (self._writing and self.acknowledge):
+                self._cond.wait()
+
     def failed(self, message: QueueMessage) -> bool:
         with self._cond:
             return message.message_id in self._failed
+
+    def _due(self) -> Optional[float]:
+        """0 when the pending outcomes are to be written now, else how long to wait before
+        looking again (None: until told). Called with the lock held."""
+        if self._pending and not self._writing:
+            if self._urgent:
+                return 0
+            if self._armed:
+                return max(0.0, self._first_added + self.linger - time.monotonic())
+        return self.linger if self._busy else None
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 while True:
-                    if self._pending and not self._writing and (self._urgent or self._armed):
-                        if self._urgent:
-                            break
-                        wait = self._first_added + self.linger - time.monotonic()
-                        if wait <= 0:
-                            break
-                    else:
-                        wait = None
+                    if self._to_ack:
+                        break
+                    wait = self._due()
+                    if wait == 0:
+                        break
                     self._cond.wait(wait)
-                items, self._pending, self._urgent, self._armed = self._pending, [], False, False
-                self._writing = True
-            self._complete(items)
+                done, self._to_ack = self._to_ack, []
+                if done:
+                    self._acking = True
+                else:
+                    items, self._pending = self._pending, []
+                    self._urgent = self._armed = False
+                    self._writing = True
+            if done:
+                self._acknowledge(done)
+            else:
+                self._complete(items)
+
+    def _acknowledge(self, done: List[QueueMessage]) -> None:
+        try:
+            self.acknowledge(done)  # type: ignore[misc]
+        except Exception as exc:  # they come back; their outcomes are found then
+            logger.warning("could not delete messages %s: %s: %s",
+                           [m.message_id for m in done], type(exc).__name__, exc)
+        with self._cond:
+            self._acking = False
+            self._cond.notify_all()
 
     def _complete(self, items: List[tuple]) -> None:
-        """Write ``items`` (taken by this thread, which set ``_writing``) and note the
-        messages they finish."""
+        """Write ``items`` (taken by this thread, which set ``_writing``), note the messages
+        they finish, and hand those to the writer's thread to acknowledge."""
+        done: List[QueueMessage] = []
         try:
             done = self._write(items)
             if done:
                 self.on_done(done)
         except Exception:  # never let a writer die: flush() would wait for ever
             logger.exception("the status writer failed")
+            done = []
         with self._cond:
             self._writing = False
+            if done and self.acknowledge is not None:
+                self._to_ack += done
             self._cond.notify_all()
 
     def _write(self, items: List[tuple]) -> List[QueueMessage]:
@@ -588,10 +647,18 @@ class StatusWriter:
                     self._failed.discard(message.message_id)  # settled either way
         return done
 
-    @staticmethod
-    def _put(outcomes: List[tuple]) -> None:
+    def _storage(self, job: Dict[str, Any]) -> Any:
+        """The job's storage, built once for the last few jobs."""
+        storage = self._storages.get(job["job_id"])
+        if storage is None:
+            if len(self._storages) >= 16:
+                del self._storages[next(iter(self._storages))]
+            storage = self._storages[job["job_id"]] = storage_from_spec(job["storage"])
+        return storage
+
+    def _put(self, outcomes: List[tuple]) -> None:
         job = outcomes[0][2]
-        storage = storage_from_spec(job["storage"])
+        storage = self._storage(job)
         first = outcomes[0][3]
         if len(outcomes) == 1:
             status, result = dict(first), outcomes[0][4]
@@ -634,52 +701,6 @@ def _consecutive_runs(outcomes: List[tuple]) -> List[List[tuple]]:
     return runs
 
 
-class Acknowledger:
-    """Deletes done messages from the queue in a thread of its own, so that one receive's
-    acknowledgement overlaps the next receive (and the calls it brings) instead of
-    preceding it. A message is handed over only once its outcomes are written. If the
-    daemon dies before the request is made, the message comes back when its deadline
-    passes, and the calls whose outcomes are found are not run again (their successor
-    deletes it at once if its receive had not ended, see :meth:`Daemon.recover`)."""
-
-    def __init__(self, queue: TaskQueue) -> None:
-        self.queue = queue
-        self._pending: List[QueueMessage] = []
-        self._sending = False
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="wrencore-acknowledger",
-                                        daemon=True)
-        self._thread.start()
-
-    def submit(self, messages: List[QueueMessage]) -> None:
-        if messages:
-            with self._cond:
-                self._pending += messages
-                self._cond.notify_all()
-
-    def drain(self) -> None:
-        """Wait until every message handed over is acknowledged (or failed to be)."""
-        with self._cond:
-            while self._pending or self._sending:
-                self._cond.wait()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending:
-                    self._cond.wait()
-                messages, self._pending = self._pending, []
-                self._sending = True
-            try:
-                self.queue.delete_many(messages)
-            except Exception as exc:  # they come back; their outcomes are found then
-                logger.warning("could not delete messages %s: %s: %s",
-                               [m.message_id for m in messages], type(exc).__name__, exc)
-            with self._cond:
-                self._sending = False
-                self._cond.notify_all()
-
-
 @dataclass(eq=False)
 class _RunningCall:
     """A call a daemon runs: its message, and how to stop it if it is cancelled."""
@@ -709,12 +730,15 @@ class Daemon:
         self._terminate_instance = terminate_instance or (lambda iid: None)
         self.journal = Journal(settings.state_dir, settings.process_name)
         self.crashes = CrashLedger(settings.state_dir)
-        self.statuses = StatusWriter(on_done=self._written)
-        self.acks = Acknowledger(self.queue)
+        self.statuses = StatusWriter(on_done=self._written, acknowledge=self.queue.delete_many)
         #: The last receive's messages until they are settled (:meth:`_settle`), and the
         #: heartbeat that holds them.
         self._unsettled: List[QueueMessage] = []
         self._heartbeat: Optional[Heartbeat] = None
+        #: The next receive, started while the last one's calls ran (see :meth:`step`), and
+        #: how long the last receive's calls took (None: no receive yet).
+        self._next_receive: Any = None
+        self._last_handling: Optional[float] = None
         #: One cancel-marker listing per job and half a second (the latest jobs only).
         self._cancel_checks: Dict[str, CancelChecks] = {}
         self.verifier = Verifier.from_spec(settings.task_key)
@@ -891,34 +915,71 @@ class Daemon:
             self.crashes.count(m.message_id) if m.receive_count > 1 else 0,
             m.receive_count))
 
+    def _receive(self) -> List[QueueMessage]:
+        """The receive started ahead, if there is one, else a receive now."""
+        pending, self._next_receive = self._next_receive, None
+        if pending is not None:
+            return pending.result()
+        return self.queue.receive(max_messages=self.settings.batch_size,
+                                  wait_time=self.settings.poll_wait,
+                                  visibility_timeout=self.settings.visibility_timeout)
+
+    def _receive_ahead(self, heartbeat: Heartbeat) -> None:
+        """Start the next receive now, while this one's calls run, if its calls were quick:
+        its messages are held (extended by the heartbeat) from the moment they arrive."""
+        limit = self.settings.prefetch_below
+        if limit <= 0 or self._last_handling is None or self._last_handling >= limit:
+            return
+        self._next_receive = self.queue.start_receive(
+            max_messages=self.settings.batch_size, wait_time=self.settings.poll_wait,
+            visibility_timeout=self.settings.visibility_timeout, on_arrival=heartbeat.hold)
+
+    def _cancel_receive_ahead(self) -> None:
+        """Give up the receive started ahead; release what it received anyway."""
+        pending, self._next_receive = self._next_receive, None
+        if pending is None:
+            return
+        for message in pending.cancel():
+            self._release(message)
+            if self._heartbeat is not None:
+                self._heartbeat.release([message])
+
     def step(self, heartbeat: Heartbeat) -> int:
         """Receive once and handle what arrived; return the number of messages received.
 
         The outcomes are written, and the messages acknowledged, behind the daemon's back
-        while it receives again; the next step (or :meth:`drain`) settles them."""
+        while it receives again; the next step (or :meth:`drain`) settles them. After quick
+        calls the next receive is started before this one's calls run (``prefetch_below``);
+        :meth:`drain` gives it up."""
         try:
-            messages = self.queue.receive(max_messages=self.settings.batch_size,
-                                          wait_time=self.settings.poll_wait,
-                                          visibility_timeout=self.settings.visibility_timeout)
+            messages = self._receive()
         except BaseException:
             self._settle()
             raise
         if not messages:
             self._settle()
+            self.statuses.busy(False)
             self.board.mark_idle()
             return 0
+        # Only a process turning busy can meet an announced termination: the announcer
+        # withdraws while any process is marked busy (see maybe_terminate).
+        turned_busy = not self.board.busy
         self.board.mark_busy()
-        if self.board.terminating():
+        self.statuses.busy(True)
+        if turned_busy and self.board.terminating():
             self._settle()
             for message in messages:  # the instance is going away: give them back
                 self._release(message)
+            heartbeat.release(messages)
             return 0
+        self._receive_ahead(heartbeat)  # under way while the last receive settles, too
         self._settle(end_journal=False)  # the journal's next record begins a new batch
         self._heartbeat = heartbeat
         heartbeat.hold(messages)
         messages = self._order(messages)
         self.journal.begin(messages)
         self._unsettled = messages
+        started = time.monotonic()
         try:
             for message in messages:
                 if self.stopping.is_set():
@@ -937,16 +998,16 @@ class Daemon:
         except BaseException:
             self._settle()
             raise
+        self._last_handling = time.monotonic() - started
         return len(messages)
 
     def _written(self, done: List[QueueMessage]) -> None:
-        """The outcomes of ``done`` are durable (called by the status writer): journal that,
-        stop extending them, and have them acknowledged in one request made behind the
-        daemon's back (:meth:`drain` waits for it)."""
+        """The outcomes of ``done`` are durable (called by the status writer, which then
+        acknowledges them behind the daemon's back; :meth:`drain` waits for it): journal
+        that, and stop extending them."""
         self.journal.finished(*done)
         if self._heartbeat is not None:
             self._heartbeat.release(done)
-        self.acks.submit(done)
 
     def _settle(self, end_journal: bool = True) -> None:
         """Wait until the last receive's outcomes are written (the done messages are then
@@ -961,9 +1022,11 @@ class Daemon:
         self._unsettled = []
 
     def drain(self) -> None:
-        """Settle the last receive and wait until every acknowledgement is made."""
+        """Settle the last receive, give up the one started ahead (releasing what it
+        received), and wait until every acknowledgement is made."""
         self._settle()
-        self.acks.drain()
+        self._cancel_receive_ahead()
+        self.statuses.wait_acknowledged()
 
     def recover(self) -> None:
         """After a crash: blame the message that was running, settle the rest of its batch."""
@@ -1079,13 +1142,32 @@ def stream_name(instance_id: str, process_name: str) -> str:
     return f"{instance_id}-{process_name}"
 
 
+class LineFormatter(logging.Formatter):
+    """The daemon's log lines. The date and time of a timestamp are formatted once a
+    second, not for every line (a daemon logs two lines per call)."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__(fmt)
+        self._second: tuple = (None, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second, text = self._second
+        if second != int(record.created):
+            second = int(record.created)
+            text = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = (second, text)
+        return self.default_msec_format % (text, record.msecs)
+
+
 def configure_logging(settings: DaemonSettings) -> None:
     """The daemon is a program, not a library: it owns its process's logging.
 
     Every line goes to stderr, which supervisord keeps in a local file.
     """
     stream = logging.StreamHandler(sys.stderr)
-    stream.setFormatter(logging.Formatter(
+    stream.setFormatter(LineFormatter(
         "%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"))
     root = logging.getLogger()
     root.setLevel(settings.log_level.upper())

@@ -50,15 +50,22 @@ def _jsonable_to_bytes(obj: Dict[str, Any]) -> Any:
 
 
 # The json module's C code walks the objects; Python runs only for bytes (every message
-# and status goes through here, on the worker's hot path).
+# and status goes through here, on the worker's hot path). One encoder and one decoder
+# for all: ``json.dumps``/``json.loads`` with options build new ones on every call.
+_encode = json.JSONEncoder(separators=(",", ":"), default=_bytes_to_jsonable).encode
+_decode = json.JSONDecoder(object_hook=_jsonable_to_bytes).decode
+
+
 def encode_json(obj: Any) -> str:
     """JSON text of a message or status, with bytes base64-encoded."""
-    return json.dumps(obj, separators=(",", ":"), default=_bytes_to_jsonable)
+    return _encode(obj)
 
 
 def decode_json(text: "str | bytes") -> Any:
     """Inverse of :func:`encode_json`."""
-    return json.loads(text, object_hook=_jsonable_to_bytes)
+    if isinstance(text, str):
+        return _decode(text)
+    return json.loads(text, object_hook=_jsonable_to_bytes)  # detects the encoding
 
 
 def make_message(job: Dict[str, Any], calls: list) -> Dict[str, Any]:

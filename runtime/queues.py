@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import importlib
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 
 @dataclass
@@ -39,6 +39,18 @@ class TaskQueue(abc.ABC):
     def receive(self, max_messages: int = 10, wait_time: float = 20.0,
                 visibility_timeout: Optional[float] = None) -> List[QueueMessage]:
         """Long-poll up to ``max_messages``; return [] if none arrived within ``wait_time``."""
+
+    def start_receive(self, max_messages: int = 10, wait_time: float = 20.0,
+                      visibility_timeout: Optional[float] = None,
+                      on_arrival: Optional[Callable[[List[QueueMessage]], None]] = None
+                      ) -> "PendingReceive":
+        """A receive asked for ahead of need, so that it overlaps the caller's work: its
+        ``result()`` is what :meth:`receive` returns, ``cancel()`` gives it up (returning
+        the messages it received anyway, for the caller to release), and ``on_arrival``,
+        if given, is called with its messages once they are received (in whatever thread
+        receives them). This default receives only when ``result()`` is called; queues that
+        can receive in the background return their own."""
+        return PendingReceive(self, max_messages, wait_time, visibility_timeout, on_arrival)
 
     @abc.abstractmethod
     def delete(self, message: QueueMessage) -> None:
@@ -68,6 +80,25 @@ class TaskQueue(abc.ABC):
     def to_spec(self) -> Dict[str, Any]:
         cls = type(self)
         return {"class": f"{cls.__module__}:{cls.__qualname__}", "config": dict(self.config)}
+
+
+class PendingReceive:
+    """A receive made when its result is asked for (see :meth:`TaskQueue.start_receive`)."""
+
+    def __init__(self, queue: TaskQueue, max_messages: int, wait_time: float,
+                 visibility_timeout: Optional[float],
+                 on_arrival: Optional[Callable[[List[QueueMessage]], None]]) -> None:
+        self._receive = lambda: queue.receive(max_messages, wait_time, visibility_timeout)
+        self._on_arrival = on_arrival
+
+    def result(self) -> List[QueueMessage]:
+        messages = self._receive()
+        if messages and self._on_arrival is not None:
+            self._on_arrival(messages)
+        return messages
+
+    def cancel(self) -> List[QueueMessage]:
+        return []
 
 
 def queue_from_spec(spec: Dict[str, Any]) -> TaskQueue:

@@ -142,6 +142,13 @@ class _CallLogHandler(logging.Handler):
         records, self.records, self.live = self.records or [], None, None
         return records[-LOG_RECORD_LIMIT:]
 
+    def handle(self, record: logging.LogRecord) -> Any:
+        # Between calls only a warning may concern this handler (see emit): a worker's own
+        # per-call INFO lines pass by without taking its lock.
+        if self.records is None and record.levelno < logging.WARNING:
+            return False
+        return super().handle(record)
+
     def emit(self, record: logging.LogRecord) -> None:
         records = self.records
         if records is None:

@@ -54,6 +54,11 @@ def wrencore_register_settings(register) -> None:
                 "hidden; extended by the heartbeat.", minimum=0),
         Setting("heartbeat_interval", "float", 0.0, "Seconds between deadline extensions; "
                 "0: a third of the visibility timeout.", minimum=0),
+        Setting("prefetch_below", "float", 0.0, "Start the next receive while a receive's "
+                "calls run when the previous receive's calls took less than this many "
+                "seconds (0: never). Worth it where a receive waits long on the network and "
+                "cores are free; on a busy machine it costs more CPU than it saves.",
+                minimum=0),
         Setting("log_level", "str", "INFO", "The daemons' log level."),
     ], doc="`wrencore worker`: settings of its daemons, beyond the command's options. "
            "Other daemon settings pass through unchecked.", open=True)

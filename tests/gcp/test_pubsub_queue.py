@@ -82,3 +82,77 @@ def test_bounds_and_registration(pubsub_env):
         PubSubQueue("tasks", ack_deadline=5)
     cls = plugins.get_registry().load("queue", "gcp_pubsub")
     assert cls is PubSubQueue
+
+
+def wait_until(predicate, seconds=10.0):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_receive_started_ahead_returns_its_messages_and_tells_of_their_arrival(queue):
+    queue.send_batch(["ahead-1", "ahead-2", "ahead-3"])
+    got, arrived = [], []
+    while len(got) < 3:
+        pending = queue.start_receive(max_messages=10, wait_time=5, on_arrival=arrived.extend)
+        got += pending.result()
+    wait_until(lambda: len(arrived) == 3)  # told in gRPC's thread, maybe after result()
+    assert sorted(m.body for m in got) == ["ahead-1", "ahead-2", "ahead-3"]
+    assert {m.receipt for m in arrived} == {m.receipt for m in got}
+    assert queue.depth()["in_flight"] == 3
+    queue.delete_many(got)
+    assert queue.receive(wait_time=0.3) == []
+
+
+def test_a_receive_started_ahead_and_given_up_takes_nothing(queue):
+    import time
+
+    pending = queue.start_receive(max_messages=10, wait_time=30)
+    started = time.monotonic()
+    assert pending.cancel() == []
+    assert time.monotonic() - started < 5
+    assert pending.result() == []
+    queue.send_batch(["later"])
+    (message,) = drain(queue, 1)
+    assert message.body == "later" and message.receive_count == 1
+    queue.delete(message)
+
+
+def test_a_receive_started_ahead_with_nothing_to_receive_ends_empty(queue):
+    assert queue.start_receive(max_messages=10, wait_time=0.5).result() == []
+
+
+def test_requests_on_a_deleted_subscription_fail_as_the_client_library_fails(queue):
+    from google.api_core import exceptions
+
+    queue.send_batch(["orphan"])
+    (message,) = drain(queue, 1)
+    queue.delete_queues()
+    with pytest.raises(exceptions.NotFound) as caught:
+        queue.receive(wait_time=0.5)
+    assert caught.value.transient is False  # a daemon stops waiting for work from it
+    with pytest.raises(exceptions.NotFound):
+        queue.delete_many([message])
+    with pytest.raises(exceptions.NotFound):
+        queue.start_receive(wait_time=0.5).result()
+
+
+def test_a_receive_started_ahead_asks_for_its_own_deadline_when_its_result_is_taken(queue):
+    import time
+
+    queue.send_batch(["long"])
+    got, asked = [], []
+    original = queue._modify
+    queue._modify = lambda messages, seconds: (asked.append(seconds),
+                                               original(messages, seconds))
+    while not got:
+        pending = queue.start_receive(max_messages=1, wait_time=5, visibility_timeout=30,
+                                      on_arrival=lambda messages: None)
+        got = pending.result()
+    assert asked == [30]  # made by result(), in this thread, once
+    assert pending.result() == got and asked == [30]
+    assert queue._held[got[0].receipt] > time.monotonic() + 20
+    queue.delete_many(got)

@@ -1,0 +1,134 @@
+"""The worker daemon on the Pub/Sub emulator: receives started ahead while quick calls run,
+acknowledgements only after the outcomes are written, and what a drain gives back."""
+
+from __future__ import annotations
+
+import time
+
+import cloudpickle
+import pytest
+
+from tests.stored_outcomes import stored_statuses
+from wrencore import serialize
+from wrencore.backends import seal_task
+from wrencore_gcp.queue import PubSubQueue
+from wrencore_runtime import layout
+from wrencore_runtime.auth import FileKeySource, Signer
+from wrencore_runtime.daemon import Daemon, DaemonSettings, Heartbeat
+from wrencore_runtime.protocol import PYTHON, SERIALIZER
+from wrencore_runtime.storage import LocalFileStorage
+
+
+def double(x):
+    return 2 * x
+
+
+@pytest.fixture
+def world(pubsub_env, tmp_path):
+    storage = LocalFileStorage(str(tmp_path / "storage"))
+    queue = PubSubQueue("daemon-tasks", max_receives=5, ack_deadline=60)
+    job = {"job_id": "job1", "storage": storage.to_spec(),
+           "function_key": layout.function_key("job1"), "python": PYTHON,
+           "serializer": SERIALIZER, "timeout": None, "extra_env": {},
+           "result_inline_limit": 1024}
+    storage.put(job["function_key"], serialize.dumps_function(double))
+    keys = FileKeySource(str(tmp_path / "task-key.json"))
+    signer = Signer(keys)
+
+    class World:
+        pass
+
+    w = World()
+    w.storage, w.queue = storage, queue
+    w.bodies = lambda n: [seal_task(signer, job, [{
+        "call_id": f"{i:05d}", "args": cloudpickle.dumps(((i,), {})), "args_key": None,
+        "host_submit_timestamp": time.time()}]) for i in range(n)]
+    w.daemon = lambda **overrides: Daemon(DaemonSettings(
+        queue=queue.to_spec(), state_dir=str(tmp_path / "state"), process_name="p0",
+        poll_wait=1, visibility_timeout=60, cloudwatch=False, task_key=keys.to_spec(),
+        **overrides), queue=queue, instance_id="i-test")
+    w.statuses = lambda: stored_statuses(storage.list("job1/"), storage.get)
+    return w
+
+
+def counting_receives_ahead(queue):
+    started = []
+    original = queue.start_receive
+
+    def start_receive(**kwargs):
+        started.append(kwargs)
+        return original(**kwargs)
+
+    queue.start_receive = start_receive
+    return started
+
+
+def wait_until(predicate, seconds=15.0):
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_quick_calls_have_the_next_receive_started_ahead_and_every_message_settled(world):
+    world.queue.send_batch(world.bodies(40))
+    daemon = world.daemon(batch_size=5, prefetch_below=1.0)
+    started = counting_receives_ahead(daemon.queue)
+    heartbeat = Heartbeat(daemon.queue, 60, 20)
+    try:
+        deadline = time.monotonic() + 60
+        while daemon.calls_run < 40 and time.monotonic() < deadline:
+            daemon.step(heartbeat)
+        daemon.drain()
+    finally:
+        heartbeat.stop()
+    statuses = world.statuses()
+    assert sorted(statuses) == [f"{i:05d}" for i in range(40)]
+    assert all(s["success"] and cloudpickle.loads(s["result"]) == 2 * int(c)
+               for c, s in statuses.items())
+    assert started, "no receive was started ahead"
+    assert daemon.queue.depth()["in_flight"] == 0  # every message acknowledged
+    assert daemon.queue.receive(wait_time=0.5) == []
+
+
+def test_drain_releases_what_a_receive_started_ahead_received(world):
+    world.queue.send_batch(world.bodies(15))
+    daemon = world.daemon(batch_size=5, prefetch_below=1.0)
+    heartbeat = Heartbeat(daemon.queue, 60, 20)
+    try:
+        while daemon.step(heartbeat) == 0:  # the first receive: nothing ahead yet
+            pass
+        while daemon._next_receive is None:  # one with quick calls before it starts one
+            assert daemon.step(heartbeat)
+        ahead = daemon._next_receive.result()
+        assert ahead, "the receive started ahead got nothing"
+        # Held (extended by the heartbeat) from their arrival on.
+        wait_until(lambda: all(m.receipt in heartbeat._held for m in ahead))
+        daemon.drain()
+        assert not any(m.receipt in heartbeat._held for m in ahead)
+    finally:
+        heartbeat.stop()
+    # Released at once, not after the 60 s deadline: received again, as second deliveries.
+    again = {}
+    deadline = time.monotonic() + 15
+    while len(again) < len(ahead) and time.monotonic() < deadline:
+        for m in daemon.queue.receive(max_messages=20, wait_time=1):
+            again[m.message_id] = m
+    assert set(again) == {m.message_id for m in ahead}
+    assert all(m.receive_count == 2 for m in again.values())
+    assert daemon.calls_run + len(ahead) <= 15
+
+
+def test_no_receive_is_started_ahead_by_default(world):
+    world.queue.send_batch(world.bodies(12))
+    daemon = world.daemon(batch_size=3)
+    started = counting_receives_ahead(daemon.queue)
+    heartbeat = Heartbeat(daemon.queue, 60, 20)
+    try:
+        deadline = time.monotonic() + 60
+        while daemon.calls_run < 12 and time.monotonic() < deadline:
+            daemon.step(heartbeat)
+        daemon.drain()
+    finally:
+        heartbeat.stop()
+    assert started == [] and len(world.statuses()) == 12
