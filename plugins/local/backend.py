@@ -26,7 +26,7 @@ import itertools
 import logging
 import math
 import os
-import queue
+import selectors
 import shutil
 import signal
 import subprocess
@@ -52,7 +52,7 @@ from wrencore_runtime.storage import Storage
 
 from .claims import CLAIMED, SLOTS, ClaimSlots, claims_directory
 from . import zygote
-from .framing import read_frame, write_frame
+from .framing import FrameReader, encode_frame
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,6 @@ class _Worker:
         self.ready = False
         self.current_started = 0.0
         self.kill_reason: Optional[BaseException] = None
-        self.outbox: "queue.Queue[Any]" = queue.Queue()
         self.slots = ClaimSlots(os.path.join(pool.claims_dir, f"worker-{index}"), create=True)
         self._next_slot = itertools.count()
         env = dict(os.environ, WRENCORE_WORKER_ID=f"local-{os.getpid()}-{index}",
@@ -114,16 +113,24 @@ class _Worker:
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
                 cwd=pool.workdir, env=env, bufsize=1 << 16, start_new_session=True,
             )
-        self.reader = threading.Thread(target=self._read_loop, daemon=True,
-                                       name=f"wrencore-local-reader-{index}")
-        self.writer = threading.Thread(target=self._write_loop, daemon=True,
-                                       name=f"wrencore-local-writer-{index}")
-        self.reader.start()
-        self.writer.start()
+        #: Set once the worker's exit was handled (its calls failed or queued again).
+        self.exited = threading.Event()
+        self.frames = FrameReader()
+        self.unreadable = False
+        #: Frames not yet written to the worker's stdin (the I/O thread writes them when
+        #: the pipe has room again); guarded by ``_out_lock``.
+        self._out: List[bytes] = []
+        self._out_lock = threading.Lock()
+        self._stdin_closed = False
+        self.stdin_fd = self.proc.stdin.fileno()
+        self.stdout_fd = self.proc.stdout.fileno()
+        os.set_blocking(self.stdin_fd, False)
+        os.set_blocking(self.stdout_fd, False)
+        pool._io.add(self)
 
     @property
     def alive(self) -> bool:
-        # The reader thread reaps the process; polling here would cost a system call.
+        # The reaper thread reaps the process; polling here would cost a system call.
         return self.proc.returncode is None
 
     @property
@@ -144,40 +151,81 @@ class _Worker:
             self.slots.reset(task.token)
         self.inflight.extend(tasks)
         self.low_water = max(1, len(tasks) // 2)
-        self.outbox.put(("tasks", job, [dict(t.call.message, claim=t.token) for t in tasks]))
+        self._write(encode_frame(("tasks", job, [(t.token, t.call.message) for t in tasks])))
 
-    def _write_loop(self) -> None:
-        while True:
-            message = self.outbox.get()
-            if message is None:
+    def _write(self, frame: bytes) -> None:
+        """Write ``frame`` to the worker's stdin now, as far as the pipe has room; the I/O
+        thread writes the rest. Never blocks, so a thread holding the pool's lock can send
+        while the worker waits for its reports to be read."""
+        with self._out_lock:
+            if self._stdin_closed:
+                return  # the worker is gone; its exit handles the calls
+            if self._out:
+                self._out.append(frame)
                 return
             try:
-                write_frame(self.proc.stdin, message)
-            except (BrokenPipeError, OSError, ValueError):
-                return  # the reader sees the exit and handles the calls
+                written = os.write(self.stdin_fd, frame)
+            except BlockingIOError:
+                written = 0
+            except OSError:
+                return  # the worker is gone; its exit handles the calls
+            if written == len(frame):
+                return
+            self._out.append(frame[written:])
+        self.pool._io.want_write(self)
 
-    def _read_loop(self) -> None:
-        stdout = self.proc.stdout
+    def flush_out(self) -> bool:
+        """Write what waits for the pipe (I/O thread); True when all is written."""
+        with self._out_lock:
+            while self._out:
+                frame = self._out[0]
+                try:
+                    written = os.write(self.stdin_fd, frame)
+                except BlockingIOError:
+                    return False
+                except OSError:
+                    self._out.clear()
+                    self._stdin_closed = True
+                    return True
+                if written < len(frame):
+                    self._out[0] = frame[written:]
+                    return False
+                self._out.pop(0)
+            return True
+
+    def on_frame(self, frame: Any) -> None:
+        """A frame from the worker (I/O thread)."""
+        kind = frame[0]
+        if kind == "done":
+            self.pool._on_done(self, frame[1])
+        elif kind == "ready":
+            self.pool._on_ready(self)
+        elif kind == "output":
+            self.pool._on_output(self, frame[1], frame[2])
+        elif kind == "retire":
+            self.pool._on_retire(self, frame[1])
+
+    def on_eof(self) -> None:
+        """The worker closed its stdout: wait for its exit (in a thread of its own, as the
+        process may take a moment to end) and hand its calls back to the pool."""
+        with self._out_lock:
+            self._stdin_closed = True
+            self._out.clear()
+        threading.Thread(target=self._reap, daemon=True,
+                         name=f"wrencore-local-reaper-{self.index}").start()
+
+    def _reap(self) -> None:
         try:
-            while True:
-                frame = read_frame(stdout)
-                if frame[0] == "done":
-                    self.pool._on_done(self, frame[1])
-                elif frame[0] == "ready":
-                    self.pool._on_ready(self)
-                elif frame[0] == "output":
-                    self.pool._on_output(self, frame[1], frame[2])
-                elif frame[0] == "retire":
-                    self.pool._on_retire(self, frame[1])
-        except EOFError:
-            pass
-        except BaseException:  # never let this thread die: the worker's futures would hang
-            logger.exception("local worker %d sent an unreadable frame", self.index)
-            self.kill()
-        self.proc.wait()
-        kill_process_group(self.proc.pid)
-        self.outbox.put(None)
-        self.pool._on_exit(self)
+            self.proc.wait()
+            kill_process_group(self.proc.pid)
+            for stream in (self.proc.stdin, self.proc.stdout):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+            self.pool._on_exit(self)
+        finally:
+            self.exited.set()
 
     def kill(self, reason: Optional[BaseException] = None) -> None:
         if reason is not None and self.kill_reason is None:
@@ -190,7 +238,126 @@ class _Worker:
                 kill_process_group(self.proc.pid)
 
     def stop(self) -> None:
-        self.outbox.put(("exit",))
+        self._write(encode_frame(("exit",)))
+
+
+class _IOLoop:
+    """The pool's one I/O thread: reads every worker's frames and writes what a worker's
+    stdin had no room for, so a pool of any size costs one thread, not two per worker.
+
+    Only this thread touches the selector; other threads ask for changes through
+    :attr:`_requests` and wake it through a pipe. Started with the first worker.
+    """
+
+    def __init__(self, pool: "WorkerPool") -> None:
+        self.pool = pool
+        self._requests: Deque[Tuple[str, Any]] = collections.deque()
+        self._lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+        self._wake_r = self._wake_w = -1
+        self._stopped = False
+
+    def add(self, worker: _Worker) -> None:
+        self._request("add", worker)
+
+    def want_write(self, worker: _Worker) -> None:
+        self._request("write", worker)
+
+    def stop(self) -> None:
+        with self._lock:
+            thread = self._thread
+        if thread is None:
+            return
+        self._request("stop", None)
+        thread.join(5)
+
+    def _request(self, kind: str, worker: Optional[_Worker]) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._requests.append((kind, worker))
+            if kind == "stop":
+                self._stopped = True
+            if self._thread is None:
+                if kind == "stop":
+                    return
+                self._wake_r, self._wake_w = os.pipe()
+                os.set_blocking(self._wake_r, False)
+                os.set_blocking(self._wake_w, False)
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="wrencore-local-io")
+                self._thread.start()
+                return
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # already woken (a full pipe), or stopping
+
+    def _run(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self._wake_r, selectors.EVENT_READ, None)
+        try:
+            while self._serve(selector):
+                pass
+        finally:
+            selector.close()
+            with self._lock:
+                self._thread = None
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+
+    def _serve(self, selector: selectors.BaseSelector) -> bool:
+        """Handle one round of requests and ready pipes; False once asked to stop."""
+        while self._requests:
+            kind, worker = self._requests.popleft()
+            if kind == "stop":
+                return False
+            if kind == "add":
+                selector.register(worker.stdout_fd, selectors.EVENT_READ, worker)
+            elif kind == "write" and not worker.flush_out():
+                try:
+                    selector.register(worker.stdin_fd, selectors.EVENT_WRITE, worker)
+                except KeyError:
+                    pass  # waiting for room already
+        for key, _ in selector.select():
+            worker = key.data
+            if worker is None:
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+            elif key.fd == worker.stdin_fd:
+                if worker.flush_out():
+                    selector.unregister(key.fd)
+            else:
+                self._read(selector, worker)
+        return True
+
+    def _read(self, selector: selectors.BaseSelector, worker: _Worker) -> None:
+        try:
+            data = os.read(worker.stdout_fd, 1 << 18)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            for fd in (worker.stdout_fd, worker.stdin_fd):
+                try:
+                    selector.unregister(fd)
+                except (KeyError, ValueError):
+                    pass
+            worker.on_eof()
+            return
+        if worker.unreadable:
+            return  # killed for a bad frame: read on to its end
+        try:
+            for frame in worker.frames.feed(data):
+                worker.on_frame(frame)
+        except BaseException:  # never let this thread die: every worker's futures would hang
+            logger.exception("local worker %d sent an unreadable frame", worker.index)
+            worker.unreadable = True
+            worker.kill()
 
 
 class WorkerPool:
@@ -215,6 +382,7 @@ class WorkerPool:
         self._closed = False
         self._watchdog: Optional[threading.Thread] = None
         self._next_index = 0
+        self._io = _IOLoop(self)
         if self.fork_server:  # it imports the worker's modules while the first calls are made
             zygote.prestart(python, base_env=dict(os.environ))
 
@@ -498,7 +666,8 @@ class WorkerPool:
             except subprocess.TimeoutExpired:
                 worker.kill()
         for worker in workers:
-            worker.reader.join(max(0.0, deadline + 5 - time.monotonic()))
+            worker.exited.wait(max(0.0, deadline + 5 - time.monotonic()))
+        self._io.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
         shutil.rmtree(self.claims_dir, ignore_errors=True)
 

@@ -3,8 +3,8 @@
 The protocol's pipes are moved off fds 0 and 1 first, so a call (or a C extension it uses)
 that prints to stdout cannot corrupt them. Imports only the runtime.
 
-Frames in:  ``("tasks", job, [call, ...])`` or ``("exit",)``; each call carries ``claim``,
-            its slot in this worker's claim file ``$WRENCORE_LOCAL_CLAIMS``.
+Frames in:  ``("tasks", job, [(claim, call), ...])`` or ``("exit",)``; ``claim`` is the
+            call's slot in this worker's claim file ``$WRENCORE_LOCAL_CLAIMS``.
 Frames out: ``("ready", pid)``, then ``("done", [(claim, status, result_bytes), ...])`` for
             the calls run since the last report, and ``("retire", reason)`` before
             exiting when the worker must be replaced. While a call runs, its writes to
@@ -176,8 +176,7 @@ def _serve() -> int:
         if message[0] == "exit":
             return 0
         _, job, calls = message
-        for call in calls:
-            token = call["claim"]
+        for token, call in calls:
             if reports.due(job):
                 reports.flush()
             if not claims.claim(token):
