@@ -47,7 +47,7 @@ from wrencore.errors import (
     WorkerCrashedError,
     WrenError,
 )
-from wrencore.futures import cancel, claim, complete_from_status
+from wrencore.futures import cancel, claim, complete_from_result, complete_from_status
 from wrencore_runtime.storage import Storage
 
 from .claims import CLAIMED, SLOTS, ClaimSlots, claims_directory
@@ -68,6 +68,10 @@ class Task:
     call: Call
     chunksize: Optional[int] = None  # calls per batch while queued (1 once requeued)
     token: int = -1  # its claim slot in its worker's claim file, set when it is sent
+
+    @property
+    def attempt(self) -> int:
+        return self.call.message.get("attempt", 0)
 
 
 def kill_process_group(pgid: int) -> None:
@@ -197,7 +201,7 @@ class _Worker:
         """A frame from the worker (I/O thread)."""
         kind = frame[0]
         if kind == "done":
-            self.pool._on_done(self, frame[1])
+            self.pool._on_done(self, frame[1], frame[2])
         elif kind == "ready":
             self.pool._on_ready(self)
         elif kind == "output":
@@ -485,27 +489,35 @@ class WorkerPool:
             worker.ready = True
             worker.current_started = time.monotonic()
 
-    def _on_done(self, worker: _Worker,
-                 reports: List[Tuple[int, Dict[str, Any], Optional[bytes]]]) -> None:
+    def _on_done(self, worker: _Worker, reports: List[Tuple[Any, ...]],
+                 keys: Optional[Tuple[str, ...]]) -> None:
+        """Reports ``(claim, status, result, None)``, or ``(claim, None, result, values)``
+        for a plain success whose status metadata is ``zip(keys, values)``."""
         finished = []
         with self._lock:
-            for token, status, result in reports:
-                if not worker.inflight or worker.inflight[0].token != token:
+            inflight = worker.inflight
+            for report in reports:
+                if not inflight or inflight[0].token != report[0]:
                     logger.error("local worker %d reported a call out of order", worker.index)
                     break
-                finished.append((worker.inflight.popleft(), status, result))
+                finished.append((inflight.popleft(), report))
             worker.done_count += len(finished)
             worker.current_started = time.monotonic()
             limit = self.max_tasks_per_child
-            if limit is not None and worker.done_count >= limit and not worker.inflight:
+            if limit is not None and worker.done_count >= limit and not inflight:
                 worker.retiring = True
                 worker.stop()
             self._dispatch()
-            if not worker.inflight:
+            if not inflight:
                 self._idle.notify_all()
         received = time.time()
-        for task, status, result in finished:
-            complete_from_status(task.call.future, status, result, self.storage, received)
+        storage = self.storage
+        for task, (_, status, result, values) in finished:
+            if status is None:
+                complete_from_result(task.call.future, result, zip(keys, values),
+                                     task.attempt, received)
+            else:
+                complete_from_status(task.call.future, status, result, storage, received)
 
     def _on_output(self, worker: _Worker, token: int, chunks: List[Tuple[str, str]]) -> None:
         """A running call's output: kept on its future (and echoed, if asked)."""
