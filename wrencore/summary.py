@@ -70,12 +70,14 @@ _STATES = (DONE, FAILED, CANCELLED)
 _CANCELLED_STATES = ("CANCELLED", "CANCELLED_AND_NOTIFIED")
 #: Calls a :class:`JobRecords` queues before converting them.
 RECORD_BATCH = 1024
-_NAN = float("nan")
+#: A time not known, in ``JobRecords._times``.
+_UNKNOWN = -(1 << 63)
 
 
 class JobRecords:
     """The finished calls of one job, kept column by column: about 40 bytes a call, so a
-    job of millions of calls can be summarized without holding its futures."""
+    job of millions of calls can be summarized without holding its futures. Times are kept
+    to the microsecond."""
 
     __slots__ = ("job_id", "_calls", "_other_calls", "_states", "_times", "_places",
                  "_errors", "_names", "_name_index", "_place_index", "_batch")
@@ -85,7 +87,9 @@ class JobRecords:
         self._calls = array("q")           # the call id as a number, or -1 - index in _other_calls
         self._other_calls: List[str] = []
         self._states = bytearray()         # index in _STATES
-        self._times = array("d")           # submitted, started, finished (nan: unknown)
+        # submitted, started, finished: Unix times in whole microseconds (_UNKNOWN: unknown),
+        # so the timeline file holds integers, which encode several times faster than floats
+        self._times = array("q")
         self._places = array("l")          # index in _names of "worker\0host"
         self._errors = array("l")          # index in _names of the error type (0: none)
         self._names: List[str] = [""]
@@ -138,7 +142,7 @@ class JobRecords:
                 self._states.append(2 if name == "CallCancelledError" else 1)
                 self._errors.append(self._name(name))
         metas = [b[3] for b in batch]
-        nan = _NAN
+        unknown = _UNKNOWN
         for meta in metas:
             get = meta.get
             submitted = get("host_submit_timestamp")
@@ -146,9 +150,9 @@ class JobRecords:
             finished = get("worker_end_timestamp")
             if finished is None and started is not None and get("worker_exec_time") is not None:
                 finished = started + get("worker_exec_time")
-            self._times.extend((nan if submitted is None else submitted,
-                                nan if started is None else started,
-                                nan if finished is None else finished))
+            self._times.extend((unknown if submitted is None else round(submitted * 1e6),
+                                unknown if started is None else round(started * 1e6),
+                                unknown if finished is None else round(finished * 1e6)))
             place = (get("worker_id") or "", get("worker_hostname") or "")
             index = self._place_index.get(place)
             if index is None:
@@ -161,18 +165,22 @@ class JobRecords:
             {"job_id": …, "states": ["done", "failed", "cancelled"],
              "names": ["", "worker\\u0000host", "ValueError", …], "other_calls": […],
              "calls": [call number, …], "state": [index in states, …],
-             "times": [submitted, started, finished, …], "place": [index in names, …],
+             "times_us": [submitted, started, finished, …], "place": [index in names, …],
              "error": [index in names, …]}
 
         A call number below 0 is ``-1 - i`` for ``other_calls[i]`` (an id that is not a
-        number); times are Unix timestamps, null when unknown.
+        number); times are Unix timestamps in whole microseconds, null when unknown.
+        (Files written before held ``"times"`` in seconds; :func:`records_from_timeline`
+        reads both.)
         """
         self._flush()
-        times = [None if math.isnan(t) else t for t in self._times]
+        times: List[Optional[int]] = self._times.tolist()
+        if _UNKNOWN in self._times:
+            times = [None if t == _UNKNOWN else t for t in times]
         return json.dumps({
             "job_id": self.job_id, "states": _STATES, "names": self._names,
             "other_calls": self._other_calls, "calls": self._calls.tolist(),
-            "state": list(self._states), "times": times, "place": self._places.tolist(),
+            "state": list(self._states), "times_us": times, "place": self._places.tolist(),
             "error": self._errors.tolist()}).encode()
 
     def records(self) -> List[CallRecord]:
@@ -184,7 +192,7 @@ class JobRecords:
             call_id = f"{number:05d}" if number >= 0 else self._other_calls[-1 - number]
             worker, _, host = self._names[self._places[i]].partition("\0")
             submitted, started, finished = (
-                None if math.isnan(t) else t for t in times[3 * i:3 * i + 3])
+                None if t == _UNKNOWN else t / 1e6 for t in times[3 * i:3 * i + 3])
             out.append(CallRecord(self.job_id, call_id, _STATES[self._states[i]], submitted,
                                   started, finished, worker, host,
                                   self._names[self._errors[i]]))
@@ -288,7 +296,10 @@ def records_from_timeline(data: bytes) -> List[CallRecord]:
     """The calls of a ``timeline.json`` (see :meth:`JobRecords.timeline_json`)."""
     document = json.loads(data)
     job_id, names, others = document["job_id"], document["names"], document["other_calls"]
-    times = document["times"]
+    if "times_us" in document:
+        times = [None if t is None else t / 1e6 for t in document["times_us"]]
+    else:  # written before times were kept in microseconds
+        times = document["times"]
     records = []
     for i, number in enumerate(document["calls"]):
         call_id = f"{number:05d}" if number >= 0 else others[-1 - number]
