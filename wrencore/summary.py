@@ -130,34 +130,42 @@ class JobRecords:
                     self._other_calls.append(call_id)
         else:
             self._calls.extend(numbers)
-        for _, state, exc, _ in batch:
-            if state in _CANCELLED_STATES:
-                self._states.append(2)
-                self._errors.append(0)
-            elif exc is None:
-                self._states.append(0)
-                self._errors.append(0)
-            else:
-                name = type(exc).__name__
-                self._states.append(2 if name == "CallCancelledError" else 1)
-                self._errors.append(self._name(name))
-        metas = [b[3] for b in batch]
+        if not any(exc is not None or state in _CANCELLED_STATES for _, state, exc, _ in batch):
+            self._states.extend(bytes(len(batch)))  # every call done
+            self._errors.extend(bytes(len(batch)))
+        else:
+            for _, state, exc, _ in batch:
+                if state in _CANCELLED_STATES:
+                    self._states.append(2)
+                    self._errors.append(0)
+                elif exc is None:
+                    self._states.append(0)
+                    self._errors.append(0)
+                else:
+                    name = type(exc).__name__
+                    self._states.append(2 if name == "CallCancelledError" else 1)
+                    self._errors.append(self._name(name))
         unknown = _UNKNOWN
-        for meta in metas:
+        places = self._place_index
+        times: List[int] = []
+        place_indexes: List[int] = []
+        for _, _, _, meta in batch:
             get = meta.get
             submitted = get("host_submit_timestamp")
             started = get("worker_start_timestamp")
             finished = get("worker_end_timestamp")
             if finished is None and started is not None and get("worker_exec_time") is not None:
                 finished = started + get("worker_exec_time")
-            self._times.extend((unknown if submitted is None else round(submitted * 1e6),
-                                unknown if started is None else round(started * 1e6),
-                                unknown if finished is None else round(finished * 1e6)))
+            times += (unknown if submitted is None else round(submitted * 1e6),
+                      unknown if started is None else round(started * 1e6),
+                      unknown if finished is None else round(finished * 1e6))
             place = (get("worker_id") or "", get("worker_hostname") or "")
-            index = self._place_index.get(place)
+            index = places.get(place)
             if index is None:
-                index = self._place_index[place] = self._name(f"{place[0]}\0{place[1]}")
-            self._places.append(index)
+                index = places[place] = self._name(f"{place[0]}\0{place[1]}")
+            place_indexes.append(index)
+        self._times.extend(times)
+        self._places.extend(place_indexes)
 
     def timeline_json(self) -> bytes:
         """The job's ``timeline.json``, column by column (encoded at C speed)::
