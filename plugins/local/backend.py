@@ -35,7 +35,6 @@ import tempfile
 import threading
 import time
 import weakref
-from dataclasses import dataclass
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from wrencore.backends import Backend, Call
@@ -62,16 +61,18 @@ KILL_GRACE = 1.0
 MAX_BATCH = 256
 
 
-@dataclass(eq=False)
 class Task:
-    job: Dict[str, Any]
-    call: Call
-    chunksize: Optional[int] = None  # calls per batch while queued (1 once requeued)
-    token: int = -1  # its claim slot in its worker's claim file, set when it is sent
+    """A call queued on, or handed to, a worker."""
 
-    @property
-    def attempt(self) -> int:
-        return self.call.message.get("attempt", 0)
+    __slots__ = ("job", "call", "chunksize", "token")
+
+    def __init__(self, job: Dict[str, Any], call: Call, chunksize: Optional[int] = None):
+        self.job = job
+        self.call = call
+        #: Calls per batch while queued (1 once requeued).
+        self.chunksize = chunksize
+        #: Its claim slot in its worker's claim file, set when it is sent.
+        self.token = -1
 
 
 def kill_process_group(pgid: int) -> None:
@@ -514,8 +515,9 @@ class WorkerPool:
         storage = self.storage
         for task, (_, status, result, values) in finished:
             if status is None:
-                complete_from_result(task.call.future, result, zip(keys, values),
-                                     task.attempt, received)
+                call = task.call
+                complete_from_result(call.future, result, zip(keys, values),
+                                     call.message.get("attempt", 0), received)
             else:
                 complete_from_status(task.call.future, status, result, storage, received)
 
