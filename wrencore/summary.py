@@ -70,14 +70,12 @@ _STATES = (DONE, FAILED, CANCELLED)
 _CANCELLED_STATES = ("CANCELLED", "CANCELLED_AND_NOTIFIED")
 #: Calls a :class:`JobRecords` queues before converting them.
 RECORD_BATCH = 1024
-#: A time not known, in ``JobRecords._times``.
-_UNKNOWN = -(1 << 63)
+_NAN = float("nan")
 
 
 class JobRecords:
     """The finished calls of one job, kept column by column: about 40 bytes a call, so a
-    job of millions of calls can be summarized without holding its futures. Times are kept
-    to the microsecond."""
+    job of millions of calls can be summarized without holding its futures."""
 
     __slots__ = ("job_id", "_calls", "_other_calls", "_states", "_times", "_places",
                  "_errors", "_names", "_name_index", "_place_index", "_batch")
@@ -87,9 +85,7 @@ class JobRecords:
         self._calls = array("q")           # the call id as a number, or -1 - index in _other_calls
         self._other_calls: List[str] = []
         self._states = bytearray()         # index in _STATES
-        # submitted, started, finished: Unix times in whole microseconds (_UNKNOWN: unknown),
-        # so the timeline file holds integers, which encode several times faster than floats
-        self._times = array("q")
+        self._times = array("d")           # submitted, started, finished (nan: unknown)
         self._places = array("l")          # index in _names of "worker\0host"
         self._errors = array("l")          # index in _names of the error type (0: none)
         self._names: List[str] = [""]
@@ -145,9 +141,9 @@ class JobRecords:
                     name = type(exc).__name__
                     self._states.append(2 if name == "CallCancelledError" else 1)
                     self._errors.append(self._name(name))
-        unknown = _UNKNOWN
+        nan = _NAN
         places = self._place_index
-        times: List[int] = []
+        times: List[float] = []
         place_indexes: List[int] = []
         for _, _, _, meta in batch:
             get = meta.get
@@ -156,9 +152,9 @@ class JobRecords:
             finished = get("worker_end_timestamp")
             if finished is None and started is not None and get("worker_exec_time") is not None:
                 finished = started + get("worker_exec_time")
-            times += (unknown if submitted is None else round(submitted * 1e6),
-                      unknown if started is None else round(started * 1e6),
-                      unknown if finished is None else round(finished * 1e6))
+            times += (nan if submitted is None else submitted,
+                      nan if started is None else started,
+                      nan if finished is None else finished)
             place = (get("worker_id") or "", get("worker_hostname") or "")
             index = places.get(place)
             if index is None:
@@ -177,14 +173,12 @@ class JobRecords:
              "error": [index in names, …]}
 
         A call number below 0 is ``-1 - i`` for ``other_calls[i]`` (an id that is not a
-        number); times are Unix timestamps in whole microseconds, null when unknown.
-        (Files written before held ``"times"`` in seconds; :func:`records_from_timeline`
-        reads both.)
+        number); times are Unix timestamps in whole microseconds (integers encode several
+        times faster than floats), null when unknown. (Files written before held ``"times"``
+        in seconds; :func:`records_from_timeline` reads both.)
         """
         self._flush()
-        times: List[Optional[int]] = self._times.tolist()
-        if _UNKNOWN in self._times:
-            times = [None if t == _UNKNOWN else t for t in times]
+        times = [int(t * 1e6 + 0.5) if t == t else None for t in self._times]  # nan != nan
         return json.dumps({
             "job_id": self.job_id, "states": _STATES, "names": self._names,
             "other_calls": self._other_calls, "calls": self._calls.tolist(),
@@ -200,7 +194,7 @@ class JobRecords:
             call_id = f"{number:05d}" if number >= 0 else self._other_calls[-1 - number]
             worker, _, host = self._names[self._places[i]].partition("\0")
             submitted, started, finished = (
-                None if t == _UNKNOWN else t / 1e6 for t in times[3 * i:3 * i + 3])
+                None if math.isnan(t) else t for t in times[3 * i:3 * i + 3])
             out.append(CallRecord(self.job_id, call_id, _STATES[self._states[i]], submitted,
                                   started, finished, worker, host,
                                   self._names[self._errors[i]]))

@@ -271,10 +271,9 @@ class _IOLoop:
     def stop(self) -> None:
         with self._lock:
             thread = self._thread
-        if thread is None:
-            return
         self._request("stop", None)
-        thread.join(5)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5)
 
     def _request(self, kind: str, worker: Optional[_Worker]) -> None:
         with self._lock:
@@ -293,17 +292,21 @@ class _IOLoop:
                                                 name="wrencore-local-io")
                 self._thread.start()
                 return
-        try:
-            os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass  # already woken (a full pipe), or stopping
+            try:  # under the lock: the thread closes the pipe under it when it ends
+                os.write(self._wake_w, b"\0")
+            except BlockingIOError:
+                pass  # woken already (the pipe is full)
 
     def _run(self) -> None:
         selector = selectors.DefaultSelector()
         selector.register(self._wake_r, selectors.EVENT_READ, None)
         try:
-            while self._serve(selector):
-                pass
+            while True:
+                try:
+                    if not self._serve(selector):
+                        break
+                except Exception:  # never let this thread die: every future would hang
+                    logger.exception("the local pool's I/O thread failed; it goes on")
         finally:
             selector.close()
             with self._lock:
@@ -341,7 +344,7 @@ class _IOLoop:
 
     def _read(self, selector: selectors.BaseSelector, worker: _Worker) -> None:
         try:
-            data = os.read(worker.stdout_fd, 1 << 18)
+            data = os.read(worker.stdout_fd, 1 << 16)  # a pipe's capacity
         except BlockingIOError:
             return
         except OSError:
