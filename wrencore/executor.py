@@ -590,18 +590,21 @@ class Executor(concurrent.futures.Executor):
         # executor is collected while its futures live on).
         fetch_logs = functools.partial(_call_logs, self._pm.hook, self.backend_name,
                                        self.config)
+        job_id, inline_limit, echo = job["job_id"], self.backend.args_inline_limit, \
+            self.live_output
+        dumps_args = serialize.dumps_args
         for index, (args, kwargs) in enumerate(arg_pairs, start=first_index):
             call_id = f"{index:05d}"
-            data = serialize.dumps_args(args, kwargs, call_id)
+            data = dumps_args(args, kwargs, call_id)
             message: Dict[str, Any] = {"call_id": call_id, "args": data, "args_key": None}
-            if len(data) > self.backend.args_inline_limit:
-                key = layout.args_key(job["job_id"], call_id)
+            if len(data) > inline_limit:
+                key = layout.args_key(job_id, call_id)
                 self.storage.put(key, data)
                 message["args"], message["args_key"] = None, key
                 message["args_sha256"] = sha256_hex(data)
-            future = Future(job["job_id"], call_id)
+            future = Future(job_id, call_id)
             future._fetch_logs = fetch_logs
-            if self.live_output:
+            if echo:
                 future._echo = True
             calls.append(Call(call_id, message, future))
         now = time.time()
@@ -810,7 +813,11 @@ class Executor(concurrent.futures.Executor):
                     with cancel_on_interrupt(job_ids):
                         while futures:
                             if deadline is None:
-                                yield _result_or_cancel(futures.pop(), None)
+                                last = futures[-1]  # _result_or_cancel's fast path, inline
+                                done = last._state == _FINISHED and last._exception is None
+                                del last  # no local keeps a future (or result) alive
+                                yield futures.pop()._result if done else \
+                                    _result_or_cancel(futures.pop(), None)
                             else:
                                 yield _result_or_cancel(futures.pop(),
                                                         deadline - time.monotonic())
