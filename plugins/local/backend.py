@@ -497,14 +497,14 @@ class WorkerPool:
                  keys: Optional[Tuple[str, ...]]) -> None:
         """Reports ``(claim, status, result, None)``, or ``(claim, None, result, values)``
         for a plain success whose status metadata is ``zip(keys, values)``."""
-        finished = []
+        finished: List[Task] = []
         with self._lock:
             inflight = worker.inflight
             for report in reports:
                 if not inflight or inflight[0].token != report[0]:
                     logger.error("local worker %d reported a call out of order", worker.index)
                     break
-                finished.append((inflight.popleft(), report))
+                finished.append(inflight.popleft())
             worker.done_count += len(finished)
             worker.current_started = time.monotonic()
             limit = self.max_tasks_per_child
@@ -516,7 +516,7 @@ class WorkerPool:
                 self._idle.notify_all()
         received = time.time()
         storage = self.storage
-        for task, (_, status, result, values) in finished:
+        for task, (_, status, result, values) in zip(finished, reports):
             if status is None:
                 call = task.call
                 complete_from_result(call.future, result, zip(keys, values),
