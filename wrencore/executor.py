@@ -703,8 +703,8 @@ class Executor(concurrent.futures.Executor):
         self._check_open()
         policies = self._attempt_policies(retries, retry_on, speculation)
         if _is_sized(iterdata):
-            pairs = [((x,), {}) for x in iterdata]
-            return self._map_pairs(fn, pairs, chunksize, timeout, extra_env, policies,
+            return self._map_pairs(fn, (((x,), {}) for x in iterdata), len(iterdata),
+                                   chunksize, timeout, extra_env, policies,
                                    cleanup)
         try:
             items = iter(iterdata)
@@ -715,10 +715,12 @@ class Executor(concurrent.futures.Executor):
         return self._stream_pairs(fn, (((x,), {}) for x in items), chunksize, timeout,
                                   extra_env, max_pending, policies, cleanup)
 
-    def _map_pairs(self, fn, pairs, chunksize, timeout, extra_env,
+    def _map_pairs(self, fn, pairs, count: int, chunksize, timeout, extra_env,
                    policies=None, cleanup: bool = False) -> List[Future]:
+        """The calls of ``pairs``, an iterable of ``count`` argument pairs: taken one at a
+        time as their calls are made, so no pair outlives its call's making."""
         chunksize = _check_chunksize(chunksize)
-        if not pairs:
+        if not count:
             return []
         job = self._new_job(fn, timeout, extra_env)
         if cleanup:
@@ -800,7 +802,8 @@ class Executor(concurrent.futures.Executor):
         size = chunksize if chunksize != 1 else None
         deadline = None if timeout is None else time.monotonic() + timeout
         if all(_is_sized(it) for it in iterables):
-            futures = self._map_pairs(fn, [(tuple(args), {}) for args in zip(*iterables)],
+            count = min(map(len, iterables)) if iterables else 0  # zip's length
+            futures = self._map_pairs(fn, ((args, {}) for args in zip(*iterables)), count,
                                       size, None, None, policies)
             futures.reverse()
             job_ids = job_ids_of(futures[-1:])  # for Ctrl-C
