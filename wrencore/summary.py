@@ -68,6 +68,7 @@ def record_of(future: concurrent.futures.Future) -> CallRecord:  # type: ignore[
 
 _STATES = (DONE, FAILED, CANCELLED)
 _CANCELLED_STATES = ("CANCELLED", "CANCELLED_AND_NOTIFIED")
+_FINISHED = "FINISHED"
 #: Calls a :class:`JobRecords` queues before converting them.
 RECORD_BATCH = 1024
 _NAN = float("nan")
@@ -78,7 +79,8 @@ class JobRecords:
     job of millions of calls can be summarized without holding its futures."""
 
     __slots__ = ("job_id", "_calls", "_other_calls", "_states", "_times", "_places",
-                 "_errors", "_names", "_name_index", "_place_index", "_batch")
+                 "_errors", "_names", "_name_index", "_place_index", "_batch_ids",
+                 "_batch_metadata", "_batch_unusual")
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
@@ -91,10 +93,15 @@ class JobRecords:
         self._names: List[str] = [""]
         self._name_index: Dict[str, int] = {"": 0}
         self._place_index: Dict[Tuple[str, str], int] = {}
-        self._batch: List[Tuple[str, str, Optional[BaseException], Mapping[str, Any]]] = []
+        # Calls added since the last _flush: their ids and metadata, and (index in the
+        # batch, state, exception) of those not plainly done. Columns, not a tuple per
+        # call: a tuple would be one more object per call for the cyclic collector.
+        self._batch_ids: List[str] = []
+        self._batch_metadata: List[Mapping[str, Any]] = []
+        self._batch_unusual: List[Tuple[int, str, Optional[BaseException]]] = []
 
     def __len__(self) -> int:
-        return len(self._states) + len(self._batch)
+        return len(self._states) + len(self._batch_ids)
 
     def _name(self, text: str) -> int:
         index = self._name_index.get(text)
@@ -106,19 +113,24 @@ class JobRecords:
     def add(self, future: concurrent.futures.Future) -> None:  # type: ignore[type-arg]
         """Record a finished wrencore future of this job. Called for every call, so it only
         queues what it needs; :meth:`_flush` converts a thousand calls at a time."""
-        self._batch.append((future.call_id, future._state,  # type: ignore[attr-defined]
-                            future._exception, future.metadata))  # type: ignore[attr-defined]
-        if len(self._batch) >= RECORD_BATCH:
+        ids = self._batch_ids
+        state, exc = future._state, future._exception  # type: ignore[attr-defined]
+        if exc is not None or state != _FINISHED:
+            self._batch_unusual.append((len(ids), state, exc))
+        ids.append(future.call_id)  # type: ignore[attr-defined]
+        self._batch_metadata.append(future.metadata)  # type: ignore[attr-defined]
+        if len(ids) >= RECORD_BATCH:
             self._flush()
 
     def _flush(self) -> None:
-        batch, self._batch = self._batch, []
-        if not batch:
+        ids, metas, unusual = self._batch_ids, self._batch_metadata, self._batch_unusual
+        if not ids:
             return
+        self._batch_ids, self._batch_metadata, self._batch_unusual = [], [], []
         try:
-            numbers = [int(b[0]) for b in batch]
+            numbers = [int(call_id) for call_id in ids]
         except ValueError:
-            for call_id, _, _, _ in batch:
+            for call_id in ids:
                 if call_id.isdigit():
                     self._calls.append(int(call_id))
                 else:
@@ -126,26 +138,21 @@ class JobRecords:
                     self._other_calls.append(call_id)
         else:
             self._calls.extend(numbers)
-        if not any(exc is not None or state in _CANCELLED_STATES for _, state, exc, _ in batch):
-            self._states.extend(bytes(len(batch)))  # every call done
-            self._errors.extend(bytes(len(batch)))
-        else:
-            for _, state, exc, _ in batch:
-                if state in _CANCELLED_STATES:
-                    self._states.append(2)
-                    self._errors.append(0)
-                elif exc is None:
-                    self._states.append(0)
-                    self._errors.append(0)
-                else:
-                    name = type(exc).__name__
-                    self._states.append(2 if name == "CallCancelledError" else 1)
-                    self._errors.append(self._name(name))
+        first = len(self._states)
+        self._states.extend(bytes(len(ids)))  # done, no error; then the others are marked
+        self._errors.extend(bytes(len(ids)))
+        for index, state, exc in unusual:
+            if state in _CANCELLED_STATES:
+                self._states[first + index] = 2
+            elif exc is not None:
+                name = type(exc).__name__
+                self._states[first + index] = 2 if name == "CallCancelledError" else 1
+                self._errors[first + index] = self._name(name)
         nan = _NAN
         places = self._place_index
         times: List[float] = []
         place_indexes: List[int] = []
-        for _, _, _, meta in batch:
+        for meta in metas:
             get = meta.get
             submitted = get("host_submit_timestamp")
             started = get("worker_start_timestamp")
