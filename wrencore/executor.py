@@ -592,7 +592,7 @@ class Executor(concurrent.futures.Executor):
                                        self.config)
         job_id, inline_limit, echo = job["job_id"], self.backend.args_inline_limit, \
             self.live_output
-        dumps_args = serialize.dumps_args
+        dumps_args, make_call = serialize.dumps_args, self.backend.call_type
         for index, (args, kwargs) in enumerate(arg_pairs, start=first_index):
             call_id = f"{index:05d}"
             data = dumps_args(args, kwargs, call_id)
@@ -606,7 +606,7 @@ class Executor(concurrent.futures.Executor):
             future._fetch_logs = fetch_logs
             if echo:
                 future._echo = True
-            calls.append(Call(call_id, message, future))
+            calls.append(make_call(call_id, message, future))
         now = time.time()
         for call in calls:
             call.message["host_submit_timestamp"] = now

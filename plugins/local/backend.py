@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 import weakref
+from dataclasses import dataclass, field
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from wrencore.backends import Backend, Call
@@ -61,18 +62,25 @@ KILL_GRACE = 1.0
 MAX_BATCH = 256
 
 
-class Task:
-    """A call queued on, or handed to, a worker."""
+@dataclass(eq=False)
+class Task(Call):
+    """A call queued on, or handed to, a worker: the executor makes the local backend's
+    calls as tasks (``LocalBackend.call_type``); a plain :class:`Call` (a retry, a backup)
+    is made into one when it is queued."""
 
-    __slots__ = ("job", "call", "chunksize", "token")
+    job: Any = field(default=None, repr=False)
+    #: Calls per batch while queued (1 once requeued).
+    chunksize: Optional[int] = None
+    #: Its claim slot in its worker's claim file, set when it is sent.
+    token: int = -1
 
-    def __init__(self, job: Dict[str, Any], call: Call, chunksize: Optional[int] = None):
-        self.job = job
-        self.call = call
-        #: Calls per batch while queued (1 once requeued).
-        self.chunksize = chunksize
-        #: Its claim slot in its worker's claim file, set when it is sent.
-        self.token = -1
+    # Compared and hashed by identity, as the queues that hold tasks expect.
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    @property
+    def call(self) -> "Task":
+        return self
 
 
 def kill_process_group(pgid: int) -> None:
@@ -156,7 +164,7 @@ class _Worker:
             self.slots.reset(task.token)
         self.inflight.extend(tasks)
         self.low_water = max(1, len(tasks) // 2)
-        self._write(encode_frame(("tasks", job, [(t.token, t.call.message) for t in tasks])))
+        self._write(encode_frame(("tasks", job, [(t.token, t.message) for t in tasks])))
 
     def _write(self, frame: bytes) -> None:
         """Write ``frame`` to the worker's stdin now, as far as the pipe has room; the I/O
@@ -400,7 +408,10 @@ class WorkerPool:
             if self._closed:
                 raise WrenError("the local worker pool is shut down")
             for call in calls:
-                self._pending.append(Task(job, call, chunksize))
+                task = call if type(call) is Task else \
+                    Task(call.call_id, call.message, call.future)
+                task.job, task.chunksize = job, chunksize
+                self._pending.append(task)
             if not self._workers:
                 self._start_workers()
             if job.get("timeout") and self._watchdog is None:
@@ -448,7 +459,7 @@ class WorkerPool:
                     if task.job is not first.job:
                         break
                     self._pending.popleft()
-                    if claim(task.call.future):
+                    if claim(task.future):
                         batch.append(task)
                 if batch:
                     worker.send(first.job, batch)
@@ -518,9 +529,8 @@ class WorkerPool:
         storage = self.storage
         for task, (_, status, result, values) in zip(finished, reports):
             if status is None:
-                call = task.call
-                complete_from_result(call.future, result, zip(keys, values),
-                                     call.message.get("attempt", 0), received)
+                complete_from_result(task.future, result, zip(keys, values),
+                                     task.message.get("attempt", 0), received)
             else:
                 complete_from_status(task.call.future, status, result, storage, received)
 
@@ -696,6 +706,7 @@ class LocalBackend(Backend):
     args_inline_limit = 16 * 1024 * 1024
     result_inline_limit = 16 * 1024 * 1024
     default_chunksize = None
+    call_type = Task
 
     def __init__(self, config: Config, storage: Storage) -> None:
         super().__init__(config, storage)
