@@ -1,0 +1,59 @@
+"""The local pool's pipes: one I/O thread for all workers, frames read in any pieces, task
+frames larger than a pipe, and the short report of a plain successful call."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+
+import wrencore
+from wrencore_local.framing import FrameReader, encode_frame
+
+MIB = 1 << 20
+
+
+def _length(blob):
+    return len(blob)
+
+
+def _shout(x):
+    print("out", x)
+    return x
+
+
+def _same(x):
+    return x
+
+
+def test_frames_are_read_whole_from_pieces_of_any_size():
+    objects = [("done", [(i, None, pickle.dumps(i), (1.5, "w"))], ("k", "h")) for i in range(50)]
+    objects.append(("big", b"x" * 300_000))
+    stream = b"".join(encode_frame(obj) for obj in objects)
+    for piece in (1, 7, 8, 9, 4096, 65536, len(stream)):
+        reader = FrameReader()
+        got = []
+        for start in range(0, len(stream), piece):
+            got.extend(reader.feed(stream[start:start + piece]))
+        assert got == objects, piece
+
+
+def test_one_io_thread_serves_every_worker_and_frames_larger_than_a_pipe():
+    blobs = [bytes([i]) * MIB for i in range(12)]  # each task frame overflows the 64 KiB pipe
+    with wrencore.Executor(backend="local", max_workers=3) as executor:
+        assert list(executor.map(_length, blobs)) == [MIB] * 12
+        names = [t.name for t in threading.enumerate() if t.name.startswith("wrencore-local")]
+        assert names.count("wrencore-local-io") == 1
+        assert not [n for n in names if "reader" in n or "writer" in n]
+
+
+def test_short_reports_carry_the_same_metadata_as_statuses():
+    with wrencore.Executor(backend="local", max_workers=1) as executor:
+        quiet, loud = executor.submit(_same, 1), executor.submit(_shout, 2)
+        assert (quiet.result(timeout=60), loud.result(timeout=60)) == (1, 2)
+    assert loud.stdout == "out 2\n" and quiet.stdout == ""  # a status, and a short report
+    assert set(quiet.metadata) == set(loud.metadata)
+    for key in ("worker_start_timestamp", "worker_end_timestamp", "worker_exec_time",
+                "worker_id", "worker_pid", "host_submit_timestamp", "host_status_timestamp",
+                "host_result_time"):
+        assert quiet.metadata[key] is not None, key
+    assert quiet.metadata["worker_pid"] == loud.metadata["worker_pid"]
