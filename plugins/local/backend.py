@@ -22,6 +22,7 @@ after reporting that call, and so does one that ran ``max_tasks_per_child`` call
 from __future__ import annotations
 
 import collections
+import fcntl
 import itertools
 import logging
 import math
@@ -83,6 +84,18 @@ class Task(Call):
         return self
 
 
+#: Bytes a worker's pipes hold (Linux; the default is 64 KiB): large arguments and results
+#: then pass in a few system calls and wake-ups of the I/O thread, not one per 64 KiB.
+PIPE_SIZE = 1 << 20
+
+
+def _widen_pipe(fd: int) -> None:
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)  # type: ignore[attr-defined]
+    except (AttributeError, OSError):  # not Linux, or above /proc/sys/fs/pipe-max-size
+        pass
+
+
 def kill_process_group(pgid: int) -> None:
     """SIGKILL every process left in a worker's process group (the worker leads it)."""
     if pgid <= 0:  # a forked worker whose fork was never reported; never our own group
@@ -130,15 +143,16 @@ class _Worker:
         self.exited = threading.Event()
         self.frames = FrameReader()
         self.unreadable = False
-        #: Frames not yet written to the worker's stdin (the I/O thread writes them when
-        #: the pipe has room again); guarded by ``_out_lock``.
-        self._out: List[bytes] = []
+        #: Frames (or their unwritten ends) not yet written to the worker's stdin (the I/O
+        #: thread writes them when the pipe has room again); guarded by ``_out_lock``.
+        self._out: List[memoryview] = []
         self._out_lock = threading.Lock()
         self._stdin_closed = False
         self.stdin_fd = self.proc.stdin.fileno()
         self.stdout_fd = self.proc.stdout.fileno()
-        os.set_blocking(self.stdin_fd, False)
-        os.set_blocking(self.stdout_fd, False)
+        for fd in (self.stdin_fd, self.stdout_fd):
+            os.set_blocking(fd, False)
+            _widen_pipe(fd)
         pool._io.add(self)
 
     @property
@@ -173,18 +187,19 @@ class _Worker:
         with self._out_lock:
             if self._stdin_closed:
                 return  # the worker is gone; its exit handles the calls
+            view = memoryview(frame)  # the unwritten rest is a view, never a copy
             if self._out:
-                self._out.append(frame)
+                self._out.append(view)
                 return
             try:
-                written = os.write(self.stdin_fd, frame)
+                written = os.write(self.stdin_fd, view)
             except BlockingIOError:
                 written = 0
             except OSError:
                 return  # the worker is gone; its exit handles the calls
-            if written == len(frame):
+            if written == len(view):
                 return
-            self._out.append(frame[written:])
+            self._out.append(view[written:])
         self.pool._io.want_write(self)
 
     def flush_out(self) -> bool:
@@ -352,12 +367,15 @@ class _IOLoop:
 
     def _read(self, selector: selectors.BaseSelector, worker: _Worker) -> None:
         try:
-            data = os.read(worker.stdout_fd, 1 << 16)  # a pipe's capacity
+            frames = worker.frames.read(worker.stdout_fd)
         except BlockingIOError:
             return
         except OSError:
-            data = b""
-        if not data:
+            frames = None  # the pipe failed: as if it ended
+        except BaseException as exc:  # never let this thread die: every future would hang
+            self._unreadable(worker, exc)
+            return
+        if frames is None:  # the worker closed its stdout
             for fd in (worker.stdout_fd, worker.stdin_fd):
                 try:
                     selector.unregister(fd)
@@ -368,13 +386,19 @@ class _IOLoop:
         if worker.unreadable:
             return  # killed for a bad frame: read on to its end
         try:
-            for frame in worker.frames.feed(data):
+            for frame in frames:
                 worker.on_frame(frame)
-        except BaseException:  # never let this thread die: every worker's futures would hang
-            logger.exception("local worker %d sent an unreadable frame", worker.index)
-            worker.unreadable = True
-            worker.kill()
+        except BaseException as exc:  # never let this thread die: every future would hang
+            self._unreadable(worker, exc)
 
+    @staticmethod
+    def _unreadable(worker: _Worker, exc: BaseException) -> None:
+        if worker.unreadable:
+            return
+        logger.error("local worker %d sent an unreadable frame", worker.index,
+                     exc_info=(type(exc), exc, exc.__traceback__))
+        worker.unreadable = True
+        worker.kill()
 
 class WorkerPool:
     def __init__(self, size: int, storage: Storage, python: str,

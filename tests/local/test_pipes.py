@@ -3,6 +3,7 @@ frames larger than a pipe, and the short report of a plain successful call."""
 
 from __future__ import annotations
 
+import os
 import pickle
 import threading
 
@@ -25,6 +26,10 @@ def _same(x):
     return x
 
 
+def _mib(i):
+    return bytes([i]) * MIB
+
+
 def test_frames_are_read_whole_from_pieces_of_any_size():
     objects = [("done", [(i, None, pickle.dumps(i), (1.5, "w"))], ("k", "h")) for i in range(50)]
     objects.append(("big", b"x" * 300_000))
@@ -35,12 +40,29 @@ def test_frames_are_read_whole_from_pieces_of_any_size():
         for start in range(0, len(stream), piece):
             got.extend(reader.feed(stream[start:start + piece]))
         assert got == objects, piece
+    read_end, write_end = os.pipe()  # read(): a large frame goes straight to its own buffer
+    os.set_blocking(read_end, False)
+    reader, got = FrameReader(), []
+    try:
+        for start in range(0, len(stream), 50_000):
+            os.write(write_end, stream[start:start + 50_000])
+            while True:
+                try:
+                    got.extend(reader.read(read_end))
+                except BlockingIOError:
+                    break
+        os.close(write_end)
+        assert reader.read(read_end) is None  # the end of the stream
+    finally:
+        os.close(read_end)
+    assert got == objects
 
 
 def test_one_io_thread_serves_every_worker_and_frames_larger_than_a_pipe():
-    blobs = [bytes([i]) * MIB for i in range(12)]  # each task frame overflows the 64 KiB pipe
+    blobs = [bytes([i]) * MIB for i in range(12)]  # task frames of several MiB each way
     with wrencore.Executor(backend="local", max_workers=3) as executor:
         assert list(executor.map(_length, blobs)) == [MIB] * 12
+        assert list(executor.map(_mib, range(12))) == blobs
         names = [t.name for t in threading.enumerate() if t.name.startswith("wrencore-local")]
         assert names.count("wrencore-local-io") == 1
         assert not [n for n in names if "reader" in n or "writer" in n]
