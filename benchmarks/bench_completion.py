@@ -16,8 +16,16 @@ A Lambda invocation is one request per call by itself, so its rows also show the
 spent on completion alone (everything but Invoke). The last lines project a
 1,000,000-call job from the largest measured size of each harness.
 
+Both harnesses run moto patched by ``tests/servers/moto_fast.py``: the same answers, but
+without moto's work that grows with a queue's or a bucket's length (unpatched, a
+100,000-call fleet job did not finish in hours on a 2-core machine; ``--plain-moto``
+runs it unpatched to compare). The server records each operation's requests and CPU, and
+the last lines show them: what the whole harness (daemons, Lambda sandboxes, the
+benchmark's client) cost moto.
+
 Run from the repository root:
-``python benchmarks/bench_completion.py [--fleet 1000,10000,100000] [--lambda 1000,10000]``.
+``python benchmarks/bench_completion.py [--fleet 1000,10000,100000] [--lambda 1000,10000]
+[--plain-moto]``.
 """
 
 from __future__ import annotations
@@ -101,14 +109,15 @@ harness.stop()
 """
 
 
-def bench_fleet(sizes, work, daemons):
+def bench_fleet(sizes, work, daemons, moto_stats):
     import boto3
 
     import wrencore
     from tests.request_counter import RequestCounter, fleet_clients
     from tests.servers.moto_server import MotoServer
 
-    moto = MotoServer(os.path.join(work, "moto-fleet.log"))
+    moto = MotoServer(os.path.join(work, "moto-fleet.log"), fast=not PLAIN_MOTO,
+                      stats_path=os.path.join(work, "moto-fleet.json"))
     harness = None
     try:
         os.environ.update(moto.env())
@@ -138,9 +147,10 @@ def bench_fleet(sizes, work, daemons):
             harness.stdin.close()
             harness.wait(60)
         moto.stop()
+        moto_stats.append(moto.request_stats())
 
 
-def bench_lambda(sizes, work):
+def bench_lambda(sizes, work, moto_stats):
     import boto3
 
     import wrencore
@@ -148,7 +158,8 @@ def bench_lambda(sizes, work):
     from tests.servers.lambda_harness import LambdaHarness
     from tests.servers.moto_server import MotoServer
 
-    moto = MotoServer(os.path.join(work, "moto-lambda.log"))
+    moto = MotoServer(os.path.join(work, "moto-lambda.log"), fast=not PLAIN_MOTO,
+                      stats_path=os.path.join(work, "moto-lambda.json"))
     harness = None
     try:
         os.environ.update(moto.env())
@@ -172,6 +183,7 @@ def bench_lambda(sizes, work):
         if harness is not None:
             harness.stop()
         moto.stop()
+        moto_stats.append(moto.request_stats())
 
 
 def row_figures(row, dispatch_ops):
@@ -222,20 +234,49 @@ def report(name, rows, dispatch_ops):
           f"({total / last['calls']:.3f} a call), {last['cpu'] * scale:,.0f} s of client CPU")
 
 
+def report_moto(name, stats):
+    """The moto server's own costs over the whole harness run (every client: the
+    benchmark's, the daemons', the harness's), by operation."""
+    if not stats:
+        return
+    operations = sorted(stats["operations"].items(), key=lambda kv: -kv[1]["cpu"])
+    requests = sum(op["requests"] for _, op in operations)
+    handled = sum(op["cpu"] for _, op in operations)
+    print(f"\nmoto server under the {name} ({'unpatched' if PLAIN_MOTO else 'tests/servers/moto_fast.py'}):"
+          f" {requests} requests, {stats['process_cpu']:.1f} s CPU in all "
+          f"({1000 * stats['process_cpu'] / max(requests, 1):.2f} ms a request), "
+          f"{handled:.1f} s in request threads ({1000 * handled / max(requests, 1):.2f} ms a request)")
+    for op, figures in operations[:12]:
+        print(f"  {op:<36} {figures['requests']:>8} requests {figures['cpu']:>8.1f} s "
+              f"{1000 * figures['cpu'] / figures['requests']:>7.2f} ms a request")
+
+
+#: Run the harnesses' moto unpatched (``--plain-moto``), to compare with the patched one.
+PLAIN_MOTO = False
+
+
 def main() -> int:
+    global PLAIN_MOTO
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fleet", default="1000,10000,100000")
     parser.add_argument("--lambda", dest="lambda_", default="1000,10000")
     parser.add_argument("--daemons", type=int, default=2, help="daemons on the fleet's instance")
+    parser.add_argument("--plain-moto", action="store_true",
+                        help="moto without tests/servers/moto_fast.py's patches (slow on long jobs)")
     args = parser.parse_args()
+    PLAIN_MOTO = args.plain_moto
+    moto_fleet, moto_lambda = [], []
     sizes = lambda text: [int(x) for x in text.split(",") if x]  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="bench-completion-") as work:
-        fleet = bench_fleet(sizes(args.fleet), work, args.daemons) if sizes(args.fleet) else []
-        lam = bench_lambda(sizes(args.lambda_), work) if sizes(args.lambda_) else []
+        fleet = bench_fleet(sizes(args.fleet), work, args.daemons, moto_fleet) \
+            if sizes(args.fleet) else []
+        lam = bench_lambda(sizes(args.lambda_), work, moto_lambda) if sizes(args.lambda_) else []
     if fleet:
         report(f"standalone fleet harness (1 instance, {args.daemons} daemons)", fleet, {"SendMessageBatch"})
     if lam:
         report("Lambda harness (concurrency 4)", lam, {"Invoke"})
+    for name, stats in (("fleet harness", moto_fleet), ("Lambda harness", moto_lambda)):
+        report_moto(name, stats[0] if stats else None)
     print("\ntargets: <= 0.5 requests a call, <= 1 ms client CPU a call, growth <= 1.05")
     return 0
 

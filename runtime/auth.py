@@ -23,7 +23,7 @@ swap them.
 
 Keys: a :class:`KeyRing` is a list of keys, the newest signing, older ones accepted until
 their ``not_after`` (the rotation's grace period). It lives in a :class:`KeySource`: the
-cloud's secret store (:class:`SsmKeySource`, an SSM Parameter Store SecureString readable
+cloud's secret store (``wrencore_aws.ssm.SsmKeySource``, an SSM Parameter Store SecureString readable
 only by the workers' role and the owner) or a private file (:class:`FileKeySource`, mode
 0600, for ``wrencore worker`` and GCP). The key never travels in a message, in user-data,
 in a Lambda environment variable or in the job storage: those carry only the source's
@@ -269,55 +269,6 @@ class FileKeySource(KeySource):
         with os.fdopen(fd, "w") as f:
             f.write(ring.to_json())
         os.replace(tmp, self.path)
-
-
-class SsmKeySource(KeySource):
-    """A key ring in an SSM Parameter Store SecureString (encrypted with ``kms_key_id``, or
-    the account's ``aws/ssm`` key). Workers' roles get ``ssm:GetParameter`` on it alone."""
-
-    def __init__(self, name: str, region: str = "", kms_key_id: str = "",
-                 client: Any = None) -> None:
-        self.name, self.region, self.kms_key_id = name, region, kms_key_id
-        self.config = {"name": name, "region": region}
-        if kms_key_id:
-            self.config["kms_key_id"] = kms_key_id
-        self._client: Any = client
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            import boto3
-
-            self._client = boto3.client("ssm", region_name=self.region or None)
-        return self._client
-
-    def load(self) -> Optional[KeyRing]:
-        try:
-            found = self.client.get_parameter(Name=self.name, WithDecryption=True)
-        except self.client.exceptions.ParameterNotFound:
-            return None
-        return KeyRing.from_json(found["Parameter"]["Value"])
-
-    def store(self, ring: KeyRing) -> None:
-        options: Dict[str, Any] = {"KeyId": self.kms_key_id} if self.kms_key_id else {}
-        self.client.put_parameter(Name=self.name, Value=ring.to_json(), Type="SecureString",
-                                  Overwrite=True, Description="wrencore task key ring",
-                                  **options)
-
-    def ensure(self) -> KeyRing:
-        ring = self.load()
-        if ring is not None:
-            return ring
-        options: Dict[str, Any] = {"KeyId": self.kms_key_id} if self.kms_key_id else {}
-        try:  # create-only, so two clients starting at once agree on one key
-            self.client.put_parameter(Name=self.name, Value=KeyRing.generate().to_json(),
-                                      Type="SecureString", Overwrite=False,
-                                      Description="wrencore task key ring", **options)
-        except self.client.exceptions.ParameterAlreadyExists:
-            pass
-        ring = self.load()
-        assert ring is not None
-        return ring
 
 
 def default_key_file() -> str:

@@ -1,7 +1,7 @@
 """The completion channel on AWS: one SQS queue per client, deleted at shutdown.
 
-Workers send each outcome they write to storage to the queue (see
-``wrencore_runtime.completion``); :class:`~wrencore.watcher.StatusWatcher` receives and
+Workers send each outcome they write to storage to the queue (``wrencore_runtime.completion``
+with this plugin's worker half, ``wrencore_aws.sqs.SqsCompletionSender``); :class:`~wrencore.watcher.StatusWatcher` receives and
 deletes them ten at a time. The queue is named ``wrencore-done-<random>``: the generated
 worker policies allow ``sqs:SendMessage`` on ``wrencore-done-*`` only
 (:data:`QUEUE_PREFIX`, :func:`send_statement`).
@@ -115,7 +115,8 @@ class SQSCompletionChannel(CompletionChannel):
                 self._heartbeat = time.time()
                 logger.info("created completion queue %s", self.name)
                 sweep_in_background(client, keep=[self._url])
-        return {"kind": "sqs", "url": self._url, "region": client.meta.region_name}
+        return {"class": "wrencore_aws.sqs:SqsCompletionSender",
+                "config": {"url": self._url, "region": client.meta.region_name}}
 
     def receive(self, wait: float) -> List[Tuple[Any, Any]]:
         try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Optional
 
-from wrencore_runtime.auth import SsmKeySource
+from .ssm import SsmKeySource
 
 from .clients import make_client
 

@@ -15,6 +15,7 @@ import logging
 import threading
 from typing import Any, Dict, Iterator, List, Optional
 
+from wrencore_runtime.completion import CompletionSender
 from wrencore_runtime.errors import QueueError
 from wrencore_runtime.queues import QueueMessage, TaskQueue
 
@@ -281,3 +282,24 @@ class SQSQueue(TaskQueue):
         for url in (self.url, self.dlq_url):
             self.client.delete_queue(QueueUrl=url)
 
+
+
+class SqsCompletionSender(CompletionSender):
+    """Sends outcomes to a client's SQS completion queue (``wrencore_aws.completion`` makes
+    the queue and names this class in the job's ``completion`` spec)."""
+
+    #: SQS takes message bodies up to 256 KiB; keep a margin.
+    body_limit = 250 * 1024
+
+    def __init__(self, url: str, region: str = "") -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.url = url
+        # its own session: the default session's client factory is not thread-safe
+        self._client = boto3.session.Session().client(
+            "sqs", region_name=region or None,
+            config=Config(retries={"mode": "standard", "max_attempts": 5}))
+
+    def send(self, body: str) -> None:
+        self._client.send_message(QueueUrl=self.url, MessageBody=body)

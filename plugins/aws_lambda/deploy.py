@@ -25,7 +25,7 @@ from wrencore_aws.keys import DEFAULT_PARAMETER, client_key_source, key_read_sta
 from wrencore_aws.permissions import (KMS_DESCRIBE, KMS_KEY_WRITE, KMS_READ, KMS_WRITE,
                                       kms_key_arn,
                                       kms_statements, storage_statements)
-from wrencore_runtime.auth import SsmKeySource
+from wrencore_aws.ssm import SsmKeySource
 from wrencore_runtime.protocol import PYTHON, SERIALIZER
 from wrencore_aws.s3 import S3Storage
 

@@ -23,7 +23,8 @@ from typing import Dict, Iterator, Optional, Tuple
 HANDLER = "wrencore_aws_lambda.handler.handler"
 #: The worker-side modules of the AWS plugins that the handler imports, with their packages'
 #: ``__init__`` (which import nothing).
-WORKER_MODULES = ("wrencore_aws_lambda.handler", "wrencore_aws.s3", "wrencore_aws.sqs")
+WORKER_MODULES = ("wrencore_aws_lambda.handler", "wrencore_aws.s3", "wrencore_aws.sqs",
+                  "wrencore_aws.ssm")
 #: Packages shipped with the runtime: AWS's Python runtime has the standard library and boto3.
 SHIPPED_DEPENDENCIES = ("cloudpickle",)
 _SKIP_DIRS = {"__pycache__", ".git", ".mypy_cache", ".pytest_cache"}

@@ -42,7 +42,7 @@ def receive_all(channel, count: int):
 
 def test_receives_and_deletes_after_the_first_are_re_signed_and_counted(sqs):
     channel = SQSCompletionChannel()
-    url = channel.spec()["url"]
+    url = channel.spec()["config"]["url"]
     counter = RequestCounter().attach([channel.client])
     bodies = [json.dumps({"n": i, "text": "é\"\\"}) for i in range(25)]
     for start in range(0, 25, 10):
@@ -79,7 +79,7 @@ def test_our_json_body_is_botocores():
 
 def test_a_body_other_than_botocores_keeps_the_queue_on_botocore(sqs):
     channel = SQSCompletionChannel()
-    url = channel.spec()["url"]
+    url = channel.spec()["config"]["url"]
     calls = []
 
     def botocore_call():
@@ -96,7 +96,7 @@ def test_a_body_other_than_botocores_keeps_the_queue_on_botocore(sqs):
 
 def test_a_failed_request_is_made_again_through_botocore(sqs, monkeypatch):
     channel = SQSCompletionChannel()
-    url = channel.spec()["url"]
+    url = channel.spec()["config"]["url"]
     counter = RequestCounter().attach([channel.client])
     assert channel.receive(0) == []  # the first goes through botocore
     sqs.send_message(QueueUrl=url, MessageBody="m")
@@ -121,7 +121,7 @@ def test_a_failed_request_is_made_again_through_botocore(sqs, monkeypatch):
 
 def test_a_deleted_queue_still_fails_as_queue_does_not_exist(sqs):
     channel = SQSCompletionChannel()
-    url = channel.spec()["url"]
+    url = channel.spec()["config"]["url"]
     sqs.send_message(QueueUrl=url, MessageBody="m")
     handles = [h for _, h in receive_all(channel, 1)]
     channel.acknowledge(handles)

@@ -81,8 +81,8 @@ def test_a_new_channel_sweeps_orphans_once_and_keeps_itself(sqs, monkeypatch):
     while queue_exists(sqs, orphan) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not queue_exists(sqs, orphan)
-    assert queue_exists(sqs, spec["url"])
-    tags = sqs.list_queue_tags(QueueUrl=spec["url"])["Tags"]
+    assert queue_exists(sqs, spec["config"]["url"])
+    tags = sqs.list_queue_tags(QueueUrl=spec["config"]["url"])["Tags"]
     assert tags[PID_TAG] == str(completion.os.getpid())
 
     # A second channel of this process does not sweep again.
@@ -99,7 +99,7 @@ def test_a_new_channel_sweeps_orphans_once_and_keeps_itself(sqs, monkeypatch):
 def test_a_listening_channel_refreshes_its_heartbeat(sqs, monkeypatch):
     monkeypatch.setattr(completion, "_swept", {("skip", "skip")})
     channel = SQSCompletionChannel()
-    url = channel.spec()["url"]
+    url = channel.spec()["config"]["url"]
     sqs.tag_queue(QueueUrl=url, Tags={HEARTBEAT_TAG: "5"})
     channel.receive(0)  # heartbeat not due yet
     assert sqs.list_queue_tags(QueueUrl=url)["Tags"][HEARTBEAT_TAG] == "5"

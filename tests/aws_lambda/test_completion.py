@@ -53,7 +53,7 @@ def test_calls_complete_by_listing_when_the_completion_queue_is_gone(lambda_env)
     with wrencore.Executor(backend="aws_lambda", config=lambda_env.config) as executor:
         assert executor.submit(workload.square, 3).result(timeout=60) == 9
         channel = executor.backend._channel
-        boto3.client("sqs").delete_queue(QueueUrl=channel.spec()["url"])
+        boto3.client("sqs").delete_queue(QueueUrl=channel.spec()["config"]["url"])
         start = time.monotonic()
         futures = executor.map_futures(workload.square, range(20))
         assert wrencore.get_all_results(futures, timeout=120) == [x * x for x in range(20)]

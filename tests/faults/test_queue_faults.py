@@ -69,7 +69,7 @@ def test_completion_queue_deleted_mid_job_is_given_up_for_listing(standalone_con
         procs.wait_until(lambda: (tmp_path / "run-0").exists(), 120, "call 0 to start")
         channel = executor.backend.channel
         with caplog.at_level(logging.WARNING, logger="wrencore.watcher"):
-            boto3.client("sqs").delete_queue(QueueUrl=channel.spec()["url"])
+            boto3.client("sqs").delete_queue(QueueUrl=channel.spec()["config"]["url"])
             start = time.monotonic()
             assert [f.result(timeout=30) for f in futures] == [0, 10, 20]
             assert time.monotonic() - start < 20  # three 2 s calls, found by listing
