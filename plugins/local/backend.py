@@ -141,8 +141,6 @@ class _Worker:
             )
         #: Set once the worker's exit was handled (its calls failed or queued again).
         self.exited = threading.Event()
-        self.frames = FrameReader()
-        self.unreadable = False
         #: Frames (or their unwritten ends) not yet written to the worker's stdin (the I/O
         #: thread writes them when the pipe has room again); guarded by ``_out_lock``.
         self._out: List[memoryview] = []
@@ -150,14 +148,19 @@ class _Worker:
         self._stdin_closed = False
         self.stdin_fd = self.proc.stdin.fileno()
         self.stdout_fd = self.proc.stdout.fileno()
+        os.set_blocking(self.stdin_fd, False)
+        os.set_blocking(self.stdout_fd, True)
         for fd in (self.stdin_fd, self.stdout_fd):
-            os.set_blocking(fd, False)
             _widen_pipe(fd)
-        pool._io.add(self)
+        # A reader thread per worker (blocking reads): large results' copies out of the
+        # pipes overlap across workers, which one thread reading every pipe serialized.
+        self.reader = threading.Thread(target=self._read_loop, daemon=True,
+                                       name=f"wrencore-local-reader-{index}")
+        self.reader.start()
 
     @property
     def alive(self) -> bool:
-        # The reaper thread reaps the process; polling here would cost a system call.
+        # The reader thread reaps the process; polling here would cost a system call.
         return self.proc.returncode is None
 
     @property
@@ -222,7 +225,7 @@ class _Worker:
             return True
 
     def on_frame(self, frame: Any) -> None:
-        """A frame from the worker (I/O thread)."""
+        """A frame from the worker (its reader thread)."""
         kind = frame[0]
         if kind == "done":
             self.pool._on_done(self, frame[1], frame[2])
@@ -233,24 +236,30 @@ class _Worker:
         elif kind == "retire":
             self.pool._on_retire(self, frame[1])
 
-    def on_eof(self) -> None:
-        """The worker closed its stdout: wait for its exit (in a thread of its own, as the
-        process may take a moment to end) and hand its calls back to the pool."""
-        with self._out_lock:
-            self._stdin_closed = True
-            self._out.clear()
-        threading.Thread(target=self._reap, daemon=True,
-                         name=f"wrencore-local-reaper-{self.index}").start()
-
-    def _reap(self) -> None:
+    def _read_loop(self) -> None:
+        fd = self.stdout_fd
+        frames = FrameReader()
+        on_frame = self.on_frame
+        try:
+            while True:
+                try:
+                    received = frames.read(fd)
+                except OSError:
+                    break  # the pipe failed: as if it ended
+                if received is None:
+                    break
+                for frame in received:
+                    on_frame(frame)
+        except BaseException:  # never let this thread die: the worker's futures would hang
+            logger.exception("local worker %d sent an unreadable frame", self.index)
+            self.kill()
         try:
             self.proc.wait()
             kill_process_group(self.proc.pid)
-            for stream in (self.proc.stdin, self.proc.stdout):
-                try:
-                    stream.close()
-                except OSError:
-                    pass
+            with self._out_lock:
+                self._stdin_closed = True
+                self._out.clear()
+            self.pool._io.forget(self)  # the I/O thread closes the streams
             self.pool._on_exit(self)
         finally:
             self.exited.set()
@@ -270,11 +279,11 @@ class _Worker:
 
 
 class _IOLoop:
-    """The pool's one I/O thread: reads every worker's frames and writes what a worker's
-    stdin had no room for, so a pool of any size costs one thread, not two per worker.
+    """The pool's one I/O thread: writes what a worker's stdin had no room for (task frames
+    larger than the pipe's free space), so no worker needs a writer thread of its own.
 
     Only this thread touches the selector; other threads ask for changes through
-    :attr:`_requests` and wake it through a pipe. Started with the first worker.
+    :attr:`_requests` and wake it through a pipe. Started when first needed.
     """
 
     def __init__(self, pool: "WorkerPool") -> None:
@@ -285,11 +294,12 @@ class _IOLoop:
         self._wake_r = self._wake_w = -1
         self._stopped = False
 
-    def add(self, worker: _Worker) -> None:
-        self._request("add", worker)
-
     def want_write(self, worker: _Worker) -> None:
         self._request("write", worker)
+
+    def forget(self, worker: _Worker) -> None:
+        """The worker exited: stop writing to it and close its pipes."""
+        self._request("forget", worker)
 
     def stop(self) -> None:
         with self._lock:
@@ -300,14 +310,21 @@ class _IOLoop:
 
     def _request(self, kind: str, worker: Optional[_Worker]) -> None:
         with self._lock:
+            if self._thread is None and kind != "write":
+                # Nothing to stop, and no selector holds the worker's pipes.
+                if kind == "forget":
+                    _close_pipes(worker)
+                elif kind == "stop":
+                    self._stopped = True
+                return
             if self._stopped:
+                if kind == "forget":
+                    _close_pipes(worker)
                 return
             self._requests.append((kind, worker))
             if kind == "stop":
                 self._stopped = True
             if self._thread is None:
-                if kind == "stop":
-                    return
                 self._wake_r, self._wake_w = os.pipe()
                 os.set_blocking(self._wake_r, False)
                 os.set_blocking(self._wake_w, False)
@@ -331,20 +348,30 @@ class _IOLoop:
                 except Exception:  # never let this thread die: every future would hang
                     logger.exception("the local pool's I/O thread failed; it goes on")
         finally:
-            selector.close()
             with self._lock:
                 self._thread = None
                 os.close(self._wake_r)
                 os.close(self._wake_w)
+                # Workers that exit later close their own pipes (see _request).
+                forgotten = [worker for kind, worker in self._requests if kind == "forget"]
+                self._requests.clear()
+            selector.close()
+            for worker in forgotten:
+                _close_pipes(worker)
 
     def _serve(self, selector: selectors.BaseSelector) -> bool:
-        """Handle one round of requests and ready pipes; False once asked to stop."""
+        """Handle one round of requests and writable pipes; False once asked to stop."""
         while self._requests:
-            kind, worker = self._requests.popleft()
+            with self._lock:
+                kind, worker = self._requests.popleft()
             if kind == "stop":
                 return False
-            if kind == "add":
-                selector.register(worker.stdout_fd, selectors.EVENT_READ, worker)
+            if kind == "forget":
+                try:
+                    selector.unregister(worker.stdin_fd)
+                except (KeyError, ValueError):
+                    pass
+                _close_pipes(worker)
             elif kind == "write" and not worker.flush_out():
                 try:
                     selector.register(worker.stdin_fd, selectors.EVENT_WRITE, worker)
@@ -358,47 +385,18 @@ class _IOLoop:
                         pass
                 except BlockingIOError:
                     pass
-            elif key.fd == worker.stdin_fd:
-                if worker.flush_out():
-                    selector.unregister(key.fd)
-            else:
-                self._read(selector, worker)
+            elif worker.flush_out():
+                selector.unregister(key.fd)
         return True
 
-    def _read(self, selector: selectors.BaseSelector, worker: _Worker) -> None:
-        try:
-            frames = worker.frames.read(worker.stdout_fd)
-        except BlockingIOError:
-            return
-        except OSError:
-            frames = None  # the pipe failed: as if it ended
-        except BaseException as exc:  # never let this thread die: every future would hang
-            self._unreadable(worker, exc)
-            return
-        if frames is None:  # the worker closed its stdout
-            for fd in (worker.stdout_fd, worker.stdin_fd):
-                try:
-                    selector.unregister(fd)
-                except (KeyError, ValueError):
-                    pass
-            worker.on_eof()
-            return
-        if worker.unreadable:
-            return  # killed for a bad frame: read on to its end
-        try:
-            for frame in frames:
-                worker.on_frame(frame)
-        except BaseException as exc:  # never let this thread die: every future would hang
-            self._unreadable(worker, exc)
 
-    @staticmethod
-    def _unreadable(worker: _Worker, exc: BaseException) -> None:
-        if worker.unreadable:
-            return
-        logger.error("local worker %d sent an unreadable frame", worker.index,
-                     exc_info=(type(exc), exc, exc.__traceback__))
-        worker.unreadable = True
-        worker.kill()
+def _close_pipes(worker: _Worker) -> None:
+    for stream in (worker.proc.stdin, worker.proc.stdout):
+        try:
+            stream.close()
+        except OSError:
+            pass
+
 
 class WorkerPool:
     def __init__(self, size: int, storage: Storage, python: str,

@@ -1,5 +1,6 @@
-"""The local pool's pipes: one I/O thread for all workers, frames read in any pieces, task
-frames larger than a pipe, and the short report of a plain successful call."""
+"""The local pool's pipes: a reader thread per worker and one I/O thread for what a
+worker's stdin had no room for, frames read in any pieces, task frames larger than a pipe,
+and the short report of a plain successful call."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def test_frames_are_read_whole_from_pieces_of_any_size():
     assert got == objects
 
 
-def test_one_io_thread_serves_every_worker_and_frames_larger_than_a_pipe():
+def test_a_reader_per_worker_and_one_io_thread_for_frames_larger_than_a_pipe():
     blobs = [bytes([i]) * MIB for i in range(12)]  # task frames of several MiB each way
     before = set(threading.enumerate())  # other tests' pools may still be closing
     with wrencore.Executor(backend="local", max_workers=3) as executor:
@@ -66,8 +67,12 @@ def test_one_io_thread_serves_every_worker_and_frames_larger_than_a_pipe():
         assert list(executor.map(_mib, range(12))) == blobs
         new = [t for t in threading.enumerate()
                if t not in before and t.name.startswith("wrencore-local")]
-        assert [t for t in new if t.name != "wrencore-local-forkserver"] == \
-            [executor.backend.pool._io._thread]  # one I/O thread, no reader or writer
+        pool = executor.backend.pool
+        readers = sorted(t.name for t in new if t.name.startswith("wrencore-local-reader-"))
+        assert readers == sorted(f"wrencore-local-reader-{w.index}" for w in pool._workers)
+        # No writer threads: what a pipe had no room for, the one I/O thread writes.
+        assert [t for t in new if t.name not in readers
+                and t.name != "wrencore-local-forkserver"] == [pool._io._thread]
 
 
 def test_short_reports_carry_the_same_metadata_as_statuses():
