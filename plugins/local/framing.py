@@ -19,7 +19,9 @@ def encode_frame(obj: Any) -> bytes:
 
 
 def write_frame(stream: BinaryIO, obj: Any) -> None:
-    stream.write(encode_frame(obj))
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(data)))  # not joined: that would copy a large frame
+    stream.write(data)
     stream.flush()
 
 
