@@ -44,7 +44,6 @@ import importlib
 import json
 import logging
 import os
-import secrets
 import stat
 import threading
 import time
@@ -52,7 +51,12 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Union
 
 from . import PROTOCOL_VERSION
-from .errors import IntegrityError, MessageRefusedError, WrenError
+from .digest import check_digest, sha256_hex
+from .errors import MessageRefusedError, WrenError
+
+#: ``check_digest`` and ``sha256_hex`` live in :mod:`wrencore_runtime.digest` (a worker that
+#: only checks digests need not load this module) and stay importable from here.
+_DIGESTS = (check_digest, sha256_hex)
 
 logger = logging.getLogger(__name__)
 
@@ -71,19 +75,6 @@ RELOAD_INTERVAL = 1.0
 #: Seconds a worker keeps a key ring before reading it again, so that a retired key stops
 #: being accepted when its grace period ends even on a worker that never met the new key.
 REFRESH_INTERVAL = 60.0
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def check_digest(data: bytes, expected: Optional[str], what: str) -> None:
-    """Raise :class:`IntegrityError` if ``data`` does not have the signed digest ``expected``."""
-    if expected is not None and not hmac.compare_digest(sha256_hex(data), str(expected)):
-        raise IntegrityError(
-            f"{what} in storage does not match the digest its signed task message carries: "
-            f"it was changed after the client wrote it, so it is not loaded. Check who can "
-            f"write to the job storage.")
 
 
 # ------------------------------------------------------------------------------------
@@ -176,6 +167,8 @@ class KeyRing:
 
 
 def _new_key() -> TaskKey:
+    import secrets  # (and random) only where keys are made, not in every worker
+
     return TaskKey(f"k{int(time.time())}-{secrets.token_hex(4)}", secrets.token_bytes(32))
 
 

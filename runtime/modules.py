@@ -9,19 +9,20 @@ bundle once into a cache directory named by its content hash and puts it first o
 from __future__ import annotations
 
 import importlib
-import io
 import logging
 import os
-import shutil
 import sys
-import tempfile
-import zipfile
 from typing import Optional
+
+# zipfile, shutil and tempfile (with the compression modules they pull in) are imported
+# only when a job ships modules: most never do, and every worker would pay for them.
 
 logger = logging.getLogger(__name__)
 
 
 def _cache_root() -> str:
+    import tempfile
+
     return os.environ.get("WRENCORE_MODULE_CACHE") or os.path.join(
         tempfile.gettempdir(), f"wrencore-modules-{os.getuid() if hasattr(os, 'getuid') else 0}"
     )
@@ -42,6 +43,11 @@ class ModuleInstaller:
             return
         path = os.path.join(_cache_root(), bundle_hash)
         if not os.path.isdir(path):
+            import io
+            import shutil
+            import tempfile
+            import zipfile
+
             os.makedirs(_cache_root(), exist_ok=True)
             staging = tempfile.mkdtemp(dir=_cache_root(), prefix=".unpack-")
             with zipfile.ZipFile(io.BytesIO(bundle)) as archive:

@@ -34,7 +34,6 @@ import os
 import pickle
 import reprlib
 import signal
-import socket
 import threading
 import time
 import traceback
@@ -53,7 +52,7 @@ from .errors import (
     SerializationError,
     StorageKeyError,
 )
-from .auth import check_digest
+from .digest import check_digest
 from .modules import ModuleInstaller
 from .protocol import PYTHON, encode_json, version_mismatch
 from .storage import Storage, storage_from_spec
@@ -247,6 +246,17 @@ def failed_status(job: Dict[str, Any], call: Dict[str, Any], error: BaseExceptio
         "metadata": {"host_submit_timestamp": call.get("host_submit_timestamp"),
                      timestamp_key: time.time()},
     }
+
+
+def _hostname() -> str:
+    """This computer's name, as ``socket.gethostname()`` gives it (on POSIX, without
+    importing :mod:`socket`, which a worker otherwise never needs)."""
+    uname = getattr(os, "uname", None)
+    if uname is not None:
+        return uname().nodename
+    import socket
+
+    return socket.gethostname()
 
 
 def is_plain(value: Any, budget: int = 64) -> bool:
@@ -487,7 +497,7 @@ class JobRunner:
     """
 
     def __init__(self, worker_id: str = "", *, function_cache_size: int = 8) -> None:
-        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.worker_id = worker_id or f"{_hostname()}-{os.getpid()}"
         #: job key -> (function, module bundle, bundle hash, initializer), most recently used last.
         self._functions: "OrderedDict[str, Tuple[Callable, Optional[bytes], Optional[str], Optional[bytes]]]" = \
             OrderedDict()
@@ -501,7 +511,7 @@ class JobRunner:
         #: The state every call returns to, captured once, again after an initializer runs
         #: or a restore fails; with the thread that captured it.
         self._baseline: Optional[Tuple[int, ProcessState]] = None
-        self._hostname = socket.gethostname()
+        self._hostname = _hostname()
         self._pid = os.getpid()
         #: job id -> (its version mismatch or None, its storage once needed), newest last.
         self._jobs: "OrderedDict[str, List[Any]]" = OrderedDict()

@@ -15,8 +15,6 @@ import abc
 import importlib
 import json
 import os
-import shutil
-import tempfile
 import threading
 from typing import Any, Dict, List
 
@@ -96,6 +94,8 @@ class LocalFileStorage(Storage):
         return os.path.join(self.root, *key.split("/"))
 
     def put(self, key: str, data: bytes) -> None:
+        import tempfile  # not at the top: a worker that stores nothing never loads it
+
         path = self._path(key)
         directory = os.path.dirname(path)
         try:  # the directory usually exists: one system call less per object
@@ -150,5 +150,7 @@ class LocalFileStorage(Storage):
             except FileNotFoundError:
                 pass
         if prefix.endswith("/"):
+            import shutil
+
             shutil.rmtree(self._path(prefix.rstrip("/")), ignore_errors=True)
         return len(keys)

@@ -73,10 +73,12 @@ class Backend(abc.ABC):
 
     @classmethod
     def prepare(cls, config: Config) -> None:
-        """Called by an executor as soon as it has chosen this backend, before it makes the
-        storage and the backend: start here what takes long and needs only the config (the
-        local backend starts its fork server). Errors are the caller's to ignore: the
-        constructor must work without it."""
+        """Called by an executor as soon as it has chosen this backend, before it checks the
+        config against the declared settings and makes the storage and the backend: start
+        here what takes long and needs only the config (the local backend starts its fork
+        server). ``config`` is :meth:`Config.unchecked <wrencore.config.Config.unchecked>`:
+        read its values with the typed getters, which raise on a bad one. Errors are the
+        caller's to ignore: the constructor must work without it."""
 
     @abc.abstractmethod
     def invoke(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import os
 import sys
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from .errors import ConfigError
 
@@ -57,11 +57,14 @@ def _read_file(path: Optional[str]) -> Dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
 
 
-def _from_env(env: Mapping[str, str]) -> Tuple[Dict[str, Any], Dict[str, str]]:
-    """The ``WRENCORE_…`` variables as config data, and the variable behind each key."""
-    from .settings import tables
+def _from_env(env: Mapping[str, str], top_level: Optional[Iterable[str]] = None
+              ) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """The ``WRENCORE_…`` variables as config data, and the variable behind each key
+    (top-level keys among ``top_level``, by default every declared one)."""
+    if top_level is None:
+        from .settings import tables
 
-    top_level = tables()[""].settings
+        top_level = tables()[""].settings
     data: Dict[str, Any] = {}
     origins: Dict[str, str] = {}
     for name, value in env.items():
@@ -204,6 +207,25 @@ class Config:
 
         check_environment(env)
         check(self.data, self.origins)
+
+    @classmethod
+    def unchecked(cls, overrides: Optional[Mapping[str, Any]] = None,
+                  env: Optional[Mapping[str, str]] = None) -> "Config":
+        """The same sources merged but not checked, and without the settings the plugins
+        declare (so without loading their declarations): only the core's top-level keys
+        are read from the environment. For what must start before the checked config is
+        ready (see :meth:`wrencore.backends.Backend.prepare`), never for what runs."""
+        from .settings import CORE_SETTINGS
+
+        env = os.environ if env is None else env
+        config = cls.__new__(cls)
+        config.path = config_file_path(env)
+        config.data, config.origins = {}, {}
+        _merge(config.data, _read_file(config.path), config.origins, f"config file {config.path}")
+        env_data, env_origins = _from_env(env, {s.name for s in CORE_SETTINGS})
+        _merge(config.data, env_data, config.origins, env_origins)
+        _merge(config.data, overrides or {}, config.origins, "the executor's config argument")
+        return config
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)

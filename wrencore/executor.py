@@ -389,6 +389,19 @@ def _reinvoker(backend: Backend, pm: Any, backend_name: str):
     return invoke
 
 
+def _prepare_backend(registry: Any, overrides: Mapping[str, Any]) -> None:
+    """Call the chosen backend's ``prepare`` before the config is checked: checking loads
+    every plugin's settings, and what ``prepare`` starts (the local fork server) is what a
+    new executor's first result waits for. Any error is left to the checked config and the
+    constructor to report."""
+    try:
+        config = Config.unchecked(overrides)
+        name = str(config.get("backend") or DEFAULT_BACKEND)
+        registry.load("backend", name).prepare(config)
+    except Exception:
+        logger.debug("preparing the backend failed", exc_info=True)
+
+
 def _check_max_pending(max_pending: Any, section: Optional[Section] = None) -> int:
     """Calls a streamed map keeps in flight (at least 1); ConfigError names where it came from."""
     section = section if section is not None else \
@@ -481,14 +494,11 @@ class Executor(concurrent.futures.Executor):
             overrides["backend"] = backend
         if storage is not None:
             overrides["storage"] = storage
-        self.config = Config(overrides)
         registry = get_registry()
+        _prepare_backend(registry, overrides)
+        self.config = Config(overrides)
         self.backend_name = str(self.config.get("backend") or DEFAULT_BACKEND)
         backend_cls = registry.load("backend", self.backend_name)
-        try:
-            backend_cls.prepare(self.config)
-        except Exception:  # the constructor reports what is wrong
-            logger.debug("preparing backend %r failed", self.backend_name, exc_info=True)
         self.storage_name = str(self.config.get("storage") or backend_cls.default_storage)
         storage_factory = registry.load("storage", self.storage_name)
         self.storage = storage_factory(self.config.section(self.storage_name))

@@ -33,7 +33,21 @@ MODULE_BUNDLE_LIMIT = 64 * 1024 * 1024
 _SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".tox", ".venv", "node_modules", ".pytest_cache"}
 
 
+_installed_cache: Tuple[Any, List[str]] = (None, [])
+
+
 def _installed_roots() -> List[str]:
+    """:func:`_find_installed_roots`, found again only when ``sys.path`` changed."""
+    global _installed_cache
+    key = tuple(sys.path)
+    cached_key, roots = _installed_cache
+    if key != cached_key:
+        roots = _find_installed_roots()
+        _installed_cache = (key, roots)
+    return roots
+
+
+def _find_installed_roots() -> List[str]:
     roots = set()
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
         path = sysconfig.get_paths().get(key)
@@ -74,6 +88,11 @@ def _cached_local_module_roots() -> Dict[str, str]:
     return dict(roots)
 
 
+#: Directory -> its real path, kept for the process: a module directory's symlinks do not
+#: change while its modules are imported (a module file's own link is checked every time).
+_real_dirs: Dict[str, str] = {}
+
+
 def local_module_roots(modules: Optional[Dict[str, Any]] = None) -> Dict[str, str]:
     """Top-level names of imported modules that live outside any installed location.
 
@@ -84,7 +103,7 @@ def local_module_roots(modules: Optional[Dict[str, Any]] = None) -> Dict[str, st
     modules = dict(sys.modules if modules is None else modules)
     installed = _installed_roots()
     found: Dict[str, str] = {}
-    real_dirs: Dict[str, str] = {}  # hundreds of modules live in a few dozen directories
+    real_dirs = _real_dirs  # hundreds of modules live in a few dozen directories
 
     def realpath(filename: str) -> str:
         """``os.path.realpath(filename)``, resolving each directory once."""

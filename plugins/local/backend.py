@@ -747,8 +747,8 @@ class LocalBackend(Backend):
 
     @classmethod
     def prepare(cls, config: Config) -> None:
-        """Start this process's fork server now, while the executor makes its storage (the
-        pool asks for the same server, started or not)."""
+        """Start this process's fork server now, while the executor checks its config and
+        makes its storage (the pool asks for the same server, started or not)."""
         section = config.section("local")
         python = section.str("python", sys.executable)
         if section.bool("fork_server", True) and python == sys.executable and zygote.SUPPORTED:

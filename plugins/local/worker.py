@@ -26,6 +26,7 @@ taken by another worker and is skipped silently (see ``wrencore_local.claims``).
 
 from __future__ import annotations
 
+import _thread
 import os
 import sys
 import threading
@@ -90,7 +91,9 @@ class _LiveOutput:
         self._taken: Tuple[List[Tuple[str, str]], int] = ([], 0)
         self._lock = threading.Lock()
         self._running = threading.Event()
-        threading.Thread(target=self._send_loop, daemon=True, name="wrencore-live").start()
+        # Not threading.Thread.start(), which waits until the thread runs: on a busy machine
+        # that costs the worker's first call milliseconds, and the loop waits for a call anyway.
+        _thread.start_new_thread(self._send_loop, ())
 
     def start(self, token: int) -> None:
         if self.queue or self._taken[0]:

@@ -18,7 +18,8 @@ when the client's end of its control socket closes and its last worker has exite
 worker it forks leads its own process group, set by both sides of the fork before the
 client learns the worker's pid, so ``killpg(pid)`` always reaches it.
 
-Control messages are pickles over a ``SOCK_SEQPACKET`` socket pair:
+The server's own code is ``wrencore_local.forkserver``, which imports only what it and a
+worker need. Control messages are pickles over a ``SOCK_SEQPACKET`` socket pair:
   client -> server: ``(env, cwd)`` with the worker's stdin and stdout pipe ends attached;
   server -> client: ``("started", pid)`` in reply, and ``("exited", pid, returncode)``
   when a worker ends (``returncode`` as :attr:`subprocess.Popen.returncode` gives it).
@@ -32,15 +33,15 @@ import pickle
 import signal
 import socket
 import subprocess
-import sys
 import threading
 from typing import Any, Dict, List, Optional, Tuple
 
+from .forkserver import MAX_MESSAGE
+
 logger = logging.getLogger(__name__)
 
-_MAX_MESSAGE = 1 << 20
 #: What the server process runs (its control socket's descriptor is its one argument).
-SERVER_CODE = "from wrencore_local.zygote import serve; serve()"
+SERVER_CODE = "from wrencore_local.forkserver import serve; serve()"
 #: Whether this platform can run a fork server (POSIX with descriptor passing).
 SUPPORTED = (hasattr(os, "fork") and hasattr(socket, "send_fds")
              and hasattr(socket, "SOCK_SEQPACKET"))
@@ -123,7 +124,7 @@ class ForkServer:
     def _read_loop(self) -> None:
         try:
             while True:
-                data = self._sock.recv(_MAX_MESSAGE)
+                data = self._sock.recv(MAX_MESSAGE)
                 if not data:
                     break
                 message = pickle.loads(data)
@@ -276,87 +277,3 @@ def start_worker(python: str, env: Dict[str, str], cwd: str,
             if _servers.get(key) is server and server.forked_any:
                 del _servers[key]  # it worked before: the next request starts a new one
         raise
-
-
-# -- the server process ---------------------------------------------------------------------
-def serve() -> None:
-    """The fork server's main loop (run as ``python -c ... FD``)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sock = socket.socket(fileno=int(sys.argv[1]))
-    from . import worker  # the worker's imports, done once here for every worker
-
-    send_lock = threading.Lock()
-    forked = threading.Semaphore(0)
-    closed = threading.Event()
-
-    def send(message: tuple) -> None:
-        with send_lock:
-            sock.send(pickle.dumps(message))
-
-    def reap() -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, 0)
-            except ChildProcessError:  # no worker left
-                if closed.is_set():
-                    return
-                forked.acquire()  # until the next fork (or the client's close)
-                continue
-            try:
-                send(("exited", pid, os.waitstatus_to_exitcode(status)))
-            except OSError:
-                pass
-
-    reaper = threading.Thread(target=reap, daemon=True)
-    reaper.start()
-    while True:
-        try:
-            data, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, 2)
-        except OSError:
-            data, fds = b"", []
-        if not data:
-            break
-        env, cwd = pickle.loads(data)
-        with send_lock:  # no other thread is sending while the child is forked
-            pid = os.fork()
-            if pid == 0:
-                _become_worker(sock, fds, env, cwd, worker.main)
-        for fd in fds:
-            os.close(fd)
-        try:
-            os.setpgid(pid, pid)
-        except OSError:
-            pass  # the child set it already (or has exited)
-        forked.release()
-        send(("started", pid))
-    closed.set()
-    forked.release()  # wake the reaper: it returns once the last worker is reaped
-    # (the client's end is closed, so exits are no longer reported)
-    reaper.join()
-
-
-def _become_worker(sock: socket.socket, fds: list, env: Dict[str, str], cwd: str,
-                   main: Any) -> None:
-    code = 1
-    try:
-        os.setpgid(0, 0)
-        sock.close()
-        os.dup2(fds[0], 0)
-        os.dup2(fds[1], 1)
-        for fd in fds:
-            os.close(fd)
-        os.chdir(cwd)
-        os.environ.clear()
-        os.environ.update(env)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        code = main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:
-        logger.exception("local worker failed")
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code or 0)

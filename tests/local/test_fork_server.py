@@ -166,3 +166,32 @@ def test_a_call_is_timed_from_when_its_worker_runs_not_from_when_it_was_sent(mon
     with wrencore.Executor(backend="local", max_workers=1, timeout=0.3) as executor:
         assert executor.submit(_who).result(timeout=60)[6] is False
         assert executor.backend.pool._next_index == 1  # its worker was not killed and replaced
+
+
+def test_the_fork_server_starts_before_the_config_is_checked(monkeypatch):
+    from wrencore import settings
+    from wrencore_local import zygote
+
+    monkeypatch.setenv("WRENCORE_FORK_SERVER_TEST", "early")  # a server of its own
+    servers_at_check = []
+    check = settings.check
+
+    def noting_check(*args, **kwargs):
+        servers_at_check.append([key for key in zygote._servers
+                                 if ("WRENCORE_FORK_SERVER_TEST", "early") in key[2]])
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(settings, "check", noting_check)
+    with wrencore.Executor(backend="local", max_workers=1) as executor:
+        server = executor.submit(_who).result(timeout=60)[1]
+    assert servers_at_check and servers_at_check[0]  # started from the unchecked config
+    assert zygote._servers[servers_at_check[0][0]].proc.pid == server
+
+
+def test_a_bad_config_still_fails_the_executor_after_an_early_prepare(monkeypatch):
+    monkeypatch.setenv("WRENCORE_LOCAL__FORK_SERVER", "maybe")
+    with pytest.raises(wrencore.errors.ConfigError, match="WRENCORE_LOCAL__FORK_SERVER"):
+        wrencore.Executor(backend="local")
+    monkeypatch.delenv("WRENCORE_LOCAL__FORK_SERVER")
+    with pytest.raises(wrencore.errors.UnknownNameError, match="local"):
+        wrencore.Executor(backend="locl")

@@ -251,3 +251,39 @@ def test_local_storage_drops_jobs_older_than_max_age(tmp_path):
             time.sleep(0.05)
     assert not new.exists()
     assert prune_in_background(str(root), 3600) is None  # once per process and root
+
+
+def test_a_root_is_scanned_at_most_once_an_interval_by_all_processes(tmp_path, monkeypatch):
+    from wrencore_local import prune
+
+    monkeypatch.setenv("WRENCORE_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "storage"
+    day_ago = time.time() - 86400
+
+    def old_job(name):
+        job = root / name
+        (job / "00001").mkdir(parents=True)
+        for path in (job / "00001", job):
+            os.utime(path, (day_ago, day_ago))
+        return job
+
+    def prune_as_a_new_process():
+        prune._pruned_roots.discard(str(root))
+        thread = prune.prune_in_background(str(root), 3600)
+        if thread is not None:
+            thread.join(10)
+        return thread is not None
+
+    first = old_job("20200101T000000-0123abcd-0")
+    assert prune_as_a_new_process() and not first.exists()
+    second = old_job("20200101T000000-0123abcd-1")
+    assert not prune_as_a_new_process() and second.exists()  # scanned a moment ago
+    stamp = prune._stamp_path(str(root))
+    os.utime(stamp, (time.time() - 3601, time.time() - 3601))
+    assert prune_as_a_new_process() and not second.exists()
+    third = old_job("20200101T000000-0123abcd-2")
+    assert not prune_as_a_new_process() and third.exists()
+    os.utime(stamp, (time.time() - 61, time.time() - 61))  # a max_age under the interval
+    prune._pruned_roots.discard(str(root))
+    prune.prune_in_background(str(root), 60).join(10)
+    assert not third.exists()

@@ -1,0 +1,42 @@
+"""Digests of stored objects, and how little a worker loads before its first call."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+
+from wrencore_runtime import auth
+from wrencore_runtime.digest import SMALL, check_digest, sha256_hex
+from wrencore_runtime.errors import IntegrityError
+
+
+@pytest.mark.parametrize("size", [0, 1, SMALL - 1, SMALL, SMALL + 1, 3 * SMALL + 7])
+def test_sha256_hex_is_sha256_on_both_sides_of_the_small_size(size):
+    data = bytes(i % 251 for i in range(size))
+    assert sha256_hex(data) == hashlib.sha256(data).hexdigest()
+
+
+def test_check_digest_refuses_changed_data_and_auth_still_exports_both():
+    check_digest(b"job", hashlib.sha256(b"job").hexdigest(), "the function")
+    check_digest(b"job", None, "the function")  # nothing to check against
+    with pytest.raises(IntegrityError, match="the function in storage does not match"):
+        check_digest(b"job!", hashlib.sha256(b"job").hexdigest(), "the function")
+    assert (auth.sha256_hex, auth.check_digest) == (sha256_hex, check_digest)
+
+
+#: What neither the fork server nor a worker needs before its first call.
+NOT_PRELOADED = ["wrencore", "wrencore_runtime.auth", "hashlib", "_hashlib", "hmac", "socket",
+                 "subprocess", "zipfile", "tempfile", "shutil", "secrets"]
+
+
+def test_the_fork_server_preloads_only_what_a_worker_needs():
+    code = ("import json, sys\n"
+            "import wrencore_local.forkserver, wrencore_local.worker\n"
+            f"print(json.dumps(sorted(set({NOT_PRELOADED!r}) & set(sys.modules))))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd="/")
+    assert json.loads(out.stdout) == []
