@@ -53,7 +53,7 @@ from wrencore_runtime.storage import Storage
 
 from .claims import CLAIMED, SLOTS, ClaimSlots, claims_directory
 from . import zygote
-from .framing import FrameReader, encode_frame
+from .framing import FrameReader, encode_frame_parts
 
 logger = logging.getLogger(__name__)
 
@@ -181,28 +181,32 @@ class _Worker:
             self.slots.reset(task.token)
         self.inflight.extend(tasks)
         self.low_water = max(1, len(tasks) // 2)
-        self._write(encode_frame(("tasks", job, [(t.token, t.message) for t in tasks])))
+        self._write(encode_frame_parts(("tasks", job, [(t.token, t.message) for t in tasks])))
 
-    def _write(self, frame: bytes) -> None:
-        """Write ``frame`` to the worker's stdin now, as far as the pipe has room; the I/O
-        thread writes the rest. Never blocks, so a thread holding the pool's lock can send
-        while the worker waits for its reports to be read."""
+    def _write(self, parts: Tuple[bytes, ...]) -> None:
+        """Write a frame's ``parts`` to the worker's stdin now, as far as the pipe has room;
+        the I/O thread writes the rest. Never blocks, so a thread holding the pool's lock
+        can send while the worker waits for its reports to be read."""
         with self._out_lock:
             if self._stdin_closed:
                 return  # the worker is gone; its exit handles the calls
-            view = memoryview(frame)  # the unwritten rest is a view, never a copy
             if self._out:
-                self._out.append(view)
+                self._out.extend(map(memoryview, parts))
                 return
             try:
-                written = os.write(self.stdin_fd, view)
+                written = os.writev(self.stdin_fd, parts)
             except BlockingIOError:
                 written = 0
             except OSError:
                 return  # the worker is gone; its exit handles the calls
-            if written == len(view):
+            for part in parts:
+                if written >= len(part):
+                    written -= len(part)
+                else:  # the unwritten rest is a view, never a copy
+                    self._out.append(memoryview(part)[written:])
+                    written = 0
+            if not self._out:
                 return
-            self._out.append(view[written:])
         self.pool._io.want_write(self)
 
     def flush_out(self) -> bool:
@@ -275,7 +279,7 @@ class _Worker:
                 kill_process_group(self.proc.pid)
 
     def stop(self) -> None:
-        self._write(encode_frame(("exit",)))
+        self._write(encode_frame_parts(("exit",)))
 
 
 class _IOLoop:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import struct
-from typing import Any, BinaryIO, List, Optional
+from typing import Any, BinaryIO, List, Optional, Tuple
 
 _HEADER = struct.Struct("!Q")
 #: Bytes read at once from a pipe, unless a larger frame is being received.
@@ -14,8 +14,14 @@ READ_SIZE = 1 << 16
 
 def encode_frame(obj: Any) -> bytes:
     """``obj`` as one frame: its pickle's length, then the pickle."""
+    return b"".join(encode_frame_parts(obj))
+
+
+def encode_frame_parts(obj: Any) -> Tuple[bytes, bytes]:
+    """``obj``'s frame as its header and its pickle, to be written one after the other
+    (``os.writev``): joining them would copy a large frame once more."""
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return _HEADER.pack(len(data)) + data
+    return _HEADER.pack(len(data)), data
 
 
 def write_frame(stream: BinaryIO, obj: Any) -> None:
