@@ -85,7 +85,8 @@ class Task(Call):
 
 
 #: Bytes a worker's pipes hold (Linux; the default is 64 KiB): large arguments and results
-#: then pass in a few system calls and wake-ups of the I/O thread, not one per 64 KiB.
+#: then pass in a few system calls (and wake-ups of a reader or the I/O thread), not one per
+#: 64 KiB.
 PIPE_SIZE = 1 << 20
 
 
