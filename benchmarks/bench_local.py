@@ -13,7 +13,8 @@ faster). Each pool's own ``map`` is used with its default chunksize, as a user w
 The issue's targets: 10,000 no-op calls through ``Executor.map`` (and ``map_futures``) in
 at most 0.1 s (10 µs of client overhead per call), and a new executor's first result within
 3x of a new ProcessPoolExecutor's. ``client CPU/call`` is this process's CPU time (every
-thread) divided by the calls.
+thread) divided by the calls; on Linux it is also split by thread (``ended``: threads that
+ended during the run, such as the one writing a job's timeline).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ import argparse
 import concurrent.futures
 import multiprocessing
 import os
+import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -71,6 +74,36 @@ def timed(fn, *args):
     start, cpu = time.perf_counter(), time.process_time()
     fn(*args)
     return time.perf_counter() - start, time.process_time() - cpu
+
+
+def thread_cpu():
+    """CPU seconds of each live thread of this process, by thread name (Linux only: {}
+    elsewhere); numbered threads of one kind (``…-reader-0``, ``…-1``) are added up."""
+    names = {str(t.native_id): re.sub(r"-\d+$", "-N", t.name) for t in threading.enumerate()}
+    totals = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return totals
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                seconds = int(f.read().split()[0]) / 1e9
+        except OSError:
+            continue
+        name = names.get(tid, "other")
+        totals[name] = totals.get(name, 0.0) + seconds
+    return totals
+
+
+def timed_by_thread(fn, *args):
+    """``timed``, and the CPU each thread spent (threads that ended meanwhile: "ended")."""
+    before = thread_cpu()
+    wall, cpu = timed(fn, *args)
+    after = thread_cpu()
+    spent = {name: seconds - before.get(name, 0.0) for name, seconds in after.items()}
+    spent["ended"] = max(0.0, cpu - sum(spent.values()))
+    return (wall, cpu), spent
 
 
 def first_result_cold(who):
@@ -155,6 +188,8 @@ def main() -> None:
     times = {name: {who: [] for who in who_all} for name in names}
     cpus = {name: {who: [] for who in who_all} for name in names}
 
+    by_thread = []  # per repetition: thread name -> CPU seconds, wrencore's Executor.map
+
     def record(name, who, measured):
         times[name][who].append(measured[0])
         cpus[name][who].append(measured[1])
@@ -164,7 +199,12 @@ def main() -> None:
         for name, (fn, items, run_wren) in cases.items():
             for who in order:
                 run = run_wren if who == "wrencore" else run_pool
-                record(name, who, timed(run, pools[who], fn, items))
+                if who == "wrencore" and name == "10,000 no-ops, Executor.map":
+                    measured, spent = timed_by_thread(run, pools[who], fn, items)
+                    by_thread.append(spent)
+                    record(name, who, measured)
+                else:
+                    record(name, who, timed(run, pools[who], fn, items))
         for who in order:
             record("first result, fresh process", who, first_result_fresh_process(who))
             record("first result, new pool", who, first_result_cold(who))
@@ -191,6 +231,11 @@ def main() -> None:
         cpu = statistics.median(cpus[name]["wrencore"])
         print(f"{name}: {wall / 10_000 * 1e6:.1f} µs wall/call, "
               f"{cpu / 10_000 * 1e6:.1f} µs client CPU/call (target: 10,000 in <= 100 ms)")
+    threads = sorted({n for spent in by_thread for n in spent},
+                     key=lambda n: -statistics.median(s.get(n, 0.0) for s in by_thread))
+    print("10,000 no-ops, Executor.map: client CPU/call by thread (median): " + ", ".join(
+        f"{n} {statistics.median(s.get(n, 0.0) for s in by_thread) / 10_000 * 1e6:.2f} µs"
+        for n in threads if any(s.get(n, 0.0) for s in by_thread)))
     for name in ("first result, fresh process", "first result, new pool"):
         cold = {who: statistics.median(times[name][who]) for who in who_all}
         print(f"{name}: {cold['wrencore'] / cold['ppe']:.2f}x ProcessPoolExecutor "

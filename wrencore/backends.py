@@ -61,6 +61,11 @@ class Backend(abc.ABC):
     #: ``wrencore_runtime.auth``); None only for a backend whose workers receive nothing
     #: anyone else could write (the local backend's private pipes).
     signer: Optional[Signer] = None
+    #: The class the executor makes a job's calls of, as ``call_type(call_id, message,
+    #: future)``: :class:`Call`, or a subclass in which the backend keeps its own
+    #: bookkeeping of each call (one object per call instead of two). Calls made again
+    #: (retries, backups) may still arrive as plain :class:`Call` objects.
+    call_type: type = Call
 
     def __init__(self, config: Config, storage: Storage) -> None:
         self.config = config

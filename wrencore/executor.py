@@ -600,20 +600,23 @@ class Executor(concurrent.futures.Executor):
         # executor is collected while its futures live on).
         fetch_logs = functools.partial(_call_logs, self._pm.hook, self.backend_name,
                                        self.config)
+        job_id, inline_limit, echo = job["job_id"], self.backend.args_inline_limit, \
+            self.live_output
+        dumps_args, make_call = serialize.dumps_args, self.backend.call_type
         for index, (args, kwargs) in enumerate(arg_pairs, start=first_index):
             call_id = f"{index:05d}"
-            data = serialize.dumps_args(args, kwargs, call_id)
+            data = dumps_args(args, kwargs, call_id)
             message: Dict[str, Any] = {"call_id": call_id, "args": data, "args_key": None}
-            if len(data) > self.backend.args_inline_limit:
-                key = layout.args_key(job["job_id"], call_id)
+            if len(data) > inline_limit:
+                key = layout.args_key(job_id, call_id)
                 self.storage.put(key, data)
                 message["args"], message["args_key"] = None, key
                 message["args_sha256"] = sha256_hex(data)
-            future = Future(job["job_id"], call_id)
+            future = Future(job_id, call_id)
             future._fetch_logs = fetch_logs
-            if self.live_output:
+            if echo:
                 future._echo = True
-            calls.append(Call(call_id, message, future))
+            calls.append(make_call(call_id, message, future))
         now = time.time()
         for call in calls:
             call.message["host_submit_timestamp"] = now
@@ -710,8 +713,8 @@ class Executor(concurrent.futures.Executor):
         self._check_open()
         policies = self._attempt_policies(retries, retry_on, speculation)
         if _is_sized(iterdata):
-            pairs = [((x,), {}) for x in iterdata]
-            return self._map_pairs(fn, pairs, chunksize, timeout, extra_env, policies,
+            return self._map_pairs(fn, (((x,), {}) for x in iterdata), len(iterdata),
+                                   chunksize, timeout, extra_env, policies,
                                    cleanup)
         try:
             items = iter(iterdata)
@@ -722,10 +725,12 @@ class Executor(concurrent.futures.Executor):
         return self._stream_pairs(fn, (((x,), {}) for x in items), chunksize, timeout,
                                   extra_env, max_pending, policies, cleanup)
 
-    def _map_pairs(self, fn, pairs, chunksize, timeout, extra_env,
+    def _map_pairs(self, fn, pairs, count: int, chunksize, timeout, extra_env,
                    policies=None, cleanup: bool = False) -> List[Future]:
+        """The calls of ``pairs``, an iterable of ``count`` argument pairs: taken one at a
+        time as their calls are made, so no pair outlives its call's making."""
         chunksize = _check_chunksize(chunksize)
-        if not pairs:
+        if not count:
             return []
         job = self._new_job(fn, timeout, extra_env)
         if cleanup:
@@ -807,7 +812,8 @@ class Executor(concurrent.futures.Executor):
         size = chunksize if chunksize != 1 else None
         deadline = None if timeout is None else time.monotonic() + timeout
         if all(_is_sized(it) for it in iterables):
-            futures = self._map_pairs(fn, [(tuple(args), {}) for args in zip(*iterables)],
+            count = min(map(len, iterables)) if iterables else 0  # zip's length
+            futures = self._map_pairs(fn, ((args, {}) for args in zip(*iterables)), count,
                                       size, None, None, policies)
             futures.reverse()
             job_ids = job_ids_of(futures[-1:])  # for Ctrl-C
@@ -820,7 +826,11 @@ class Executor(concurrent.futures.Executor):
                     with cancel_on_interrupt(job_ids):
                         while futures:
                             if deadline is None:
-                                yield _result_or_cancel(futures.pop(), None)
+                                last = futures[-1]  # _result_or_cancel's fast path, inline
+                                done = last._state == _FINISHED and last._exception is None
+                                del last  # no local keeps a future (or result) alive
+                                yield futures.pop()._result if done else \
+                                    _result_or_cancel(futures.pop(), None)
                             else:
                                 yield _result_or_cancel(futures.pop(),
                                                         deadline - time.monotonic())

@@ -68,6 +68,7 @@ def record_of(future: concurrent.futures.Future) -> CallRecord:  # type: ignore[
 
 _STATES = (DONE, FAILED, CANCELLED)
 _CANCELLED_STATES = ("CANCELLED", "CANCELLED_AND_NOTIFIED")
+_FINISHED = "FINISHED"
 #: Calls a :class:`JobRecords` queues before converting them.
 RECORD_BATCH = 1024
 _NAN = float("nan")
@@ -78,7 +79,8 @@ class JobRecords:
     job of millions of calls can be summarized without holding its futures."""
 
     __slots__ = ("job_id", "_calls", "_other_calls", "_states", "_times", "_places",
-                 "_errors", "_names", "_name_index", "_place_index", "_batch")
+                 "_errors", "_names", "_name_index", "_place_index", "_batch_ids",
+                 "_batch_metadata", "_batch_unusual")
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
@@ -91,10 +93,15 @@ class JobRecords:
         self._names: List[str] = [""]
         self._name_index: Dict[str, int] = {"": 0}
         self._place_index: Dict[Tuple[str, str], int] = {}
-        self._batch: List[Tuple[str, str, Optional[BaseException], Mapping[str, Any]]] = []
+        # Calls added since the last _flush: their ids and metadata, and (index in the
+        # batch, state, exception) of those not plainly done. Columns, not a tuple per
+        # call: a tuple would be one more object per call for the cyclic collector.
+        self._batch_ids: List[str] = []
+        self._batch_metadata: List[Mapping[str, Any]] = []
+        self._batch_unusual: List[Tuple[int, str, Optional[BaseException]]] = []
 
     def __len__(self) -> int:
-        return len(self._states) + len(self._batch)
+        return len(self._states) + len(self._batch_ids)
 
     def _name(self, text: str) -> int:
         index = self._name_index.get(text)
@@ -106,19 +113,24 @@ class JobRecords:
     def add(self, future: concurrent.futures.Future) -> None:  # type: ignore[type-arg]
         """Record a finished wrencore future of this job. Called for every call, so it only
         queues what it needs; :meth:`_flush` converts a thousand calls at a time."""
-        self._batch.append((future.call_id, future._state,  # type: ignore[attr-defined]
-                            future._exception, future.metadata))  # type: ignore[attr-defined]
-        if len(self._batch) >= RECORD_BATCH:
+        ids = self._batch_ids
+        state, exc = future._state, future._exception  # type: ignore[attr-defined]
+        if exc is not None or state != _FINISHED:
+            self._batch_unusual.append((len(ids), state, exc))
+        ids.append(future.call_id)  # type: ignore[attr-defined]
+        self._batch_metadata.append(future.metadata)  # type: ignore[attr-defined]
+        if len(ids) >= RECORD_BATCH:
             self._flush()
 
     def _flush(self) -> None:
-        batch, self._batch = self._batch, []
-        if not batch:
+        ids, metas, unusual = self._batch_ids, self._batch_metadata, self._batch_unusual
+        if not ids:
             return
+        self._batch_ids, self._batch_metadata, self._batch_unusual = [], [], []
         try:
-            numbers = [int(b[0]) for b in batch]
+            numbers = [int(call_id) for call_id in ids]
         except ValueError:
-            for call_id, _, _, _ in batch:
+            for call_id in ids:
                 if call_id.isdigit():
                     self._calls.append(int(call_id))
                 else:
@@ -126,19 +138,20 @@ class JobRecords:
                     self._other_calls.append(call_id)
         else:
             self._calls.extend(numbers)
-        for _, state, exc, _ in batch:
+        first = len(self._states)
+        self._states.extend(bytes(len(ids)))  # done, no error; then the others are marked
+        self._errors.extend(bytes(len(ids)))
+        for index, state, exc in unusual:
             if state in _CANCELLED_STATES:
-                self._states.append(2)
-                self._errors.append(0)
-            elif exc is None:
-                self._states.append(0)
-                self._errors.append(0)
-            else:
+                self._states[first + index] = 2
+            elif exc is not None:
                 name = type(exc).__name__
-                self._states.append(2 if name == "CallCancelledError" else 1)
-                self._errors.append(self._name(name))
-        metas = [b[3] for b in batch]
+                self._states[first + index] = 2 if name == "CallCancelledError" else 1
+                self._errors[first + index] = self._name(name)
         nan = _NAN
+        places = self._place_index
+        times: List[float] = []
+        place_indexes: List[int] = []
         for meta in metas:
             get = meta.get
             submitted = get("host_submit_timestamp")
@@ -146,14 +159,16 @@ class JobRecords:
             finished = get("worker_end_timestamp")
             if finished is None and started is not None and get("worker_exec_time") is not None:
                 finished = started + get("worker_exec_time")
-            self._times.extend((nan if submitted is None else submitted,
-                                nan if started is None else started,
-                                nan if finished is None else finished))
+            times += (nan if submitted is None else submitted,
+                      nan if started is None else started,
+                      nan if finished is None else finished)
             place = (get("worker_id") or "", get("worker_hostname") or "")
-            index = self._place_index.get(place)
+            index = places.get(place)
             if index is None:
-                index = self._place_index[place] = self._name(f"{place[0]}\0{place[1]}")
-            self._places.append(index)
+                index = places[place] = self._name(f"{place[0]}\0{place[1]}")
+            place_indexes.append(index)
+        self._times.extend(times)
+        self._places.extend(place_indexes)
 
     def timeline_json(self) -> bytes:
         """The job's ``timeline.json``, column by column (encoded at C speed)::
@@ -161,18 +176,20 @@ class JobRecords:
             {"job_id": …, "states": ["done", "failed", "cancelled"],
              "names": ["", "worker\\u0000host", "ValueError", …], "other_calls": […],
              "calls": [call number, …], "state": [index in states, …],
-             "times": [submitted, started, finished, …], "place": [index in names, …],
+             "times_us": [submitted, started, finished, …], "place": [index in names, …],
              "error": [index in names, …]}
 
         A call number below 0 is ``-1 - i`` for ``other_calls[i]`` (an id that is not a
-        number); times are Unix timestamps, null when unknown.
+        number); times are Unix timestamps in whole microseconds (integers encode several
+        times faster than floats), null when unknown. (Files written before held ``"times"``
+        in seconds; :func:`records_from_timeline` reads both.)
         """
         self._flush()
-        times = [None if math.isnan(t) else t for t in self._times]
+        times = [int(t * 1e6 + 0.5) if t == t else None for t in self._times]  # nan != nan
         return json.dumps({
             "job_id": self.job_id, "states": _STATES, "names": self._names,
             "other_calls": self._other_calls, "calls": self._calls.tolist(),
-            "state": list(self._states), "times": times, "place": self._places.tolist(),
+            "state": list(self._states), "times_us": times, "place": self._places.tolist(),
             "error": self._errors.tolist()}).encode()
 
     def records(self) -> List[CallRecord]:
@@ -288,7 +305,10 @@ def records_from_timeline(data: bytes) -> List[CallRecord]:
     """The calls of a ``timeline.json`` (see :meth:`JobRecords.timeline_json`)."""
     document = json.loads(data)
     job_id, names, others = document["job_id"], document["names"], document["other_calls"]
-    times = document["times"]
+    if "times_us" in document:
+        times = [None if t is None else t / 1e6 for t in document["times_us"]]
+    else:  # written before times were kept in microseconds
+        times = document["times"]
     records = []
     for i, number in enumerate(document["calls"]):
         call_id = f"{number:05d}" if number >= 0 else others[-1 - number]

@@ -22,11 +22,12 @@ after reporting that call, and so does one that ran ``max_tasks_per_child`` call
 from __future__ import annotations
 
 import collections
+import fcntl
 import itertools
 import logging
 import math
 import os
-import queue
+import selectors
 import shutil
 import signal
 import subprocess
@@ -35,7 +36,7 @@ import tempfile
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from wrencore.backends import Backend, Call
@@ -47,12 +48,12 @@ from wrencore.errors import (
     WorkerCrashedError,
     WrenError,
 )
-from wrencore.futures import cancel, claim, complete_from_status
+from wrencore.futures import cancel, claim, complete_from_result, complete_from_status
 from wrencore_runtime.storage import Storage
 
 from .claims import CLAIMED, SLOTS, ClaimSlots, claims_directory
 from . import zygote
-from .framing import read_frame, write_frame
+from .framing import FrameReader, encode_frame_parts
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +64,37 @@ MAX_BATCH = 256
 
 
 @dataclass(eq=False)
-class Task:
-    job: Dict[str, Any]
-    call: Call
-    chunksize: Optional[int] = None  # calls per batch while queued (1 once requeued)
-    token: int = -1  # its claim slot in its worker's claim file, set when it is sent
+class Task(Call):
+    """A call queued on, or handed to, a worker: the executor makes the local backend's
+    calls as tasks (``LocalBackend.call_type``); a plain :class:`Call` (a retry, a backup)
+    is made into one when it is queued."""
+
+    job: Any = field(default=None, repr=False)
+    #: Calls per batch while queued (1 once requeued).
+    chunksize: Optional[int] = None
+    #: Its claim slot in its worker's claim file, set when it is sent.
+    token: int = -1
+
+    # Compared and hashed by identity, as the queues that hold tasks expect.
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    @property
+    def call(self) -> "Task":
+        return self
+
+
+#: Bytes a worker's pipes hold (Linux; the default is 64 KiB): large arguments and results
+#: then pass in a few system calls (and wake-ups of a reader or the I/O thread), not one per
+#: 64 KiB.
+PIPE_SIZE = 1 << 20
+
+
+def _widen_pipe(fd: int) -> None:
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)  # type: ignore[attr-defined]
+    except (AttributeError, OSError):  # not Linux, or above /proc/sys/fs/pipe-max-size
+        pass
 
 
 def kill_process_group(pgid: int) -> None:
@@ -92,7 +119,6 @@ class _Worker:
         self.ready = False
         self.current_started = 0.0
         self.kill_reason: Optional[BaseException] = None
-        self.outbox: "queue.Queue[Any]" = queue.Queue()
         self.slots = ClaimSlots(os.path.join(pool.claims_dir, f"worker-{index}"), create=True)
         self._next_slot = itertools.count()
         env = dict(os.environ, WRENCORE_WORKER_ID=f"local-{os.getpid()}-{index}",
@@ -114,12 +140,24 @@ class _Worker:
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
                 cwd=pool.workdir, env=env, bufsize=1 << 16, start_new_session=True,
             )
+        #: Set once the worker's exit was handled (its calls failed or queued again).
+        self.exited = threading.Event()
+        #: Frames (or their unwritten ends) not yet written to the worker's stdin (the I/O
+        #: thread writes them when the pipe has room again); guarded by ``_out_lock``.
+        self._out: List[memoryview] = []
+        self._out_lock = threading.Lock()
+        self._stdin_closed = False
+        self.stdin_fd = self.proc.stdin.fileno()
+        self.stdout_fd = self.proc.stdout.fileno()
+        os.set_blocking(self.stdin_fd, False)
+        os.set_blocking(self.stdout_fd, True)
+        for fd in (self.stdin_fd, self.stdout_fd):
+            _widen_pipe(fd)
+        # A reader thread per worker (blocking reads): large results' copies out of the
+        # pipes overlap across workers, which one thread reading every pipe serialized.
         self.reader = threading.Thread(target=self._read_loop, daemon=True,
                                        name=f"wrencore-local-reader-{index}")
-        self.writer = threading.Thread(target=self._write_loop, daemon=True,
-                                       name=f"wrencore-local-writer-{index}")
         self.reader.start()
-        self.writer.start()
 
     @property
     def alive(self) -> bool:
@@ -144,40 +182,92 @@ class _Worker:
             self.slots.reset(task.token)
         self.inflight.extend(tasks)
         self.low_water = max(1, len(tasks) // 2)
-        self.outbox.put(("tasks", job, [dict(t.call.message, claim=t.token) for t in tasks]))
+        self._write(encode_frame_parts(("tasks", job, [(t.token, t.message) for t in tasks])))
 
-    def _write_loop(self) -> None:
-        while True:
-            message = self.outbox.get()
-            if message is None:
+    def _write(self, parts: Tuple[bytes, ...]) -> None:
+        """Write a frame's ``parts`` to the worker's stdin now, as far as the pipe has room;
+        the I/O thread writes the rest. Never blocks, so a thread holding the pool's lock
+        can send while the worker waits for its reports to be read."""
+        with self._out_lock:
+            if self._stdin_closed:
+                return  # the worker is gone; its exit handles the calls
+            if self._out:
+                self._out.extend(map(memoryview, parts))
                 return
             try:
-                write_frame(self.proc.stdin, message)
-            except (BrokenPipeError, OSError, ValueError):
-                return  # the reader sees the exit and handles the calls
+                written = os.writev(self.stdin_fd, parts)
+            except BlockingIOError:
+                written = 0
+            except OSError:
+                return  # the worker is gone; its exit handles the calls
+            for part in parts:
+                if written >= len(part):
+                    written -= len(part)
+                else:  # the unwritten rest is a view, never a copy
+                    self._out.append(memoryview(part)[written:])
+                    written = 0
+            if not self._out:
+                return
+        self.pool._io.want_write(self)
+
+    def flush_out(self) -> bool:
+        """Write what waits for the pipe (I/O thread); True when all is written."""
+        with self._out_lock:
+            while self._out:
+                frame = self._out[0]
+                try:
+                    written = os.write(self.stdin_fd, frame)
+                except BlockingIOError:
+                    return False
+                except OSError:
+                    self._out.clear()
+                    self._stdin_closed = True
+                    return True
+                if written < len(frame):
+                    self._out[0] = frame[written:]
+                    return False
+                self._out.pop(0)
+            return True
+
+    def on_frame(self, frame: Any) -> None:
+        """A frame from the worker (its reader thread)."""
+        kind = frame[0]
+        if kind == "done":
+            self.pool._on_done(self, frame[1], frame[2])
+        elif kind == "ready":
+            self.pool._on_ready(self)
+        elif kind == "output":
+            self.pool._on_output(self, frame[1], frame[2])
+        elif kind == "retire":
+            self.pool._on_retire(self, frame[1])
 
     def _read_loop(self) -> None:
-        stdout = self.proc.stdout
+        fd = self.stdout_fd
+        frames = FrameReader()
+        on_frame = self.on_frame
         try:
             while True:
-                frame = read_frame(stdout)
-                if frame[0] == "done":
-                    self.pool._on_done(self, frame[1])
-                elif frame[0] == "ready":
-                    self.pool._on_ready(self)
-                elif frame[0] == "output":
-                    self.pool._on_output(self, frame[1], frame[2])
-                elif frame[0] == "retire":
-                    self.pool._on_retire(self, frame[1])
-        except EOFError:
-            pass
+                try:
+                    received = frames.read(fd)
+                except OSError:
+                    break  # the pipe failed: as if it ended
+                if received is None:
+                    break
+                for frame in received:
+                    on_frame(frame)
         except BaseException:  # never let this thread die: the worker's futures would hang
             logger.exception("local worker %d sent an unreadable frame", self.index)
             self.kill()
-        self.proc.wait()
-        kill_process_group(self.proc.pid)
-        self.outbox.put(None)
-        self.pool._on_exit(self)
+        try:
+            self.proc.wait()
+            kill_process_group(self.proc.pid)
+            with self._out_lock:
+                self._stdin_closed = True
+                self._out.clear()
+            self.pool._io.forget(self)  # the I/O thread closes the streams
+            self.pool._on_exit(self)
+        finally:
+            self.exited.set()
 
     def kill(self, reason: Optional[BaseException] = None) -> None:
         if reason is not None and self.kill_reason is None:
@@ -190,7 +280,127 @@ class _Worker:
                 kill_process_group(self.proc.pid)
 
     def stop(self) -> None:
-        self.outbox.put(("exit",))
+        self._write(encode_frame_parts(("exit",)))
+
+
+class _IOLoop:
+    """The pool's one I/O thread: writes what a worker's stdin had no room for (task frames
+    larger than the pipe's free space), so no worker needs a writer thread of its own.
+
+    Only this thread touches the selector; other threads ask for changes through
+    :attr:`_requests` and wake it through a pipe. Started when first needed.
+    """
+
+    def __init__(self, pool: "WorkerPool") -> None:
+        self.pool = pool
+        self._requests: Deque[Tuple[str, Any]] = collections.deque()
+        self._lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+        self._wake_r = self._wake_w = -1
+        self._stopped = False
+
+    def want_write(self, worker: _Worker) -> None:
+        self._request("write", worker)
+
+    def forget(self, worker: _Worker) -> None:
+        """The worker exited: stop writing to it and close its pipes."""
+        self._request("forget", worker)
+
+    def stop(self) -> None:
+        with self._lock:
+            thread = self._thread
+        self._request("stop", None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5)
+
+    def _request(self, kind: str, worker: Optional[_Worker]) -> None:
+        with self._lock:
+            if self._thread is None and kind != "write":
+                # Nothing to stop, and no selector holds the worker's pipes.
+                if kind == "forget":
+                    _close_pipes(worker)
+                elif kind == "stop":
+                    self._stopped = True
+                return
+            if self._stopped:
+                if kind == "forget":
+                    _close_pipes(worker)
+                return
+            self._requests.append((kind, worker))
+            if kind == "stop":
+                self._stopped = True
+            if self._thread is None:
+                self._wake_r, self._wake_w = os.pipe()
+                os.set_blocking(self._wake_r, False)
+                os.set_blocking(self._wake_w, False)
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="wrencore-local-io")
+                self._thread.start()
+                return
+            try:  # under the lock: the thread closes the pipe under it when it ends
+                os.write(self._wake_w, b"\0")
+            except BlockingIOError:
+                pass  # woken already (the pipe is full)
+
+    def _run(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self._wake_r, selectors.EVENT_READ, None)
+        try:
+            while True:
+                try:
+                    if not self._serve(selector):
+                        break
+                except Exception:  # never let this thread die: every future would hang
+                    logger.exception("the local pool's I/O thread failed; it goes on")
+        finally:
+            with self._lock:
+                self._thread = None
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                # Workers that exit later close their own pipes (see _request).
+                forgotten = [worker for kind, worker in self._requests if kind == "forget"]
+                self._requests.clear()
+            selector.close()
+            for worker in forgotten:
+                _close_pipes(worker)
+
+    def _serve(self, selector: selectors.BaseSelector) -> bool:
+        """Handle one round of requests and writable pipes; False once asked to stop."""
+        while self._requests:
+            with self._lock:
+                kind, worker = self._requests.popleft()
+            if kind == "stop":
+                return False
+            if kind == "forget":
+                try:
+                    selector.unregister(worker.stdin_fd)
+                except (KeyError, ValueError):
+                    pass
+                _close_pipes(worker)
+            elif kind == "write" and not worker.flush_out():
+                try:
+                    selector.register(worker.stdin_fd, selectors.EVENT_WRITE, worker)
+                except KeyError:
+                    pass  # waiting for room already
+        for key, _ in selector.select():
+            worker = key.data
+            if worker is None:
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+            elif worker.flush_out():
+                selector.unregister(key.fd)
+        return True
+
+
+def _close_pipes(worker: _Worker) -> None:
+    for stream in (worker.proc.stdin, worker.proc.stdout):
+        try:
+            stream.close()
+        except OSError:
+            pass
 
 
 class WorkerPool:
@@ -215,6 +425,7 @@ class WorkerPool:
         self._closed = False
         self._watchdog: Optional[threading.Thread] = None
         self._next_index = 0
+        self._io = _IOLoop(self)
         if self.fork_server:  # it imports the worker's modules while the first calls are made
             zygote.prestart(python, base_env=dict(os.environ))
 
@@ -224,7 +435,10 @@ class WorkerPool:
             if self._closed:
                 raise WrenError("the local worker pool is shut down")
             for call in calls:
-                self._pending.append(Task(job, call, chunksize))
+                task = call if type(call) is Task else \
+                    Task(call.call_id, call.message, call.future)
+                task.job, task.chunksize = job, chunksize
+                self._pending.append(task)
             if not self._workers:
                 self._start_workers()
             if job.get("timeout") and self._watchdog is None:
@@ -272,7 +486,7 @@ class WorkerPool:
                     if task.job is not first.job:
                         break
                     self._pending.popleft()
-                    if claim(task.call.future):
+                    if claim(task.future):
                         batch.append(task)
                 if batch:
                     worker.send(first.job, batch)
@@ -317,27 +531,35 @@ class WorkerPool:
             worker.ready = True
             worker.current_started = time.monotonic()
 
-    def _on_done(self, worker: _Worker,
-                 reports: List[Tuple[int, Dict[str, Any], Optional[bytes]]]) -> None:
-        finished = []
+    def _on_done(self, worker: _Worker, reports: List[Tuple[Any, ...]],
+                 keys: Optional[Tuple[str, ...]]) -> None:
+        """Reports ``(claim, status, result, None)``, or ``(claim, None, result, values)``
+        for a plain success whose status metadata is ``zip(keys, values)``."""
+        finished: List[Task] = []
         with self._lock:
-            for token, status, result in reports:
-                if not worker.inflight or worker.inflight[0].token != token:
+            inflight = worker.inflight
+            for report in reports:
+                if not inflight or inflight[0].token != report[0]:
                     logger.error("local worker %d reported a call out of order", worker.index)
                     break
-                finished.append((worker.inflight.popleft(), status, result))
+                finished.append(inflight.popleft())
             worker.done_count += len(finished)
             worker.current_started = time.monotonic()
             limit = self.max_tasks_per_child
-            if limit is not None and worker.done_count >= limit and not worker.inflight:
+            if limit is not None and worker.done_count >= limit and not inflight:
                 worker.retiring = True
                 worker.stop()
             self._dispatch()
-            if not worker.inflight:
+            if not inflight:
                 self._idle.notify_all()
         received = time.time()
-        for task, status, result in finished:
-            complete_from_status(task.call.future, status, result, self.storage, received)
+        storage = self.storage
+        for task, (_, status, result, values) in zip(finished, reports):
+            if status is None:
+                complete_from_result(task.future, result, zip(keys, values),
+                                     task.message.get("attempt", 0), received)
+            else:
+                complete_from_status(task.call.future, status, result, storage, received)
 
     def _on_output(self, worker: _Worker, token: int, chunks: List[Tuple[str, str]]) -> None:
         """A running call's output: kept on its future (and echoed, if asked)."""
@@ -498,7 +720,8 @@ class WorkerPool:
             except subprocess.TimeoutExpired:
                 worker.kill()
         for worker in workers:
-            worker.reader.join(max(0.0, deadline + 5 - time.monotonic()))
+            worker.exited.wait(max(0.0, deadline + 5 - time.monotonic()))
+        self._io.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
         shutil.rmtree(self.claims_dir, ignore_errors=True)
 
@@ -510,6 +733,7 @@ class LocalBackend(Backend):
     args_inline_limit = 16 * 1024 * 1024
     result_inline_limit = 16 * 1024 * 1024
     default_chunksize = None
+    call_type = Task
 
     def __init__(self, config: Config, storage: Storage) -> None:
         super().__init__(config, storage)

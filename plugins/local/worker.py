@@ -3,13 +3,18 @@
 The protocol's pipes are moved off fds 0 and 1 first, so a call (or a C extension it uses)
 that prints to stdout cannot corrupt them. Imports only the runtime.
 
-Frames in:  ``("tasks", job, [call, ...])`` or ``("exit",)``; each call carries ``claim``,
-            its slot in this worker's claim file ``$WRENCORE_LOCAL_CLAIMS``.
-Frames out: ``("ready", pid)``, then ``("done", [(claim, status, result_bytes), ...])`` for
-            the calls run since the last report, and ``("retire", reason)`` before
+Frames in:  ``("tasks", job, [(claim, call), ...])`` or ``("exit",)``; ``claim`` is the
+            call's slot in this worker's claim file ``$WRENCORE_LOCAL_CLAIMS``.
+Frames out: ``("ready", pid)``, then ``("done", reports, keys)`` for the calls run since
+            the last report, and ``("retire", reason)`` before
             exiting when the worker must be replaced. While a call runs, its writes to
             stdout and stderr and its log records are sent within ``LIVE_DELAY`` seconds
             as ``("output", claim, [(stream, text), ...])``, whichever thread made them.
+
+A report is ``(claim, status, result_bytes, None)``, or, for a call that succeeded with its
+result inline and printed and logged nothing, ``(claim, None, result_bytes, values)``:
+its status's metadata values, whose keys are the frame's ``keys`` (pickling and unpickling
+a status per call was most of the pipe's cost for quick calls).
 
 Reports of quick calls are sent together: a report waits at most ``REPORT_DELAY`` seconds
 of further quick calls, never for a call of a job with a timeout (the pool times the call
@@ -132,18 +137,35 @@ class _LiveOutput:
             self.token = None
 
 
+#: The fields of a status that a report without one stands for (see the module docstring).
+_PLAIN_STATUS_FIELDS = frozenset(("job_id", "call_id", "attempt", "success", "result_key",
+                                  "exception", "stdout", "stderr", "metadata"))
+
+
 class _Reports:
     def __init__(self, stream: _Frames) -> None:
         self.stream = stream
         self.pending: list = []
+        self.keys: Optional[tuple] = None  # the metadata keys of this frame's short reports
         self.since = 0.0
 
-    def add(self, report: tuple) -> None:
+    def add(self, token: int, status: dict, result: Optional[bytes]) -> None:
         if not self.pending:
             self.since = time.monotonic()
-        self.pending.append(report)
+        self.pending.append(self._report(token, status, result))
         if len(self.pending) >= REPORT_BATCH:
             self.flush()
+
+    def _report(self, token: int, status: dict, result: Optional[bytes]) -> tuple:
+        if status["success"] and result is not None and not status["stdout"] \
+                and not status["stderr"] and status.keys() == _PLAIN_STATUS_FIELDS:
+            metadata = status["metadata"]
+            keys = tuple(metadata)
+            if self.keys is None:
+                self.keys = keys
+            if keys == self.keys:
+                return (token, None, result, tuple(metadata.values()))
+        return (token, status, result, None)
 
     def due(self, job) -> bool:
         return bool(self.pending) and (
@@ -151,8 +173,9 @@ class _Reports:
 
     def flush(self) -> None:
         if self.pending:
-            self.stream.send(("done", self.pending))
+            self.stream.send(("done", self.pending, self.keys))
             self.pending = []
+            self.keys = None
 
 
 def main() -> int:
@@ -179,8 +202,7 @@ def _serve() -> int:
         if message[0] == "exit":
             return 0
         _, job, calls = message
-        for call in calls:
-            token = call["claim"]
+        for token, call in calls:
             if reports.due(job):
                 reports.flush()
             if not claims.claim(token):
@@ -189,7 +211,7 @@ def _serve() -> int:
             outcome = runner.run(job, call, store=False, live=live)
             live.stop()
             claims.finish(token)
-            reports.add((token, outcome.status, outcome.result))
+            reports.add(token, outcome.status, outcome.result)
             if runner.needs_replacement:
                 reports.flush()
                 frames.send(("retire", runner.needs_replacement))

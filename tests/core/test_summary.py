@@ -47,6 +47,21 @@ def test_records_kept_column_by_column_are_the_futures_records(futures):
     assert records_from_timeline(records.timeline_json()) == records.records()
 
 
+def test_timelines_keep_times_to_the_microsecond_and_old_timelines_still_read():
+    future = _future("00000", 1_700_000_000.1234567, 0.25)
+    records = JobRecords("job-1")
+    records.add(future)
+    assert records.records()[0].started == 1_700_000_000.1234567  # exact in memory
+    (record,) = records_from_timeline(records.timeline_json())
+    assert record.started == 1_700_000_000.123457 and record.submitted == 100.0
+    assert abs(record.finished - (1_700_000_000.1234567 + 0.25)) < 1e-6
+    old = (b'{"job_id": "job-1", "states": ["done", "failed", "cancelled"], '
+           b'"names": ["", "w0\\u0000h0"], "other_calls": [], "calls": [7], "state": [0], '
+           b'"times": [100.0, 101.5, null], "place": [1], "error": [0]}')
+    assert records_from_timeline(old) == [
+        CallRecord("job-1", "00007", DONE, 100.0, 101.5, None, "w0", "h0", "")]
+
+
 def test_summary_of_records(futures):
     summary = summarize([record_of(f) for f in futures], pending=2)
     assert (summary.calls, summary.pending) == (13, 2)
