@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import abc
 import base64
-import hashlib
 import hmac
 import importlib
 import json
