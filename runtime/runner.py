@@ -74,6 +74,7 @@ LOG_RECORD_LIMIT = 10_000
 #: Receives a running call's output in its ``queue`` list (see the module's docstring).
 LiveQueue = Any
 _write = io.StringIO.write
+_getvalue = io.StringIO.getvalue
 
 
 @dataclass
@@ -84,7 +85,7 @@ class CallOutcome:
 
 class _TailBuffer(io.StringIO):
     def getvalue(self) -> str:  # type: ignore[override]
-        text = super().getvalue()
+        text = _getvalue(self)
         if len(text) > OUTPUT_LIMIT:
             return "[... output truncated ...]\n" + text[-OUTPUT_LIMIT:]
         return text
@@ -696,12 +697,14 @@ class JobRunner:
         call_text: Optional[str] = None
         func = args = kwargs = None
         try:
-            mismatch = self._job_entry(job)[0] or self._runtime_mismatch(job)
+            entry = self._job_entry(job)
+            mismatch = entry[0] or self._runtime_mismatch(job)
             if mismatch:
                 raise RuntimeMismatchError(
                     f"the worker's runtime does not match the client: {mismatch}"
                 )
-            storage = storage or self._storage(job)
+            if not storage:
+                storage = entry[1] if entry[1] is not None else self._storage(job)
             func = self._loaded_function(job)
             if func is None:
                 with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
