@@ -151,11 +151,13 @@ class _EqualToEverything:
     __hash__ = object.__hash__
 
 
-def _replace_signal_handlers():
+def _replace_signal_handlers(which):
     import signal
 
-    signal.signal(signal.SIGUSR1, _EqualToEverything())
-    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    if which == "usr1":  # the only change, so nothing else makes the restore look closer
+        signal.signal(signal.SIGUSR1, _EqualToEverything())
+    else:
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     return "changed"
 
 
@@ -168,8 +170,8 @@ def test_signal_handlers_a_call_replaced_are_restored(tmp_path):
     job = _job(storage, _replace_signal_handlers)
     before = [signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGUSR2)]
     try:
-        for call_id in ("c1", "c2"):  # the second restore reuses the captured baseline
-            outcome = runner.run(job, _call(call_id), store=False)
+        for call_id, which in (("c1", "usr1"), ("c2", "usr2"), ("c3", "usr1")):
+            outcome = runner.run(job, _call(call_id, which), store=False)
             assert outcome.status["success"], outcome.status["exception"]
             after = [signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGUSR2)]
             assert all(a is b for a, b in zip(after, before)), (after, before)
