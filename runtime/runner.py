@@ -34,11 +34,13 @@ import os
 import pickle
 import reprlib
 import signal
+import sys
 import threading
 import time
 import traceback
 from collections import OrderedDict
 from dataclasses import dataclass
+from operator import is_
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import cloudpickle
@@ -72,6 +74,7 @@ LOG_RECORD_LIMIT = 10_000
 #: Receives a running call's output in its ``queue`` list (see the module's docstring).
 LiveQueue = Any
 _write = io.StringIO.write
+_getvalue = io.StringIO.getvalue
 
 
 @dataclass
@@ -82,7 +85,7 @@ class CallOutcome:
 
 class _TailBuffer(io.StringIO):
     def getvalue(self) -> str:  # type: ignore[override]
-        text = super().getvalue()
+        text = _getvalue(self)
         if len(text) > OUTPUT_LIMIT:
             return "[... output truncated ...]\n" + text[-OUTPUT_LIMIT:]
         return text
@@ -315,6 +318,23 @@ def describe_call(func: Callable, args: tuple, kwargs: Dict[str, Any]) -> Option
     return text if len(text) <= CALL_REPR_LIMIT else None
 
 
+def _call_redirected(func: Callable, args: tuple, kwargs: Dict[str, Any],
+                     stdout: io.StringIO, stderr: io.StringIO) -> Any:
+    """``func(*args, **kwargs)`` with ``sys.stdout``/``sys.stderr`` redirected, as
+    ``contextlib.redirect_stdout``/``redirect_stderr`` nested would, without building them."""
+    saved_stdout = sys.stdout
+    sys.stdout = stdout
+    try:
+        saved_stderr = sys.stderr
+        sys.stderr = stderr
+        try:
+            return func(*args, **kwargs)
+        finally:
+            sys.stderr = saved_stderr
+    finally:
+        sys.stdout = saved_stdout
+
+
 @contextlib.contextmanager
 def _environment(extra_env: Optional[Dict[str, str]]):
     if not extra_env:
@@ -421,6 +441,9 @@ class ProcessState:
         self.umask = 0
         self.rlimits: Dict[int, Tuple[int, int]] = {}
         self.handlers: Dict[int, Any] = {}
+        #: ``_getsignal`` of every signal of ``_SIGNALS``, in order, when captured in the
+        #: main thread: one C-level ``map`` and a list compare check them all after a call.
+        self.signal_table: Optional[List[Any]] = None
 
     @classmethod
     def capture(cls) -> "ProcessState":
@@ -437,11 +460,9 @@ class ProcessState:
         for limit in _RLIMITS:
             state.rlimits[limit] = resource.getrlimit(limit)
         if threading.current_thread() is threading.main_thread():
-            handlers = state.handlers
-            for signum in _SIGNALS:
-                handler = _getsignal(signum)
-                if handler is not None:
-                    handlers[signum] = handler
+            table = state.signal_table = list(map(_getsignal, _SIGNALS))
+            state.handlers = {signum: handler for signum, handler in zip(_SIGNALS, table)
+                              if handler is not None}
         return state
 
     def restore(self) -> List[str]:
@@ -468,6 +489,11 @@ class ProcessState:
         return self._restore_handlers(failed)
 
     def _restore_handlers(self, failed: List[str]) -> List[str]:
+        table = self.signal_table
+        if table is not None and all(map(is_, map(_getsignal, _SIGNALS), table)):
+            # Every handler is the very object captured: the per-signal loop below would
+            # find nothing to restore (both loops run in C here).
+            return failed
         for signum, handler in self.handlers.items():
             if _getsignal(signum) is not handler:
                 try:
@@ -671,12 +697,14 @@ class JobRunner:
         call_text: Optional[str] = None
         func = args = kwargs = None
         try:
-            mismatch = self._job_entry(job)[0] or self._runtime_mismatch(job)
+            entry = self._job_entry(job)
+            mismatch = entry[0] or self._runtime_mismatch(job)
             if mismatch:
                 raise RuntimeMismatchError(
                     f"the worker's runtime does not match the client: {mismatch}"
                 )
-            storage = storage or self._storage(job)
+            if not storage:
+                storage = entry[1] if entry[1] is not None else self._storage(job)
             func = self._loaded_function(job)
             if func is None:
                 with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
@@ -686,9 +714,12 @@ class JobRunner:
             metadata["worker_setup_time"] = exec_start - start
             saved = self._state_to_restore()
             try:
-                with _environment(job.get("extra_env")), _time_limit(job.get("timeout")), \
-                        contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-                    value = func(*args, **kwargs)
+                extra_env, timeout = job.get("extra_env"), job.get("timeout")
+                if extra_env or timeout:
+                    with _environment(extra_env), _time_limit(timeout):
+                        value = _call_redirected(func, args, kwargs, stdout, stderr)
+                else:  # no context manager to build and enter for the common call
+                    value = _call_redirected(func, args, kwargs, stdout, stderr)
             finally:
                 metadata["worker_exec_time"] = time.time() - exec_start
                 self._restore(saved, call)

@@ -137,3 +137,63 @@ def test_library_configures_no_logging_unless_asked():
     env = dict(os.environ, WRENCORE_LOGLEVEL="info")
     result = _python(loud, env=env)
     assert "INFO wrencore.x: hello log" in result.stderr
+
+
+class _EqualToEverything:
+    """A signal handler that claims to equal any other: a restore must compare by identity."""
+
+    def __call__(self, signum, frame):
+        pass
+
+    def __eq__(self, other):
+        return True
+
+    __hash__ = object.__hash__
+
+
+def _replace_signal_handlers(which):
+    import signal
+
+    if which == "usr1":  # the only change, so nothing else makes the restore look closer
+        signal.signal(signal.SIGUSR1, _EqualToEverything())
+    else:
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    return "changed"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX signals")
+def test_signal_handlers_a_call_replaced_are_restored(tmp_path):
+    import signal
+
+    storage = LocalFileStorage(str(tmp_path))
+    runner = JobRunner()
+    job = _job(storage, _replace_signal_handlers)
+    before = [signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGUSR2)]
+    try:
+        for call_id, which in (("c1", "usr1"), ("c2", "usr2"), ("c3", "usr1")):
+            outcome = runner.run(job, _call(call_id, which), store=False)
+            assert outcome.status["success"], outcome.status["exception"]
+            after = [signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGUSR2)]
+            assert all(a is b for a, b in zip(after, before)), (after, before)
+        assert runner.needs_replacement is None
+    finally:
+        signal.signal(signal.SIGUSR1, before[0])
+        signal.signal(signal.SIGUSR2, before[1])
+
+
+def _print_both_and_fail():
+    print("to out")
+    print("to err", file=sys.stderr)
+    raise ValueError("failed after printing")
+
+
+def test_output_is_captured_and_streams_put_back_when_a_call_fails(tmp_path):
+    storage = LocalFileStorage(str(tmp_path))
+    runner = JobRunner()
+    stdout, stderr = sys.stdout, sys.stderr
+    outcome = runner.run(_job(storage, _print_both_and_fail), _call("c1"), store=False)
+    assert sys.stdout is stdout and sys.stderr is stderr
+    assert not outcome.status["success"]
+    assert outcome.status["exception"]["message"] == "failed after printing"
+    assert outcome.status["stdout"] == "to out\n"
+    assert outcome.status["stderr"] == "to err\n"
