@@ -8,6 +8,7 @@ import time
 import cloudpickle
 import pytest
 
+from tests.servers import procs
 from tests.stored_outcomes import stored_statuses
 from wrencore import serialize
 from wrencore.backends import seal_task
@@ -63,25 +64,23 @@ def counting_receives_ahead(queue):
     return started
 
 
-def wait_until(predicate, seconds=15.0):
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+def run_calls(daemon, count):
+    """Step the daemon until it has run ``count`` calls (60 s at most), then drain it."""
+    heartbeat = Heartbeat(daemon.queue, 60, 20)
+    try:
+        deadline = time.monotonic() + 60
+        while daemon.calls_run < count and time.monotonic() < deadline:
+            daemon.step(heartbeat)
+        daemon.drain()
+    finally:
+        heartbeat.stop()
 
 
 def test_quick_calls_have_the_next_receive_started_ahead_and_every_message_settled(world):
     world.queue.send_batch(world.bodies(40))
     daemon = world.daemon(batch_size=5, prefetch_below=1.0)
     started = counting_receives_ahead(daemon.queue)
-    heartbeat = Heartbeat(daemon.queue, 60, 20)
-    try:
-        deadline = time.monotonic() + 60
-        while daemon.calls_run < 40 and time.monotonic() < deadline:
-            daemon.step(heartbeat)
-        daemon.drain()
-    finally:
-        heartbeat.stop()
+    run_calls(daemon, 40)
     statuses = world.statuses()
     assert sorted(statuses) == [f"{i:05d}" for i in range(40)]
     assert all(s["success"] and cloudpickle.loads(s["result"]) == 2 * int(c)
@@ -103,7 +102,8 @@ def test_drain_releases_what_a_receive_started_ahead_received(world):
         ahead = daemon._next_receive.result()
         assert ahead, "the receive started ahead got nothing"
         # Held (extended by the heartbeat) from their arrival on.
-        wait_until(lambda: all(m.receipt in heartbeat._held for m in ahead))
+        procs.wait_until(lambda: all(m.receipt in heartbeat._held for m in ahead), 15,
+                         "the messages received ahead held by the heartbeat")
         daemon.drain()
         assert not any(m.receipt in heartbeat._held for m in ahead)
     finally:
@@ -123,12 +123,5 @@ def test_no_receive_is_started_ahead_by_default(world):
     world.queue.send_batch(world.bodies(12))
     daemon = world.daemon(batch_size=3)
     started = counting_receives_ahead(daemon.queue)
-    heartbeat = Heartbeat(daemon.queue, 60, 20)
-    try:
-        deadline = time.monotonic() + 60
-        while daemon.calls_run < 12 and time.monotonic() < deadline:
-            daemon.step(heartbeat)
-        daemon.drain()
-    finally:
-        heartbeat.stop()
+    run_calls(daemon, 12)
     assert started == [] and len(world.statuses()) == 12

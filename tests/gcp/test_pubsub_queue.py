@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.servers import procs
 from wrencore import plugins
 from wrencore_gcp.queue import PubSubQueue
 from wrencore_runtime.queues import queue_from_spec
@@ -84,22 +85,14 @@ def test_bounds_and_registration(pubsub_env):
     assert cls is PubSubQueue
 
 
-def wait_until(predicate, seconds=10.0):
-    import time
-
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def test_a_receive_started_ahead_returns_its_messages_and_tells_of_their_arrival(queue):
     queue.send_batch(["ahead-1", "ahead-2", "ahead-3"])
     got, arrived = [], []
     while len(got) < 3:
         pending = queue.start_receive(max_messages=10, wait_time=5, on_arrival=arrived.extend)
         got += pending.result()
-    wait_until(lambda: len(arrived) == 3)  # told in gRPC's thread, maybe after result()
+    # told in gRPC's thread, maybe after result()
+    procs.wait_until(lambda: len(arrived) == 3, 10, "the arrival of 3 messages")
     assert sorted(m.body for m in got) == ["ahead-1", "ahead-2", "ahead-3"]
     assert {m.receipt for m in arrived} == {m.receipt for m in got}
     assert queue.depth()["in_flight"] == 3
