@@ -39,7 +39,6 @@ from __future__ import annotations
 import abc
 import base64
 import hmac
-import importlib
 import json
 import logging
 import os
@@ -49,7 +48,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Union
 
-from . import PROTOCOL_VERSION
+from . import PROTOCOL_VERSION, spec_class
 from .digest import check_digest, sha256_hex
 from .errors import MessageRefusedError, WrenError
 
@@ -273,10 +272,7 @@ def default_key_file() -> str:
 
 def key_source_from_spec(spec: Dict[str, Any]) -> KeySource:
     """Rebuild a key source from its spec (the worker's own settings, never a message)."""
-    module_name, _, qualname = spec["class"].partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
+    obj = spec_class(spec)
     if not (isinstance(obj, type) and issubclass(obj, KeySource)):
         raise WrenError(f"{spec['class']} is not a wrencore KeySource")
     return obj(**spec.get("config", {}))

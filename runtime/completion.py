@@ -22,11 +22,11 @@ outcome in storage (its fallback). Nothing here imports the client or a cloud SD
 from __future__ import annotations
 
 import abc
-import importlib
 import logging
 import threading
 from typing import Any, Dict, List, Optional, Tuple
 
+from . import spec_class
 from .errors import WrenError
 from .protocol import encode_json
 
@@ -59,9 +59,7 @@ def sender_from_spec(spec: Dict[str, Any]) -> CompletionSender:
             module_name, _, qualname = str(spec.get("class") or "").partition(":")
             if not module_name or not qualname:
                 raise WrenError(f"a completion channel spec names no class: {spec!r}")
-            obj: Any = importlib.import_module(module_name)
-            for part in qualname.split("."):
-                obj = getattr(obj, part)
+            obj = spec_class(spec)
             if not (isinstance(obj, type) and issubclass(obj, CompletionSender)):
                 raise WrenError(f"{spec['class']} is not a wrencore CompletionSender")
             sender = _senders[cache_key] = obj(**config)

@@ -12,9 +12,10 @@ Queues travel to workers as specs, like storages: ``{"class": "module:Class",
 from __future__ import annotations
 
 import abc
-import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
+
+from . import spec_class
 
 
 @dataclass
@@ -102,8 +103,4 @@ class PendingReceive:
 
 
 def queue_from_spec(spec: Dict[str, Any]) -> TaskQueue:
-    module_name, _, qualname = spec["class"].partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj(**spec.get("config", {}))
+    return spec_class(spec)(**spec.get("config", {}))

@@ -12,12 +12,12 @@ theirs from their own environment.
 from __future__ import annotations
 
 import abc
-import importlib
 import json
 import os
 import threading
 from typing import Any, Dict, List
 
+from . import spec_class
 from .errors import StorageKeyError
 
 __all__ = ["Storage", "LocalFileStorage", "storage_from_spec"]
@@ -71,11 +71,7 @@ def storage_from_spec(spec: Dict[str, Any]) -> Storage:
     with _spec_lock:
         storage = _spec_cache.get(cache_key)
         if storage is None:
-            module_name, _, qualname = spec["class"].partition(":")
-            obj: Any = importlib.import_module(module_name)
-            for part in qualname.split("."):
-                obj = getattr(obj, part)
-            storage = obj(**spec.get("config", {}))
+            storage = spec_class(spec)(**spec.get("config", {}))
             _spec_cache[cache_key] = storage
         return storage
 
