@@ -10,6 +10,24 @@ def sleep_for(seconds):
     return seconds
 
 
+def outlive_bucket(task):
+    """Returns ``task["x"]`` once ``task["bucket"]`` no longer exists (at most 60 s), so
+    the call ends after its job's storage is gone however slowly its sandbox started."""
+    if task["x"] == 0:
+        return 0
+    import boto3
+
+    s3 = boto3.client("s3")
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            s3.head_bucket(Bucket=task["bucket"])
+        except Exception:  # 404: gone
+            return task["x"]
+        time.sleep(0.1)
+    raise RuntimeError(f"bucket {task['bucket']} still exists after 60 s")
+
+
 def _job_prefix(s3, bucket):
     """The key prefix of the only job in ``bucket`` (the test's own bucket)."""
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
