@@ -1,6 +1,6 @@
 """wrencore's local backend against ProcessPoolExecutor and multiprocessing.Pool, side by side.
 
-Run: ``python benchmarks/bench_local.py [--reps 5]``. All use 2 worker processes and warm
+Run: ``python benchmarks/bench_local.py [--reps 5] [--fresh-only]``. All use 2 worker processes and warm
 pools (created once, warmed up) except for the time-to-first-result cases: a new pool in this
 process (for wrencore, its fork server already runs), and the first pool of a fresh Python
 process (measured inside it from just after ``import wrencore`` or ``import
@@ -12,7 +12,11 @@ faster). Each pool's own ``map`` is used with its default chunksize, as a user w
 
 The issue's targets: 10,000 no-op calls through ``Executor.map`` (and ``map_futures``) in
 at most 0.1 s (10 µs of client overhead per call), and a new executor's first result within
-3x of a new ProcessPoolExecutor's. ``client CPU/call`` is this process's CPU time (every
+3x of a new ProcessPoolExecutor's. The first-result ratios are given two ways: of the
+medians, and the median of each repetition's own ratio (both sides of a repetition ran
+back to back, so under a varying load it is the steadier of the two). ``--fresh-only`` times
+only the fresh processes' first results (with ``--reps 20`` or more: a quick, steady
+check of that ratio). ``client CPU/call`` is this process's CPU time (every
 thread) divided by the calls; on Linux it is also split by thread (``ended``: threads that
 ended during the run, such as the one writing a job's timeline).
 """
@@ -157,10 +161,36 @@ def first_result_fresh_process(who):
     return float(out.stdout.split()[-1]), 0.0
 
 
+def first_result_line(name, times):
+    """The ratio of wrencore's first result to ProcessPoolExecutor's, both ways."""
+    medians = statistics.median(times["wrencore"]) / statistics.median(times["ppe"])
+    per_rep = statistics.median(w / p for w, p in zip(times["wrencore"], times["ppe"]))
+    return (f"{name}: {medians:.2f}x ProcessPoolExecutor, median of per-repetition ratios "
+            f"{per_rep:.2f}x (target <= 3x)")
+
+
+def fresh_only(reps):
+    """Only "first result, fresh process", repetitions interleaved in rotating order."""
+    who_all = ("wrencore", "ppe", "pool")
+    times = {who: [] for who in who_all}
+    for rep in range(reps):
+        for who in who_all[rep % 3:] + who_all[:rep % 3]:
+            times[who].append(first_result_fresh_process(who)[0])
+    print("  ".join(f"{who} {statistics.median(times[who]) * 1000:.1f}ms" for who in who_all))
+    print(first_result_line("first result, fresh process", times))
+    print(f"medians of {reps} interleaved repetitions; load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--fresh-only", action="store_true",
+                        help="only the first result of a fresh process")
     args = parser.parse_args()
+    if args.fresh_only:
+        fresh_only(args.reps)
+        return
 
     blob = b"a" * MIB
     no_ops = list(range(10_000))
@@ -237,15 +267,14 @@ def main() -> None:
         f"{n} {statistics.median(s.get(n, 0.0) for s in by_thread) / 10_000 * 1e6:.2f} µs"
         for n in threads if any(s.get(n, 0.0) for s in by_thread)))
     for name in ("first result, fresh process", "first result, new pool"):
-        cold = {who: statistics.median(times[name][who]) for who in who_all}
-        print(f"{name}: {cold['wrencore'] / cold['ppe']:.2f}x ProcessPoolExecutor "
-              f"(target <= 3x)")
+        print(first_result_line(name, times[name]))
     cpu_w, cpu_p = (statistics.median(times["40 CPU-bound tasks of ~50 ms"][who])
                     for who in ("wrencore", "ppe"))
     print(f"CPU-bound efficiency vs the {WORKERS}-core ideal ({ideal * 1000:.0f} ms): "
           f"wrencore {ideal / cpu_w:.0%}, ProcessPoolExecutor {ideal / cpu_p:.0%}")
     print(f"medians of {args.reps} interleaved repetitions; w/PPE = wrencore / "
-          f"ProcessPoolExecutor, w/Pool = wrencore / multiprocessing.Pool")
+          f"ProcessPoolExecutor, w/Pool = wrencore / multiprocessing.Pool; load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

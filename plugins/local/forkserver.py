@@ -4,12 +4,14 @@ It is the program every local worker is forked from, so it imports only what the
 itself and a worker need: no :mod:`subprocess`, no :mod:`socket` (its control socket is a
 bare ``_socket.socket``), nothing of the client.
 
-Run as ``python -c "from wrencore_local.forkserver import serve; serve()" FD``.
+Run as ``python -c "...; from wrencore_local.forkserver import serve; serve()" FD`` (see
+``wrencore_local.zygote.SERVER_CODE``).
 """
 
 from __future__ import annotations
 
 import _socket
+import gc
 import os
 import pickle
 import signal
@@ -25,6 +27,12 @@ def serve() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = _socket.socket(fileno=int(sys.argv[1]))
     from . import worker  # the worker's imports, done once here for every worker
+
+    # The imports make no garbage for the cyclic collector to find (SERVER_CODE turns it off
+    # first), and a worker's collections need never traverse what they made: frozen, those
+    # objects also stay in pages the workers share with the server.
+    gc.freeze()
+    gc.enable()
 
     send_lock = threading.Lock()
     forked = threading.Semaphore(0)

@@ -40,8 +40,9 @@ from .forkserver import MAX_MESSAGE
 
 logger = logging.getLogger(__name__)
 
-#: What the server process runs (its control socket's descriptor is its one argument).
-SERVER_CODE = "from wrencore_local.forkserver import serve; serve()"
+#: What the server process runs (its control socket's descriptor is its one argument). The
+#: cyclic collector is off until its imports are done (see ``wrencore_local.forkserver``).
+SERVER_CODE = "import gc; gc.disable(); from wrencore_local.forkserver import serve; serve()"
 #: Whether this platform can run a fork server (POSIX with descriptor passing).
 SUPPORTED = (hasattr(os, "fork") and hasattr(socket, "send_fds")
              and hasattr(socket, "SOCK_SEQPACKET"))

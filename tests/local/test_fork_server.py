@@ -182,3 +182,20 @@ def test_a_bad_config_still_fails_the_executor_after_an_early_prepare(monkeypatc
     monkeypatch.delenv("WRENCORE_LOCAL__FORK_SERVER")
     with pytest.raises(wrencore.errors.UnknownNameError, match="local"):
         wrencore.Executor(backend="locl")
+
+
+def _collector(_=None):
+    import gc
+
+    return gc.isenabled(), gc.get_threshold()
+
+
+def test_a_forked_worker_collects_cycles_as_a_worker_started_as_an_interpreter_does():
+    # The server turns the cyclic collector off while it imports; its workers run with it on.
+    with wrencore.Executor(backend="local", max_workers=1) as executor:
+        forked = executor.submit(_collector).result(timeout=60)
+    config = {"local": {"workers": 1, "fork_server": False}}
+    with wrencore.Executor(backend="local", config=config) as executor:
+        started = executor.submit(_collector).result(timeout=60)
+    assert forked == started
+    assert forked[0] is True
