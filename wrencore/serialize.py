@@ -49,16 +49,27 @@ def _installed_roots() -> List[str]:
 
 def _find_installed_roots() -> List[str]:
     roots = set()
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        path = sysconfig.get_paths().get(key)
-        if path:
-            roots.add(path)
     for path in getattr(site, "getsitepackages", lambda: [])() + [site.getusersitepackages()]:
         roots.add(path)
     for path in (sys.prefix, sys.base_prefix, sys.exec_prefix):
         roots.add(os.path.join(path, "lib"))
     roots.update(path for path in sys.path if _holds_installed_distributions(path))
     return [os.path.realpath(r) + os.sep for r in roots if r]
+
+
+_scheme_roots: Optional[List[str]] = None
+
+
+def _install_scheme_roots() -> List[str]:
+    """The install scheme's directories (stdlib, purelib, platlib): read only for a module
+    outside :func:`_installed_roots`, which nearly always cover them already (reading the
+    scheme imports :mod:`sysconfig`'s data, a millisecond of a new process's first submit)."""
+    global _scheme_roots
+    if _scheme_roots is None:
+        paths = sysconfig.get_paths()
+        found = {paths.get(key) for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+        _scheme_roots = [os.path.realpath(p) + os.sep for p in found if p]
+    return _scheme_roots
 
 
 def _holds_installed_distributions(path: str) -> bool:
@@ -122,7 +133,8 @@ def local_module_roots(modules: Optional[Dict[str, Any]] = None) -> Dict[str, st
         if not filename or not filename.endswith((".py", ".pyc")):
             continue
         real = realpath(filename)
-        if any(real.startswith(root) for root in installed):
+        if any(real.startswith(root) for root in installed) or \
+                any(real.startswith(root) for root in _install_scheme_roots()):
             continue
         top_module = modules.get(top)
         top_file = getattr(top_module, "__file__", None) if top_module else None
