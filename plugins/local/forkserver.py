@@ -28,6 +28,8 @@ def serve() -> None:
     sock = _socket.socket(fileno=int(sys.argv[1]))
     from . import worker  # the worker's imports, done once here for every worker
 
+    __import__("wrencore_runtime.sources")  # what a function sent by value is loaded with
+
     # The imports make no garbage for the cyclic collector to find (SERVER_CODE turns it off
     # first), and a worker's collections need never traverse what they made: frozen, those
     # objects also stay in pages the workers share with the server.
