@@ -215,14 +215,17 @@ class Config:
         declare (so without loading their declarations): only the core's top-level keys
         are read from the environment. For what must start before the checked config is
         ready (see :meth:`wrencore.backends.Backend.prepare`), never for what runs."""
-        from .settings import CORE_SETTINGS
-
         env = os.environ if env is None else env
         config = cls.__new__(cls)
         config.path = config_file_path(env)
         config.data, config.origins = {}, {}
         _merge(config.data, _read_file(config.path), config.origins, f"config file {config.path}")
-        env_data, env_origins = _from_env(env, {s.name for s in CORE_SETTINGS})
+        top_level: Iterable[str] = ()
+        if any(name.startswith(ENV_PREFIX) and "__" not in name[len(ENV_PREFIX):] for name in env):
+            from .settings import CORE_SETTINGS  # not imported before it is needed: ~1.5 ms
+
+            top_level = {s.name for s in CORE_SETTINGS}
+        env_data, env_origins = _from_env(env, top_level)
         _merge(config.data, env_data, config.origins, env_origins)
         _merge(config.data, overrides or {}, config.origins, "the executor's config argument")
         return config
