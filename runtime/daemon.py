@@ -474,19 +474,32 @@ class StatusWriter:
     before a later call can crash the daemon — while the quick calls of a receive share one
     write and one hand-over to the thread. A message is done — safe to acknowledge — once
     its last outcome is written: ``on_done`` is told so (the daemon journals it), then the
-    thread has it acknowledged (``acknowledge``, one request for what one write finished),
-    outside the write, so a flush never waits for an acknowledgement.
+    thread has it acknowledged (``acknowledge``), outside the write, so a flush never waits
+    for an acknowledgement. While the daemon is busy, done messages gather for up to
+    ``ack_linger`` seconds (or ``ack_batch`` messages) and are acknowledged in one request,
+    as Pub/Sub's own client batches its acknowledgements: with small receives that is a
+    request for many receives instead of one each, for the queue and for this process. A
+    daemon that turns idle, drains, or is about to run a message that may crash it has them
+    acknowledged at once (:meth:`wait_acknowledged`). A done message whose acknowledgement
+    is lost (the process dies meanwhile) comes back and is settled without running again:
+    its outcomes are found in storage.
     """
 
     #: Seconds an outcome may wait for the rest of its receive before the thread writes it.
     LINGER = 0.01
+    #: Seconds a done message may wait for others to be acknowledged with, and how many
+    #: make a request at once.
+    ACK_LINGER = 0.05
+    ACK_BATCH = 1000
 
     def __init__(self, on_done: Callable[[List[QueueMessage]], None],
                  linger: float = LINGER,
-                 acknowledge: Optional[Callable[[List[QueueMessage]], None]] = None) -> None:
+                 acknowledge: Optional[Callable[[List[QueueMessage]], None]] = None,
+                 ack_linger: Optional[float] = None) -> None:
         self.on_done = on_done
         self.acknowledge = acknowledge
         self.linger = linger
+        self.ack_linger = self.ACK_LINGER if ack_linger is None else ack_linger
         #: ("outcome", message, job, status, pickled result) and ("end", message, ...).
         self._pending: List[tuple] = []
         self._first_added = 0.0  # when the oldest pending item was added (monotonic)
@@ -495,7 +508,9 @@ class StatusWriter:
         self._armed = False   # a call started after the pending outcomes: write them soon
         self._busy = False    # the daemon runs calls: look at what is pending every linger
         self._to_ack: List[QueueMessage] = []
+        self._acks_since = 0.0  # when the oldest of _to_ack was done (monotonic)
         self._acking = False
+        self._ack_waiters = 0   # threads in wait_acknowledged: acknowledge without lingering
         self._failed: set = set()   # message ids with an outcome that could not be written
         self._storages: Dict[str, Any] = {}  # job id -> its storage (written by one thread)
         self._cond = threading.Condition()
@@ -555,42 +570,58 @@ class StatusWriter:
             self._complete(items)
 
     def wait_acknowledged(self) -> None:
-        """Wait until every done message is acknowledged (or failed to be)."""
+        """Have every done message acknowledged now, and wait until it is (or failed to be)."""
         with self._cond:
-            while self._to_ack or self._acking or (self._writing and self.acknowledge):
-                self._cond.wait()
+            self._ack_waiters += 1
+            self._cond.notify_all()
+            try:
+                while self._to_ack or self._acking or (self._writing and self.acknowledge):
+                    self._cond.wait()
+            finally:
+                self._ack_waiters -= 1
 
     def failed(self, message: QueueMessage) -> bool:
         with self._cond:
             return message.message_id in self._failed
 
-    def _due(self) -> Optional[float]:
-        """0 when the pending outcomes are to be written now, else how long to wait before
-        looking again (None: until told). Called with the lock held."""
+    def _write_wait(self) -> Optional[float]:
+        """0 when the pending outcomes are to be written now, else how long until they are
+        (None: until told). Called with the lock held."""
         if self._pending and not self._writing:
             if self._urgent:
-                return 0
+                return 0.0
             if self._armed:
                 return max(0.0, self._first_added + self.linger - time.monotonic())
-        return self.linger if self._busy else None
+        return None
+
+    def _ack_wait(self) -> Optional[float]:
+        """0 when the done messages are to be acknowledged now, else how long until they
+        are (None: there are none). Called with the lock held."""
+        if not self._to_ack or self._acking:
+            return None
+        if self._ack_waiters or not self._busy or len(self._to_ack) >= self.ACK_BATCH:
+            return 0.0
+        return max(0.0, self._acks_since + self.ack_linger - time.monotonic())
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 while True:
-                    if self._to_ack:
+                    write, ack = self._write_wait(), self._ack_wait()
+                    if write == 0 or ack == 0:
                         break
-                    wait = self._due()
-                    if wait == 0:
-                        break
-                    self._cond.wait(wait)
-                done, self._to_ack = self._to_ack, []
-                if done:
-                    self._acking = True
-                else:
+                    # While the daemon is busy, look every linger (see call_starts).
+                    waits = [w for w in (write, ack, self.linger if self._busy else None)
+                             if w is not None]
+                    self._cond.wait(min(waits) if waits else None)
+                if write == 0:  # first: what it finishes is acknowledged with the rest
+                    done: List[QueueMessage] = []
                     items, self._pending = self._pending, []
                     self._urgent = self._armed = False
                     self._writing = True
+                else:
+                    done, self._to_ack = self._to_ack, []
+                    self._acking = True
             if done:
                 self._acknowledge(done)
             else:
@@ -620,6 +651,8 @@ class StatusWriter:
         with self._cond:
             self._writing = False
             if done and self.acknowledge is not None:
+                if not self._to_ack:
+                    self._acks_since = time.monotonic()
                 self._to_ack += done
             self._cond.notify_all()
 
@@ -988,6 +1021,7 @@ class Daemon:
                     continue
                 if message.receive_count > 1:  # may crash us: settle the others first
                     self.statuses.flush()
+                    self.statuses.wait_acknowledged()
                 self.journal.running(message)
                 completed = self.handle(message)
                 self.statuses.end_message(message, completed=completed)
