@@ -292,14 +292,16 @@ class IdleBoard:
 class Journal:
     """What a daemon process holds and runs, on disk, so its successor can settle it.
 
-    An append-only file of JSON lines — a batch's messages, the message running, the
-    messages whose outcomes are durable, the batch's end — each one ``write`` to a file kept
-    open: a record survives the process's death at once (it is in the kernel's cache), at
-    a few microseconds instead of the milliseconds of rewriting and renaming a file. No
-    fsync: the journal speaks for a process that died on a machine that lives on.
+    An append-only file of JSON lines — a receive's messages, the message running, the
+    messages whose outcomes are durable, the end of everything begun so far — each one
+    ``write`` to a file kept open: a record survives the process's death at once (it is in
+    the kernel's cache), at a few microseconds instead of the milliseconds of rewriting and
+    renaming a file. No fsync: the journal speaks for a process that died on a machine that
+    lives on. Receives begun since the last end are all open (a receive's outcomes may
+    still be written while the next ones run): the successor settles every one of them.
     """
 
-    #: The file is emptied when a batch ends or begins once it is larger than this.
+    #: The file is emptied when everything begun has ended and it is larger than this.
     MAX_BYTES = 1 << 20
 
     def __init__(self, state_dir: str, process_name: str) -> None:
@@ -321,8 +323,7 @@ class Journal:
         self._size += os.write(self._fd, (_journal_json(record) + "\n").encode())
 
     def begin(self, messages: List[QueueMessage]) -> None:
-        """A batch begins (and the previous one, if it did not end, is over)."""
-        self._truncate_if_large()
+        """A receive's messages are held (with those begun before, until :meth:`end`)."""
         self._append({"begin": [
             {"message_id": m.message_id, "body": "", "receipt": m.receipt,
              "receive_count": m.receive_count} for m in messages]})
@@ -341,6 +342,7 @@ class Journal:
         self._append({"interrupted": message.message_id})
 
     def end(self) -> None:
+        """Every message begun is settled."""
         self._append({"end": True})
         self._truncate_if_large()
 
@@ -350,7 +352,8 @@ class Journal:
             self._size = 0
 
     def load(self) -> Dict[str, Any]:
-        """The last batch, if it did not end: ``{"messages", "running", "done"}``; else {}."""
+        """What was begun since the last end, if anything: ``{"messages", "running",
+        "done"}``; else {}."""
         try:
             with open(self.path, encoding="utf-8") as f:
                 lines = f.read().splitlines()
@@ -363,7 +366,9 @@ class Journal:
             except ValueError:
                 continue  # a line cut short by the machine's own end
             if "begin" in record:
-                entry = {"messages": record["begin"], "running": None, "done": []}
+                if not entry:
+                    entry = {"messages": [], "running": None, "done": []}
+                entry["messages"] += record["begin"]
             elif not entry:
                 continue
             elif "running" in record:
@@ -464,9 +469,11 @@ class StatusWriter:
     are done, and acknowledges them.
 
     Outcomes queue up as calls end. Once the daemon has handled a receive's messages it
-    has them written (:meth:`push`) while it receives the next: one object per job and run
-    of consecutive calls — the call's ``status.json`` when alone, else a batch status
-    (``layout.batch_status_key``) —, then published to the job's completion channel. An
+    has them written (:meth:`push`) while it receives and runs the next — together with
+    the outcomes of the receives handled within ``GATHER`` seconds of the first, while
+    the daemon is busy —: one object per job and run of consecutive calls — the call's
+    ``status.json`` when alone, else a batch status (``layout.batch_status_key``) —, then
+    published to the job's completion channel. An
     outcome still waiting ``linger`` seconds after it was added while a later call runs
     (:meth:`call_starts`) is written without waiting for the push (within about twice
     ``linger``: while the daemon is busy the thread looks every ``linger`` seconds, so that
@@ -487,6 +494,9 @@ class StatusWriter:
 
     #: Seconds an outcome may wait for the rest of its receive before the thread writes it.
     LINGER = 0.01
+    #: Seconds the outcomes of a handled receive may wait for those of the next receives
+    #: while the daemon is busy, to share one write with them.
+    GATHER = 0.01
     #: Seconds a done message may wait for others to be acknowledged with, and how many
     #: make a request at once.
     ACK_LINGER = 0.05
@@ -550,7 +560,8 @@ class StatusWriter:
         self._append(("end", message, None, None, completed))
 
     def push(self) -> None:
-        """Have everything added so far written now, by the thread (without waiting)."""
+        """Have everything added so far written by the thread (without waiting): within
+        ``GATHER`` of the oldest's adding while the daemon is busy, else at once."""
         with self._cond:
             if self._pending:
                 self._urgent = True
@@ -589,7 +600,9 @@ class StatusWriter:
         (None: until told). Called with the lock held."""
         if self._pending and not self._writing:
             if self._urgent:
-                return 0.0
+                if not self._busy:
+                    return 0.0
+                return max(0.0, self._first_added + self.GATHER - time.monotonic())
             if self._armed:
                 return max(0.0, self._first_added + self.linger - time.monotonic())
         return None
@@ -747,6 +760,10 @@ class _RunningCall:
 
 
 class Daemon:
+    #: Messages received before the daemon waits for their outcomes to be written and
+    #: starts its journal afresh (it does so too whenever a receive finds nothing).
+    SETTLE_EVERY = 1000
+
     def __init__(self, settings: DaemonSettings, *, queue: Optional[TaskQueue] = None,
                  instance_id: str = "",
                  terminate_instance: Optional[Callable[[str], Optional[bool]]] = None) -> None:
@@ -764,7 +781,7 @@ class Daemon:
         self.journal = Journal(settings.state_dir, settings.process_name)
         self.crashes = CrashLedger(settings.state_dir)
         self.statuses = StatusWriter(on_done=self._written, acknowledge=self.queue.delete_many)
-        #: The last receive's messages until they are settled (:meth:`_settle`), and the
+        #: The messages received since the last settling (:meth:`_settle`), and the
         #: heartbeat that holds them.
         self._unsettled: List[QueueMessage] = []
         self._heartbeat: Optional[Heartbeat] = None
@@ -981,9 +998,10 @@ class Daemon:
         """Receive once and handle what arrived; return the number of messages received.
 
         The outcomes are written, and the messages acknowledged, behind the daemon's back
-        while it receives again; the next step (or :meth:`drain`) settles them. After quick
-        calls the next receive is started before this one's calls run (``prefetch_below``);
-        :meth:`drain` gives it up."""
+        while it receives and runs again (see :class:`StatusWriter`); a step that finds
+        nothing, one after ``SETTLE_EVERY`` messages, or :meth:`drain` settles them. After
+        quick calls the next receive is started before this one's calls run
+        (``prefetch_below``); :meth:`drain` gives it up."""
         try:
             messages = self._receive()
         except BaseException:
@@ -1006,12 +1024,13 @@ class Daemon:
             heartbeat.release(messages)
             return 0
         self._receive_ahead(heartbeat)  # under way while the last receive settles, too
-        self._settle(end_journal=False)  # the journal's next record begins a new batch
+        if len(self._unsettled) >= self.SETTLE_EVERY:
+            self._settle()  # and the journal starts afresh
         self._heartbeat = heartbeat
         heartbeat.hold(messages)
         messages = self._order(messages)
         self.journal.begin(messages)
-        self._unsettled = messages
+        self._unsettled += messages
         started = time.monotonic()
         try:
             for message in messages:
@@ -1028,7 +1047,7 @@ class Daemon:
                 if not completed:  # released, or left for a retry: no longer extended
                     heartbeat.release([message])
             self.journal.running(None)
-            self.statuses.push()  # written while the next receive waits, then acknowledged
+            self.statuses.push()  # written while the next receives run, then acknowledged
         except BaseException:
             self._settle()
             raise
@@ -1043,16 +1062,16 @@ class Daemon:
         if self._heartbeat is not None:
             self._heartbeat.release(done)
 
-    def _settle(self, end_journal: bool = True) -> None:
-        """Wait until the last receive's outcomes are written (the done messages are then
-        being acknowledged), stop extending the rest, and end its batch in the journal."""
+    def _settle(self) -> None:
+        """Wait until the outcomes of the receives since the last settling are written (the
+        done messages are then being acknowledged), stop extending the rest, and end them
+        in the journal."""
         if not self._unsettled:
             return
         self.statuses.flush()
         if self._heartbeat is not None:
             self._heartbeat.release(self._unsettled)
-        if end_journal:
-            self.journal.end()
+        self.journal.end()
         self._unsettled = []
 
     def drain(self) -> None:
@@ -1063,7 +1082,8 @@ class Daemon:
         self.statuses.wait_acknowledged()
 
     def recover(self) -> None:
-        """After a crash: blame the message that was running, settle the rest of its batch."""
+        """After a crash: blame the message that was running, settle the rest of what the
+        previous daemon held (acknowledge the done, release the others)."""
         entry = self.journal.load()
         if not entry:
             return
@@ -1075,15 +1095,20 @@ class Daemon:
                          self.settings.process_name, culprit, count)
             if self.settings.crash_redelivery >= 0 and culprit in by_id:
                 self._release(by_id[culprit], self.settings.crash_redelivery)
+        done = set(entry["done"])
         try:
-            finished = [by_id[i] for i in entry["done"] if i in by_id]
+            finished = [by_id[i] for i in done if i in by_id]
             if finished:
                 self.queue.delete_many(finished)
-            for message_id, message in by_id.items():
-                if message_id != culprit and message_id not in entry["done"]:
-                    self.queue.change_visibility(message, 0)
         except Exception as exc:  # stale receipts: the messages come back on their own
             logger.warning("could not settle the previous daemon's messages: %s", exc)
+        for message_id, message in by_id.items():
+            if message_id != culprit and message_id not in done:
+                try:
+                    self.queue.change_visibility(message, 0)
+                except Exception as exc:  # e.g. already released: it comes back anyway
+                    logger.warning("could not release message %s of the previous daemon: "
+                                   "%s", message_id, exc)
         self.journal.end()
 
     # -- idle ------------------------------------------------------------------------

@@ -230,17 +230,38 @@ def test_the_journal_keeps_the_last_unended_receive_and_skips_a_cut_line(tmp_pat
     assert successor.load() == {}
 
 
-def test_the_journal_is_emptied_when_a_batch_begins_past_its_size_limit(tmp_path):
+def test_the_journal_is_emptied_when_everything_ends_past_its_size_limit(tmp_path):
     journal = Journal(str(tmp_path), "p0")
     journal.MAX_BYTES = 1000
     message = type("M", (), {"message_id": "a", "receipt": "r", "receive_count": 1})
-    for _ in range(100):  # batches that the next begin ends, as a busy daemon's are
+    for _ in range(100):  # receives settled one by one, as an idle daemon's are
         journal.begin([message])
         journal.running(message)
         journal.running(None)
         journal.finished(message)
+        journal.end()
     assert os.path.getsize(journal.path) < 1200
+    journal.begin([message])
+    journal.finished(message)
     assert Journal(str(tmp_path), "p0").load()["done"] == ["a"]
+
+
+def test_the_journal_keeps_every_receive_begun_since_the_last_end(tmp_path):
+    journal = Journal(str(tmp_path), "p0")
+    first, second, third = (
+        type("M", (), {"message_id": i, "receipt": "r" + i, "receive_count": 1})
+        for i in ("a", "b", "c"))
+    journal.begin([first])
+    journal.running(first)
+    journal.running(None)  # its outcome is still being written ...
+    journal.begin([second, third])  # ... while the next receive runs
+    journal.running(second)
+    journal.finished(first)
+    entry = Journal(str(tmp_path), "p0").load()
+    assert [m["message_id"] for m in entry["messages"]] == ["a", "b", "c"]
+    assert entry["running"] == "b" and entry["done"] == ["a"]
+    journal.end()
+    assert Journal(str(tmp_path), "p0").load() == {}
 
 
 def test_undecodable_message_is_released_until_it_is_dead(world):
