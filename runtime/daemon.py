@@ -122,7 +122,8 @@ class DaemonSettings:
     #: when the previous receive's calls took less than this many seconds (0: never). After
     #: longer calls the next messages are left to the instance's other daemons. Off by
     #: default: it pays where a receive waits long on the network with cores to spare; on a
-    #: busy machine the CPU it costs (Pub/Sub: a gRPC thread started per pull) outweighs it.
+    #: busy machine the CPU it costs (Pub/Sub: a hand-over to the queue's puller thread and
+    #: back per pull) outweighs it.
     prefetch_below: float = 0.0
     #: Seconds between visibility extensions (default: a third of the visibility timeout).
     heartbeat_interval: float = 0.0

@@ -168,6 +168,64 @@ def wait_for_file(path):
     return True
 
 
+def counting_deletes(queue):
+    deleted = []
+    original = queue.delete_many
+
+    def delete_many(messages):
+        deleted.append([m.message_id for m in messages])
+        return original(messages)
+
+    queue.delete_many = delete_many
+    return deleted
+
+
+def test_quick_receives_share_one_write_and_one_acknowledgement(world):
+    world.queue.send_batch([world.task(i, start=i) for i in range(3)])  # a call per message
+    daemon = world.make_daemon(batch_size=1)
+    daemon.statuses.GATHER = 30  # none waits that long: draining writes them
+    deleted = counting_deletes(daemon.queue)
+    heartbeat = Heartbeat(daemon.queue, 1, 0.3)
+    try:
+        assert [daemon.step(heartbeat) for _ in range(3)] == [1, 1, 1]
+        time.sleep(0.3)
+        assert not [k for k in world.storage.list("job1/") if "status" in k]
+        assert world.queue.depth()["in_flight"] == 3 and deleted == []
+        daemon.drain()
+    finally:
+        heartbeat.stop()
+    written = [k for k in world.storage.list("job1/") if "status" in k]
+    assert written == [layout.batch_status_key("job1", "00000", 0, "00002")]
+    assert [cloudpickle.loads(world.status(f"{i:05d}")["result"]) for i in range(3)] == [
+        0, 3, 6]
+    assert len(deleted) == 1 and len(deleted[0]) == 3
+    assert world.queue.depth() == {"visible": 0, "in_flight": 0}
+
+
+def test_done_messages_wait_to_be_acknowledged_only_while_the_daemon_is_busy(world):
+    world.queue.send_batch([world.task(1)])
+    daemon = world.make_daemon(batch_size=1, poll_wait=0.1)
+    daemon.statuses.ack_linger = 30
+    deleted = counting_deletes(daemon.queue)
+    heartbeat = Heartbeat(daemon.queue, 1, 0.3)
+    try:
+        assert daemon.step(heartbeat) == 1
+        deadline = time.monotonic() + 10
+        while not world.storage.list("job1/00000/") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        assert deleted == []  # written, its acknowledgement gathering others
+        assert daemon.step(heartbeat) == 0  # nothing more: the daemon turns idle ...
+        deadline = time.monotonic() + 10
+        while not deleted and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(deleted) == 1  # ... and acknowledges at once
+    finally:
+        daemon.drain()
+        heartbeat.stop()
+    assert world.queue.depth() == {"visible": 0, "in_flight": 0}
+
+
 def test_an_outcome_is_written_while_a_later_call_of_its_receive_runs(world):
     job = dict(world.job, job_id="job2", function_key=layout.function_key("job2"))
     world.storage.put(job["function_key"], serialize.dumps_function(wait_for_file))
