@@ -65,6 +65,8 @@ ACK_BATCH = 1000
 #: started ahead (a cancel waits for it).
 PULL_MIN_WAIT = 0.5
 PULL_AHEAD_SLICE = 1.0
+#: Seconds the puller thread of receives started ahead outlives the last one.
+PULLER_IDLE = 30.0
 #: Seconds an acknowledge or modify_ack_deadline request may take; the pauses before the
 #: next attempts of one that fails with a transient status (see :attr:`_Stubs.transient`).
 REQUEST_TIMEOUT = 60.0
@@ -230,26 +232,33 @@ class PendingPull:
 
 class _Puller:
     """The thread that makes a queue's receives started ahead, one after the other: one
-    thread for the queue's life, where a gRPC future would start one per pull."""
+    thread while receives keep coming, where a gRPC future would start one per pull. It
+    ends after ``PULLER_IDLE`` seconds without one (the next starts it again)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._waiting: List[PendingPull] = []
-        self._thread = threading.Thread(target=self._run, name="wrencore-pubsub-puller",
-                                        daemon=True)
-        self._thread.start()
+        self._running = False
 
     def start(self, pending: PendingPull) -> PendingPull:
         with self._cond:
             self._waiting.append(pending)
-            self._cond.notify()
+            if self._running:
+                self._cond.notify()
+            else:
+                self._running = True
+                threading.Thread(target=self._run, name="wrencore-pubsub-puller",
+                                 daemon=True).start()
         return pending
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._waiting:
-                    self._cond.wait()
+                if not self._waiting:
+                    self._cond.wait(PULLER_IDLE)
+                if not self._waiting:
+                    self._running = False
+                    return
                 pending = self._waiting.pop(0)
             pending._run()
 
