@@ -168,15 +168,15 @@ def wait_for_file(path):
     return True
 
 
-def counting_deletes(queue):
+def counting_acknowledgements(daemon):
     deleted = []
-    original = queue.delete_many
+    original = daemon.statuses.acknowledge
 
-    def delete_many(messages):
+    def acknowledge(messages):
         deleted.append([m.message_id for m in messages])
         return original(messages)
 
-    queue.delete_many = delete_many
+    daemon.statuses.acknowledge = acknowledge
     return deleted
 
 
@@ -184,7 +184,7 @@ def test_quick_receives_share_one_write_and_one_acknowledgement(world):
     world.queue.send_batch([world.task(i, start=i) for i in range(3)])  # a call per message
     daemon = world.make_daemon(batch_size=1)
     daemon.statuses.GATHER = 30  # none waits that long: draining writes them
-    deleted = counting_deletes(daemon.queue)
+    deleted = counting_acknowledgements(daemon)
     heartbeat = Heartbeat(daemon.queue, 1, 0.3)
     try:
         assert [daemon.step(heartbeat) for _ in range(3)] == [1, 1, 1]
@@ -204,9 +204,9 @@ def test_quick_receives_share_one_write_and_one_acknowledgement(world):
 
 def test_done_messages_wait_to_be_acknowledged_only_while_the_daemon_is_busy(world):
     world.queue.send_batch([world.task(1)])
-    daemon = world.make_daemon(batch_size=1, poll_wait=0.1)
+    daemon = world.make_daemon(batch_size=1)
     daemon.statuses.ack_linger = 30
-    deleted = counting_deletes(daemon.queue)
+    deleted = counting_acknowledgements(daemon)
     heartbeat = Heartbeat(daemon.queue, 1, 0.3)
     try:
         assert daemon.step(heartbeat) == 1
