@@ -51,6 +51,7 @@ import argparse
 import fcntl
 import json
 import logging
+import mmap
 import os
 import shlex
 import signal
@@ -302,10 +303,17 @@ class Journal:
     renaming a file. No fsync: the journal speaks for a process that died on a machine that
     lives on. Receives begun since the last end are all open (a receive's outcomes may
     still be written while the next ones run): the successor settles every one of them.
+
+    The message running is not a line but a slot: a small file beside the journal, mapped
+    into memory, that holds its id (``id`` and a newline; a newline alone: none runs; a
+    zero byte: the journal's lines say). Setting it is a store to memory, no system call,
+    and it survives the process just as a write does (the mapped page is the kernel's).
     """
 
     #: The file is emptied when everything begun has ended and it is larger than this.
     MAX_BYTES = 1 << 20
+    #: The running slot's size (a message id too long for it is written as a line).
+    SLOT_BYTES = 1024
 
     def __init__(self, state_dir: str, process_name: str) -> None:
         directory = os.path.join(state_dir, "journal")
@@ -321,6 +329,14 @@ class Journal:
         #: The file's size, as this process's writes grew it (the status writer's thread
         #: appends too; a count lost to a race only delays the truncation).
         self._size = size
+        self.slot_path = os.path.join(directory, process_name + ".running")
+        fd = os.open(self.slot_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if os.fstat(fd).st_size < self.SLOT_BYTES:
+                os.ftruncate(fd, self.SLOT_BYTES)  # zeros: the journal's lines say
+            self._slot = mmap.mmap(fd, self.SLOT_BYTES)
+        finally:
+            os.close(fd)  # the mapping keeps the file
 
     def _append(self, record: Dict[str, Any]) -> None:
         self._size += os.write(self._fd, (_journal_json(record) + "\n").encode())
@@ -333,7 +349,15 @@ class Journal:
 
     def running(self, message: Optional[QueueMessage]) -> None:
         """``message`` runs now (None: none does — the last one returned)."""
-        self._append({"running": message.message_id if message else None})
+        if message is None:
+            self._slot[0:1] = b"\n"
+            return
+        data = message.message_id.encode("utf-8", "surrogatepass") + b"\n"
+        if len(data) < self.SLOT_BYTES and b"\0" not in data and data.count(b"\n") == 1:
+            self._slot[0:len(data)] = data
+        else:  # an id the slot cannot hold: a line says
+            self._append({"running": message.message_id})
+            self._slot[0:1] = b"\0"
 
     def finished(self, *messages: QueueMessage) -> None:
         """The outcomes of these messages' calls are durable: they may be deleted."""
@@ -343,11 +367,24 @@ class Journal:
         """The running message was given up on purpose: the successor releases it, blaming
         no crash on it."""
         self._append({"interrupted": message.message_id})
+        self._slot[0:1] = b"\n"
 
     def end(self) -> None:
         """Every message begun is settled."""
+        self._slot[0:1] = b"\n"
         self._append({"end": True})
         self._truncate_if_large()
+
+    def _slot_running(self) -> Any:
+        """The slot's message id; None when none runs; ``...`` when the lines say."""
+        try:
+            with open(self.slot_path, "rb") as f:
+                data = f.read(self.SLOT_BYTES)
+        except OSError:
+            return ...
+        if not data or data[:1] == b"\0" or b"\n" not in data:
+            return ...
+        return data.split(b"\n", 1)[0].decode("utf-8", "surrogatepass") or None
 
     def _truncate_if_large(self) -> None:
         if self._size > self.MAX_BYTES:
@@ -383,6 +420,9 @@ class Journal:
                     entry["running"] = None
             elif "end" in record:
                 entry = {}
+        running = self._slot_running()
+        if entry and running is not ...:
+            entry["running"] = running
         return entry
 
 

@@ -322,6 +322,25 @@ def test_the_journal_keeps_every_receive_begun_since_the_last_end(tmp_path):
     assert Journal(str(tmp_path), "p0").load() == {}
 
 
+def test_the_running_message_is_found_in_its_slot_or_in_a_line_when_too_long(tmp_path):
+    def message(message_id):
+        return type("M", (), {"message_id": message_id, "receipt": "r", "receive_count": 1})
+
+    journal = Journal(str(tmp_path), "p0")
+    short, long = message("short-id"), message("x" * (Journal.SLOT_BYTES + 10))
+    journal.begin([short, long])
+    journal.running(short)
+    assert Journal(str(tmp_path), "p0").load()["running"] == "short-id"
+    journal.running(long)  # too long for the slot: a line says
+    assert Journal(str(tmp_path), "p0").load()["running"] == long.message_id
+    journal.running(short)
+    journal.interrupted(short)
+    assert Journal(str(tmp_path), "p0").load()["running"] is None
+    journal.running(short)
+    journal.running(None)
+    assert Journal(str(tmp_path), "p0").load()["running"] is None
+
+
 def test_undecodable_message_is_released_until_it_is_dead(world):
     world.queue.send_batch(["{garbage"])
     daemon = world.make_daemon()
