@@ -36,11 +36,11 @@ the steadier figure. ``--threads`` breaks the daemon's CPU down by thread.
 What the sides do not share: the daemon sends its requests straight on the client
 library's gRPC channel (see ``wrencore_gcp.queue``), the plain loops through the client
 library's methods, as a plain google-cloud-pubsub program does. The plain loops
-acknowledge (and "plain loop + write" writes) once per pull; the busy daemon gathers: the
-outcomes of the pulls it handles within 10 ms of each other share one write, and its done
-messages are acknowledged together within 50 ms (see ``StatusWriter``), as the client
-library's own streaming subscriber batches its acknowledgements. Each pull is still one
-request of the same size on every side.
+acknowledge once per pull; the busy daemon acknowledges its done messages together within
+50 ms (see ``StatusWriter``), as the client library's own streaming subscriber batches its
+acknowledgements. Each pull is one request of the same size on every side, and the daemon
+writes each pull's outcomes (one object per pull, as "plain loop + write") before it runs
+the next pull's calls.
 
 To measure another checkout's daemon with this benchmark, put that checkout's packages
 first on ``PYTHONPATH`` (a directory of links named ``wrencore``, ``wrencore_runtime``,

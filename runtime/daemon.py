@@ -512,11 +512,9 @@ class StatusWriter:
     are done, and acknowledges them.
 
     Outcomes queue up as calls end. Once the daemon has handled a receive's messages it
-    has them written (:meth:`push`) while it receives and runs the next — together with
-    the outcomes of the receives handled within ``GATHER`` seconds of the first, while
-    the daemon is busy —: one object per job and run of consecutive calls — the call's
-    ``status.json`` when alone, else a batch status (``layout.batch_status_key``) —, then
-    published to the job's completion channel. An
+    has them written (:meth:`push`) while it receives the next: one object per job and run
+    of consecutive calls — the call's ``status.json`` when alone, else a batch status
+    (``layout.batch_status_key``) —, then published to the job's completion channel. An
     outcome still waiting ``linger`` seconds after it was added while a later call runs
     (:meth:`call_starts`) is written without waiting for the push (within about twice
     ``linger``: while the daemon is busy the thread looks every ``linger`` seconds, so that
@@ -537,9 +535,6 @@ class StatusWriter:
 
     #: Seconds an outcome may wait for the rest of its receive before the thread writes it.
     LINGER = 0.01
-    #: Seconds the outcomes of a handled receive may wait for those of the next receives
-    #: while the daemon is busy, to share one write with them.
-    GATHER = 0.01
     #: Seconds a done message may wait for others to be acknowledged with, and how many
     #: make a request at once.
     ACK_LINGER = 0.05
@@ -603,15 +598,11 @@ class StatusWriter:
         self._append(("end", message, None, None, completed))
 
     def push(self) -> None:
-        """Have everything added so far written by the thread (without waiting): within
-        ``GATHER`` of the oldest's adding while the daemon is busy, else at once. While
-        the daemon is busy the thread is not woken (it looks every ``linger``): a wake-up
-        per receive cost the daemon more than the rest of a quick receive's hand-over."""
+        """Have everything added so far written now, by the thread (without waiting)."""
         with self._cond:
             if self._pending:
                 self._urgent = True
-                if not self._busy:
-                    self._cond.notify_all()
+                self._cond.notify_all()
 
     def flush(self) -> None:
         """Write everything added so far: wait for the thread's write under way, then write
@@ -646,9 +637,7 @@ class StatusWriter:
         (None: until told). Called with the lock held."""
         if self._pending and not self._writing:
             if self._urgent:
-                if not self._busy:
-                    return 0.0
-                return max(0.0, self._first_added + self.GATHER - time.monotonic())
+                return 0.0
             if self._armed:
                 return max(0.0, self._first_added + self.linger - time.monotonic())
         return None
@@ -806,10 +795,6 @@ class _RunningCall:
 
 
 class Daemon:
-    #: Messages received before the daemon waits for their outcomes to be written and
-    #: starts its journal afresh (it does so too whenever a receive finds nothing).
-    SETTLE_EVERY = 1000
-
     def __init__(self, settings: DaemonSettings, *, queue: Optional[TaskQueue] = None,
                  instance_id: str = "",
                  terminate_instance: Optional[Callable[[str], Optional[bool]]] = None) -> None:
@@ -827,7 +812,7 @@ class Daemon:
         self.journal = Journal(settings.state_dir, settings.process_name)
         self.crashes = CrashLedger(settings.state_dir)
         self.statuses = StatusWriter(on_done=self._written, acknowledge=self.queue.delete_many)
-        #: The messages received since the last settling (:meth:`_settle`), and the
+        #: The last receive's messages until they are settled (:meth:`_settle`), and the
         #: heartbeat that holds them.
         self._unsettled: List[QueueMessage] = []
         self._heartbeat: Optional[Heartbeat] = None
@@ -1043,11 +1028,12 @@ class Daemon:
     def step(self, heartbeat: Heartbeat) -> int:
         """Receive once and handle what arrived; return the number of messages received.
 
-        The outcomes are written, and the messages acknowledged, behind the daemon's back
-        while it receives and runs again (see :class:`StatusWriter`); a step that finds
-        nothing, one after ``SETTLE_EVERY`` messages, or :meth:`drain` settles them. After
-        quick calls the next receive is started before this one's calls run
-        (``prefetch_below``); :meth:`drain` gives it up."""
+        The outcomes are written behind the daemon's back while it receives again; the next
+        step (or :meth:`drain`) settles them before it runs another call, so that a call
+        that kills the daemon takes no other receive's outcome with it. The messages are
+        acknowledged later still (see :class:`StatusWriter`). After quick calls the next
+        receive is started before this one's calls run (``prefetch_below``); :meth:`drain`
+        gives it up."""
         try:
             messages = self._receive()
         except BaseException:
@@ -1070,13 +1056,12 @@ class Daemon:
             heartbeat.release(messages)
             return 0
         self._receive_ahead(heartbeat)  # under way while the last receive settles, too
-        if len(self._unsettled) >= self.SETTLE_EVERY:
-            self._settle()  # and the journal starts afresh
+        self._settle()  # the last receive's outcomes are written before these calls run
         self._heartbeat = heartbeat
         heartbeat.hold(messages)
         messages = self._order(messages)
         self.journal.begin(messages)
-        self._unsettled += messages
+        self._unsettled = messages
         started = time.monotonic()
         try:
             for message in messages:
@@ -1093,7 +1078,7 @@ class Daemon:
                 if not completed:  # released, or left for a retry: no longer extended
                     heartbeat.release([message])
             self.journal.running(None)
-            self.statuses.push()  # written while the next receives run, then acknowledged
+            self.statuses.push()  # written while the next receive waits, then acknowledged
             flush_lines()
         except BaseException:
             self._settle()
@@ -1110,9 +1095,8 @@ class Daemon:
             self._heartbeat.release(done)
 
     def _settle(self) -> None:
-        """Wait until the outcomes of the receives since the last settling are written (the
-        done messages are then being acknowledged), stop extending the rest, and end them
-        in the journal."""
+        """Wait until the last receive's outcomes are written (the done messages are then
+        to be acknowledged), stop extending the rest, and end its batch in the journal."""
         if not self._unsettled:
             return
         self.statuses.flush()
