@@ -51,6 +51,7 @@ import argparse
 import fcntl
 import json
 import logging
+import mmap
 import os
 import shlex
 import signal
@@ -85,6 +86,8 @@ DEFAULT_LOG_GROUP = "wrencore-standalone"
 #: Compact JSON of a journal record (one encoder for all: ``json.dumps`` with options
 #: builds a new one per record).
 _journal_json = json.JSONEncoder(separators=(",", ":")).encode
+#: The daemon's line saying a call ended (see :class:`LineHandler`).
+CALL_ENDED = "call %s/%s %s in %.3f s"
 
 
 @dataclass
@@ -120,7 +123,8 @@ class DaemonSettings:
     #: when the previous receive's calls took less than this many seconds (0: never). After
     #: longer calls the next messages are left to the instance's other daemons. Off by
     #: default: it pays where a receive waits long on the network with cores to spare; on a
-    #: busy machine the CPU it costs (Pub/Sub: a gRPC thread started per pull) outweighs it.
+    #: busy machine the CPU it costs (Pub/Sub: a hand-over to the queue's puller thread and
+    #: back per pull) outweighs it.
     prefetch_below: float = 0.0
     #: Seconds between visibility extensions (default: a third of the visibility timeout).
     heartbeat_interval: float = 0.0
@@ -292,15 +296,24 @@ class IdleBoard:
 class Journal:
     """What a daemon process holds and runs, on disk, so its successor can settle it.
 
-    An append-only file of JSON lines — a batch's messages, the message running, the
-    messages whose outcomes are durable, the batch's end — each one ``write`` to a file kept
-    open: a record survives the process's death at once (it is in the kernel's cache), at
-    a few microseconds instead of the milliseconds of rewriting and renaming a file. No
-    fsync: the journal speaks for a process that died on a machine that lives on.
+    An append-only file of JSON lines — a receive's messages, the message running, the
+    messages whose outcomes are durable, the end of everything begun so far — each one
+    ``write`` to a file kept open: a record survives the process's death at once (it is in
+    the kernel's cache), at a few microseconds instead of the milliseconds of rewriting and
+    renaming a file. No fsync: the journal speaks for a process that died on a machine that
+    lives on. Receives begun since the last end are all open (a receive's outcomes may
+    still be written while the next ones run): the successor settles every one of them.
+
+    The message running is not a line but a slot: a small file beside the journal, mapped
+    into memory, that holds its id (``id`` and a newline; a newline alone: none runs; a
+    zero byte: the journal's lines say). Setting it is a store to memory, no system call,
+    and it survives the process just as a write does (the mapped page is the kernel's).
     """
 
-    #: The file is emptied when a batch ends or begins once it is larger than this.
+    #: The file is emptied when everything begun has ended and it is larger than this.
     MAX_BYTES = 1 << 20
+    #: The running slot's size (a message id too long for it is written as a line).
+    SLOT_BYTES = 1024
 
     def __init__(self, state_dir: str, process_name: str) -> None:
         directory = os.path.join(state_dir, "journal")
@@ -316,20 +329,35 @@ class Journal:
         #: The file's size, as this process's writes grew it (the status writer's thread
         #: appends too; a count lost to a race only delays the truncation).
         self._size = size
+        self.slot_path = os.path.join(directory, process_name + ".running")
+        fd = os.open(self.slot_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if os.fstat(fd).st_size < self.SLOT_BYTES:
+                os.ftruncate(fd, self.SLOT_BYTES)  # zeros: the journal's lines say
+            self._slot = mmap.mmap(fd, self.SLOT_BYTES)
+        finally:
+            os.close(fd)  # the mapping keeps the file
 
     def _append(self, record: Dict[str, Any]) -> None:
         self._size += os.write(self._fd, (_journal_json(record) + "\n").encode())
 
     def begin(self, messages: List[QueueMessage]) -> None:
-        """A batch begins (and the previous one, if it did not end, is over)."""
-        self._truncate_if_large()
+        """A receive's messages are held (with those begun before, until :meth:`end`)."""
         self._append({"begin": [
             {"message_id": m.message_id, "body": "", "receipt": m.receipt,
              "receive_count": m.receive_count} for m in messages]})
 
     def running(self, message: Optional[QueueMessage]) -> None:
         """``message`` runs now (None: none does — the last one returned)."""
-        self._append({"running": message.message_id if message else None})
+        if message is None:
+            self._slot[0:1] = b"\n"
+            return
+        data = message.message_id.encode("utf-8", "surrogatepass") + b"\n"
+        if len(data) < self.SLOT_BYTES and b"\0" not in data and data.count(b"\n") == 1:
+            self._slot[0:len(data)] = data
+        else:  # an id the slot cannot hold: a line says
+            self._append({"running": message.message_id})
+            self._slot[0:1] = b"\0"
 
     def finished(self, *messages: QueueMessage) -> None:
         """The outcomes of these messages' calls are durable: they may be deleted."""
@@ -339,10 +367,24 @@ class Journal:
         """The running message was given up on purpose: the successor releases it, blaming
         no crash on it."""
         self._append({"interrupted": message.message_id})
+        self._slot[0:1] = b"\n"
 
     def end(self) -> None:
+        """Every message begun is settled."""
+        self._slot[0:1] = b"\n"
         self._append({"end": True})
         self._truncate_if_large()
+
+    def _slot_running(self) -> Any:
+        """The slot's message id; None when none runs; ``...`` when the lines say."""
+        try:
+            with open(self.slot_path, "rb") as f:
+                data = f.read(self.SLOT_BYTES)
+        except OSError:
+            return ...
+        if not data or data[:1] == b"\0" or b"\n" not in data:
+            return ...
+        return data.split(b"\n", 1)[0].decode("utf-8", "surrogatepass") or None
 
     def _truncate_if_large(self) -> None:
         if self._size > self.MAX_BYTES:
@@ -350,7 +392,8 @@ class Journal:
             self._size = 0
 
     def load(self) -> Dict[str, Any]:
-        """The last batch, if it did not end: ``{"messages", "running", "done"}``; else {}."""
+        """What was begun since the last end, if anything: ``{"messages", "running",
+        "done"}``; else {}."""
         try:
             with open(self.path, encoding="utf-8") as f:
                 lines = f.read().splitlines()
@@ -363,7 +406,9 @@ class Journal:
             except ValueError:
                 continue  # a line cut short by the machine's own end
             if "begin" in record:
-                entry = {"messages": record["begin"], "running": None, "done": []}
+                if not entry:
+                    entry = {"messages": [], "running": None, "done": []}
+                entry["messages"] += record["begin"]
             elif not entry:
                 continue
             elif "running" in record:
@@ -375,6 +420,9 @@ class Journal:
                     entry["running"] = None
             elif "end" in record:
                 entry = {}
+        running = self._slot_running()
+        if entry and running is not ...:
+            entry["running"] = running
         return entry
 
 
@@ -474,19 +522,32 @@ class StatusWriter:
     before a later call can crash the daemon — while the quick calls of a receive share one
     write and one hand-over to the thread. A message is done — safe to acknowledge — once
     its last outcome is written: ``on_done`` is told so (the daemon journals it), then the
-    thread has it acknowledged (``acknowledge``, one request for what one write finished),
-    outside the write, so a flush never waits for an acknowledgement.
+    thread has it acknowledged (``acknowledge``), outside the write, so a flush never waits
+    for an acknowledgement. While the daemon is busy, done messages gather for up to
+    ``ack_linger`` seconds (or ``ack_batch`` messages) and are acknowledged in one request,
+    as Pub/Sub's own client batches its acknowledgements: with small receives that is a
+    request for many receives instead of one each, for the queue and for this process. A
+    daemon that turns idle, drains, or is about to run a message that may crash it has them
+    acknowledged at once (:meth:`wait_acknowledged`). A done message whose acknowledgement
+    is lost (the process dies meanwhile) comes back and is settled without running again:
+    its outcomes are found in storage.
     """
 
     #: Seconds an outcome may wait for the rest of its receive before the thread writes it.
     LINGER = 0.01
+    #: Seconds a done message may wait for others to be acknowledged with, and how many
+    #: make a request at once.
+    ACK_LINGER = 0.05
+    ACK_BATCH = 1000
 
     def __init__(self, on_done: Callable[[List[QueueMessage]], None],
                  linger: float = LINGER,
-                 acknowledge: Optional[Callable[[List[QueueMessage]], None]] = None) -> None:
+                 acknowledge: Optional[Callable[[List[QueueMessage]], None]] = None,
+                 ack_linger: Optional[float] = None) -> None:
         self.on_done = on_done
         self.acknowledge = acknowledge
         self.linger = linger
+        self.ack_linger = self.ACK_LINGER if ack_linger is None else ack_linger
         #: ("outcome", message, job, status, pickled result) and ("end", message, ...).
         self._pending: List[tuple] = []
         self._first_added = 0.0  # when the oldest pending item was added (monotonic)
@@ -495,7 +556,9 @@ class StatusWriter:
         self._armed = False   # a call started after the pending outcomes: write them soon
         self._busy = False    # the daemon runs calls: look at what is pending every linger
         self._to_ack: List[QueueMessage] = []
+        self._acks_since = 0.0  # when the oldest of _to_ack was done (monotonic)
         self._acking = False
+        self._ack_waiters = 0   # threads in wait_acknowledged: acknowledge without lingering
         self._failed: set = set()   # message ids with an outcome that could not be written
         self._storages: Dict[str, Any] = {}  # job id -> its storage (written by one thread)
         self._cond = threading.Condition()
@@ -555,42 +618,58 @@ class StatusWriter:
             self._complete(items)
 
     def wait_acknowledged(self) -> None:
-        """Wait until every done message is acknowledged (or failed to be)."""
+        """Have every done message acknowledged now, and wait until it is (or failed to be)."""
         with self._cond:
-            while self._to_ack or self._acking or (self._writing and self.acknowledge):
-                self._cond.wait()
+            self._ack_waiters += 1
+            self._cond.notify_all()
+            try:
+                while self._to_ack or self._acking or (self._writing and self.acknowledge):
+                    self._cond.wait()
+            finally:
+                self._ack_waiters -= 1
 
     def failed(self, message: QueueMessage) -> bool:
         with self._cond:
             return message.message_id in self._failed
 
-    def _due(self) -> Optional[float]:
-        """0 when the pending outcomes are to be written now, else how long to wait before
-        looking again (None: until told). Called with the lock held."""
+    def _write_wait(self) -> Optional[float]:
+        """0 when the pending outcomes are to be written now, else how long until they are
+        (None: until told). Called with the lock held."""
         if self._pending and not self._writing:
             if self._urgent:
-                return 0
+                return 0.0
             if self._armed:
                 return max(0.0, self._first_added + self.linger - time.monotonic())
-        return self.linger if self._busy else None
+        return None
+
+    def _ack_wait(self) -> Optional[float]:
+        """0 when the done messages are to be acknowledged now, else how long until they
+        are (None: there are none). Called with the lock held."""
+        if not self._to_ack or self._acking:
+            return None
+        if self._ack_waiters or not self._busy or len(self._to_ack) >= self.ACK_BATCH:
+            return 0.0
+        return max(0.0, self._acks_since + self.ack_linger - time.monotonic())
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 while True:
-                    if self._to_ack:
+                    write, ack = self._write_wait(), self._ack_wait()
+                    if write == 0 or ack == 0:
                         break
-                    wait = self._due()
-                    if wait == 0:
-                        break
-                    self._cond.wait(wait)
-                done, self._to_ack = self._to_ack, []
-                if done:
-                    self._acking = True
-                else:
+                    # While the daemon is busy, look every linger (see call_starts).
+                    waits = [w for w in (write, ack, self.linger if self._busy else None)
+                             if w is not None]
+                    self._cond.wait(min(waits) if waits else None)
+                if write == 0:  # first: what it finishes is acknowledged with the rest
+                    done: List[QueueMessage] = []
                     items, self._pending = self._pending, []
                     self._urgent = self._armed = False
                     self._writing = True
+                else:
+                    done, self._to_ack = self._to_ack, []
+                    self._acking = True
             if done:
                 self._acknowledge(done)
             else:
@@ -620,6 +699,8 @@ class StatusWriter:
         with self._cond:
             self._writing = False
             if done and self.acknowledge is not None:
+                if not self._to_ack:
+                    self._acks_since = time.monotonic()
                 self._to_ack += done
             self._cond.notify_all()
 
@@ -834,7 +915,7 @@ class Daemon:
         status = outcome.status
         self.statuses.add(running.message, job, status, outcome.result)
         self.calls_run += 1
-        logger.info("call %s/%s %s in %.3f s", job["job_id"], call["call_id"],
+        logger.info(CALL_ENDED, job["job_id"], call["call_id"],
                     "succeeded" if status["success"] else "failed",
                     status["metadata"].get("worker_end_timestamp", 0)
                     - status["metadata"].get("worker_start_timestamp", 0))
@@ -947,10 +1028,12 @@ class Daemon:
     def step(self, heartbeat: Heartbeat) -> int:
         """Receive once and handle what arrived; return the number of messages received.
 
-        The outcomes are written, and the messages acknowledged, behind the daemon's back
-        while it receives again; the next step (or :meth:`drain`) settles them. After quick
-        calls the next receive is started before this one's calls run (``prefetch_below``);
-        :meth:`drain` gives it up."""
+        The outcomes are written behind the daemon's back while it receives again; the next
+        step (or :meth:`drain`) settles them before it runs another call, so that a call
+        that kills the daemon takes no other receive's outcome with it. The messages are
+        acknowledged later still (see :class:`StatusWriter`). After quick calls the next
+        receive is started before this one's calls run (``prefetch_below``); :meth:`drain`
+        gives it up."""
         try:
             messages = self._receive()
         except BaseException:
@@ -973,7 +1056,7 @@ class Daemon:
             heartbeat.release(messages)
             return 0
         self._receive_ahead(heartbeat)  # under way while the last receive settles, too
-        self._settle(end_journal=False)  # the journal's next record begins a new batch
+        self._settle()  # the last receive's outcomes are written before these calls run
         self._heartbeat = heartbeat
         heartbeat.hold(messages)
         messages = self._order(messages)
@@ -988,6 +1071,7 @@ class Daemon:
                     continue
                 if message.receive_count > 1:  # may crash us: settle the others first
                     self.statuses.flush()
+                    self.statuses.wait_acknowledged()
                 self.journal.running(message)
                 completed = self.handle(message)
                 self.statuses.end_message(message, completed=completed)
@@ -995,6 +1079,7 @@ class Daemon:
                     heartbeat.release([message])
             self.journal.running(None)
             self.statuses.push()  # written while the next receive waits, then acknowledged
+            flush_lines()
         except BaseException:
             self._settle()
             raise
@@ -1009,16 +1094,15 @@ class Daemon:
         if self._heartbeat is not None:
             self._heartbeat.release(done)
 
-    def _settle(self, end_journal: bool = True) -> None:
+    def _settle(self) -> None:
         """Wait until the last receive's outcomes are written (the done messages are then
-        being acknowledged), stop extending the rest, and end its batch in the journal."""
+        to be acknowledged), stop extending the rest, and end its batch in the journal."""
         if not self._unsettled:
             return
         self.statuses.flush()
         if self._heartbeat is not None:
             self._heartbeat.release(self._unsettled)
-        if end_journal:
-            self.journal.end()
+        self.journal.end()
         self._unsettled = []
 
     def drain(self) -> None:
@@ -1029,7 +1113,8 @@ class Daemon:
         self.statuses.wait_acknowledged()
 
     def recover(self) -> None:
-        """After a crash: blame the message that was running, settle the rest of its batch."""
+        """After a crash: blame the message that was running, settle the rest of what the
+        previous daemon held (acknowledge the done, release the others)."""
         entry = self.journal.load()
         if not entry:
             return
@@ -1041,15 +1126,20 @@ class Daemon:
                          self.settings.process_name, culprit, count)
             if self.settings.crash_redelivery >= 0 and culprit in by_id:
                 self._release(by_id[culprit], self.settings.crash_redelivery)
+        done = set(entry["done"])
         try:
-            finished = [by_id[i] for i in entry["done"] if i in by_id]
+            finished = [by_id[i] for i in done if i in by_id]
             if finished:
                 self.queue.delete_many(finished)
-            for message_id, message in by_id.items():
-                if message_id != culprit and message_id not in entry["done"]:
-                    self.queue.change_visibility(message, 0)
         except Exception as exc:  # stale receipts: the messages come back on their own
             logger.warning("could not settle the previous daemon's messages: %s", exc)
+        for message_id, message in by_id.items():
+            if message_id != culprit and message_id not in done:
+                try:
+                    self.queue.change_visibility(message, 0)
+                except Exception as exc:  # e.g. already released: it comes back anyway
+                    logger.warning("could not release message %s of the previous daemon: "
+                                   "%s", message_id, exc)
         self.journal.end()
 
     # -- idle ------------------------------------------------------------------------
@@ -1161,14 +1251,50 @@ class LineFormatter(logging.Formatter):
         return self.default_msec_format % (text, record.msecs)
 
 
+class LineHandler(logging.StreamHandler):
+    """The daemon's stderr handler. A line is flushed at once — what a call logs is in the
+    file before the call can take the process down — except the daemon's line saying a call
+    ended: the next line, or the end of the receive (:func:`flush_lines`), writes it. So a
+    call costs one write to the file, not two, and its start line is always written before
+    it runs."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg is not CALL_ENDED:
+            super().emit(record)
+            return
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
+#: The handlers made by :func:`configure_logging` in this process.
+_line_handlers: List[LineHandler] = []
+
+
+def flush_lines() -> None:
+    """Write out the daemon's lines held by its :class:`LineHandler` (only those: the
+    plugins' handlers, such as CloudWatch's, send on their own schedule)."""
+    for handler in _line_handlers:
+        handler.flush()
+
+
 def configure_logging(settings: DaemonSettings) -> None:
     """The daemon is a program, not a library: it owns its process's logging.
 
-    Every line goes to stderr, which supervisord keeps in a local file.
+    Every line goes to stderr, which supervisord keeps in a local file. Records carry no
+    caller, thread or multiprocessing names (the daemon's lines name none, and finding
+    the caller was a good part of a line's cost, two lines a call).
     """
-    stream = logging.StreamHandler(sys.stderr)
+    logging._srcfile = None  # type: ignore[attr-defined]  # documented: no caller lookup
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+    stream = LineHandler(sys.stderr)
     stream.setFormatter(LineFormatter(
         "%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"))
+    _line_handlers.append(stream)
     root = logging.getLogger()
     root.setLevel(settings.log_level.upper())
     root.addHandler(stream)

@@ -22,7 +22,8 @@ The ``[gcp_pubsub]`` configuration table::
 Credentials come from Google's default chain (``GOOGLE_APPLICATION_CREDENTIALS``, the
 metadata server, gcloud); with ``PUBSUB_EMULATOR_HOST`` set the clients talk to the emulator
 and need none. Publishing is batched by the client library; receiving is a pull of up to
-``max_messages`` (synchronous, or started ahead with :meth:`PubSubQueue.start_receive`);
+``max_messages`` (synchronous, or started ahead with :meth:`PubSubQueue.start_receive`, in
+a thread of the queue's own);
 acknowledging is one request per batch. The worker's requests — pull, acknowledge, modify
 the deadline — go straight to the client's gRPC channel with the protobuf messages
 (:class:`_Stubs`): the client library's per-request layers (request conversion, retry and
@@ -60,8 +61,12 @@ MIN_ATTEMPTS, MAX_ATTEMPTS = 5, 100
 MIN_DEADLINE, MAX_DEADLINE = 10, 600
 #: Ack ids per acknowledge / modify_ack_deadline request (Pub/Sub's request size limit).
 ACK_BATCH = 1000
-#: The shortest wait of one pull request, seconds.
+#: The shortest wait of one pull request, seconds; the longest of one made for a receive
+#: started ahead (a cancel waits for it).
 PULL_MIN_WAIT = 0.5
+PULL_AHEAD_SLICE = 1.0
+#: Seconds the puller thread of receives started ahead outlives the last one.
+PULLER_IDLE = 30.0
 #: Seconds an acknowledge or modify_ack_deadline request may take; the pauses before the
 #: next attempts of one that fails with a transient status (see :attr:`_Stubs.transient`).
 REQUEST_TIMEOUT = 60.0
@@ -170,65 +175,92 @@ class _Stubs:
 
 
 class PendingPull:
-    """A pull started ahead of need (:meth:`PubSubQueue.start_receive`); it runs in gRPC's
-    own threads while the worker runs calls."""
+    """A receive started ahead of need (:meth:`PubSubQueue.start_receive`): the queue's
+    puller thread makes its pulls while the worker runs calls."""
 
-    def __init__(self, queue: "PubSubQueue", future: Any, max_messages: int,
+    def __init__(self, queue: "PubSubQueue", max_messages: int, wait_time: float,
                  visibility_timeout: Optional[float],
                  on_arrival: Optional[Callable[[List[QueueMessage]], None]]) -> None:
-        self.queue, self.max_messages = queue, max_messages
+        self.queue, self.max_messages = queue, max(1, int(max_messages))
+        self.wait_time = wait_time
         self.visibility_timeout = visibility_timeout
-        self._future = future
-        self._messages: Optional[List[QueueMessage]] = None
-        self._held = False
-        self._lock = threading.Lock()
         self._on_arrival = on_arrival
-        if on_arrival is not None:
-            future.add_done_callback(self._arrived)
+        self._messages: List[QueueMessage] = []
+        self._error: Optional[BaseException] = None
+        self._cancelled = False
+        self._held = False
+        self._done = threading.Event()
 
-    def _arrived(self, _future: Any) -> None:
-        """In a gRPC thread when the pull ends: its messages are held from now on (no
-        request is made here: a deadline other than the subscription's is set by
-        :meth:`result`)."""
+    def _run(self) -> None:
+        """In the puller thread: pull, a slice of the wait at a time so that a cancel is
+        seen soon, until messages arrive or the wait is over; then tell of their arrival
+        (they are held from now on; a deadline other than the subscription's is asked for
+        by :meth:`result`)."""
+        queue = self.queue
         try:
-            messages = self._take()
-            if messages and self._on_arrival is not None:
-                self._on_arrival(messages)
-        except Exception:  # result() says what went wrong
-            logger.debug("a pull started ahead ended without messages", exc_info=True)
-
-    def _take(self) -> List[QueueMessage]:
-        stubs = self.queue._stubs
-        with self._lock:
-            if self._messages is None:
-                try:
-                    received = self._future.result().received_messages
-                except stubs.grpc.FutureCancelledError:
-                    received = []
-                except stubs.grpc.RpcError as exc:
-                    if exc.code() != stubs.grpc.StatusCode.DEADLINE_EXCEEDED:
-                        raise stubs.error(exc) from exc
-                    received = []  # nothing arrived in time
-                self._messages = self.queue._as_queue_messages(list(received))
-            return self._messages
+            deadline = time.monotonic() + max(0.0, self.wait_time)
+            while not self._cancelled:
+                wait = max(PULL_MIN_WAIT, min(deadline - time.monotonic(), PULL_AHEAD_SLICE))
+                received = queue._pull(queue.subscription, self.max_messages, wait)
+                if received or time.monotonic() >= deadline:
+                    self._messages = queue._as_queue_messages(received)
+                    break
+            if self._messages and self._on_arrival is not None:
+                self._on_arrival(self._messages)
+        except BaseException as exc:  # result() raises it
+            self._error = exc
+        finally:
+            self._done.set()
 
     def result(self) -> List[QueueMessage]:
         """The pull's messages (waits for it to end), held for ``visibility_timeout``."""
-        messages = self._take()
-        with self._lock:
-            hold, self._held = not self._held, True
-        if hold:
-            self.queue._hold(messages, self.visibility_timeout)
-        return messages
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        if not self._held:
+            self._held = True
+            self.queue._hold(self._messages, self.visibility_timeout)
+        return self._messages
 
     def cancel(self) -> List[QueueMessage]:
-        """Stop waiting; the messages it received anyway (for the caller to release)."""
-        if self._future.cancel():
-            return []
-        try:
-            return self._take()
-        except Exception:
-            return []
+        """Stop pulling (a pull under way ends within ``PULL_AHEAD_SLICE``); the messages it
+        received anyway, for the caller to release."""
+        self._cancelled = True
+        self._done.wait()
+        return [] if self._error is not None else self._messages
+
+
+class _Puller:
+    """The thread that makes a queue's receives started ahead, one after the other: one
+    thread while receives keep coming, where a gRPC future would start one per pull. It
+    ends after ``PULLER_IDLE`` seconds without one (the next starts it again)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._waiting: List[PendingPull] = []
+        self._running = False
+
+    def start(self, pending: PendingPull) -> PendingPull:
+        with self._cond:
+            self._waiting.append(pending)
+            if self._running:
+                self._cond.notify()
+            else:
+                self._running = True
+                threading.Thread(target=self._run, name="wrencore-pubsub-puller",
+                                 daemon=True).start()
+        return pending
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._waiting:
+                    self._cond.wait(PULLER_IDLE)
+                if not self._waiting:
+                    self._running = False
+                    return
+                pending = self._waiting.pop(0)
+            pending._run()
 
 
 class PubSubQueue(TaskQueue):
@@ -270,6 +302,7 @@ class PubSubQueue(TaskQueue):
         self._publisher: Any = None
         self._subscriber: Any = None
         self._stubs_made: Optional[_Stubs] = None
+        self._puller: Optional[_Puller] = None
         self._held: Dict[str, float] = {}   # ack id -> when its deadline ends (monotonic)
         self._last_pulled = 0
         self._monitoring: Any = None
@@ -366,12 +399,12 @@ class PubSubQueue(TaskQueue):
         """One pull, started now and answered later: ``result()`` waits for its messages
         (none if ``wait_time`` passes first), ``cancel()`` gives up on it. ``on_arrival``
         is called with the messages in a gRPC thread as soon as they arrive."""
-        stubs = self._stubs
-        request = stubs.PullRequest(subscription=self.subscription,
-                                    max_messages=max(1, int(max_messages)))
-        future = stubs.pull.future(request, timeout=max(PULL_MIN_WAIT, min(wait_time, 60.0)),
-                                   metadata=stubs.metadata)
-        return PendingPull(self, future, max_messages, visibility_timeout, on_arrival)
+        self._stubs  # connected here, not in the puller's thread
+        with self._lock:
+            if self._puller is None:
+                self._puller = _Puller()
+        return self._puller.start(PendingPull(self, max_messages, wait_time,
+                                              visibility_timeout, on_arrival))
 
     def _received(self, received: List[Any],
                   visibility_timeout: Optional[float]) -> List[QueueMessage]:

@@ -168,6 +168,64 @@ def wait_for_file(path):
     return True
 
 
+def counting_acknowledgements(daemon):
+    deleted = []
+    original = daemon.statuses.acknowledge
+
+    def acknowledge(messages):
+        deleted.append([m.message_id for m in messages])
+        return original(messages)
+
+    daemon.statuses.acknowledge = acknowledge
+    return deleted
+
+
+def test_quick_receives_are_written_one_by_one_and_acknowledged_together(world):
+    world.queue.send_batch([world.task(i, start=i) for i in range(3)])  # a call per message
+    daemon = world.make_daemon(batch_size=1)
+    deleted = counting_acknowledgements(daemon)
+    daemon.statuses.ack_linger = 30  # none waits that long: draining acknowledges them
+    heartbeat = Heartbeat(daemon.queue, 1, 0.3)
+    try:
+        assert [daemon.step(heartbeat) for _ in range(3)] == [1, 1, 1]
+        # A receive's outcomes are written before the next receive's calls run (a call
+        # that kills the daemon takes no earlier outcome with it) ...
+        assert len([k for k in world.storage.list("job1/") if "status" in k]) >= 2
+        time.sleep(0.3)
+        assert world.queue.depth()["in_flight"] == 3 and deleted == []  # ... acknowledged
+        daemon.drain()  # together, here
+    finally:
+        heartbeat.stop()
+    assert [cloudpickle.loads(world.status(f"{i:05d}")["result"]) for i in range(3)] == [
+        0, 3, 6]
+    assert len(deleted) == 1 and len(deleted[0]) == 3
+    assert world.queue.depth() == {"visible": 0, "in_flight": 0}
+
+
+def test_done_messages_wait_to_be_acknowledged_only_while_the_daemon_is_busy(world):
+    world.queue.send_batch([world.task(1)])
+    daemon = world.make_daemon(batch_size=1)
+    daemon.statuses.ack_linger = 30
+    deleted = counting_acknowledgements(daemon)
+    heartbeat = Heartbeat(daemon.queue, 1, 0.3)
+    try:
+        assert daemon.step(heartbeat) == 1
+        deadline = time.monotonic() + 10
+        while not world.storage.list("job1/00000/") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        assert deleted == []  # written, its acknowledgement gathering others
+        assert daemon.step(heartbeat) == 0  # nothing more: the daemon turns idle ...
+        deadline = time.monotonic() + 10
+        while not deleted and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(deleted) == 1  # ... and acknowledges at once
+    finally:
+        daemon.drain()
+        heartbeat.stop()
+    assert world.queue.depth() == {"visible": 0, "in_flight": 0}
+
+
 def test_an_outcome_is_written_while_a_later_call_of_its_receive_runs(world):
     job = dict(world.job, job_id="job2", function_key=layout.function_key("job2"))
     world.storage.put(job["function_key"], serialize.dumps_function(wait_for_file))
@@ -230,17 +288,57 @@ def test_the_journal_keeps_the_last_unended_receive_and_skips_a_cut_line(tmp_pat
     assert successor.load() == {}
 
 
-def test_the_journal_is_emptied_when_a_batch_begins_past_its_size_limit(tmp_path):
+def test_the_journal_is_emptied_when_everything_ends_past_its_size_limit(tmp_path):
     journal = Journal(str(tmp_path), "p0")
     journal.MAX_BYTES = 1000
     message = type("M", (), {"message_id": "a", "receipt": "r", "receive_count": 1})
-    for _ in range(100):  # batches that the next begin ends, as a busy daemon's are
+    for _ in range(100):  # receives settled one by one, as an idle daemon's are
         journal.begin([message])
         journal.running(message)
         journal.running(None)
         journal.finished(message)
+        journal.end()
     assert os.path.getsize(journal.path) < 1200
+    journal.begin([message])
+    journal.finished(message)
     assert Journal(str(tmp_path), "p0").load()["done"] == ["a"]
+
+
+def test_the_journal_keeps_every_receive_begun_since_the_last_end(tmp_path):
+    journal = Journal(str(tmp_path), "p0")
+    first, second, third = (
+        type("M", (), {"message_id": i, "receipt": "r" + i, "receive_count": 1})
+        for i in ("a", "b", "c"))
+    journal.begin([first])
+    journal.running(first)
+    journal.running(None)  # its outcome is still being written ...
+    journal.begin([second, third])  # ... while the next receive runs
+    journal.running(second)
+    journal.finished(first)
+    entry = Journal(str(tmp_path), "p0").load()
+    assert [m["message_id"] for m in entry["messages"]] == ["a", "b", "c"]
+    assert entry["running"] == "b" and entry["done"] == ["a"]
+    journal.end()
+    assert Journal(str(tmp_path), "p0").load() == {}
+
+
+def test_the_running_message_is_found_in_its_slot_or_in_a_line_when_too_long(tmp_path):
+    def message(message_id):
+        return type("M", (), {"message_id": message_id, "receipt": "r", "receive_count": 1})
+
+    journal = Journal(str(tmp_path), "p0")
+    short, long = message("short-id"), message("x" * (Journal.SLOT_BYTES + 10))
+    journal.begin([short, long])
+    journal.running(short)
+    assert Journal(str(tmp_path), "p0").load()["running"] == "short-id"
+    journal.running(long)  # too long for the slot: a line says
+    assert Journal(str(tmp_path), "p0").load()["running"] == long.message_id
+    journal.running(short)
+    journal.interrupted(short)
+    assert Journal(str(tmp_path), "p0").load()["running"] is None
+    journal.running(short)
+    journal.running(None)
+    assert Journal(str(tmp_path), "p0").load()["running"] is None
 
 
 def test_undecodable_message_is_released_until_it_is_dead(world):

@@ -100,6 +100,22 @@ def test_a_receive_started_ahead_returns_its_messages_and_tells_of_their_arrival
     assert queue.receive(wait_time=0.3) == []
 
 
+def test_receives_started_ahead_are_pulled_by_one_thread_of_the_queue(queue):
+    import threading
+
+    def pullers():
+        return {t for t in threading.enumerate() if t.name == "wrencore-pubsub-puller"}
+
+    before = pullers()  # other queues' (each ends 30 s after its last receive)
+    queue.send_batch([f"m{i}" for i in range(4)])
+    got = []
+    for _ in range(8):
+        got += queue.start_receive(max_messages=1, wait_time=2).result()
+    assert sorted(m.body for m in got) == ["m0", "m1", "m2", "m3"]
+    assert len(pullers() - before) == 1  # not one per receive
+    queue.delete_many(got)
+
+
 def test_a_receive_started_ahead_and_given_up_takes_nothing(queue):
     import time
 
