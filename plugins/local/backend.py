@@ -233,7 +233,7 @@ class _Worker:
         """A frame from the worker (its reader thread)."""
         kind = frame[0]
         if kind == "done":
-            self.pool._on_done(self, frame[1], frame[2])
+            self.pool._on_done(self, frame[1], frame[2], frame[3] if len(frame) > 3 else None)
         elif kind == "ready":
             self.pool._on_ready(self)
         elif kind == "output":
@@ -532,9 +532,10 @@ class WorkerPool:
             worker.current_started = time.monotonic()
 
     def _on_done(self, worker: _Worker, reports: List[Tuple[Any, ...]],
-                 keys: Optional[Tuple[str, ...]]) -> None:
+                 keys: Optional[Tuple[str, ...]], constants: Optional[Dict[str, Any]]) -> None:
         """Reports ``(claim, status, result, None)``, or ``(claim, None, result, values)``
-        for a plain success whose status metadata is ``zip(keys, values)``."""
+        for a plain success whose status metadata is ``constants`` and
+        ``zip(keys, values)``."""
         finished: List[Task] = []
         with self._lock:
             inflight = worker.inflight
@@ -557,7 +558,7 @@ class WorkerPool:
         for task, (_, status, result, values) in zip(finished, reports):
             if status is None:
                 complete_from_result(task.future, result, zip(keys, values),
-                                     task.message.get("attempt", 0), received)
+                                     task.message.get("attempt", 0), received, constants)
             else:
                 complete_from_status(task.call.future, status, result, storage, received)
 

@@ -35,7 +35,7 @@ from itertools import chain, groupby, islice
 from operator import itemgetter
 from typing import List, Optional, Tuple
 
-from wrencore_runtime.runner import JobRunner
+from wrencore_runtime.runner import QUICK_KEYS, JobRunner
 
 from .claims import ClaimSlots
 from .framing import read_frame, write_frame
@@ -147,12 +147,26 @@ class _Reports:
         self.stream = stream
         self.pending: list = []
         self.keys: Optional[tuple] = None  # the metadata keys of this frame's short reports
+        #: Metadata the same for each of this frame's short reports (QuickCalls.constants).
+        self.constants: Optional[dict] = None
         self.since = 0.0
 
     def add(self, token: int, status: dict, result: Optional[bytes]) -> None:
         if not self.pending:
             self.since = time.monotonic()
         self.pending.append(self._report(token, status, result))
+        if len(self.pending) >= REPORT_BATCH:
+            self.flush()
+
+    def add_quick(self, report: tuple, constants: dict) -> None:
+        """A report from ``QuickCalls.run``."""
+        if report[3] is not None and self.keys is not QUICK_KEYS:
+            if self.keys is not None:
+                self.flush()  # that frame's short reports have other keys
+            self.keys, self.constants = QUICK_KEYS, constants
+        if not self.pending:
+            self.since = time.monotonic()
+        self.pending.append(report)
         if len(self.pending) >= REPORT_BATCH:
             self.flush()
 
@@ -173,9 +187,12 @@ class _Reports:
 
     def flush(self) -> None:
         if self.pending:
-            self.stream.send(("done", self.pending, self.keys))
+            if self.constants is None:
+                self.stream.send(("done", self.pending, self.keys))
+            else:
+                self.stream.send(("done", self.pending, self.keys, self.constants))
             self.pending = []
-            self.keys = None
+            self.keys = self.constants = None
 
 
 def main() -> int:
@@ -202,20 +219,35 @@ def _serve() -> int:
         if message[0] == "exit":
             return 0
         _, job, calls = message
-        for token, call in calls:
-            if reports.due(job):
-                reports.flush()
-            if not claims.claim(token):
-                continue
-            live.start(token)
-            outcome = runner.run(job, call, store=False, live=live)
-            live.stop()
-            claims.finish(token)
-            reports.add(token, outcome.status, outcome.result)
-            if runner.needs_replacement:
-                reports.flush()
-                frames.send(("retire", runner.needs_replacement))
-                return 0
+        quick = None
+        try:
+            for token, call in calls:
+                if reports.due(job):
+                    reports.flush()
+                if not claims.claim(token):
+                    continue
+                live.start(token)
+                if quick is None:
+                    quick = runner.quick_calls(job, live)
+                if quick is not None:
+                    report = quick.run(call, token)
+                    live.stop()
+                    claims.finish(token)
+                    reports.add_quick(report, quick.constants)
+                else:
+                    outcome = runner.run(job, call, store=False, live=live)
+                    live.stop()
+                    claims.finish(token)
+                    reports.add(token, outcome.status, outcome.result)
+                if runner.needs_replacement:
+                    break
+        finally:
+            if quick is not None:
+                quick.finish()
+        if runner.needs_replacement:
+            reports.flush()
+            frames.send(("retire", runner.needs_replacement))
+            return 0
 
 
 if __name__ == "__main__":
