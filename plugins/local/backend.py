@@ -527,6 +527,7 @@ class WorkerPool:
     def _on_ready(self, worker: _Worker) -> None:
         """The worker runs: a call sent before (while its fork server started) is timed
         from now, not from when it was sent."""
+        worker.slots.unlink_semaphore()  # the worker opened it before it said so
         with self._lock:
             worker.ready = True
             worker.current_started = time.monotonic()

@@ -5,7 +5,8 @@ that prints to stdout cannot corrupt them. Imports only the runtime.
 
 Frames in:  ``("tasks", job, [(claim, call), ...])`` or ``("exit",)``; ``claim`` is the
             call's slot in this worker's claim file ``$WRENCORE_LOCAL_CLAIMS``.
-Frames out: ``("ready", pid)``, then ``("done", reports, keys)`` for the calls run since
+Frames out: ``("ready", pid)``, then ``("done", reports, keys)`` or ``("done", reports,
+            keys, constants)`` for the calls run since
             the last report, and ``("retire", reason)`` before
             exiting when the worker must be replaced. While a call runs, its writes to
             stdout and stderr and its log records are sent within ``LIVE_DELAY`` seconds
@@ -13,8 +14,12 @@ Frames out: ``("ready", pid)``, then ``("done", reports, keys)`` for the calls r
 
 A report is ``(claim, status, result_bytes, None)``, or, for a call that succeeded with its
 result inline and printed and logged nothing, ``(claim, None, result_bytes, values)``:
-its status's metadata values, whose keys are the frame's ``keys`` (pickling and unpickling
-a status per call was most of the pipe's cost for quick calls).
+its status's metadata values, whose keys are the frame's ``keys``, with the frame's
+``constants`` (the worker's id, host name, pid and Python, sent once per frame) if any
+(pickling and unpickling a status per call was most of the pipe's cost for quick calls).
+
+A frame's calls after the first of its job in this worker run through the runner's
+``QuickCalls``, which sets up once per frame what ``JobRunner.run`` sets up per call.
 
 Reports of quick calls are sent together: a report waits at most ``REPORT_DELAY`` seconds
 of further quick calls, never for a call of a job with a timeout (the pool times the call
