@@ -115,6 +115,8 @@ class ClaimSlots:
         self.lock: Any = _FlockLock(self.fd)
         #: The file whose shared flock the other side holds while it lives, and ours.
         self._other_alive = self._alive = -1
+        self._other_dead = False
+        self._creator = create
         pool_path = path + ".pool"
         if create:
             try:
@@ -141,10 +143,12 @@ class ClaimSlots:
 
     def claim(self, slot: int) -> bool:
         """The worker's claim: True if the call is its to run."""
+        if self._other_dead:
+            return False  # the pool died holding the semaphore: nothing is worth running
         if not self._acquire(True, DEATH_CHECK_INTERVAL):
             while not self._acquire(True, DEATH_CHECK_INTERVAL):
                 if self._other_died():
-                    return False  # the pool is gone: nothing is worth running
+                    return False
         try:
             if self.map[slot] != FREE:
                 return False
@@ -170,6 +174,8 @@ class ClaimSlots:
         """True if the other side (the worker, for the pool) no longer holds its lifetime
         ``flock``: it died (it takes that before it ever takes the semaphore). Then the
         semaphore is left alone: nobody else will mark these slots."""
+        if self._other_dead:
+            return True
         if self._other_alive < 0:
             return False  # flock: the kernel releases a dead holder's, the wait ends alone
         try:
@@ -177,8 +183,10 @@ class ClaimSlots:
         except BlockingIOError:
             return False
         fcntl.flock(self._other_alive, fcntl.LOCK_UN)
-        self.lock = _DeadHolder()
-        self._acquire, self._release = self.lock.acquire, self.lock.release
+        self._other_dead = True
+        if self._creator:  # the pool: marks the dead worker's slots without the lock
+            self.lock = _DeadHolder()
+            self._acquire, self._release = self.lock.acquire, self.lock.release
         return True
 
     def steal(self, slots, *, patience: float = 0.05) -> int:

@@ -73,6 +73,7 @@ def test_a_worker_claims_nothing_once_its_pool_died_holding_the_lock(tmp_path):
         assert worker.map[5] == FREE
         start = time.monotonic()
         assert not worker.claim(5)  # returns instead of waiting forever
+        assert not worker.claim(6)  # and at once from then on
         assert time.monotonic() - start < 2
     finally:
         name = bytes(worker.map[claims.SLOTS:]).rstrip(b"\0").decode()
