@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import _signal
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -433,12 +434,7 @@ def _noting(original: Callable, note: Callable[[], None]) -> Callable:
         note()
         return original(*args, **kwargs)
 
-    for attribute in ("__doc__", "__name__", "__qualname__"):
-        try:
-            setattr(noting, attribute, getattr(original, attribute))
-        except (AttributeError, TypeError):
-            pass
-    return noting
+    return functools.update_wrapper(noting, original)
 
 
 class _StateChanges:
