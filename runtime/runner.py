@@ -446,7 +446,9 @@ class _StateChanges:
     :class:`QuickCalls` checks this flag after each call instead of comparing the state
     (a ``getcwd``, the environment and sixty signal handlers: a third of a quick call's
     cost); it compares exactly after a batch's last call, so a change made by other means
-    (C code calling ``chdir(2)``) is put back then. :meth:`ProcessState.restore` clears it.
+    (C code calling ``chdir(2)`` or ``umask(2)``; the environment and signal handlers that
+    the comparison sees change only through these functions) is put back then.
+    :meth:`ProcessState.restore` clears it.
     """
 
     noted = False
