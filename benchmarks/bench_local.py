@@ -18,7 +18,8 @@ back to back, so under a varying load it is the steadier of the two). ``--fresh-
 only the fresh processes' first results (with ``--reps 20`` or more: a quick, steady
 check of that ratio). ``client CPU/call`` is this process's CPU time (every
 thread) divided by the calls; on Linux it is also split by thread (``ended``: threads that
-ended during the run, such as the one writing a job's timeline).
+ended during the run, such as the one writing a job's timeline), and the worker processes'
+CPU time in the same run is printed beside it (Linux).
 """
 
 from __future__ import annotations
@@ -100,14 +101,40 @@ def thread_cpu():
     return totals
 
 
-def timed_by_thread(fn, *args):
-    """``timed``, and the CPU each thread spent (threads that ended meanwhile: "ended")."""
+def process_cpu(pid):
+    """CPU seconds of every live thread of process ``pid`` (Linux only: 0.0 elsewhere)."""
+    total = 0.0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return total
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0]) / 1e9
+        except OSError:
+            continue
+    return total
+
+
+def worker_pids(executor):
+    """The pids of a wrencore executor's local worker processes (its private pool)."""
+    return [worker.proc.pid for worker in executor.backend.pool._workers]
+
+
+def timed_by_thread(fn, executor, *args):
+    """``timed``, the CPU each thread spent (threads that ended meanwhile: "ended"), and
+    under "workers" the CPU of the executor's worker processes."""
     before = thread_cpu()
-    wall, cpu = timed(fn, *args)
+    pids = worker_pids(executor)
+    workers_before = {pid: process_cpu(pid) for pid in pids}
+    wall, cpu = timed(fn, executor, *args)
     after = thread_cpu()
     spent = {name: seconds - before.get(name, 0.0) for name, seconds in after.items()}
     spent["ended"] = max(0.0, cpu - sum(spent.values()))
-    return (wall, cpu), spent
+    workers = sum(process_cpu(pid) - workers_before[pid] for pid in pids
+                  if pid in worker_pids(executor))
+    return (wall, cpu), spent, workers
 
 
 def first_result_cold(who):
@@ -219,6 +246,7 @@ def main() -> None:
     cpus = {name: {who: [] for who in who_all} for name in names}
 
     by_thread = []  # per repetition: thread name -> CPU seconds, wrencore's Executor.map
+    worker_cpu = []  # per repetition: CPU seconds of its worker processes, the same run
 
     def record(name, who, measured):
         times[name][who].append(measured[0])
@@ -230,8 +258,9 @@ def main() -> None:
             for who in order:
                 run = run_wren if who == "wrencore" else run_pool
                 if who == "wrencore" and name == "10,000 no-ops, Executor.map":
-                    measured, spent = timed_by_thread(run, pools[who], fn, items)
+                    measured, spent, workers = timed_by_thread(run, pools[who], fn, items)
                     by_thread.append(spent)
+                    worker_cpu.append(workers)
                     record(name, who, measured)
                 else:
                     record(name, who, timed(run, pools[who], fn, items))
@@ -266,6 +295,9 @@ def main() -> None:
     print("10,000 no-ops, Executor.map: client CPU/call by thread (median): " + ", ".join(
         f"{n} {statistics.median(s.get(n, 0.0) for s in by_thread) / 10_000 * 1e6:.2f} µs"
         for n in threads if any(s.get(n, 0.0) for s in by_thread)))
+    print(f"10,000 no-ops, Executor.map: worker processes' CPU/call (median, all "
+          f"{WORKERS} together): {statistics.median(worker_cpu) / 10_000 * 1e6:.2f} µs")
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for name in ("first result, fresh process", "first result, new pool"):
         print(first_result_line(name, times[name]))
     cpu_w, cpu_p = (statistics.median(times["40 CPU-bound tasks of ~50 ms"][who])

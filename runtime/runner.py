@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import _signal
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -318,6 +319,19 @@ def describe_call(func: Callable, args: tuple, kwargs: Dict[str, Any]) -> Option
     return text if len(text) <= CALL_REPR_LIMIT else None
 
 
+def _failure(exc: BaseException, func: Optional[Callable], args: Optional[tuple],
+             kwargs: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """A failed call's ``exception`` status field."""
+    if isinstance(exc, errors.InitializerError):
+        # The same initializer failure for every call: no worker-side traceback noise.
+        exc.__traceback__ = None
+    described = describe_exception(exc)
+    # Described when it fails (arguments the call changed show as changed).
+    described["call"] = describe_call(func, args, kwargs or {}) \
+        if func is not None and args is not None else None
+    return described
+
+
 def _call_redirected(func: Callable, args: tuple, kwargs: Dict[str, Any],
                      stdout: io.StringIO, stderr: io.StringIO) -> Any:
     """``func(*args, **kwargs)`` with ``sys.stdout``/``sys.stderr`` redirected, as
@@ -406,12 +420,60 @@ class _LimitChanges:
 
             def noting(*args, _original=original, _sets_from=sets_from, **kwargs):
                 if len(args) > _sets_from or kwargs:
-                    cls.changed = True
+                    cls.changed = _StateChanges.noted = True
                 return _original(*args, **kwargs)
 
             noting.__doc__, noting.__name__ = original.__doc__, original.__name__
             setattr(resource, name, noting)
 _getsignal = getattr(_signal, "getsignal", signal.getsignal)
+
+
+def _noting(original: Callable, note: Callable[[], None]) -> Callable:
+    """``original``, calling ``note()`` first."""
+    def noting(*args, **kwargs):
+        note()
+        return original(*args, **kwargs)
+
+    return functools.update_wrapper(noting, original)
+
+
+class _StateChanges:
+    """Notes the calls through which Python code changes process state a call must not
+    leave behind: ``os.chdir``/``fchdir``, ``os.umask``, writes to and deletions from
+    ``os.environ``, ``signal.signal`` (which calls ``_signal.signal``) and
+    ``resource.setrlimit``/``prlimit``.
+
+    :class:`QuickCalls` checks this flag after each call instead of comparing the state
+    (a ``getcwd``, the environment and sixty signal handlers: a third of a quick call's
+    cost); it compares exactly after a batch's last call, so a change made by other means
+    (C code calling ``chdir(2)`` or ``umask(2)``; the environment and signal handlers that
+    the comparison sees change only through these functions) is put back then.
+    :meth:`ProcessState.restore` clears it.
+    """
+
+    noted = False
+    _installed = False
+
+    @classmethod
+    def note(cls) -> None:
+        cls.noted = True
+
+    @classmethod
+    def install(cls) -> None:
+        if cls._installed:
+            return
+        cls._installed = True
+        _LimitChanges.install()
+        for module, name in ((os, "chdir"), (os, "fchdir"), (os, "umask"),
+                             (_signal, "signal")):
+            original = getattr(module, name, None)
+            if original is not None:
+                setattr(module, name, _noting(original, cls.note))
+        environ_class = type(os.environ)
+        for name in ("__setitem__", "__delitem__"):
+            original = getattr(environ_class, name, None)
+            if original is not None and environ_class is not dict:
+                setattr(environ_class, name, _noting(original, cls.note))
 
 
 def _environ_snapshot() -> Dict[Any, Any]:
@@ -444,6 +506,8 @@ class ProcessState:
         #: ``_getsignal`` of every signal of ``_SIGNALS``, in order, when captured in the
         #: main thread: one C-level ``map`` and a list compare check them all after a call.
         self.signal_table: Optional[List[Any]] = None
+        #: The ``os.environ`` object captured (a call may replace it).
+        self.environ_object: Any = None
 
     @classmethod
     def capture(cls) -> "ProcessState":
@@ -455,19 +519,28 @@ class ProcessState:
         state.environ = _environ_snapshot()
         state.umask = os.umask(0o022)
         os.umask(state.umask)
-        _LimitChanges.install()
+        _StateChanges.install()
         _LimitChanges.changed = False
+        state.environ_object = os.environ
         for limit in _RLIMITS:
             state.rlimits[limit] = resource.getrlimit(limit)
         if threading.current_thread() is threading.main_thread():
             table = state.signal_table = list(map(_getsignal, _SIGNALS))
             state.handlers = {signum: handler for signum, handler in zip(_SIGNALS, table)
                               if handler is not None}
+        _StateChanges.noted = False
         return state
 
     def restore(self) -> List[str]:
         """Undo changes made since :meth:`capture`; return what could not be restored."""
+        failed = self._restore()
+        _StateChanges.noted = False
+        return failed
+
+    def _restore(self) -> List[str]:
         failed: List[str] = []
+        if self.environ_object is not None and os.environ is not self.environ_object:
+            os.environ = self.environ_object  # a call replaced the mapping itself
         if self.cwd is not None:
             try:
                 if os.getcwd() != self.cwd:
@@ -694,7 +767,6 @@ class JobRunner:
         else:
             stdout, stderr = _LiveBuffer("stdout", live), _LiveBuffer("stderr", live)
         self._call_logs.begin(live)
-        call_text: Optional[str] = None
         func = args = kwargs = None
         try:
             entry = self._job_entry(job)
@@ -741,14 +813,7 @@ class JobRunner:
             metadata["worker_result_time"] = time.time() - result_start
             status["success"] = True
         except (Exception, SystemExit) as exc:
-            if isinstance(exc, errors.InitializerError):
-                # The same initializer failure for every call: no worker-side traceback noise.
-                exc.__traceback__ = None
-            status["exception"] = describe_exception(exc)
-            if func is not None and args is not None:
-                # Described when it fails (arguments the call changed show as changed).
-                call_text = describe_call(func, args, kwargs)
-            status["exception"]["call"] = call_text
+            status["exception"] = _failure(exc, func, args, kwargs)
             result_bytes = None
         status["stdout"], status["stderr"] = stdout.getvalue(), stderr.getvalue()
         records = self._call_logs.end()
@@ -777,3 +842,142 @@ class JobRunner:
             self.needs_replacement = "; ".join(failed)
             logger.warning("call %s changed process state that cannot be restored: %s",
                            call.get("call_id"), self.needs_replacement)
+
+    # -- quick calls -----------------------------------------------------------------
+    def quick_calls(self, job: Dict[str, Any],
+                    live: Optional[LiveQueue] = None) -> "Optional[QuickCalls]":
+        """A runner of ``job``'s calls that does once what :meth:`run` does for every call
+        (see :class:`QuickCalls`), or None while its calls need :meth:`run`: a job with a
+        timeout or an environment, one refused or whose function is not loaded yet (its
+        first call here), or when this thread is not the one calls return to a state of."""
+        if job.get("timeout") or job.get("extra_env") or self.needs_replacement:
+            return None
+        entry = self._jobs.get(job["job_id"])
+        if entry is None or entry[0] or entry[1] is None or self._runtime_mismatch(job):
+            return None
+        func = self._loaded_function(job)
+        if func is None:
+            return None
+        baseline = self._baseline
+        if baseline is None or baseline[0] != threading.get_ident():
+            return None
+        return QuickCalls(self, job, func, entry[1], baseline, live)
+
+
+#: The metadata of a plain call in :meth:`QuickCalls.run`'s short report, in order.
+QUICK_KEYS = ("worker_start_timestamp", "worker_setup_time", "worker_exec_time",
+              "worker_result_size", "worker_result_time", "worker_end_timestamp")
+_time = time.time
+_load_args = JobRunner._load_args
+
+
+class QuickCalls:
+    """Runs a batch of one job's calls (a local worker's frame) as :meth:`JobRunner.run`
+    with ``store=False`` would, sharing what ``run`` builds per call.
+
+    The job's entry, function and storage are looked up once; the captured streams are
+    replaced only after a call wrote to them; the process state is compared exactly only
+    when a call changed it through Python (see :class:`_StateChanges`) and once more in
+    :meth:`finish`; and a call that succeeded with its result inline and printed and
+    logged nothing is reported without a status (see :meth:`run`).
+    """
+
+    def __init__(self, runner: JobRunner, job: Dict[str, Any], func: Callable,
+                 storage: Storage, baseline: Tuple[int, "ProcessState"],
+                 live: Optional[LiveQueue]) -> None:
+        self.runner, self.job, self.func, self.storage = runner, job, func, storage
+        self.live = live
+        self._baseline = baseline
+        self._state = baseline[1]
+        self._limit = job.get("result_inline_limit")
+        self._logs = runner._call_logs
+        self._new_streams()
+        #: The last call run here, while the state was not compared exactly since.
+        self._unchecked: Optional[Dict[str, Any]] = None
+        #: The fields of a short report's values that are the same for every call.
+        self.constants = {"worker_id": runner.worker_id, "worker_hostname": runner._hostname,
+                          "worker_pid": runner._pid, "worker_python": PYTHON}
+
+    def _new_streams(self) -> None:
+        live = self.live
+        if live is None:
+            self._stdout, self._stderr = _TailBuffer(), _TailBuffer()
+        else:
+            self._stdout, self._stderr = _LiveBuffer("stdout", live), _LiveBuffer("stderr", live)
+
+    def run(self, call: Dict[str, Any], tag: Any) -> Tuple[Any, ...]:
+        """Run ``call``; return ``(tag, status, result, None)``, or ``(tag, None, result,
+        values)`` for a call that succeeded with its result inline and printed and logged
+        nothing: its status's metadata is :attr:`constants` and ``zip(QUICK_KEYS, values)``
+        (and the call's own ``host_submit_timestamp``)."""
+        runner = self.runner
+        if call.get("args") is None or runner._baseline is not self._baseline:
+            outcome = runner.run(self.job, call, store=False, live=self.live)
+            return (tag, outcome.status, outcome.result, None)
+        start = _time()
+        logs = self._logs
+        logs.records, logs.live = [], self.live
+        stdout, stderr = self._stdout, self._stderr
+        func, state = self.func, self._state
+        self._unchecked = call
+        args = kwargs = failure = result_key = None
+        exec_start = exec_end = None
+        result = b""
+        try:
+            args, kwargs = _load_args(self.job, call, self.storage)
+            exec_start = _time()
+            try:
+                value = _call_redirected(func, args, kwargs, stdout, stderr)
+            finally:
+                exec_end = _time()
+                if _StateChanges.noted or os.environ is not state.environ_object:
+                    runner._restore(state, call)
+            try:
+                result = dumps_result(value)
+            except Exception as exc:
+                raise SerializationError(
+                    f"the result of call {call['call_id']} ({type(value).__qualname__}) "
+                    f"could not be pickled: {type(exc).__name__}: {exc}"
+                ) from exc
+            limit = self._limit
+            if limit is not None and len(result) > limit:
+                result_key = layout.result_key(self.job["job_id"], call["call_id"],
+                                               call.get("attempt", 0))
+                self.storage.put(result_key, result)
+        except (Exception, SystemExit) as exc:
+            failure = _failure(exc, func, args, kwargs)
+        end = _time()
+        records = logs.records
+        logs.records = logs.live = None
+        if failure is None and result_key is None and not records \
+                and not stdout.tell() and not stderr.tell():
+            return (tag, None, result, (start, exec_start - start, exec_end - exec_start,
+                                        len(result), end - exec_end, end))
+        metadata: Dict[str, Any] = {"host_submit_timestamp": call.get("host_submit_timestamp"),
+                                    "worker_start_timestamp": start, **self.constants}
+        if exec_start is not None:
+            metadata["worker_setup_time"] = exec_start - start
+            metadata["worker_exec_time"] = exec_end - exec_start
+        if failure is None:
+            metadata["worker_result_size"] = len(result)
+            metadata["worker_result_time"] = end - exec_end
+        status: Dict[str, Any] = {
+            "job_id": self.job["job_id"], "call_id": call["call_id"],
+            "attempt": call.get("attempt", 0), "success": failure is None,
+            "result_key": result_key, "exception": failure,
+            "stdout": stdout.getvalue(), "stderr": stderr.getvalue(), "metadata": metadata,
+        }
+        if stdout.tell() or stderr.tell():
+            self._new_streams()
+        if records:
+            status["log_records"] = records[-LOG_RECORD_LIMIT:]
+        metadata["worker_end_timestamp"] = _time()
+        return (tag, status, None if failure or result_key else result, None)
+
+    def finish(self) -> None:
+        """Compare the process state exactly after the batch's last call (and put back
+        what a call changed other than through the functions :class:`_StateChanges`
+        watches)."""
+        call, self._unchecked = self._unchecked, None
+        if call is not None and self.runner._baseline is self._baseline:
+            self.runner._restore(self._state, call)

@@ -429,10 +429,12 @@ def complete_from_status(future: Future, status: Dict[str, Any], result: Optiona
 
 
 def complete_from_result(future: Future, result: bytes, metadata: Iterable[Tuple[str, Any]],
-                         attempt: int, received: float) -> bool:
+                         attempt: int, received: float,
+                         constants: Optional[Dict[str, Any]] = None) -> bool:
     """Complete ``future`` from a successful call's inline ``result``, for a worker that
     reports such a call without a status: the call printed and logged nothing, and
-    ``metadata`` holds its status's metadata as ``(key, value)`` pairs.
+    ``metadata`` holds its status's metadata as ``(key, value)`` pairs, with ``constants``
+    (metadata the same for a batch of calls) if given.
 
     As :func:`complete_from_status` otherwise. The path of every quick call on the local
     backend, so the common case (no attempt policy, the future running) is written out.
@@ -446,6 +448,8 @@ def complete_from_result(future: Future, result: bytes, metadata: Iterable[Tuple
         return False
     future._status_received = True
     fields = future.metadata
+    if constants:
+        fields.update(constants)
     fields.update(metadata)
     fields["host_status_timestamp"] = received
     if future._completion_lock is not None or future._state != _RUNNING:

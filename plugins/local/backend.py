@@ -233,7 +233,7 @@ class _Worker:
         """A frame from the worker (its reader thread)."""
         kind = frame[0]
         if kind == "done":
-            self.pool._on_done(self, frame[1], frame[2])
+            self.pool._on_done(self, frame[1], frame[2], frame[3] if len(frame) > 3 else None)
         elif kind == "ready":
             self.pool._on_ready(self)
         elif kind == "output":
@@ -527,14 +527,16 @@ class WorkerPool:
     def _on_ready(self, worker: _Worker) -> None:
         """The worker runs: a call sent before (while its fork server started) is timed
         from now, not from when it was sent."""
+        worker.slots.unlink_semaphore()  # the worker opened it before it said so
         with self._lock:
             worker.ready = True
             worker.current_started = time.monotonic()
 
     def _on_done(self, worker: _Worker, reports: List[Tuple[Any, ...]],
-                 keys: Optional[Tuple[str, ...]]) -> None:
+                 keys: Optional[Tuple[str, ...]], constants: Optional[Dict[str, Any]]) -> None:
         """Reports ``(claim, status, result, None)``, or ``(claim, None, result, values)``
-        for a plain success whose status metadata is ``zip(keys, values)``."""
+        for a plain success whose status metadata is ``constants`` and
+        ``zip(keys, values)``."""
         finished: List[Task] = []
         with self._lock:
             inflight = worker.inflight
@@ -557,7 +559,7 @@ class WorkerPool:
         for task, (_, status, result, values) in zip(finished, reports):
             if status is None:
                 complete_from_result(task.future, result, zip(keys, values),
-                                     task.message.get("attempt", 0), received)
+                                     task.message.get("attempt", 0), received, constants)
             else:
                 complete_from_status(task.call.future, status, result, storage, received)
 

@@ -5,7 +5,8 @@ that prints to stdout cannot corrupt them. Imports only the runtime.
 
 Frames in:  ``("tasks", job, [(claim, call), ...])`` or ``("exit",)``; ``claim`` is the
             call's slot in this worker's claim file ``$WRENCORE_LOCAL_CLAIMS``.
-Frames out: ``("ready", pid)``, then ``("done", reports, keys)`` for the calls run since
+Frames out: ``("ready", pid)``, then ``("done", reports, keys)`` or ``("done", reports,
+            keys, constants)`` for the calls run since
             the last report, and ``("retire", reason)`` before
             exiting when the worker must be replaced. While a call runs, its writes to
             stdout and stderr and its log records are sent within ``LIVE_DELAY`` seconds
@@ -13,8 +14,12 @@ Frames out: ``("ready", pid)``, then ``("done", reports, keys)`` for the calls r
 
 A report is ``(claim, status, result_bytes, None)``, or, for a call that succeeded with its
 result inline and printed and logged nothing, ``(claim, None, result_bytes, values)``:
-its status's metadata values, whose keys are the frame's ``keys`` (pickling and unpickling
-a status per call was most of the pipe's cost for quick calls).
+its status's metadata values, whose keys are the frame's ``keys``, with the frame's
+``constants`` (the worker's id, host name, pid and Python, sent once per frame) if any
+(pickling and unpickling a status per call was most of the pipe's cost for quick calls).
+
+A frame's calls after the first of its job in this worker run through the runner's
+``QuickCalls``, which sets up once per frame what ``JobRunner.run`` sets up per call.
 
 Reports of quick calls are sent together: a report waits at most ``REPORT_DELAY`` seconds
 of further quick calls, never for a call of a job with a timeout (the pool times the call
@@ -35,7 +40,7 @@ from itertools import chain, groupby, islice
 from operator import itemgetter
 from typing import List, Optional, Tuple
 
-from wrencore_runtime.runner import JobRunner
+from wrencore_runtime.runner import QUICK_KEYS, JobRunner
 
 from .claims import ClaimSlots
 from .framing import read_frame, write_frame
@@ -147,12 +152,26 @@ class _Reports:
         self.stream = stream
         self.pending: list = []
         self.keys: Optional[tuple] = None  # the metadata keys of this frame's short reports
+        #: Metadata the same for each of this frame's short reports (QuickCalls.constants).
+        self.constants: Optional[dict] = None
         self.since = 0.0
 
     def add(self, token: int, status: dict, result: Optional[bytes]) -> None:
         if not self.pending:
             self.since = time.monotonic()
         self.pending.append(self._report(token, status, result))
+        if len(self.pending) >= REPORT_BATCH:
+            self.flush()
+
+    def add_quick(self, report: tuple, constants: dict) -> None:
+        """A report from ``QuickCalls.run``."""
+        if report[3] is not None and self.keys is not QUICK_KEYS:
+            if self.keys is not None:
+                self.flush()  # that frame's short reports have other keys
+            self.keys, self.constants = QUICK_KEYS, constants
+        if not self.pending:
+            self.since = time.monotonic()
+        self.pending.append(report)
         if len(self.pending) >= REPORT_BATCH:
             self.flush()
 
@@ -173,9 +192,12 @@ class _Reports:
 
     def flush(self) -> None:
         if self.pending:
-            self.stream.send(("done", self.pending, self.keys))
+            if self.constants is None:
+                self.stream.send(("done", self.pending, self.keys))
+            else:
+                self.stream.send(("done", self.pending, self.keys, self.constants))
             self.pending = []
-            self.keys = None
+            self.keys = self.constants = None
 
 
 def main() -> int:
@@ -202,20 +224,35 @@ def _serve() -> int:
         if message[0] == "exit":
             return 0
         _, job, calls = message
-        for token, call in calls:
-            if reports.due(job):
-                reports.flush()
-            if not claims.claim(token):
-                continue
-            live.start(token)
-            outcome = runner.run(job, call, store=False, live=live)
-            live.stop()
-            claims.finish(token)
-            reports.add(token, outcome.status, outcome.result)
-            if runner.needs_replacement:
-                reports.flush()
-                frames.send(("retire", runner.needs_replacement))
-                return 0
+        quick = None
+        try:
+            for token, call in calls:
+                if reports.due(job):
+                    reports.flush()
+                if not claims.claim(token):
+                    continue
+                live.start(token)
+                if quick is None:
+                    quick = runner.quick_calls(job, live)
+                if quick is not None:
+                    report = quick.run(call, token)
+                    live.stop()
+                    claims.finish(token)
+                    reports.add_quick(report, quick.constants)
+                else:
+                    outcome = runner.run(job, call, store=False, live=live)
+                    live.stop()
+                    claims.finish(token)
+                    reports.add(token, outcome.status, outcome.result)
+                if runner.needs_replacement:
+                    break
+        finally:
+            if quick is not None:
+                quick.finish()
+        if runner.needs_replacement:
+            reports.flush()
+            frames.send(("retire", runner.needs_replacement))
+            return 0
 
 
 if __name__ == "__main__":

@@ -197,3 +197,43 @@ def test_output_is_captured_and_streams_put_back_when_a_call_fails(tmp_path):
     assert outcome.status["exception"]["message"] == "failed after printing"
     assert outcome.status["stdout"] == "to out\n"
     assert outcome.status["stderr"] == "to err\n"
+
+
+def _quick_step(kind):
+    if kind == "fail":
+        raise KeyError("missing")
+    if kind == "big":
+        return b"x" * 4096  # over the job's result_inline_limit: staged in storage
+    return kind
+
+
+def test_quick_calls_give_the_statuses_run_gives(tmp_path):
+    from wrencore_runtime.runner import QUICK_KEYS
+
+    storage = LocalFileStorage(str(tmp_path))
+    runner = JobRunner()
+    job = _job(storage, _quick_step)
+    assert runner.quick_calls(job) is None  # the function is not loaded yet
+    assert runner.quick_calls(_job(storage, _quick_step, "job2", timeout=5)) is None
+    first = runner.run(job, _call("c0", "plain"), store=False)
+    quick = runner.quick_calls(job)
+    assert quick is not None
+    tag, status, result, values = quick.run(_call("c1", "plain"), "tag1")
+    assert (tag, status, cloudpickle.loads(result)) == ("tag1", None, "plain")
+    metadata = dict(quick.constants, host_submit_timestamp=1.0, **dict(zip(QUICK_KEYS, values)))
+    assert metadata.keys() == first.status["metadata"].keys()
+    for kind in ("fail", "big"):
+        _, status, result, values = quick.run(_call("c-" + kind, kind), kind)
+        reference = runner.run(job, _call("c-" + kind, kind), store=False)
+        assert values is None and result is reference.result
+        assert status.keys() == reference.status.keys()
+        assert status["metadata"].keys() == reference.status["metadata"].keys()
+        for field in ("success", "result_key", "stdout", "stderr", "attempt", "call_id"):
+            assert status[field] == reference.status[field], field
+        if kind == "fail":
+            assert status["exception"]["type"] == reference.status["exception"]["type"]
+            assert status["exception"]["call"] == "_quick_step('fail')"
+        else:
+            assert cloudpickle.loads(storage.get(status["result_key"])) == b"x" * 4096
+    quick.finish()
+    assert runner.needs_replacement is None
