@@ -142,10 +142,11 @@ def test_injected_crash_fails_only_its_own_call(lambda_env):
 
 
 def test_call_outliving_the_function_timeout_fails_with_a_timeout_error(lambda_env):
-    config = _config(lambda_env, timeout=3, result_grace=1)
+    # 8 s: the quick calls end well inside it even when sandboxes start slowly under load.
+    config = _config(lambda_env, timeout=8, result_grace=1)
     with wrencore.Executor(backend="aws_lambda", config=config) as executor:
-        futures = executor.map_futures(workload.sleep_for, [0.0, 20.0, 0.0])
-        with pytest.raises(CallTimeoutError, match="Lambda function's timeout of 3 s"):
+        futures = executor.map_futures(workload.sleep_for, [0.0, 40.0, 0.0])
+        with pytest.raises(CallTimeoutError, match="Lambda function's timeout of 8 s"):
             futures[1].result(timeout=30)
         assert futures[0].result(timeout=30) == 0.0 and futures[2].result(timeout=30) == 0.0
 

@@ -95,9 +95,8 @@ def test_distribution_without_a_wheel_is_a_clear_error(env_dir):
             executor.submit(work.plain, 1)
 
 
-def test_detection_on_a_warm_cache_is_fast_and_asks_storage_nothing(env_dir):
-    import time
-
+def test_detection_on_a_warm_cache_asks_storage_nothing(env_dir):
+    # How fast it is, is the benchmark's to report (bench_runtime.py; target: under 5 ms).
     with _executor(env_dir, runtime="isolated") as executor:
         job_runtime(work.yaml_and_msgpack, "auto", None, executor.storage, executor.backend)
         calls = []
@@ -105,12 +104,11 @@ def test_detection_on_a_warm_cache_is_fast_and_asks_storage_nothing(env_dir):
         executor.storage.exists = lambda *a: calls.append(a) or original[0](*a)
         executor.storage.put = lambda *a: calls.append(a) or original[1](*a)
         executor.storage.get = lambda *a: calls.append(a) or original[2](*a)
-        start = time.perf_counter()
         for _ in range(20):
-            job_runtime(work.yaml_and_msgpack, "auto", None, executor.storage, executor.backend)
-        per_job = (time.perf_counter() - start) / 20
+            runtime = job_runtime(work.yaml_and_msgpack, "auto", None, executor.storage,
+                                  executor.backend)
     assert calls == []
-    assert per_job < 0.05  # the benchmark reports the real figure (target: under 5 ms)
+    assert "pyyaml" in runtime.distributions
 
 
 def test_detection_explains_why_each_distribution_is_there():
