@@ -133,6 +133,10 @@ class ClaimSlots:
             name = bytes(self.map[SLOTS:]).rstrip(b"\0").decode()
             if name:
                 self.lock = SemLock._rebuild(0, _SEMAPHORE, 1, name)
+                try:  # both sides hold it open now: no name is left behind if the pool dies
+                    sem_unlink(name)  # before it hears that the worker is ready
+                except OSError:
+                    pass
                 fcntl.flock(self.fd, fcntl.LOCK_SH)  # held while the worker lives
                 self._alive, self._other_alive = self.fd, os.open(pool_path, os.O_RDWR)
         self._acquire, self._release = self.lock.acquire, self.lock.release
