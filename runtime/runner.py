@@ -332,6 +332,24 @@ def _failure(exc: BaseException, func: Optional[Callable], args: Optional[tuple]
     return described
 
 
+def _call_streams(live: Optional[LiveQueue]) -> Tuple[io.StringIO, io.StringIO]:
+    """A call's captured stdout and stderr: kept (the tail), or also sent to ``live``."""
+    if live is None:
+        return _TailBuffer(), _TailBuffer()
+    return _LiveBuffer("stdout", live), _LiveBuffer("stderr", live)
+
+
+def _dumps_call_result(value: Any, call: Dict[str, Any]) -> bytes:
+    """``dumps_result(value)``, or the :class:`SerializationError` that names the call."""
+    try:
+        return dumps_result(value)
+    except Exception as exc:
+        raise SerializationError(
+            f"the result of call {call['call_id']} ({type(value).__qualname__}) "
+            f"could not be pickled: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
 def _call_redirected(func: Callable, args: tuple, kwargs: Dict[str, Any],
                      stdout: io.StringIO, stderr: io.StringIO) -> Any:
     """``func(*args, **kwargs)`` with ``sys.stdout``/``sys.stderr`` redirected, as
@@ -762,10 +780,7 @@ class JobRunner:
             "metadata": metadata,
         }
         result_bytes: Optional[bytes] = None
-        if live is None:
-            stdout, stderr = _TailBuffer(), _TailBuffer()
-        else:
-            stdout, stderr = _LiveBuffer("stdout", live), _LiveBuffer("stderr", live)
+        stdout, stderr = _call_streams(live)
         self._call_logs.begin(live)
         func = args = kwargs = None
         try:
@@ -796,13 +811,7 @@ class JobRunner:
                 metadata["worker_exec_time"] = time.time() - exec_start
                 self._restore(saved, call)
             result_start = time.time()
-            try:
-                result_bytes = dumps_result(value)
-            except Exception as exc:
-                raise SerializationError(
-                    f"the result of call {call['call_id']} ({type(value).__qualname__}) "
-                    f"could not be pickled: {type(exc).__name__}: {exc}"
-                ) from exc
+            result_bytes = _dumps_call_result(value, call)
             metadata["worker_result_size"] = len(result_bytes)
             limit = job.get("result_inline_limit")
             if store or (limit is not None and len(result_bytes) > limit):
@@ -899,11 +908,7 @@ class QuickCalls:
                           "worker_pid": runner._pid, "worker_python": PYTHON}
 
     def _new_streams(self) -> None:
-        live = self.live
-        if live is None:
-            self._stdout, self._stderr = _TailBuffer(), _TailBuffer()
-        else:
-            self._stdout, self._stderr = _LiveBuffer("stdout", live), _LiveBuffer("stderr", live)
+        self._stdout, self._stderr = _call_streams(self.live)
 
     def run(self, call: Dict[str, Any], tag: Any) -> Tuple[Any, ...]:
         """Run ``call``; return ``(tag, status, result, None)``, or ``(tag, None, result,
@@ -932,13 +937,7 @@ class QuickCalls:
                 exec_end = _time()
                 if _StateChanges.noted or os.environ is not state.environ_object:
                     runner._restore(state, call)
-            try:
-                result = dumps_result(value)
-            except Exception as exc:
-                raise SerializationError(
-                    f"the result of call {call['call_id']} ({type(value).__qualname__}) "
-                    f"could not be pickled: {type(exc).__name__}: {exc}"
-                ) from exc
+            result = _dumps_call_result(value, call)
             limit = self._limit
             if limit is not None and len(result) > limit:
                 result_key = layout.result_key(self.job["job_id"], call["call_id"],

@@ -233,7 +233,7 @@ class _Worker:
         """A frame from the worker (its reader thread)."""
         kind = frame[0]
         if kind == "done":
-            self.pool._on_done(self, frame[1], frame[2], frame[3] if len(frame) > 3 else None)
+            self.pool._on_done(self, frame[1], frame[2], frame[3])
         elif kind == "ready":
             self.pool._on_ready(self)
         elif kind == "output":

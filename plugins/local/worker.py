@@ -5,9 +5,8 @@ that prints to stdout cannot corrupt them. Imports only the runtime.
 
 Frames in:  ``("tasks", job, [(claim, call), ...])`` or ``("exit",)``; ``claim`` is the
             call's slot in this worker's claim file ``$WRENCORE_LOCAL_CLAIMS``.
-Frames out: ``("ready", pid)``, then ``("done", reports, keys)`` or ``("done", reports,
-            keys, constants)`` for the calls run since
-            the last report, and ``("retire", reason)`` before
+Frames out: ``("ready", pid)``, then ``("done", reports, keys, constants)`` for the calls
+            run since the last report, and ``("retire", reason)`` before
             exiting when the worker must be replaced. While a call runs, its writes to
             stdout and stderr and its log records are sent within ``LIVE_DELAY`` seconds
             as ``("output", claim, [(stream, text), ...])``, whichever thread made them.
@@ -15,7 +14,7 @@ Frames out: ``("ready", pid)``, then ``("done", reports, keys)`` or ``("done", r
 A report is ``(claim, status, result_bytes, None)``, or, for a call that succeeded with its
 result inline and printed and logged nothing, ``(claim, None, result_bytes, values)``:
 its status's metadata values, whose keys are the frame's ``keys``, with the frame's
-``constants`` (the worker's id, host name, pid and Python, sent once per frame) if any
+``constants`` (the worker's id, host name, pid and Python, sent once per frame) unless None
 (pickling and unpickling a status per call was most of the pipe's cost for quick calls).
 
 A frame's calls after the first of its job in this worker run through the runner's
@@ -157,11 +156,7 @@ class _Reports:
         self.since = 0.0
 
     def add(self, token: int, status: dict, result: Optional[bytes]) -> None:
-        if not self.pending:
-            self.since = time.monotonic()
-        self.pending.append(self._report(token, status, result))
-        if len(self.pending) >= REPORT_BATCH:
-            self.flush()
+        self._append(self._report(token, status, result))
 
     def add_quick(self, report: tuple, constants: dict) -> None:
         """A report from ``QuickCalls.run``."""
@@ -169,6 +164,9 @@ class _Reports:
             if self.keys is not None:
                 self.flush()  # that frame's short reports have other keys
             self.keys, self.constants = QUICK_KEYS, constants
+        self._append(report)
+
+    def _append(self, report: tuple) -> None:
         if not self.pending:
             self.since = time.monotonic()
         self.pending.append(report)
@@ -192,10 +190,7 @@ class _Reports:
 
     def flush(self) -> None:
         if self.pending:
-            if self.constants is None:
-                self.stream.send(("done", self.pending, self.keys))
-            else:
-                self.stream.send(("done", self.pending, self.keys, self.constants))
+            self.stream.send(("done", self.pending, self.keys, self.constants))
             self.pending = []
             self.keys = self.constants = None
 
