@@ -18,8 +18,8 @@ import uuid
 import weakref
 from collections import OrderedDict
 from typing import (
-    Any, Callable, Collection, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple,
-    TypeVar, Union, overload,
+    Any, Callable, Collection, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set,
+    Tuple, TypeVar, Union, overload,
 )
 
 from wrencore_runtime import layout
@@ -134,7 +134,8 @@ class _Lifecycle:
             if futures:
                 job_id = futures[0].job_id
                 self.job_pending[job_id] = self.job_pending.get(job_id, 0) + len(futures)
-        add_done_callback_to_new(futures, self._finished)  # one bound method for them all
+        for future in futures:
+            future._tracker = self  # told when each is done (see Future._tracker)
 
     def close_job(self, job_id: str) -> None:
         """No more calls of ``job_id`` will start: it ends when its last call finishes."""
@@ -153,22 +154,33 @@ class _Lifecycle:
         if self.job_end is not None:
             self.job_end(job_id, job_records)
 
-    def _finished(self, future: concurrent.futures.Future) -> None:  # type: ignore[type-arg]
-        job_id = getattr(future, "job_id", "")
+    def finished(self, future: Future) -> None:
+        """A tracked future is done (see ``Future._tracker``)."""
+        self.finished_many((future,))
+
+    def finished_many(self, futures: Sequence[Future]) -> None:
+        """Tracked futures are done: recorded under one acquisition of the lock."""
+        ended: List[str] = []
         with self._lock:
-            self.pending.discard(future)  # type: ignore[arg-type]
-            drained = self.closed and not self.pending
-            job_records = self.records.get(job_id)
-            if job_records is None:
-                job_records = self.records[job_id] = JobRecords(job_id)
-            job_records.add(future)
-            self._record_count += 1
-            while self._record_count > RECORDS_KEPT and len(self.records) > 1:
-                self._record_count -= len(self.records.popitem(last=False)[1])
-            left = self.job_pending.get(job_id, 1) - 1
-            self.job_pending[job_id] = left
-            ended = left <= 0 and job_id in self.closed_jobs
-        if ended:
+            records, pending, job_pending = self.records, self.pending, self.job_pending
+            job_id, job_records = None, None
+            for future in futures:
+                pending.discard(future)
+                if future.job_id != job_id:
+                    job_id = future.job_id
+                    job_records = records.get(job_id)
+                    if job_records is None:
+                        job_records = records[job_id] = JobRecords(job_id)
+                job_records.add(future)  # type: ignore[union-attr]
+                left = job_pending.get(job_id, 1) - 1
+                job_pending[job_id] = left
+                if left <= 0 and job_id in self.closed_jobs and job_id not in ended:
+                    ended.append(job_id)
+            self._record_count += len(futures)
+            while self._record_count > RECORDS_KEPT and len(records) > 1:
+                self._record_count -= len(records.popitem(last=False)[1])
+            drained = self.closed and not pending
+        for job_id in ended:
             self._job_ended(job_id)
         if drained:
             # Done callbacks run on the backend's own threads, which a shutdown joins.

@@ -42,6 +42,7 @@ _T = TypeVar("_T")
 _PENDING = concurrent.futures._base.PENDING
 _RUNNING = concurrent.futures._base.RUNNING
 _CANCELLED = concurrent.futures._base.CANCELLED
+_FINISHED = concurrent.futures._base.FINISHED
 
 
 class _FutureCondition(_thread.RLock):
@@ -167,11 +168,92 @@ class Future(concurrent.futures.Future[_T]):
         self._state = _PENDING
         self._result = None
         self._exception: Optional[BaseException] = None
-        self._waiters: List[Any] = []
-        self._done_callbacks: List[Callable[[Any], Any]] = []
         self.job_id = job_id
         self.call_id = call_id
         self.metadata: Dict[str, Any] = {}
+
+    # ``_waiters`` (what stdlib ``wait``/``as_completed`` install) and ``_done_callbacks``
+    # are made when first used: most futures never have either, and two lists per call
+    # were half of what the cyclic garbage collector tracks (and walks) while a job's
+    # futures live. The methods below that would read them read the class default instead.
+    _waiter_list: Optional[List[Any]] = None
+    _callback_list: Optional[List[Callable[[Any], Any]]] = None
+
+    @property
+    def _waiters(self) -> List[Any]:
+        waiters = self._waiter_list
+        if waiters is None:
+            waiters = self._waiter_list = []
+        return waiters
+
+    @_waiters.setter
+    def _waiters(self, value: List[Any]) -> None:
+        self._waiter_list = value
+
+    @property
+    def _done_callbacks(self) -> List[Callable[[Any], Any]]:
+        callbacks = self._callback_list
+        if callbacks is None:
+            callbacks = self._callback_list = []
+        return callbacks
+
+    @_done_callbacks.setter
+    def _done_callbacks(self, value: List[Callable[[Any], Any]]) -> None:
+        self._callback_list = value
+
+    #: What follows the future to its end (the executor's lifecycle): its ``finished(future)``
+    #: runs once the future is done, before the done callbacks, and ``finished_many(futures)``
+    #: for futures completed together (:func:`complete_from_results`). Not a done callback:
+    #: every future has one, and a callback costs a list and a call through
+    #: ``_invoke_callbacks`` per future.
+    _tracker: Any = None
+
+    def _invoke_callbacks(self) -> None:
+        tracker = self._tracker
+        if tracker is not None:
+            try:
+                tracker.finished(self)
+            except Exception:
+                logger.exception("the executor failed to record the end of %r", self)
+        if self._callback_list:
+            super()._invoke_callbacks()
+
+    def set_running_or_notify_cancel(self) -> bool:
+        """As :meth:`concurrent.futures.Future.set_running_or_notify_cancel`."""
+        with self._condition:
+            if self._state == _CANCELLED:
+                self._state = concurrent.futures._base.CANCELLED_AND_NOTIFIED
+                for waiter in self._waiter_list or ():
+                    waiter.add_cancelled(self)
+                return False
+            if self._state == _PENDING:
+                self._state = _RUNNING
+                return True
+        return super().set_running_or_notify_cancel()  # logs and raises, as the stdlib's
+
+    def set_result(self, result: Any) -> None:
+        """As :meth:`concurrent.futures.Future.set_result`."""
+        with self._condition:
+            if self._state in _DONE_STATES:
+                raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
+            self._result = result
+            self._state = _FINISHED
+            for waiter in self._waiter_list or ():
+                waiter.add_result(self)
+            self._condition.notify_all()
+        self._invoke_callbacks()
+
+    def set_exception(self, exception: Optional[BaseException]) -> None:
+        """As :meth:`concurrent.futures.Future.set_exception`."""
+        with self._condition:
+            if self._state in _DONE_STATES:
+                raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
+            self._exception = exception
+            self._state = _FINISHED
+            for waiter in self._waiter_list or ():
+                waiter.add_exception(self)
+            self._condition.notify_all()
+        self._invoke_callbacks()
 
     def _adopt_attempts(self, attempts: Any) -> None:
         """Put the future under an attempt policy (before its call is first invoked)."""
@@ -465,6 +547,66 @@ def complete_from_result(future: Future, result: bytes, metadata: Iterable[Tuple
     except concurrent.futures.InvalidStateError:
         return False
     return True
+
+
+def complete_from_results(batch: Sequence[Tuple[Future, bytes, Sequence[Any], int]],
+                          keys: Sequence[str], received: float,
+                          constants: Optional[Dict[str, Any]] = None) -> None:
+    """:func:`complete_from_result` for the quick calls a worker reported together, as
+    ``(future, result, values, attempt)``: ``values`` are the status metadata's values for
+    ``keys``. A running future with no attempt policy is completed here, with no Python
+    call per future beyond the result's unpickling, and its tracker is told of the whole
+    batch at once; any other goes through :func:`complete_from_result`.
+    """
+    done: List[Future] = []
+    perf_counter, loads = time.perf_counter, pickle.loads
+    for future, result, values, attempt in batch:
+        if future._state != _RUNNING or future._completion_lock is not None \
+                or attempt != future.attempt:
+            complete_from_result(future, result, zip(keys, values), attempt, received,
+                                 constants)
+            continue
+        fields = future.metadata
+        if constants:
+            fields.update(constants)
+        fields.update(zip(keys, values))
+        fields["host_status_timestamp"] = received
+        start = perf_counter()
+        try:
+            value = loads(result)
+        except BaseException:  # reported as _complete_with_result does
+            future._status_received = True
+            _complete_with_result(future, result, None, None, attempt)
+            continue
+        fields["host_result_time"] = perf_counter() - start
+        future._status_received = True
+        condition = future._condition
+        with condition:
+            if future._state != _RUNNING:
+                continue  # completed meanwhile (e.g. failed by a timeout): that outcome stands
+            future._result = value
+            future._state = _FINISHED
+            waiters = future._waiter_list
+            if waiters:
+                for waiter in waiters:
+                    waiter.add_result(future)
+            if getattr(condition, "_waiters", None):
+                condition.notify_all()
+        done.append(future)
+    if not done:
+        return
+    tracker = done[0]._tracker
+    if tracker is not None and all(f._tracker is tracker for f in done):
+        try:
+            tracker.finished_many(done)
+        except Exception:
+            logger.exception("the executor failed to record the end of %d calls", len(done))
+        for future in done:
+            if future._callback_list:
+                concurrent.futures.Future._invoke_callbacks(future)
+    else:
+        for future in done:
+            future._invoke_callbacks()
 
 
 def _complete_with_result(future: Future, result: Optional[bytes],

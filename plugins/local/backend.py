@@ -48,7 +48,7 @@ from wrencore.errors import (
     WorkerCrashedError,
     WrenError,
 )
-from wrencore.futures import cancel, claim, complete_from_result, complete_from_status
+from wrencore.futures import cancel, claim, complete_from_results, complete_from_status
 from wrencore_runtime.storage import Storage
 
 from .claims import CLAIMED, SLOTS, ClaimSlots, claims_directory
@@ -556,12 +556,14 @@ class WorkerPool:
                 self._idle.notify_all()
         received = time.time()
         storage = self.storage
+        quick = []
         for task, (_, status, result, values) in zip(finished, reports):
             if status is None:
-                complete_from_result(task.future, result, zip(keys, values),
-                                     task.message.get("attempt", 0), received, constants)
+                quick.append((task.future, result, values, task.message.get("attempt", 0)))
             else:
                 complete_from_status(task.call.future, status, result, storage, received)
+        if quick:
+            complete_from_results(quick, keys or (), received, constants)
 
     def _on_output(self, worker: _Worker, token: int, chunks: List[Tuple[str, str]]) -> None:
         """A running call's output: kept on its future (and echoed, if asked)."""

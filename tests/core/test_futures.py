@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import time
 
 import pytest
 
@@ -71,8 +72,39 @@ def test_logs_of_a_call_without_status_come_from_the_backend_and_cloud_is_explic
 def test_a_future_sets_what_the_stdlib_future_sets():
     # wrencore.Future.__init__ does the stdlib's work itself (with a leaner condition); a
     # Python whose Future gains an attribute must not leave ours without it.
-    stdlib = set(vars(concurrent.futures.Future()))
-    assert stdlib <= set(vars(Future("j", "00000")))
+    # (``_waiters`` and ``_done_callbacks`` are made when first used: see the next test.)
+    ours = Future("j", "00000")
+    for name in vars(concurrent.futures.Future()):
+        assert hasattr(ours, name), name
+    assert ours._waiters == [] and ours._done_callbacks == []
+
+
+def test_a_future_makes_its_waiter_and_callback_lists_only_when_used():
+    import gc
+
+    plain = Future("j", "00000")
+    assert claim(plain) and plain._complete(result=1)
+    assert plain.result() == 1
+    # Only the future and its condition are tracked by the cyclic collector: no lists.
+    assert not [o for o in gc.get_referents(plain) if isinstance(o, list)]
+    assert "_waiter_list" not in vars(plain) and "_callback_list" not in vars(plain)
+
+    # Used, they behave as the stdlib's: callbacks run once, waiters are told.
+    watched, seen = Future("j", "00001"), []
+    watched.add_done_callback(seen.append)
+    cancelled = Future("j", "00002")
+    waiting = concurrent.futures.ThreadPoolExecutor(1).submit(
+        concurrent.futures.wait, [watched, cancelled], return_when="ALL_COMPLETED")
+    deadline = time.monotonic() + 10
+    while not (watched._waiter_list and cancelled._waiter_list):
+        assert time.monotonic() < deadline, "wait() installed no waiters"
+        time.sleep(0.005)
+    assert cancelled.cancel()
+    assert claim(watched) and watched._complete(exception=ValueError("x"))
+    done, not_done = waiting.result(timeout=10)
+    assert done == {watched, cancelled} and not not_done
+    assert seen == [watched]
+    assert cancelled.cancelled()
 
 
 def test_waiting_threads_are_woken_and_a_stray_notify_still_raises():
@@ -131,3 +163,60 @@ def test_a_cancelled_future_is_not_completed_by_a_late_outcome():
     assert not future._complete(result=1)
     assert not future.fail(RuntimeError("late"))
     assert future.cancelled()
+
+
+class _Tracker:
+    def __init__(self):
+        self.calls = []
+
+    def finished(self, future):
+        assert future.done()
+        self.calls.append(("one", future.call_id))
+
+    def finished_many(self, futures):
+        assert all(f.done() for f in futures)
+        self.calls.append(("many", [f.call_id for f in futures]))
+
+
+def test_a_reported_batch_completes_each_future_once_and_tells_its_tracker_once():
+    import pickle
+
+    from wrencore.errors import DeserializationError
+    from wrencore.futures import complete_from_results
+
+    tracker = _Tracker()
+    futures = [Future("j", f"0000{i}") for i in range(5)]
+    for future in futures:
+        future._tracker = tracker
+    for future in futures[:4]:
+        assert claim(future)
+    seen = []
+    futures[1].add_done_callback(lambda f: seen.append((f.call_id, f.result())))
+    waiting = concurrent.futures.ThreadPoolExecutor(1).submit(
+        concurrent.futures.wait, [futures[1]])
+    deadline = time.monotonic() + 10
+    while not futures[1]._waiter_list:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    assert futures[3]._complete(result="earlier")  # done before its report arrives
+    assert futures[4].cancel()  # never ran
+
+    keys = ("worker_start_timestamp", "worker_func_time")
+    batch = [(f, pickle.dumps(i * 10) if i != 2 else b"not a pickle", (100.0 + i, 0.5), 0)
+             for i, f in enumerate(futures)]
+    complete_from_results(batch, keys, received=200.0, constants={"worker_pid": 7})
+
+    assert [futures[i].result() for i in (0, 1)] == [0, 10]
+    assert futures[0].metadata["worker_start_timestamp"] == 100.0
+    assert futures[1].metadata["worker_pid"] == 7
+    assert futures[0].metadata["host_status_timestamp"] == 200.0
+    with pytest.raises(DeserializationError, match="could not be unpickled"):
+        futures[2].result()
+    assert futures[3].result() == "earlier" and futures[4].cancelled()
+    assert seen == [("00001", 10)]
+    done, _ = waiting.result(timeout=10)
+    assert done == {futures[1]}
+    # The two completed by the batch's own path together, the others each once.
+    assert sorted(tracker.calls, key=repr) == sorted(
+        [("many", ["00000", "00001"]), ("one", "00002"), ("one", "00003"), ("one", "00004")],
+        key=repr)
