@@ -10,9 +10,12 @@ a busy one) for its first call; large ones with :mod:`hashlib`, many times faste
 
 from __future__ import annotations
 
-from typing import Any, Optional
 
 from .errors import IntegrityError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing is not imported at run time
+    from typing import Any, Optional
 
 #: Objects up to this size are hashed without :mod:`hashlib`.
 SMALL = 1 << 16

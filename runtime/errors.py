@@ -10,9 +10,14 @@ initializer is a ``BrokenProcessPool`` (a ``BrokenExecutor``), a pickling failur
 ``pickle.PicklingError``, an unpickling failure a ``pickle.UnpicklingError``.
 """
 
+from __future__ import annotations
+
 import pickle
 import threading
-from typing import TYPE_CHECKING, Dict
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing is not imported at run time
+    from typing import Dict
 
 _lock = threading.Lock()
 

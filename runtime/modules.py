@@ -12,7 +12,10 @@ import importlib
 import logging
 import os
 import sys
-from typing import Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing is not imported at run time
+    from typing import Optional
 
 # zipfile, shutil and tempfile (with the compression modules they pull in) are imported
 # only when a job ships modules: most never do, and every worker would pay for them.

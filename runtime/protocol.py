@@ -26,15 +26,56 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import sys
-from typing import Any, Dict
-
-import cloudpickle
 
 from . import PROTOCOL_VERSION
 
-SERIALIZER = f"cloudpickle {cloudpickle.__version__}"
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict
+
 PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def installed_serializer() -> str:
+    """``"cloudpickle <version>"`` of this environment (``SERIALIZER``).
+
+    A worker reads the version from the package's ``__init__.py`` when cloudpickle is not
+    imported yet: a function sent by value needs no cloudpickle on the worker (see
+    ``wrencore_runtime.sources``), and its import would cost a new worker more than the
+    rest of its start.
+    """
+    global _serializer
+    if _serializer is None:
+        _serializer = _read_serializer()
+    return _serializer
+
+
+_serializer: "str | None" = None
+
+
+def _read_serializer() -> str:
+    module = sys.modules.get("cloudpickle")
+    if module is None:
+        try:
+            import importlib.util
+
+            spec = importlib.util.find_spec("cloudpickle")
+            with open(spec.origin, encoding="utf-8") as f:  # type: ignore[union-attr,arg-type]
+                found = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", f.read(), re.M)
+            if found:
+                return f"cloudpickle {found.group(1)}"
+        except Exception:  # an unusual install: ask the module itself
+            pass
+        import cloudpickle as module
+    return f"cloudpickle {module.__version__}"
+
+
+def __getattr__(name: str) -> "Any":
+    if name == "SERIALIZER":  # read when first asked for
+        return installed_serializer()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _bytes_to_jsonable(obj: Any) -> Any:
@@ -77,8 +118,9 @@ def version_mismatch(job: Dict[str, Any]) -> "str | None":
     differences = []
     if job.get("python") != PYTHON:
         differences.append(f"Python {job.get('python')} on the client but {PYTHON} on the worker")
-    if job.get("serializer") != SERIALIZER:
-        differences.append(f"{job.get('serializer')} on the client but {SERIALIZER} on the worker")
+    serializer = installed_serializer()
+    if job.get("serializer") != serializer:
+        differences.append(f"{job.get('serializer')} on the client but {serializer} on the worker")
     if not differences:
         return None
     return "; ".join(differences)

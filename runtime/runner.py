@@ -40,11 +40,8 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from dataclasses import dataclass
 from operator import is_
-from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import cloudpickle
 
 from . import errors, layout
 from .errors import (
@@ -60,6 +57,12 @@ from .modules import ModuleInstaller
 from .protocol import PYTHON, encode_json, version_mismatch
 from .storage import Storage, storage_from_spec
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing is not imported at run time
+    from typing import Any, Callable, Dict, List, Optional, Tuple
+
+    LiveQueue = Any
+
 try:
     import resource
 except ImportError:  # not POSIX
@@ -73,15 +76,26 @@ OUTPUT_LIMIT = 1 << 20
 LOG_RECORD_LIMIT = 10_000
 
 #: Receives a running call's output in its ``queue`` list (see the module's docstring).
-LiveQueue = Any
 _write = io.StringIO.write
 _getvalue = io.StringIO.getvalue
 
 
-@dataclass
 class CallOutcome:
-    status: Dict[str, Any]
-    result: Optional[bytes] = None  # pickled result, when returned inline
+    """A call's status, and its pickled result when it is returned inline."""
+
+    __slots__ = ("status", "result")
+
+    def __init__(self, status: Dict[str, Any], result: Optional[bytes] = None) -> None:
+        self.status = status
+        self.result = result
+
+    def __repr__(self) -> str:
+        return f"CallOutcome(status={self.status!r}, result={self.result!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CallOutcome):
+            return NotImplemented
+        return (self.status, self.result) == (other.status, other.result)
 
 
 class _TailBuffer(io.StringIO):
@@ -181,6 +195,8 @@ def describe_exception(exc: BaseException) -> Dict[str, Any]:
     """The transportable form of an exception: names, message, traceback, pickle if possible."""
     cls = type(exc)
     try:
+        import cloudpickle  # not at the top: see wrencore_runtime.sources
+
         pickled: Optional[bytes] = cloudpickle.dumps(exc)
         pickle.loads(pickled)
     except Exception:
@@ -297,6 +313,8 @@ def dumps_result(value: Any) -> bytes:
     """Pickle a call's result: plain data with the standard pickler, the rest by cloudpickle."""
     if is_plain(value):
         return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    import cloudpickle  # not at the top: see wrencore_runtime.sources
+
     return cloudpickle.dumps(value)
 
 
@@ -693,7 +711,7 @@ class JobRunner:
             package = pickle.loads(blob)
             modules, modules_hash = package.get("modules"), package.get("modules_hash")
             self._modules.activate(modules, modules_hash)
-            func = cloudpickle.loads(package["function"])
+            func = pickle.loads(package["function"])
         except Exception as exc:
             raise DeserializationError(
                 f"could not load the function of job {job['job_id']}: "
@@ -718,7 +736,7 @@ class JobRunner:
                 raise errors.InitializerError(failure)
             return
         try:
-            initializer, initargs = cloudpickle.loads(blob)
+            initializer, initargs = pickle.loads(blob)
             initializer(*initargs)
         except BaseException as exc:
             failure = (f"the initializer {name} failed on worker {self.worker_id}: "
@@ -736,7 +754,7 @@ class JobRunner:
             check_digest(data, call.get("args_sha256"),
                          f"the arguments of call {call['call_id']}")
         try:
-            args, kwargs = cloudpickle.loads(data)
+            args, kwargs = pickle.loads(data)
         except BaseException as exc:  # a SystemExit from a __reduce__ fails only this call
             raise DeserializationError(
                 f"could not load the arguments of call {call['call_id']}: "

@@ -15,10 +15,13 @@ import abc
 import json
 import os
 import threading
-from typing import Any, Dict, List
 
 from . import spec_class
 from .errors import StorageKeyError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing is not imported at run time
+    from typing import Any, Dict, List
 
 __all__ = ["Storage", "LocalFileStorage", "storage_from_spec"]
 

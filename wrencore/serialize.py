@@ -21,6 +21,8 @@ from collections import ChainMap
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import cloudpickle
+import cloudpickle.cloudpickle as _cloudpickle
+from wrencore_runtime import sources
 from wrencore_runtime.runner import is_plain
 from wrencore_runtime.sources import load_code
 
@@ -259,10 +261,42 @@ def _reduce_code(code: types.CodeType) -> Tuple[Any, Tuple[Any, ...]]:
     return load_code, (marshal.dumps(code), code.co_filename, first, lines)
 
 
-class _Pickler(cloudpickle.Pickler):
-    """cloudpickle, except that code objects keep their origin (see ``wrencore_runtime.sources``)."""
+def _reduce_cell(cell: Any) -> Tuple[Any, Tuple[Any, ...]]:
+    try:
+        value = cell.cell_contents
+    except ValueError:  # an empty cell
+        return sources.make_empty_cell, ()
+    return sources.make_cell, (value,)
 
-    dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
+
+def _reduce_module(module: types.ModuleType) -> Any:
+    reduced = _cloudpickle._module_reduce(module)
+    if reduced[0] is _cloudpickle.subimport:
+        return (sources.subimport,) + tuple(reduced[1:])
+    return reduced  # a module sent by value: cloudpickle's dynamic_subimport
+
+
+#: cloudpickle's function rebuilders and the same in ``wrencore_runtime.sources``, which a
+#: worker loads without importing cloudpickle (see there).
+_SAME_REBUILDERS = {getattr(_cloudpickle, "_make_function", None): sources.make_function,
+                    getattr(_cloudpickle, "_function_setstate", None): sources.function_setstate}
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle, except that code objects keep their origin, and plain functions, cells
+    and modules name rebuilders a worker has without cloudpickle (see
+    ``wrencore_runtime.sources``)."""
+
+    dispatch_table = ChainMap({types.CodeType: _reduce_code, types.CellType: _reduce_cell,
+                               types.ModuleType: _reduce_module},
+                              cloudpickle.Pickler.dispatch_table)
+
+    def _dynamic_function_reduce(self, func: Any) -> Any:
+        reduced = super()._dynamic_function_reduce(func)
+        make, setstate = _SAME_REBUILDERS.get(reduced[0]), _SAME_REBUILDERS.get(reduced[5])
+        if make is not sources.make_function or setstate is not sources.function_setstate:
+            return reduced  # a cloudpickle whose rebuilders are not the ones mirrored
+        return (make, reduced[1], reduced[2], reduced[3], reduced[4], setstate)
 
 
 def dumps(obj: Any) -> bytes:

@@ -29,7 +29,10 @@ import fcntl
 import mmap
 import os
 import time
-from typing import Any, Optional, Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing is not imported at run time
+    from typing import Any, Optional, Tuple
 
 try:
     from _multiprocessing import SemLock, sem_unlink

@@ -61,6 +61,7 @@ def serve() -> None:
     # Started after the first fork, not before: Thread.start() waits until the new thread
     # runs, which on a busy machine can take milliseconds the first worker need not wait.
     reaper = threading.Thread(target=reap, daemon=True)
+    preloaded_later = False
     while True:
         try:
             data, fds = _recv_fds(sock, 2)
@@ -83,11 +84,52 @@ def serve() -> None:
         send(("started", pid))
         if reaper.ident is None:
             reaper.start()
+        if not preloaded_later and _idle(sock, LATER_AFTER):
+            _preload_later()
+            preloaded_later = True
     closed.set()
     forked.release()  # wake the reaper: it returns once the last worker is reaped
     # (the client's end is closed, so exits are no longer reported)
     if reaper.ident is not None:
         reaper.join()
+
+
+#: Seconds without a request, after the first fork, before the server imports what only
+#: some calls need (see :func:`_preload_later`).
+LATER_AFTER = 0.02
+
+
+def _idle(sock: "_socket.socket", seconds: float) -> bool:
+    """Whether no request arrives within ``seconds`` (the request stays unread)."""
+    sock.settimeout(seconds)
+    try:
+        sock.recv(1, _socket.MSG_PEEK)
+    except TimeoutError:
+        return True
+    except OSError:
+        return False  # the loop's own read will see it
+    finally:
+        sock.settimeout(None)
+    return False
+
+
+def _preload_later() -> None:
+    """Import cloudpickle, which a worker needs only to pickle what the standard pickler
+    cannot (a result or an exception of a class sent by value) or to rebuild such a class.
+
+    Not before the first workers are forked: with its own imports (``dataclasses``,
+    ``inspect``, ``typing``, ``platform``) it would cost the first result of a new process
+    more than the rest of the server's start. Workers forked from then on share it, and
+    the first ones import it themselves if a call needs it.
+    """
+    gc.disable()
+    try:
+        __import__("cloudpickle")
+    except ImportError:
+        pass  # the worker reports it if a call needs it
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def _recv_fds(sock: "_socket.socket", maxfds: int):

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import pickle
 import struct
-from typing import Any, BinaryIO, List, Optional, Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing is not imported at run time
+    from typing import Any, BinaryIO, List, Optional, Tuple
 
 _HEADER = struct.Struct("!Q")
 #: Bytes read at once from a pipe, unless a larger frame is being received.

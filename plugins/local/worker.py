@@ -37,12 +37,15 @@ import threading
 import time
 from itertools import chain, groupby, islice
 from operator import itemgetter
-from typing import List, Optional, Tuple
 
 from wrencore_runtime.runner import QUICK_KEYS, JobRunner
 
 from .claims import ClaimSlots
 from .framing import read_frame, write_frame
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing is not imported at run time
+    from typing import List, Optional, Tuple
 
 
 def _claim_pipes():

@@ -63,3 +63,62 @@ def test_a_module_in_a_directory_only_the_install_scheme_names_is_installed(tmp_
     monkeypatch.setattr(serialize, "_scheme_roots", [os.path.realpath(scheme) + os.sep])
     assert serialize.local_module_roots({"schemed": _module("schemed", scheme / "schemed.py")}) \
         == {}
+
+
+# -- functions sent by value are rebuilt without cloudpickle (wrencore_runtime.sources) --
+_SCALE = 3
+
+
+def _helper(x):
+    return x * _SCALE
+
+
+def _make_closure(n):
+    import math
+
+    empty_later = None
+
+    def inner(x, *, scale=2):
+        """inner's doc"""
+        return _helper(x) + n + math.floor(1.5) * scale + (empty_later or 0)
+
+    def recursive(k):
+        return 0 if k == 0 else k + recursive(k - 1)
+
+    inner.tag = "tagged"
+    inner.recursive = recursive
+    return inner
+
+
+def test_a_function_sent_by_value_is_rebuilt_where_cloudpickle_cannot_be_imported():
+    import subprocess
+    import sys
+
+    func = _make_closure(10)
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        data = serialize.dumps(func)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert b"cloudpickle.cloudpickle" not in data and b"_make_function" not in data
+    code = ("import sys, json, pickle\n"
+            "sys.modules['cloudpickle'] = None  # any import of it fails\n"
+            "f = pickle.loads(sys.stdin.buffer.read())\n"
+            "print(json.dumps([f(1), f(1, scale=5), f.tag, f.__name__, f.__doc__,\n"
+            "                  f.__kwdefaults__, f.recursive(4), f.__module__]))")
+    out = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True,
+                         check=True, cwd="/")
+    assert json.loads(out.stdout) == [
+        func(1), func(1, scale=5), "tagged", "inner", "inner's doc", {"scale": 2},
+        func.recursive(4), func.__module__]
+
+
+def test_a_class_sent_by_value_still_names_cloudpickle_to_rebuild_it():
+    class Local:
+        pass
+
+    data = serialize.dumps(Local)
+    assert b"cloudpickle" in data  # the unpickler imports it on the worker
+    assert serialize.pickle.loads(data).__name__ == "Local"

@@ -199,3 +199,34 @@ def test_a_forked_worker_collects_cycles_as_a_worker_started_as_an_interpreter_d
         started = executor.submit(_collector).result(timeout=60)
     assert forked == started
     assert forked[0] is True
+
+
+def _has_cloudpickle(_=None):
+    import sys as worker_sys
+
+    return "cloudpickle" in worker_sys.modules
+
+
+class _ByValue:
+    """A class defined here, sent by value: rebuilding it needs cloudpickle."""
+
+
+def _by_value_instance(_=None):
+    return _ByValue()
+
+
+def test_cloudpickle_waits_for_the_first_fork_then_every_worker_has_it(monkeypatch):
+    # A server of its own (its environment differs), so none preloaded by another test.
+    monkeypatch.setenv("WRENCORE_FORK_SERVER_TEST", "later")
+    with wrencore.Executor(backend="local", max_workers=1) as executor:
+        # The first worker is forked before the server imports cloudpickle, and a plain
+        # function sent by value does not need it ...
+        assert executor.submit(_has_cloudpickle).result(timeout=60) is False
+        # ... but a call that does imports it there.
+        assert type(executor.submit(_by_value_instance).result(timeout=60)).__name__ == \
+            "_ByValue"
+        assert executor.submit(_has_cloudpickle).result(timeout=60) is True
+    time.sleep(0.5)  # the server, idle after its first fork, imports it meanwhile
+    with wrencore.Executor(backend="local", max_workers=1) as executor:
+        # The next worker is forked from a server that has it.
+        assert executor.submit(_has_cloudpickle).result(timeout=60) is True

@@ -28,9 +28,12 @@ def test_check_digest_refuses_changed_data_and_auth_still_exports_both():
     assert (auth.sha256_hex, auth.check_digest) == (sha256_hex, check_digest)
 
 
-#: What neither the fork server nor a worker needs before its first call.
+#: What neither the fork server nor a worker needs before its first call. cloudpickle and
+#: what it imports come later (``wrencore_local.forkserver._preload_later``): a plain
+#: function sent by value is rebuilt without them (``wrencore_runtime.sources``).
 NOT_PRELOADED = ["wrencore", "wrencore_runtime.auth", "hashlib", "_hashlib", "hmac", "socket",
-                 "subprocess", "zipfile", "tempfile", "shutil", "secrets"]
+                 "subprocess", "zipfile", "tempfile", "shutil", "secrets", "cloudpickle",
+                 "dataclasses", "inspect", "typing", "platform", "uuid"]
 
 
 def _loaded_modules(code: str) -> set:
@@ -45,6 +48,17 @@ def test_the_fork_server_preloads_only_what_a_worker_needs():
     # load some of these at every start (CI's interpreter loads importlib.resources, and with
     # it zipfile, tempfile and shutil), and those are not the fork server's doing.
     at_start = _loaded_modules("pass")
-    preloaded = _loaded_modules("import wrencore_local.forkserver, wrencore_local.worker")
-    assert "wrencore_local.worker" in preloaded and "cloudpickle" in preloaded
+    preloaded = _loaded_modules("import wrencore_local.forkserver, wrencore_local.worker, "
+                                "wrencore_runtime.sources")
+    assert "wrencore_local.worker" in preloaded and "wrencore_runtime.sources" in preloaded
     assert sorted((preloaded - at_start) & set(NOT_PRELOADED)) == []
+
+
+def test_a_worker_reads_the_serializer_version_without_importing_cloudpickle():
+    import cloudpickle
+
+    out = subprocess.run([sys.executable, "-c",
+                          "import sys\nfrom wrencore_runtime.protocol import SERIALIZER\n"
+                          "print(SERIALIZER, 'cloudpickle' in sys.modules)"],
+                         capture_output=True, text=True, check=True, cwd="/")
+    assert out.stdout.split() == ["cloudpickle", cloudpickle.__version__, "False"]
