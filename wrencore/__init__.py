@@ -16,6 +16,7 @@ import concurrent.futures
 import logging
 import os
 import threading
+import time
 import warnings
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
 from typing import (
@@ -48,7 +49,7 @@ from .errors import (
 )
 from .executor import Executor, cancel_on_interrupt, job_ids_of
 from . import progress as _progress
-from .futures import Future
+from .futures import _DONE_STATES, _FINISHED, Future
 from .streaming import FutureStream
 
 if TYPE_CHECKING:
@@ -313,7 +314,32 @@ def get_all_results(fs: Iterable[concurrent.futures.Future[_T]], timeout: Option
     """
     futures = list(fs)
     with cancel_on_interrupt(job_ids_of(futures)), _progress.bar_for(futures, progress):
-        done, not_done = concurrent.futures.wait(futures, timeout=timeout)
-    if not_done:
-        raise TimeoutError(f"{len(not_done)} of {len(futures)} calls unfinished after {timeout} s")
-    return [f.result() for f in futures]
+        unfinished = _wait_in_order(futures, timeout)
+    if unfinished:
+        raise TimeoutError(f"{unfinished} of {len(futures)} calls unfinished after {timeout} s")
+    # A finished call's result is taken without locking (it is never unset once finished).
+    return [f._result if f._state == _FINISHED and f._exception is None  # type: ignore[attr-defined]
+            else f.result() for f in futures]
+
+
+def _wait_in_order(futures: List[concurrent.futures.Future[Any]],
+                   timeout: Optional[float]) -> int:
+    """Wait until every future is done, or ``timeout`` seconds: how many are not done.
+
+    One future at a time, in order, not ``concurrent.futures.wait``: that installs a waiter
+    on every future, which is then told of each completion, and for a job of small calls
+    that doubled the client's CPU per call. The calls still finish in any order; one found
+    done costs a read of its state.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for index, future in enumerate(futures):
+        if future._state in _DONE_STATES:  # type: ignore[attr-defined]
+            continue
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            future.exception(remaining)
+        except concurrent.futures.CancelledError:
+            continue
+        except concurrent.futures.TimeoutError:
+            return sum(1 for f in futures[index:] if not f.done())
+    return 0

@@ -220,3 +220,35 @@ def test_a_reported_batch_completes_each_future_once_and_tells_its_tracker_once(
     assert sorted(tracker.calls, key=repr) == sorted(
         [("many", ["00000", "00001"]), ("one", "00002"), ("one", "00003"), ("one", "00004")],
         key=repr)
+
+
+def test_get_all_results_waits_for_every_future_without_installing_waiters():
+    import threading
+
+    import wrencore
+
+    futures = [Future("j", f"0000{i}") for i in range(5)]
+
+    def finish_in_reverse():
+        for i in reversed(range(5)):
+            time.sleep(0.01)
+            assert claim(futures[i])
+            if i == 3:
+                futures[i]._complete(exception=ValueError("call 3 failed"))
+            else:
+                futures[i]._complete(result=i * 10)
+
+    threading.Thread(target=finish_in_reverse).start()
+    with pytest.raises(ValueError, match="call 3 failed"):  # the first failure in order ...
+        wrencore.get_all_results(futures, timeout=30, progress=False)
+    assert all(f.done() for f in futures)  # ... raised once every call had finished
+    assert all(f._waiter_list is None for f in futures)  # no stdlib waiter on any of them
+
+    pending = [Future("j", f"0001{i}") for i in range(5)]
+    for i in (0, 2, 4):
+        assert claim(pending[i]) and pending[i]._complete(result=i)
+    with pytest.raises(TimeoutError, match="2 of 5 calls unfinished after 0.1 s"):
+        wrencore.get_all_results(pending, timeout=0.1, progress=False)
+    assert pending[1].cancel() and claim(pending[3]) and pending[3]._complete(result=3)
+    with pytest.raises(concurrent.futures.CancelledError):
+        wrencore.get_all_results(pending, timeout=30, progress=False)
