@@ -61,6 +61,8 @@ logger = logging.getLogger(__name__)
 KIND_TASK = "task"
 KIND_JOB = "job"
 KIND_PAYLOAD = "payload"
+#: A Lambda event that hands the function calls to invoke itself (``wrencore_aws_lambda``).
+KIND_RELAY = "relay"
 #: A message text longer than this is refused before it is parsed (queues carry 256 KiB,
 #: asynchronous Lambda events 256 KB; larger messages travel as payload references).
 MAX_MESSAGE_BYTES = 1024 * 1024
@@ -388,15 +390,18 @@ class Verifier:
             logger.warning("could not load the task key yet: %s: %s", type(exc).__name__, exc)
 
     def open_task(self, message: Union[str, bytes, Dict[str, Any]],
-                  allow_payload: bool = False) -> Dict[str, Any]:
+                  allow_payload: bool = False, allow_relay: bool = False) -> Dict[str, Any]:
         """The verified task message of a queue body (text) or a Lambda event (dict).
 
         With ``allow_payload``, a signed payload reference is also accepted, and returned as
-        ``{"payload": {"storage": spec, "key": str, "sha256": str}}``.
+        ``{"payload": {"storage": spec, "key": str, "sha256": str}}``; with ``allow_relay``,
+        a signed relay event, returned as ``{"relay": {...}}`` (see :func:`decode_relay`).
         """
         try:
             envelope = parse_text(message) if isinstance(message, (str, bytes)) else message
             kind = envelope.get("signed") if isinstance(envelope, dict) else None
+            if allow_relay and kind == KIND_RELAY:
+                return decode_relay(self.unseal(envelope, KIND_RELAY))
             payload = allow_payload and kind == KIND_PAYLOAD
             body = self.unseal(envelope, KIND_PAYLOAD if payload else KIND_TASK)
             return decode_payload_ref(body) if payload else decode_task(body)
@@ -414,14 +419,16 @@ class Verifier:
 
 def open_or_refuse(verifier: Verifier, message: Union[str, bytes, Dict[str, Any]],
                    message_id: str, receive_count: int = 1,
-                   allow_payload: bool = False) -> Optional[Dict[str, Any]]:
+                   allow_payload: bool = False,
+                   allow_relay: bool = False) -> Optional[Dict[str, Any]]:
     """The verified task message, or None — after a log line saying why — if it is refused.
 
     Errors other than a refusal (the key source unreachable) propagate: the message is
     not to blame, and comes back later.
     """
     try:
-        return verifier.open_task(message, allow_payload=allow_payload)
+        return verifier.open_task(message, allow_payload=allow_payload,
+                                  allow_relay=allow_relay)
     except MessageRefusedError as exc:
         logger.error("refused message %s (receive %d; %d refused by this worker): %s. Nothing "
                      "of it was run or read; it goes on to the dead-letter queue.",
@@ -472,6 +479,26 @@ def decode_task(body: str) -> Dict[str, Any]:
         if not isinstance(call.get("args"), bytes):
             _require(call, "args_key", str, f"call {call['call_id']} (no inline args)")
     return message
+
+
+def decode_relay(body: str) -> Dict[str, Any]:
+    """A verified relay event: ``{"relay": {"function": str, "region": str or None,
+    "endpoint_url": str or None, "job": {...}, "calls": [{"call_id": str, "attempt": int,
+    "event": str}, ...]}}``; each ``event`` is a task event signed on its own, which the
+    invocation it starts verifies again."""
+    relay = parse_text(body)
+    if not isinstance(relay, dict):
+        raise MessageRefusedError("the signed relay event is not an object")
+    _require(relay, "function", str, "the relay event")
+    job = _require(relay, "job", dict, "the relay event")
+    _require(job, "job_id", str, "the relay event's job")
+    _require(job, "storage", dict, "the relay event's job")
+    for call in _require(relay, "calls", list, "the relay event"):
+        if not isinstance(call, dict):
+            raise MessageRefusedError("a call of the relay event is not an object")
+        _require(call, "call_id", str, "a call of the relay event")
+        _require(call, "event", str, "a call of the relay event")
+    return {"relay": relay}
 
 
 def decode_payload_ref(body: str) -> Dict[str, Any]:

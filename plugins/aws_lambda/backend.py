@@ -41,7 +41,7 @@ from wrencore.watcher import StatusWatcher, watcher_options
 from wrencore_aws.clients import (call_with_retries, error_code, make_client,
                                   require_region_and_credentials)
 from wrencore_aws.completion import channel_for, with_channel
-from wrencore_runtime.auth import KIND_PAYLOAD, Signer, sha256_hex
+from wrencore_runtime.auth import KIND_PAYLOAD, KIND_RELAY, Signer, sha256_hex
 from wrencore_runtime.protocol import encode_json
 from wrencore_aws.sqs import peek
 from wrencore_runtime.storage import Storage
@@ -188,6 +188,11 @@ class LambdaBackend(Backend):
         job = with_channel(job, self._channel)
         size = max(1, int(chunksize or self.default_chunksize or 1))
         self._watcher.watch(job["job_id"], {c.call_id: c.future for c in calls})
+        relay = self.settings.relay_size
+        if size == 1 and self.settings.relay_min and len(calls) >= self.settings.relay_min:
+            for start in range(0, len(calls), relay):
+                self._pool.submit(self._invoke_relay, function, job, calls[start:start + relay])
+            return
         for start in range(0, len(calls), size):
             chunk = calls[start:start + size]
             self._pool.submit(self._invoke_chunk, function, job, chunk)
@@ -250,6 +255,88 @@ class LambdaBackend(Backend):
                 call.future.metadata["host_invoke_timestamp"] = start
                 if not call.future.done():
                     self._deadlines[call.future] = (deadline, call.message.get("attempt", 0))
+
+    def _invoke_relay(self, function: DeployedFunction, job: Dict[str, Any],
+                      group: List[Call]) -> None:
+        """Invoke single calls through relay events: each call gets the signed event it would
+        be invoked with, and a relay event (signed too) carries up to ``relay_size`` of them
+        to the function, which invokes each itself (``handler.run_relay``). One Invoke from
+        this computer per relay event instead of one per call."""
+        try:
+            live = [c for c in group if claim(c.future)]
+            if not live:
+                return
+            with self._deadlines_lock:
+                for call in live:
+                    self._deadlines.pop(call.future, None)
+            with self._invoke_lock:
+                self._uninvoked.update(c.future for c in live)
+            try:
+                taken = self._budget.acquire(len(live))
+            finally:
+                with self._invoke_lock:
+                    self._uninvoked.difference_update(c.future for c in live)
+                    live = [c for c in live if not c.future.done()]
+            if taken > len(live):
+                self._budget.release(taken - len(live))
+                taken = len(live)
+            if not live:
+                return
+            for index, call in enumerate(live):
+                call.future.add_done_callback(self._forget_deadline)
+                if index < taken:
+                    call.future.add_done_callback(self._release_budget)
+            events = [self._payload(job, [call]).decode() for call in live]
+        except Exception as exc:
+            self._fail_invocation(function, job, group, exc)
+            return
+        client = self.client
+        head = {"function": function.name, "region": client.meta.region_name,
+                "endpoint_url": client.meta.endpoint_url, "job": job}
+        start = time.time()
+        for part in self._relay_parts(head, live, events):
+            payload = self.signer.seal_text(KIND_RELAY, encode_json(
+                dict(head, calls=[{"call_id": c.call_id, "attempt": c.message.get("attempt", 0),
+                                   "event": e} for c, e in part]))).encode()
+            try:
+                call_with_retries(lambda: self._invoke_event(function.name, payload),
+                                  retry_for=self.settings.retry_for,
+                                  what=f"Invoke {function.name} (relay)")
+            except Exception as exc:
+                self._fail_invocation(function, job, [c for c, _ in part], exc)
+                continue
+            # The relay runs first, then the call: each within the function's timeout.
+            deadline = start + 2 * function.timeout + self.settings.result_grace
+            with self._deadlines_lock:
+                for call, _ in part:
+                    call.future.metadata["host_invoke_timestamp"] = start
+                    if not call.future.done():
+                        self._deadlines[call.future] = (deadline, call.message.get("attempt", 0))
+
+    def _relay_parts(self, head: Dict[str, Any], calls: List[Call],
+                     events: List[str]) -> List[List[Tuple[Call, str]]]:
+        """``calls`` with their events, split so that each relay event stays under the
+        asynchronous event limit (a call's event is at most that limit itself)."""
+        base = len(encode_json(head)) + 1024  # the envelope, the signature, the call list
+        parts: List[List[Tuple[Call, str]]] = [[]]
+        size = base
+        for call, event in zip(calls, events):
+            cost = len(event) + len(call.call_id) + 64
+            if parts[-1] and size + cost > ASYNC_PAYLOAD_LIMIT:
+                parts.append([])
+                size = base
+            parts[-1].append((call, event))
+            size += cost
+        return parts
+
+    def _fail_invocation(self, function: DeployedFunction, job: Dict[str, Any],
+                         calls: List[Call], exc: BaseException) -> None:
+        error = InvocationError(
+            f"Lambda did not accept the invocation of {function.name} for calls "
+            f"{', '.join(c.call_id for c in calls)} of job {job['job_id']}: "
+            f"{error_code(exc) or type(exc).__name__}: {exc}")
+        for call in calls:
+            call.future.fail(error, attempt=call.message.get("attempt", 0))
 
     # -- cancellation ----------------------------------------------------------------
     def cancel(self, *, futures: List[Future], running: bool = True) -> int:

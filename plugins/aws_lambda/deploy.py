@@ -72,6 +72,8 @@ class LambdaSettings:
         max_in_flight: calls invoked and not yet finished, at most (default 1000).
         result_grace: seconds past the function timeout before a silent call counts as lost.
         retry_for: seconds to keep retrying a throttled or failing invocation.
+        relay_min, relay_size: a map of at least ``relay_min`` calls at chunksize 1 goes out
+            in relay events of up to ``relay_size`` calls, which the function invokes itself.
         dead_letter_check_interval: seconds between peeks at the failure queues.
         auto_deploy: deploy on first use when the function is missing or stale.
         runtime_path: build the package from this ``wrencore_runtime`` directory.
@@ -92,6 +94,8 @@ class LambdaSettings:
     max_in_flight: int = 1000
     result_grace: float = 30.0
     retry_for: float = 600.0
+    relay_min: int = 200
+    relay_size: int = 100
     dead_letter_check_interval: float = 2.0
     auto_deploy: bool = True
     runtime_path: Optional[str] = None
@@ -281,6 +285,8 @@ class Deployer:
                 send_statement(region, account),
                 {"Sid": "FailureQueue", "Effect": "Allow", "Action": "sqs:SendMessage",
                  "Resource": f"arn:aws:sqs:{region}:{account}:{self.failure_queue_name}"},
+                {"Sid": "RelayToItself", "Effect": "Allow", "Action": "lambda:InvokeFunction",
+                 "Resource": f"arn:aws:lambda:{region}:{account}:function:{self.function_name}"},
             ] + kms,
         }
 

@@ -7,6 +7,9 @@ storage carrying its digest::
 
     {"storage": <spec>, "key": "<job_id>/payloads/<call_id>.json", "sha256": "<hex>"}
 
+An event may also be a signed *relay* event, which carries calls for the function to invoke
+itself, each with its own signed event (:func:`run_relay`; see ``wrencore_aws_lambda.backend``).
+
 An event that is malformed or does not verify with the task key (read from the SSM
 parameter ``WRENCORE_TASK_KEY`` names) is refused before anything of it is read or
 unpickled: the invocation fails with :class:`MessageRefusedError` after a log line saying
@@ -76,7 +79,8 @@ def _load_message(event: Any, request_id: str = "") -> Dict[str, Any]:
     signed task message — must have the digest the reference carries.
     """
     verifier = _get_verifier()
-    opened = open_or_refuse(verifier, event, request_id or "event", allow_payload=True)
+    opened = open_or_refuse(verifier, event, request_id or "event", allow_payload=True,
+                            allow_relay=True)
     if opened is not None and "payload" in opened:
         reference = opened["payload"]
         body = storage_from_spec(reference["storage"]).get(reference["key"])
@@ -243,8 +247,67 @@ def run_message(message: Dict[str, Any], remaining_time, function_timeout: float
             "cancelled": cancelled}
 
 
+#: Invocations a relay event's handler sends at once.
+RELAY_THREADS = 8
+
+
+def _relay_failure_status(job: Dict[str, Any], call: Dict[str, Any], function: str,
+                          exc: BaseException) -> Dict[str, Any]:
+    from wrencore_runtime.errors import WorkerCrashedError
+
+    error = WorkerCrashedError(
+        f"call {call['call_id']} of job {job['job_id']} was never started: the invocation "
+        f"relaying it could not invoke {function}: {type(exc).__name__}: {exc}")
+    return {
+        "job_id": job["job_id"], "call_id": call["call_id"],
+        "attempt": call.get("attempt", 0), "success": False,
+        "result_key": None, "exception": describe_exception(error), "stdout": "", "stderr": "",
+        "metadata": {},
+    }
+
+
+def run_relay(relay: Dict[str, Any], client: Any = None) -> Dict[str, int]:
+    """Invoke each call of a relay event (see ``wrencore_aws_lambda.backend``) as its own
+    asynchronous invocation of ``relay["function"]``, with the event the client signed for
+    it. A call that cannot be invoked (botocore has retried throttling and transient
+    errors) gets a failed status saying why, so its future ends at once."""
+    if client is None:
+        import boto3  # in every Lambda Python runtime
+        from botocore.config import Config
+
+        client = boto3.client("lambda", region_name=relay.get("region") or None,
+                              endpoint_url=relay.get("endpoint_url") or None,
+                              config=Config(retries={"mode": "standard", "max_attempts": 8},
+                                            max_pool_connections=RELAY_THREADS))
+    job, function = relay["job"], relay["function"]
+    failures = []
+
+    def invoke(call: Dict[str, Any]) -> None:
+        try:
+            response = client.invoke(FunctionName=function, InvocationType="Event",
+                                     Payload=call["event"].encode())
+            response["Payload"].read()
+        except Exception as exc:
+            logger.error("could not relay call %s/%s: %s: %s", job["job_id"], call["call_id"],
+                         type(exc).__name__, exc)
+            failures.append(_relay_failure_status(job, call, function, exc))
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    calls = relay["calls"]
+    with ThreadPoolExecutor(max(1, min(RELAY_THREADS, len(calls)))) as pool:
+        list(pool.map(invoke, calls))
+    if failures:
+        reporter = _Reporter(storage_from_spec(job["storage"]), job, batched=False)
+        for status in failures:
+            reporter.add(status, None)
+    return {"relayed": len(calls) - len(failures), "failed": len(failures)}
+
+
 def handler(event: Dict[str, Any], context: Any) -> Dict[str, int]:
     message = _load_message(event, getattr(context, "aws_request_id", ""))
+    if "relay" in message:
+        return run_relay(message["relay"])
     function_timeout = float(os.environ.get("WRENCORE_FUNCTION_TIMEOUT", "0") or 0)
 
     def remaining_time() -> float:

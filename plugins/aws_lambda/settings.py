@@ -27,6 +27,11 @@ SETTINGS = [
     Setting("dead_letter_check_interval", "float", 2.0, "Seconds between peeks at the "
             "functions' failure queues while invoked calls are pending (a call whose event "
             "the function refused fails with MessageRefusedError).", minimum=0),
+    Setting("relay_min", "int", 200, "A map of at least this many calls at chunksize 1 is "
+            "invoked through relay events: the client sends one Invoke per `relay_size` calls "
+            "and the function invokes each of them itself. 0: never.", minimum=0),
+    Setting("relay_size", "int", 100, "Calls a relay event carries, at most (it is also kept "
+            "under the asynchronous event limit of 256 KB).", minimum=2, maximum=1000),
     Setting("retry_for", "float", 600.0, "Seconds to keep retrying a throttled or failing "
             "invocation.", minimum=0),
     Setting("auto_deploy", "bool", True, "Deploy on first use when the function is missing "

@@ -30,15 +30,34 @@ def _config(env, **lambda_settings):
     return config
 
 
-def test_map_of_many_calls(lambda_env):
+def test_map_of_many_calls_goes_out_in_relay_events(lambda_env, monkeypatch):
+    from wrencore_aws_lambda.backend import LambdaBackend
+
+    sent = []
+    invoke_event = LambdaBackend._invoke_event
+    monkeypatch.setattr(LambdaBackend, "_invoke_event",
+                        lambda self, name, payload: (sent.append(payload),
+                                                     invoke_event(self, name, payload))[1])
+    # At least relay_min (default 200) calls at chunksize 1: relay events of relay_size
+    # (default 100) calls, which the function invokes itself.
     with wrencore.Executor(backend="aws_lambda", config=lambda_env.config) as executor:
         futures = executor.map_futures(workload.square, range(210))
         assert wrencore.get_all_results(futures, timeout=120) == [x * x for x in range(210)]
     assert futures[7].metadata["worker_id"].startswith("lambda-")
     assert futures[7].metadata["host_invoke_timestamp"] >= futures[7].metadata["host_submit_timestamp"]
+    assert len(sent) == 3  # this computer sent 3 Invokes for 210 calls
+    assert all(b'"signed":"relay"' in payload for payload in sent)
     stats = lambda_env.stats()
-    assert stats["invokes"]["Event"] == 210
+    assert stats["invokes"]["Event"] == 3 + 210  # the relays, then each call on its own
     assert stats["errors"] == []
+
+
+def test_a_map_under_relay_min_is_invoked_call_by_call(lambda_env):
+    config = _config(lambda_env, relay_min=0)
+    with wrencore.Executor(backend="aws_lambda", config=config) as executor:
+        futures = executor.map_futures(workload.square, range(210))
+        assert wrencore.get_all_results(futures, timeout=120) == [x * x for x in range(210)]
+    assert lambda_env.stats()["invokes"]["Event"] == 210
 
 
 def test_chunks_carry_several_calls_per_invocation(lambda_env):
