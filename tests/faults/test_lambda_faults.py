@@ -98,10 +98,11 @@ def test_a_corrupt_status_ends_its_call_with_a_status_error(lambda_env):
 
 
 def test_a_corrupt_batch_status_ends_every_call_it_covers_with_a_status_error(lambda_env):
-    # A long deadline (a lost call is declared 25 s after its invocation was accepted), so
+    # A long deadline (a lost call is declared 65 s after its invocation was accepted), so
     # the refused status's verdict (quiet listing, held read, 3 reads a second apart: ~9 s
-    # here when idle, 12 s under load) is measured well clear of it.
-    config = _config(lambda_env, timeout=20, result_grace=5)
+    # here when idle, 26 s seen under heavy load) comes first; the error's text tells the
+    # two verdicts apart, so no bound on the time is needed (it failed on timing alone).
+    config = _config(lambda_env, timeout=60, result_grace=5)
     config["status_reads"] = 3
     tasks = [{"x": i, "call_id": f"{i:05d}", "bucket": lambda_env.bucket} for i in range(4)]
     tasks[0].update(forger=True, through="00002")  # the chunk of calls 0-2; 3 is alone
@@ -115,13 +116,11 @@ def test_a_corrupt_batch_status_ends_every_call_it_covers_with_a_status_error(la
                       s3.list_objects_v2(Bucket=lambda_env.bucket).get("Contents", ())):
             assert time.monotonic() < deadline, "the forged batch status never appeared"
             time.sleep(0.05)
-        start = time.monotonic()
         for future in futures[:3]:
-            # Not the lost-call verdict, which would come only after the 25 s deadline.
+            # Not the lost-call verdict, which would come only after the 65 s deadline.
             with pytest.raises(StatusError, match=r"00000/batch-status-to-00002\.json is "
                                                   r"corrupt.*refused after 3 reads"):
-                future.result(timeout=30)
-        assert time.monotonic() - start < 15
+                future.result(timeout=90)
         assert futures[3].result(timeout=30) == 3
     assert sorted(ends) == sorted(f.call_id for f in futures)
 
