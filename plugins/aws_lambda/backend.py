@@ -135,7 +135,7 @@ class LambdaBackend(Backend):
         self._channel = channel_for(config, self.settings.client_section)
         #: Calls claimed but not yet invoked (waiting for the max_in_flight budget).
         self._uninvoked: Set[Future] = set()
-        #: Calls invoked in chunks of several, whose handler looks for cancel markers.
+        #: Calls whose handler looks for cancel markers: in chunks of several, or relayed.
         self._chunked: "weakref.WeakSet[Future]" = weakref.WeakSet()
         self._invoke_lock = threading.Lock()
         self._sqs: Any = None
@@ -277,6 +277,7 @@ class LambdaBackend(Backend):
                 with self._invoke_lock:
                     self._uninvoked.difference_update(c.future for c in live)
                     live = [c for c in live if not c.future.done()]
+                    self._chunked.update(c.future for c in live)  # the relay checks markers
             if taken > len(live):
                 self._budget.release(taken - len(live))
                 taken = len(live)

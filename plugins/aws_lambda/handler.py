@@ -39,7 +39,8 @@ from wrencore_runtime import completion, layout
 from wrencore_runtime.auth import Verifier, check_digest, open_or_refuse
 from wrencore_runtime.errors import CallTimeoutError, IntegrityError, MessageRefusedError
 from wrencore_runtime.protocol import encode_json
-from wrencore_runtime.runner import CancelChecks, JobRunner, cancelled_status, describe_exception
+from wrencore_runtime.runner import (CancelChecks, JobRunner, cancelled_status, describe_exception,
+                                     failed_status)
 from wrencore_runtime.storage import storage_from_spec
 
 logger = logging.getLogger(__name__)
@@ -258,19 +259,16 @@ def _relay_failure_status(job: Dict[str, Any], call: Dict[str, Any], function: s
     error = WorkerCrashedError(
         f"call {call['call_id']} of job {job['job_id']} was never started: the invocation "
         f"relaying it could not invoke {function}: {type(exc).__name__}: {exc}")
-    return {
-        "job_id": job["job_id"], "call_id": call["call_id"],
-        "attempt": call.get("attempt", 0), "success": False,
-        "result_key": None, "exception": describe_exception(error), "stdout": "", "stderr": "",
-        "metadata": {},
-    }
+    return failed_status(job, call, error)
 
 
 def run_relay(relay: Dict[str, Any], client: Any = None) -> Dict[str, int]:
     """Invoke each call of a relay event (see ``wrencore_aws_lambda.backend``) as its own
     asynchronous invocation of ``relay["function"]``, with the event the client signed for
-    it. A call that cannot be invoked (botocore has retried throttling and transient
-    errors) gets a failed status saying why, so its future ends at once."""
+    it. A call cancelled meanwhile (its cancel marker, as a chunk's handler looks for) is
+    not invoked and gets a cancelled status; a call that cannot be invoked (botocore has
+    retried throttling and transient errors) gets a failed status saying why, so its
+    future ends at once."""
     if client is None:
         import boto3  # in every Lambda Python runtime
         from botocore.config import Config
@@ -280,6 +278,8 @@ def run_relay(relay: Dict[str, Any], client: Any = None) -> Dict[str, int]:
                               config=Config(retries={"mode": "standard", "max_attempts": 8},
                                             max_pool_connections=RELAY_THREADS))
     job, function = relay["job"], relay["function"]
+    storage = storage_from_spec(job["storage"])
+    checks = CancelChecks(storage, job)
     failures = []
 
     def invoke(call: Dict[str, Any]) -> None:
@@ -294,14 +294,20 @@ def run_relay(relay: Dict[str, Any], client: Any = None) -> Dict[str, int]:
 
     from concurrent.futures import ThreadPoolExecutor
 
-    calls = relay["calls"]
+    calls, cancelled = [], []
+    for call in relay["calls"]:
+        if checks.cancelled(call):
+            cancelled.append(cancelled_status(job, call, "before it was invoked"))
+        else:
+            calls.append(call)
     with ThreadPoolExecutor(max(1, min(RELAY_THREADS, len(calls)))) as pool:
         list(pool.map(invoke, calls))
-    if failures:
-        reporter = _Reporter(storage_from_spec(job["storage"]), job, batched=False)
-        for status in failures:
+    if failures or cancelled:
+        reporter = _Reporter(storage, job, batched=False)
+        for status in failures + cancelled:
             reporter.add(status, None)
-    return {"relayed": len(calls) - len(failures), "failed": len(failures)}
+    return {"relayed": len(calls) - len(failures), "failed": len(failures),
+            "cancelled": len(cancelled)}
 
 
 def handler(event: Dict[str, Any], context: Any) -> Dict[str, int]:

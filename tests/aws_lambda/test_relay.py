@@ -40,7 +40,7 @@ def test_each_call_is_invoked_and_one_that_cannot_be_ends_with_a_status_saying_w
 
     relay = _relay(tmp_path, ["00000", "00001", "00002"])
     client = _Lambda(refuse="event-of-00001")
-    assert run_relay(relay, client=client) == {"relayed": 2, "failed": 1}
+    assert run_relay(relay, client=client) == {"relayed": 2, "failed": 1, "cancelled": 0}
     assert sorted(p for _, _, p in client.invoked) == [b"event-of-00000", b"event-of-00002"]
     assert {(f, t) for f, t, _ in client.invoked} == {("fn", "Event")}
     storage = storage_from_spec(relay["job"]["storage"])
@@ -69,3 +69,17 @@ def test_a_relay_event_opens_only_where_relays_are_allowed_and_only_with_the_key
     missing = Signer(source).seal_text(KIND_RELAY, json.dumps({"function": "fn", "calls": []}))
     with pytest.raises(MessageRefusedError, match="job"):
         verifier.open_task(missing, allow_relay=True)
+
+
+def test_a_call_cancelled_before_its_relay_runs_is_not_invoked(tmp_path):
+    from wrencore_aws_lambda.handler import run_relay
+
+    relay = _relay(tmp_path, ["00000", "00001"])
+    storage = storage_from_spec(relay["job"]["storage"])
+    storage.put(layout.cancel_key("job1", "00001", 0), b"{}")  # what Executor.cancel writes
+    client = _Lambda(refuse="nothing")
+    assert run_relay(relay, client=client) == {"relayed": 1, "failed": 0, "cancelled": 1}
+    assert [p for _, _, p in client.invoked] == [b"event-of-00000"]
+    status = json.loads(storage.get(layout.status_key("job1", "00001", 0)))
+    assert status["exception"]["type"].endswith("CallCancelledError")
+    assert "before it was invoked" in status["exception"]["message"]
