@@ -70,7 +70,8 @@ from .auth import Verifier, open_or_refuse
 from .errors import RuntimeBuildError, StorageKeyError
 from .protocol import decode_json, encode_json
 from .queues import QueueMessage, TaskQueue, queue_from_spec
-from .runner import CancelChecks, JobRunner, cancel_marker, cancelled_status, failed_status
+from .runner import (CancelChecks, JobRunner, _CallLogHandler, cancel_marker, cancelled_status,
+                     failed_status)
 from .storage import storage_from_spec
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,8 @@ DEFAULT_LOG_GROUP = "wrencore-standalone"
 #: Compact JSON of a journal record (one encoder for all: ``json.dumps`` with options
 #: builds a new one per record).
 _journal_json = json.JSONEncoder(separators=(",", ":")).encode
-#: The daemon's line saying a call ended (see :class:`LineHandler`).
+#: The daemon's lines saying a call started and ended (see :class:`LineHandler`).
+CALL_STARTED = "call %s/%s started (attempt %d)"
 CALL_ENDED = "call %s/%s %s in %.3f s"
 
 
@@ -883,8 +885,8 @@ class Daemon:
     def _run_call(self, job: Dict[str, Any], call: Dict[str, Any],
                   running: "_RunningCall") -> None:
         self.statuses.call_starts()
-        logger.info("call %s/%s started (attempt %d)", job["job_id"], call["call_id"],
-                    call.get("attempt", 0))
+        log_call_line(logger, CALL_STARTED, job["job_id"], call["call_id"],
+                      call.get("attempt", 0))
         if job.get("runtime") and self.runner._runtime_mismatch(job):
             # Another runtime than this daemon's own: run it in that runtime's environment.
             try:
@@ -915,10 +917,10 @@ class Daemon:
         status = outcome.status
         self.statuses.add(running.message, job, status, outcome.result)
         self.calls_run += 1
-        logger.info(CALL_ENDED, job["job_id"], call["call_id"],
-                    "succeeded" if status["success"] else "failed",
-                    status["metadata"].get("worker_end_timestamp", 0)
-                    - status["metadata"].get("worker_start_timestamp", 0))
+        log_call_line(logger, CALL_ENDED, job["job_id"], call["call_id"],
+                      "succeeded" if status["success"] else "failed",
+                      status["metadata"].get("worker_end_timestamp", 0)
+                      - status["metadata"].get("worker_start_timestamp", 0))
 
     def handle(self, message: QueueMessage) -> bool:
         """Run a message's calls, handing their outcomes to :attr:`statuses`; True when
@@ -1232,23 +1234,31 @@ def stream_name(instance_id: str, process_name: str) -> str:
     return f"{instance_id}-{process_name}"
 
 
+#: The format of the daemon's lines.
+LINE_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"
+
+
 class LineFormatter(logging.Formatter):
     """The daemon's log lines. The date and time of a timestamp are formatted once a
     second, not for every line (a daemon logs two lines per call)."""
 
-    def __init__(self, fmt: str) -> None:
+    def __init__(self, fmt: str = LINE_FORMAT) -> None:
         super().__init__(fmt)
         self._second: tuple = (None, "")
 
     def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:
         if datefmt is not None:
             return super().formatTime(record, datefmt)
+        return self.time_text(record.created, record.msecs)
+
+    def time_text(self, created: float, msecs: float) -> str:
+        """``created`` (with its milliseconds ``msecs``) as a line's ``asctime``."""
         second, text = self._second
-        if second != int(record.created):
-            second = int(record.created)
-            text = time.strftime(self.default_time_format, self.converter(record.created))
+        if second != int(created):
+            second = int(created)
+            text = time.strftime(self.default_time_format, self.converter(created))
             self._second = (second, text)
-        return self.default_msec_format % (text, record.msecs)
+        return self.default_msec_format % (text, msecs)
 
 
 class LineHandler(logging.StreamHandler):
@@ -1274,6 +1284,56 @@ class LineHandler(logging.StreamHandler):
 _line_handlers: List[LineHandler] = []
 
 
+def _sole_line_handler(log: logging.Logger) -> Optional[LineHandler]:
+    """The :class:`LineHandler` that alone would write ``log``'s INFO lines, formatted as
+    :func:`configure_logging` formats them, with no filter on the way; else None."""
+    if not log.isEnabledFor(logging.INFO):
+        return None
+    found: Optional[LineHandler] = None
+    node: Any = log
+    while node is not None:
+        if node.filters:
+            return None
+        for handler in node.handlers:
+            if type(handler) is logging.NullHandler or (
+                    type(handler) is _CallLogHandler and handler.ignores(logging.INFO)):
+                continue
+            if found is not None or handler not in _line_handlers or handler.filters \
+                    or handler.level > logging.INFO \
+                    or type(handler.formatter) is not LineFormatter \
+                    or handler.formatter._fmt != LINE_FORMAT:
+                return None
+            found = handler
+        node = node.parent if node.propagate else None
+    return found
+
+
+def log_call_line(log: logging.Logger, msg: str, *args: Any) -> None:
+    """Log one of the daemon's two lines of a call (its start, or :data:`CALL_ENDED`).
+
+    When the daemon's own :class:`LineHandler` is the only handler that would take it (as
+    on a worker that ships no logs elsewhere), the line is formatted and written straight
+    to that handler's stream, exactly as logging would write it, without building a
+    record: a call's two lines were a quarter of the daemon's own work per call. Any other
+    handler (CloudWatch's, a test's) gets the record through logging as usual."""
+    handler = _sole_line_handler(log)
+    if handler is None:
+        log.info(msg, *args)
+        return
+    created = time.time()  # as a LogRecord takes its time and milliseconds
+    asctime = handler.formatter.time_text(  # type: ignore[union-attr]
+        created, int((created - int(created)) * 1000) + 0.0)
+    line = (f"{asctime} {logging.getLevelName(logging.INFO)} {log.name} "
+            f"[{os.getpid() if logging.logProcesses else None}]: {msg % args}\n")
+    try:
+        with handler.lock:  # type: ignore[union-attr]
+            handler.stream.write(line)
+            if msg is not CALL_ENDED:  # see LineHandler
+                handler.stream.flush()
+    except Exception:  # stderr gone: logging's own error handling says so
+        log.info(msg, *args)
+
+
 def flush_lines() -> None:
     """Write out the daemon's lines held by its :class:`LineHandler` (only those: the
     plugins' handlers, such as CloudWatch's, send on their own schedule)."""
@@ -1292,8 +1352,7 @@ def configure_logging(settings: DaemonSettings) -> None:
     logging.logThreads = False
     logging.logMultiprocessing = False
     stream = LineHandler(sys.stderr)
-    stream.setFormatter(LineFormatter(
-        "%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"))
+    stream.setFormatter(LineFormatter())
     _line_handlers.append(stream)
     root = logging.getLogger()
     root.setLevel(settings.log_level.upper())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -434,3 +435,77 @@ def test_a_process_that_died_mid_call_does_not_keep_the_instance_alive(world):
         json.dump(content, f)
     assert terminator.maybe_terminate()
     assert world.terminated == ["i-test"]
+
+
+
+@contextlib.contextmanager
+def daemon_lines(path):
+    """The daemon's logging (``configure_logging``) into the file ``path``, as the only
+    handler on the root logger (pytest's own handlers, added around each test's body, are
+    put back afterwards)."""
+    import logging
+    import sys
+
+    from wrencore_runtime import daemon as daemon_module
+    from wrencore_runtime.runner import _CallLogHandler
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, sys.stderr
+    root.handlers[:] = [_CallLogHandler.install()]  # the runner's: it lets these lines by
+    sys.stderr = open(path, "a", encoding="utf-8")
+    try:
+        daemon_module.configure_logging(DaemonSettings(queue={"test": True}))
+    finally:
+        stream, sys.stderr = sys.stderr, saved[2]
+    handler = daemon_module._line_handlers[-1]
+    try:
+        yield handler
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+        daemon_module._line_handlers.remove(handler)
+        stream.close()
+
+
+def test_a_calls_lines_are_written_straight_as_logging_writes_them(tmp_path):
+    import logging
+
+    from wrencore_runtime import daemon as daemon_module
+
+    path = tmp_path / "daemon.log"
+    log = daemon_module.logger
+    with daemon_lines(path) as handler:
+        assert daemon_module._sole_line_handler(log) is handler
+        written = []
+        handler.emit = written.append  # logging's way: not taken
+        daemon_module.log_call_line(log, daemon_module.CALL_STARTED, "job1", "00007", 2)
+        start = path.read_text()  # written before the call runs, not held in a buffer
+        daemon_module.log_call_line(log, daemon_module.CALL_ENDED, "job1", "00007",
+                                    "succeeded", 0.25)
+        assert path.read_text() == start  # held until the next line, as LineHandler does
+        daemon_module.flush_lines()
+        direct = path.read_text().splitlines()
+        assert written == []
+        del handler.emit
+        log.info(daemon_module.CALL_STARTED, "job1", "00007", 2)
+        log.info(daemon_module.CALL_ENDED, "job1", "00007", "succeeded", 0.25)
+        daemon_module.flush_lines()
+        through_logging = path.read_text().splitlines()[2:]
+        assert [line.split(" ", 2)[2] for line in direct] == [
+            line.split(" ", 2)[2] for line in through_logging] == [
+            f"INFO wrencore_runtime.daemon [{os.getpid()}]: call job1/00007 started (attempt 2)",
+            f"INFO wrencore_runtime.daemon [{os.getpid()}]: call job1/00007 succeeded in "
+            f"0.250 s"]
+        assert all(len(line.split(" ", 2)[1]) == len("12:00:00,000") for line in direct)
+
+        # Another handler listening (CloudWatch's, a test's): logging's way, for both.
+        other = []
+        catcher = logging.Handler()
+        catcher.emit = other.append
+        logging.getLogger("wrencore_runtime").addHandler(catcher)
+        try:
+            assert daemon_module._sole_line_handler(log) is None
+            daemon_module.log_call_line(log, daemon_module.CALL_STARTED, "job1", "00008", 0)
+        finally:
+            logging.getLogger("wrencore_runtime").removeHandler(catcher)
+        assert [r.getMessage() for r in other] == ["call job1/00008 started (attempt 0)"]
+        assert path.read_text().splitlines()[-1].endswith("call job1/00008 started (attempt 0)")
