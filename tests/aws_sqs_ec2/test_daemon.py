@@ -181,26 +181,33 @@ def counting_acknowledgements(daemon):
     return deleted
 
 
-def test_quick_receives_are_written_one_by_one_and_acknowledged_together(world):
+def test_quick_receives_are_journaled_one_by_one_written_and_acknowledged_together(world):
     world.queue.send_batch([world.task(i, start=i) for i in range(3)])  # a call per message
     daemon = world.make_daemon(batch_size=1)
     deleted = counting_acknowledgements(daemon)
     daemon.statuses.ack_linger = 30  # none waits that long: draining acknowledges them
+    daemon.statuses.linger = daemon.statuses.gather = 30  # nor that long: nor writes them
     heartbeat = Heartbeat(daemon.queue, 1, 0.3)
     try:
         assert [daemon.step(heartbeat) for _ in range(3)] == [1, 1, 1]
-        # A receive's outcomes are written before the next receive's calls run (a call
-        # that kills the daemon takes no earlier outcome with it) ...
-        assert len([k for k in world.storage.list("job1/") if "status" in k]) >= 2
+        # A receive's outcomes are journaled before the next receive's calls run (a call
+        # that kills the daemon takes no earlier outcome with it: see the replay test) ...
+        journaled = [record[1] for _jobs, records in daemon.journal.load()["outcomes"]
+                     for record in records if record[0] == "outcome"]
+        assert len(set(journaled)) == 3
         time.sleep(0.3)
-        assert world.queue.depth()["in_flight"] == 3 and deleted == []  # ... acknowledged
+        assert [k for k in world.storage.list("job1/") if "status" in k] == []  # ... written
+        assert world.queue.depth()["in_flight"] == 3 and deleted == []  # ... and acknowledged
         daemon.drain()  # together, here
     finally:
         heartbeat.stop()
+    assert [k for k in world.storage.list("job1/") if "status" in k] == [
+        layout.batch_status_key("job1", "00000", 0, "00002")]
     assert [cloudpickle.loads(world.status(f"{i:05d}")["result"]) for i in range(3)] == [
         0, 3, 6]
     assert len(deleted) == 1 and len(deleted[0]) == 3
     assert world.queue.depth() == {"visible": 0, "in_flight": 0}
+    assert daemon.journal.load() == {}  # settled
 
 
 def test_done_messages_wait_to_be_acknowledged_only_while_the_daemon_is_busy(world):
