@@ -516,3 +516,43 @@ def test_a_calls_lines_are_written_straight_as_logging_writes_them(tmp_path):
             logging.getLogger("wrencore_runtime").removeHandler(catcher)
         assert [r.getMessage() for r in other] == ["call job1/00008 started (attempt 0)"]
         assert path.read_text().splitlines()[-1].endswith("call job1/00008 started (attempt 0)")
+
+
+def triple_loudly(x):
+    if x == 2:
+        print("two")
+    return 3 * x
+
+
+def test_a_receives_quick_calls_have_the_statuses_jobrunner_run_writes(world):
+    from wrencore_runtime.runner import QuickCalls
+
+    job = dict(world.job, job_id="job2", function_key=layout.function_key("job2"))
+    world.storage.put(job["function_key"], serialize.dumps_function(triple_loudly))
+    world.queue.send_batch([world.seal(job, [
+        {"call_id": f"{i:05d}", "args": cloudpickle.dumps(((i,), {})), "args_key": None,
+         "host_submit_timestamp": 12.5} for i in range(4)])])
+    daemon = world.make_daemon()
+    runs = []
+    quick_run = QuickCalls.run
+    QuickCalls.run = lambda self, call, tag: runs.append(call["call_id"]) or quick_run(
+        self, call, tag)
+    try:
+        assert run_steps(daemon) == 1
+    finally:
+        QuickCalls.run = quick_run
+    assert runs == ["00001", "00002", "00003"]  # the first loads the function: run()
+    statuses = stored_statuses(world.storage.list("job2/"), world.storage.get)
+    first = statuses["00000"]
+    for call_id in ("00001", "00003"):  # plain successes, reported short, built here
+        status = statuses[call_id]
+        assert list(status) == list(first) and list(status["metadata"]) == list(
+            first["metadata"])
+        assert {k: v for k, v in status.items() if k not in ("call_id", "metadata",
+                                                              "result")} == {
+            k: v for k, v in first.items() if k not in ("call_id", "metadata", "result")}
+        assert status["metadata"]["host_submit_timestamp"] == 12.5
+        assert status["metadata"]["worker_id"] == first["metadata"]["worker_id"]
+    assert statuses["00002"]["stdout"] == "two\n"
+    assert [cloudpickle.loads(statuses[f"{i:05d}"]["result"]) for i in range(4)] == [
+        0, 3, 6, 9]
