@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import base64
 import fcntl
+import gc
 import json
 import logging
 import marshal
@@ -1515,6 +1516,17 @@ def configure_logging(settings: DaemonSettings) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def settle_startup_objects() -> None:
+    """Collect the garbage of the process's start, then freeze what is left (the modules,
+    clients and caches it built: some sixty thousand objects) out of the cyclic garbage
+    collector's reach. A daemon allocates a few dicts per call, some of which live until
+    their outcome is written, so full collections come every few thousand calls, and each
+    walked every object of the process: 75 ms on a worker at a thousand calls a second.
+    The calls' own objects are collected as before."""
+    gc.collect()
+    gc.freeze()
+
+
 def serve(settings: DaemonSettings, instance_id: str,
           log_handlers: Optional[List[logging.Handler]] = None,
           release_instance: Optional[Callable[[str], Optional[bool]]] = None) -> int:
@@ -1527,6 +1539,7 @@ def serve(settings: DaemonSettings, instance_id: str,
         logging.getLogger().addHandler(handler)
     daemon = Daemon(settings, instance_id=instance_id, terminate_instance=release_instance)
     signal.signal(signal.SIGTERM, lambda signum, frame: daemon.stopping.set())
+    settle_startup_objects()
     try:
         return daemon.run()
     finally:

@@ -556,3 +556,17 @@ def test_a_receives_quick_calls_have_the_statuses_jobrunner_run_writes(world):
     assert statuses["00002"]["stdout"] == "two\n"
     assert [cloudpickle.loads(statuses[f"{i:05d}"]["result"]) for i in range(4)] == [
         0, 3, 6, 9]
+
+
+def test_a_daemon_process_freezes_its_start_up_objects_out_of_the_collectors_way():
+    import gc
+
+    from wrencore_runtime.daemon import settle_startup_objects
+
+    assert gc.get_freeze_count() == 0
+    settle_startup_objects()
+    try:
+        assert gc.get_freeze_count() > 1000  # the modules, clients and caches of a start
+        assert gc.isenabled()  # the calls' own garbage is still collected
+    finally:
+        gc.unfreeze()
