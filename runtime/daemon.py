@@ -889,6 +889,13 @@ class Daemon:
     #: written and starts its journal afresh (it does so whenever the status writer has
     #: nothing left to write).
     SETTLE_EVERY = 1000
+    #: The shortest ``visibility_timeout`` with which a busy daemon gathers the storage
+    #: writes of several receives (see :class:`StatusWriter`). Outcomes not yet written
+    #: when a call kills the daemon are written by its successor from the journal, which
+    #: must happen before their messages come back — at least two thirds of the timeout
+    #: after the last heartbeat: a restart under load can take seconds. With a shorter
+    #: timeout each receive's outcomes are written before the next receive's calls run.
+    GATHER_MIN_VISIBILITY = 30.0
 
     def __init__(self, settings: DaemonSettings, *, queue: Optional[TaskQueue] = None,
                  instance_id: str = "",
@@ -906,7 +913,9 @@ class Daemon:
         self._terminate_instance = terminate_instance or (lambda iid: None)
         self.journal = Journal(settings.state_dir, settings.process_name)
         self.crashes = CrashLedger(settings.state_dir)
-        self.statuses = StatusWriter(on_done=self._written, acknowledge=self.queue.delete_many)
+        self.statuses = StatusWriter(
+            on_done=self._written, acknowledge=self.queue.delete_many,
+            gather=None if settings.visibility_timeout >= self.GATHER_MIN_VISIBILITY else 0.0)
         #: The last receive's messages until they are settled (:meth:`_settle`), and the
         #: heartbeat that holds them.
         self._unsettled: List[QueueMessage] = []
@@ -1154,9 +1163,11 @@ class Daemon:
         that a call that kills the daemon takes no other receive's outcome with it: its
         successor writes them (:meth:`recover`). They are written to storage behind the
         daemon's back, those of a busy daemon's receives together (see
-        :class:`StatusWriter`), and the messages acknowledged later still. A step settles
-        the receives before it (:meth:`_settle`) when their outcomes are all written, or
-        after ``SETTLE_EVERY`` messages; :meth:`drain` settles them too. After quick calls the next
+        :class:`StatusWriter`; with a ``visibility_timeout`` under
+        ``GATHER_MIN_VISIBILITY``, a receive's before the next one's calls run), and the
+        messages acknowledged later still. A step settles the receives before it
+        (:meth:`_settle`) when their outcomes are all written, or after ``SETTLE_EVERY``
+        messages; :meth:`drain` settles them too. After quick calls the next
         receive is started before this one's calls run (``prefetch_below``); :meth:`drain`
         gives it up."""
         try:
@@ -1181,8 +1192,9 @@ class Daemon:
             heartbeat.release(messages)
             return 0
         self._receive_ahead(heartbeat)  # under way while the last receive settles, too
-        if len(self._unsettled) >= self.SETTLE_EVERY or self.statuses.idle():
-            self._settle()
+        if not self.statuses.gather or len(self._unsettled) >= self.SETTLE_EVERY \
+                or self.statuses.idle():
+            self._settle()  # (not gathering: the last receive's are written before these run)
         self._heartbeat = heartbeat
         heartbeat.hold(messages)
         messages = self._order(messages)

@@ -210,6 +210,23 @@ def test_quick_receives_are_journaled_one_by_one_written_and_acknowledged_togeth
     assert daemon.journal.load() == {}  # settled
 
 
+def test_with_a_short_visibility_timeout_each_receive_is_written_before_the_next_runs(world):
+    # A successor could not write journaled outcomes before their messages come back.
+    world.queue.send_batch([world.task(i, start=i) for i in range(3)])  # a call per message
+    daemon = world.make_daemon(batch_size=1)  # visibility timeout 1 s
+    assert daemon.statuses.gather == 0
+    daemon.statuses.linger = 30  # no write during a call: only the next step's settling
+    heartbeat = Heartbeat(daemon.queue, 1, 0.3)
+    try:
+        assert [daemon.step(heartbeat) for _ in range(3)] == [1, 1, 1]
+        written = [k for k in world.storage.list("job1/") if "status" in k]
+        assert layout.status_key("job1", "00000") in written
+        assert layout.status_key("job1", "00001") in written
+    finally:
+        daemon.drain()
+        heartbeat.stop()
+
+
 def test_done_messages_wait_to_be_acknowledged_only_while_the_daemon_is_busy(world):
     world.queue.send_batch([world.task(1)])
     daemon = world.make_daemon(batch_size=1)

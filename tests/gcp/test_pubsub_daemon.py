@@ -184,6 +184,7 @@ def test_a_call_that_kills_its_daemon_costs_the_calls_before_it_nothing(world, t
     assert len(held["messages"]) == 4 and held["done"] == []
 
     successor = world.daemon(batch_size=1)  # as supervisord starts it: it recovers first
+    assert successor.statuses.gather > 0  # a visibility timeout of 60 s: writes gather
     deleted = []
     delete_many = successor.queue.delete_many
     successor.queue.delete_many = lambda messages: (
