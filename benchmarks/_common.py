@@ -65,6 +65,7 @@ def run_daemon(queue, storage, calls: int, batch: int, work: str, instance_id: s
     (the daemon is built, and its queue filled, before it)."""
     import contextlib
 
+    from wrencore_runtime import daemon as daemon_module
     from wrencore_runtime.daemon import Daemon, DaemonSettings, Heartbeat
 
     queue.send_batch(task_bodies(make_job(storage), calls, work))
@@ -74,6 +75,9 @@ def run_daemon(queue, storage, calls: int, batch: int, work: str, instance_id: s
                               task_key=key_source(work).to_spec())
     daemon = Daemon(settings, queue=queue, instance_id=instance_id)
     heartbeat = Heartbeat(queue, 60, 20)
+    settle = getattr(daemon_module, "settle_startup_objects", None)
+    if settle is not None:  # as ``serve`` does before its daemon runs
+        settle()
     with (measure or contextlib.nullcontext)():
         start = time.perf_counter()
         while daemon.calls_run < calls:

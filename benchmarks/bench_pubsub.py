@@ -5,9 +5,10 @@ Measured side by side in one run, for no-op calls, with 1 and 10 messages per pu
 
 - daemon: the real :class:`wrencore_runtime.daemon.Daemon` working off the ``gcp_pubsub``
   queue — pull, journal, verify and decode the signed task message, check for cancel
-  markers, run the call through the shared JobRunner, log its two lines, write the outcomes
-  (with their results) to local-filesystem storage, and acknowledge the messages once
-  their outcomes are written;
+  markers, run the call through the shared JobRunner, log its two lines, journal the
+  pull's outcomes (the write-ahead its successor replays after a crash), write the
+  outcomes (with their results) to local-filesystem storage, and acknowledge the messages
+  once their outcomes are written;
 - plain loop: google-cloud-pubsub alone doing pull -> acknowledge on the same emulator:
   the ceiling the issue names;
 - plain loop + write: the same, plus one object written per pull to the same
@@ -38,9 +39,12 @@ library's gRPC channel (see ``wrencore_gcp.queue``), the plain loops through the
 library's methods, as a plain google-cloud-pubsub program does. The plain loops
 acknowledge once per pull; the busy daemon acknowledges its done messages together within
 50 ms (see ``StatusWriter``), as the client library's own streaming subscriber batches its
-acknowledgements. Each pull is one request of the same size on every side, and the daemon
-writes each pull's outcomes (one object per pull, as "plain loop + write") before it runs
-the next pull's calls.
+acknowledgements. Each pull is one request of the same size on every side. The daemon
+appends each pull's outcomes to its local journal (one write to a local file) before it
+runs the next pull's calls, and writes the outcomes of the pulls it handles within some
+milliseconds of each other to storage as one object ("plain loop + write" writes one
+object per pull); a message is acknowledged only once its outcome is in storage, on every
+side.
 
 To measure another checkout's daemon with this benchmark, put that checkout's packages
 first on ``PYTHONPATH`` (a directory of links named ``wrencore``, ``wrencore_runtime``,

@@ -160,6 +160,10 @@ class _CallLogHandler(logging.Handler):
         records, self.records, self.live = self.records or [], None, None
         return records[-LOG_RECORD_LIMIT:]
 
+    def ignores(self, levelno: int) -> bool:
+        """True when a record of ``levelno`` logged now passes by (see :meth:`handle`)."""
+        return self.records is None and levelno < logging.WARNING
+
     def handle(self, record: logging.LogRecord) -> Any:
         # Between calls only a warning may concern this handler (see emit): a worker's own
         # per-call INFO lines pass by without taking its lock.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -180,26 +181,50 @@ def counting_acknowledgements(daemon):
     return deleted
 
 
-def test_quick_receives_are_written_one_by_one_and_acknowledged_together(world):
+def test_quick_receives_are_journaled_one_by_one_written_and_acknowledged_together(world):
     world.queue.send_batch([world.task(i, start=i) for i in range(3)])  # a call per message
     daemon = world.make_daemon(batch_size=1)
     deleted = counting_acknowledgements(daemon)
     daemon.statuses.ack_linger = 30  # none waits that long: draining acknowledges them
+    daemon.statuses.linger = daemon.statuses.gather = 30  # nor that long: nor writes them
     heartbeat = Heartbeat(daemon.queue, 1, 0.3)
     try:
         assert [daemon.step(heartbeat) for _ in range(3)] == [1, 1, 1]
-        # A receive's outcomes are written before the next receive's calls run (a call
-        # that kills the daemon takes no earlier outcome with it) ...
-        assert len([k for k in world.storage.list("job1/") if "status" in k]) >= 2
+        # A receive's outcomes are journaled before the next receive's calls run (a call
+        # that kills the daemon takes no earlier outcome with it: see the replay test) ...
+        journaled = [record[1] for _jobs, records in daemon.journal.load()["outcomes"]
+                     for record in records if record[0] == "outcome"]
+        assert len(set(journaled)) == 3
         time.sleep(0.3)
-        assert world.queue.depth()["in_flight"] == 3 and deleted == []  # ... acknowledged
+        assert [k for k in world.storage.list("job1/") if "status" in k] == []  # ... written
+        assert world.queue.depth()["in_flight"] == 3 and deleted == []  # ... and acknowledged
         daemon.drain()  # together, here
     finally:
         heartbeat.stop()
+    assert [k for k in world.storage.list("job1/") if "status" in k] == [
+        layout.batch_status_key("job1", "00000", 0, "00002")]
     assert [cloudpickle.loads(world.status(f"{i:05d}")["result"]) for i in range(3)] == [
         0, 3, 6]
     assert len(deleted) == 1 and len(deleted[0]) == 3
     assert world.queue.depth() == {"visible": 0, "in_flight": 0}
+    assert daemon.journal.load() == {}  # settled
+
+
+def test_with_a_short_visibility_timeout_each_receive_is_written_before_the_next_runs(world):
+    # A successor could not write journaled outcomes before their messages come back.
+    world.queue.send_batch([world.task(i, start=i) for i in range(3)])  # a call per message
+    daemon = world.make_daemon(batch_size=1)  # visibility timeout 1 s
+    assert daemon.statuses.gather == 0
+    daemon.statuses.linger = 30  # no write during a call: only the next step's settling
+    heartbeat = Heartbeat(daemon.queue, 1, 0.3)
+    try:
+        assert [daemon.step(heartbeat) for _ in range(3)] == [1, 1, 1]
+        written = [k for k in world.storage.list("job1/") if "status" in k]
+        assert layout.status_key("job1", "00000") in written
+        assert layout.status_key("job1", "00001") in written
+    finally:
+        daemon.drain()
+        heartbeat.stop()
 
 
 def test_done_messages_wait_to_be_acknowledged_only_while_the_daemon_is_busy(world):
@@ -434,3 +459,131 @@ def test_a_process_that_died_mid_call_does_not_keep_the_instance_alive(world):
         json.dump(content, f)
     assert terminator.maybe_terminate()
     assert world.terminated == ["i-test"]
+
+
+
+@contextlib.contextmanager
+def daemon_lines(path):
+    """The daemon's logging (``configure_logging``) into the file ``path``, as the only
+    handler on the root logger (pytest's own handlers, added around each test's body, are
+    put back afterwards)."""
+    import logging
+    import sys
+
+    from wrencore_runtime import daemon as daemon_module
+    from wrencore_runtime.runner import _CallLogHandler
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, sys.stderr
+    root.handlers[:] = [_CallLogHandler.install()]  # the runner's: it lets these lines by
+    sys.stderr = open(path, "a", encoding="utf-8")
+    try:
+        daemon_module.configure_logging(DaemonSettings(queue={"test": True}))
+    finally:
+        stream, sys.stderr = sys.stderr, saved[2]
+    handler = daemon_module._line_handlers[-1]
+    try:
+        yield handler
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+        daemon_module._line_handlers.remove(handler)
+        stream.close()
+
+
+def test_a_calls_lines_are_written_straight_as_logging_writes_them(tmp_path):
+    import logging
+
+    from wrencore_runtime import daemon as daemon_module
+
+    path = tmp_path / "daemon.log"
+    log = daemon_module.logger
+    with daemon_lines(path) as handler:
+        assert daemon_module._sole_line_handler(log) is handler
+        written = []
+        handler.emit = written.append  # logging's way: not taken
+        daemon_module.log_call_line(log, daemon_module.CALL_STARTED, "job1", "00007", 2)
+        start = path.read_text()  # written before the call runs, not held in a buffer
+        daemon_module.log_call_line(log, daemon_module.CALL_ENDED, "job1", "00007",
+                                    "succeeded", 0.25)
+        assert path.read_text() == start  # held until the next line, as LineHandler does
+        daemon_module.flush_lines()
+        direct = path.read_text().splitlines()
+        assert written == []
+        del handler.emit
+        log.info(daemon_module.CALL_STARTED, "job1", "00007", 2)
+        log.info(daemon_module.CALL_ENDED, "job1", "00007", "succeeded", 0.25)
+        daemon_module.flush_lines()
+        through_logging = path.read_text().splitlines()[2:]
+        assert [line.split(" ", 2)[2] for line in direct] == [
+            line.split(" ", 2)[2] for line in through_logging] == [
+            f"INFO wrencore_runtime.daemon [{os.getpid()}]: call job1/00007 started (attempt 2)",
+            f"INFO wrencore_runtime.daemon [{os.getpid()}]: call job1/00007 succeeded in "
+            f"0.250 s"]
+        assert all(len(line.split(" ", 2)[1]) == len("12:00:00,000") for line in direct)
+
+        # Another handler listening (CloudWatch's, a test's): logging's way, for both.
+        other = []
+        catcher = logging.Handler()
+        catcher.emit = other.append
+        logging.getLogger("wrencore_runtime").addHandler(catcher)
+        try:
+            assert daemon_module._sole_line_handler(log) is None
+            daemon_module.log_call_line(log, daemon_module.CALL_STARTED, "job1", "00008", 0)
+        finally:
+            logging.getLogger("wrencore_runtime").removeHandler(catcher)
+        assert [r.getMessage() for r in other] == ["call job1/00008 started (attempt 0)"]
+        assert path.read_text().splitlines()[-1].endswith("call job1/00008 started (attempt 0)")
+
+
+def triple_loudly(x):
+    if x == 2:
+        print("two")
+    return 3 * x
+
+
+def test_a_receives_quick_calls_have_the_statuses_jobrunner_run_writes(world):
+    from wrencore_runtime.runner import QuickCalls
+
+    job = dict(world.job, job_id="job2", function_key=layout.function_key("job2"))
+    world.storage.put(job["function_key"], serialize.dumps_function(triple_loudly))
+    world.queue.send_batch([world.seal(job, [
+        {"call_id": f"{i:05d}", "args": cloudpickle.dumps(((i,), {})), "args_key": None,
+         "host_submit_timestamp": 12.5} for i in range(4)])])
+    daemon = world.make_daemon()
+    runs = []
+    quick_run = QuickCalls.run
+    QuickCalls.run = lambda self, call, tag: runs.append(call["call_id"]) or quick_run(
+        self, call, tag)
+    try:
+        assert run_steps(daemon) == 1
+    finally:
+        QuickCalls.run = quick_run
+    assert runs == ["00001", "00002", "00003"]  # the first loads the function: run()
+    statuses = stored_statuses(world.storage.list("job2/"), world.storage.get)
+    first = statuses["00000"]
+    for call_id in ("00001", "00003"):  # plain successes, reported short, built here
+        status = statuses[call_id]
+        assert list(status) == list(first) and list(status["metadata"]) == list(
+            first["metadata"])
+        assert {k: v for k, v in status.items() if k not in ("call_id", "metadata",
+                                                              "result")} == {
+            k: v for k, v in first.items() if k not in ("call_id", "metadata", "result")}
+        assert status["metadata"]["host_submit_timestamp"] == 12.5
+        assert status["metadata"]["worker_id"] == first["metadata"]["worker_id"]
+    assert statuses["00002"]["stdout"] == "two\n"
+    assert [cloudpickle.loads(statuses[f"{i:05d}"]["result"]) for i in range(4)] == [
+        0, 3, 6, 9]
+
+
+def test_a_daemon_process_freezes_its_start_up_objects_out_of_the_collectors_way():
+    import gc
+
+    from wrencore_runtime.daemon import settle_startup_objects
+
+    assert gc.get_freeze_count() == 0
+    settle_startup_objects()
+    try:
+        assert gc.get_freeze_count() > 1000  # the modules, clients and caches of a start
+        assert gc.isenabled()  # the calls' own garbage is still collected
+    finally:
+        gc.unfreeze()

@@ -125,3 +125,75 @@ def test_no_receive_is_started_ahead_by_default(world):
     started = counting_receives_ahead(daemon.queue)
     run_calls(daemon, 12)
     assert started == [] and len(world.statuses()) == 12
+
+
+def double_or_die(x):
+    """Twice ``x``, except for 3: that call kills its process, as a segfault would."""
+    if x == 3:
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    return 2 * x
+
+
+#: A daemon in a process of its own, stepping until its call kills it. Its status writer
+#: never writes while it is busy (linger and gather of a minute), so the outcomes of the
+#: calls before the killer are in its journal only.
+DYING_DAEMON = """
+import json, sys
+from wrencore_runtime.daemon import Daemon, DaemonSettings, Heartbeat, configure_logging
+settings = DaemonSettings(**json.loads(sys.argv[1]))
+configure_logging(settings)
+daemon = Daemon(settings, instance_id="i-test")
+daemon.statuses.linger = daemon.statuses.gather = 60
+heartbeat = Heartbeat(daemon.queue, 60, 20)
+while True:
+    daemon.step(heartbeat)
+"""
+
+
+def test_a_call_that_kills_its_daemon_costs_the_calls_before_it_nothing(world, tmp_path):
+    import json
+    import os
+    import sys
+
+    from wrencore_runtime.daemon import Journal
+
+    world.storage.put(layout.function_key("job1"), serialize.dumps_function(double_or_die))
+    bodies = world.bodies(4)  # calls 0 to 3, one per message: 3 kills
+    world.queue.send_batch(bodies[:3])
+    settings = dict(queue=world.queue.to_spec(), state_dir=str(tmp_path / "state"),
+                    process_name="p0", poll_wait=1, visibility_timeout=60, batch_size=1,
+                    cloudwatch=False, task_key=FileKeySource(
+                        str(tmp_path / "task-key.json")).to_spec())
+    log = tmp_path / "dying.log"
+    with open(log, "w") as stderr:
+        dying = procs.start([sys.executable, "-c", DYING_DAEMON, json.dumps(settings)],
+                            stderr=stderr, cwd=os.path.dirname(os.path.dirname(
+                                os.path.dirname(os.path.abspath(__file__)))))
+    try:
+        procs.wait_until(lambda: log.read_text().count(" succeeded in ") == 3, 60,
+                         "the first three calls")
+        world.queue.send_batch(bodies[3:])  # the killer comes after them
+        assert dying.wait(60) == -9, log.read_text()[-3000:]
+    finally:
+        procs.stop(dying)
+    assert [k for k in world.storage.list("job1/") if "status" in k] == []  # none written
+    held = Journal(str(tmp_path / "state"), "p0").load()
+    assert len(held["messages"]) == 4 and held["done"] == []
+
+    successor = world.daemon(batch_size=1)  # as supervisord starts it: it recovers first
+    assert successor.statuses.gather > 0  # a visibility timeout of 60 s: writes gather
+    deleted = []
+    delete_many = successor.queue.delete_many
+    successor.queue.delete_many = lambda messages: (
+        deleted.extend(m.message_id for m in messages), delete_many(messages))
+    successor.recover()
+    statuses = world.statuses()
+    assert sorted(statuses) == ["00000", "00001", "00002"]  # written by the successor
+    assert [cloudpickle.loads(statuses[c]["result"]) for c in sorted(statuses)] == [0, 2, 4]
+    assert successor.crashes.count(held["running"]) == 1  # the killer alone is blamed
+    assert sorted(deleted) == sorted(m["message_id"] for m in held["messages"]
+                                     if m["message_id"] != held["running"])
+    assert successor.journal.load() == {}  # everything the dead daemon held is settled
