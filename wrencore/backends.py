@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from wrencore_runtime import layout
-from wrencore_runtime.auth import KIND_TASK, RELOAD_INTERVAL, Signer
+from wrencore_runtime.auth import KIND_RELAY, KIND_TASK, RELOAD_INTERVAL, Signer
 from wrencore_runtime.protocol import encode_json, make_message
 from wrencore_runtime.storage import Storage
 
@@ -192,20 +192,23 @@ def dead_letter_calls(body: str, signer: Signer) -> List[Tuple[str, str, int, st
     ``refused`` is why workers must have refused it ("" if its tag verifies with the
     client's key, so it died for another reason): a dead letter whose body names a call of
     ours but does not verify was altered (or signed with a key since retired). A letter
-    that names nothing gives nothing.
+    that names nothing gives nothing. A Lambda relay event (``wrencore_aws_lambda``) names
+    the calls it carries.
     """
-    from wrencore_runtime.auth import decode_task, parse_text
+    from wrencore_runtime.auth import decode_relay, decode_task, parse_text
 
     try:
         envelope = parse_text(body)
-        task = decode_task(envelope["body"])
+        kind = KIND_RELAY if envelope.get("signed") == KIND_RELAY else KIND_TASK
+        task = decode_relay(envelope["body"])["relay"] if kind == KIND_RELAY \
+            else decode_task(envelope["body"])
     except Exception:
         return []
     try:
-        signer.ring().unseal(envelope, KIND_TASK)
+        signer.ring().unseal(envelope, kind)
         # It verifies with the ring this client holds, which may predate a rotation whose
         # grace period has ended since: the workers' ring is the one to judge by.
-        signer.ring(max_age=RELOAD_INTERVAL).unseal(envelope, KIND_TASK)
+        signer.ring(max_age=RELOAD_INTERVAL).unseal(envelope, kind)
         refused = ""
     except MessageRefusedError as exc:
         refused = exc.reason

@@ -83,3 +83,20 @@ def test_a_call_cancelled_before_its_relay_runs_is_not_invoked(tmp_path):
     status = json.loads(storage.get(layout.status_key("job1", "00001", 0)))
     assert status["exception"]["type"].endswith("CallCancelledError")
     assert "before it was invoked" in status["exception"]["message"]
+
+
+def test_a_refused_relay_event_in_the_failure_queue_names_its_calls(tmp_path):
+    # What the client reads from a function's failure queue: a relay event the function
+    # refused fails each call it carries with MessageRefusedError at once (not after the
+    # lost-call deadline); one that verifies failed for another reason and names no verdict.
+    from wrencore.backends import dead_letter_calls
+
+    source = FileKeySource(str(tmp_path / "key.json"))
+    signer = Signer(source)
+    body = json.dumps(_relay(tmp_path, ["00000", "00001"]))
+    assert dead_letter_calls(signer.seal_text(KIND_RELAY, body), signer) == [
+        ("job1", "00000", 0, ""), ("job1", "00001", 0, "")]
+    forged = Signer(FileKeySource(str(tmp_path / "other.json"))).seal_text(KIND_RELAY, body)
+    named = dead_letter_calls(forged, signer)
+    assert [(j, c, a) for j, c, a, _ in named] == [("job1", "00000", 0), ("job1", "00001", 0)]
+    assert all(reason for _, _, _, reason in named)
