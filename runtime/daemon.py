@@ -1213,11 +1213,14 @@ class Daemon:
                 self.journal.running(message)
                 completed = self.handle(message)
                 self.statuses.end_message(message, completed=completed)
+                # In the journal before another call runs, also of this receive: a later
+                # call that kills the daemon costs this one nothing (see recover); in
+                # storage soon (see StatusWriter).
+                self.journal.outcomes(self.statuses.take_unjournaled())
                 if not completed:  # released, or left for a retry: no longer extended
                     heartbeat.release([message])
             self._finish_quick_calls()
             self.journal.running(None)
-            # In the journal before another call runs; in storage soon (see StatusWriter).
             self.journal.outcomes(self.statuses.take_unjournaled())
             self.statuses.push()
             flush_lines()

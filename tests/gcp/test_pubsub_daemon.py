@@ -197,3 +197,42 @@ def test_a_call_that_kills_its_daemon_costs_the_calls_before_it_nothing(world, t
     assert sorted(deleted) == sorted(m["message_id"] for m in held["messages"]
                                      if m["message_id"] != held["running"])
     assert successor.journal.load() == {}  # everything the dead daemon held is settled
+
+
+def test_a_call_that_kills_its_daemon_costs_the_earlier_calls_of_its_receive_nothing(
+        world, tmp_path):
+    import json
+    import os
+    import sys
+
+    from wrencore_runtime.daemon import Journal
+
+    world.storage.put(layout.function_key("job1"), serialize.dumps_function(double_or_die))
+    world.queue.send_batch(world.bodies(4))  # calls 0 to 3, received together: 3 kills
+    settings = dict(queue=world.queue.to_spec(), state_dir=str(tmp_path / "state"),
+                    process_name="p0", poll_wait=1, visibility_timeout=60, batch_size=4,
+                    cloudwatch=False, task_key=FileKeySource(
+                        str(tmp_path / "task-key.json")).to_spec())
+    log = tmp_path / "dying.log"
+    with open(log, "w") as stderr:
+        dying = procs.start([sys.executable, "-c", DYING_DAEMON, json.dumps(settings)],
+                            stderr=stderr, cwd=os.path.dirname(os.path.dirname(
+                                os.path.dirname(os.path.abspath(__file__)))))
+    try:
+        assert dying.wait(60) == -9, log.read_text()[-3000:]
+    finally:
+        procs.stop(dying)
+    held = Journal(str(tmp_path / "state"), "p0").load()
+    ran = sorted(line.split("/")[1].split()[0] for line in log.read_text().splitlines()
+                 if " succeeded in " in line)  # the calls that ended before the killer ran
+    receives = [m["message_id"] for m in held["messages"]]
+    assert len(receives) == 4, "the four calls were not received together"
+    assert ran, "the killer ran first in its receive: nothing to check"
+    assert [k for k in world.storage.list("job1/") if "status" in k] == []  # none written
+
+    successor = world.daemon(batch_size=1)
+    successor.recover()
+    statuses = world.statuses()
+    assert sorted(statuses) == ran  # each call before the killer, written by the successor
+    assert [cloudpickle.loads(statuses[c]["result"]) for c in ran] == [2 * int(c) for c in ran]
+    assert successor.crashes.count(held["running"]) == 1  # the killer alone is blamed
