@@ -336,6 +336,9 @@ class Journal:
         #: The file's size, as this process's writes grew it (the status writer's thread
         #: appends too; a count lost to a race only delays the truncation).
         self._size = size
+        #: Ids of the jobs whose header an :meth:`outcomes` line carried since the last
+        #: :meth:`end`: later lines name them only (a job per call was most of a line).
+        self._jobs_journaled: set = set()
         self.slot_path = os.path.join(directory, process_name + ".running")
         fd = os.open(self.slot_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -378,15 +381,18 @@ class Journal:
             return
         jobs: Dict[str, Any] = {}
         records = []
+        journaled = self._jobs_journaled
         for kind, message, job, status, extra in items:
-            if job is not None:
+            if job is not None and job["job_id"] not in journaled:
                 jobs[job["job_id"]] = job
             records.append((kind, message.message_id, job and job["job_id"], status, extra))
         try:
-            record = {"outcomes": base64.b64encode(marshal.dumps((jobs, records))).decode()}
+            data = base64.b64encode(marshal.dumps((jobs, records)))
         except ValueError:  # a value of a type marshal does not know (a str subclass)
-            record = {"outcomes_json": encode_json([jobs, records])}
-        self._append(record)
+            self._append({"outcomes_json": encode_json([jobs, records])})
+        else:  # the JSON line {"outcomes": data}, base64 needing no escapes
+            self._size += os.write(self._fd, b'{"outcomes":"' + data + b'"}\n')
+        journaled.update(jobs)
 
     @staticmethod
     def _decode_outcomes(record: Dict[str, Any]) -> Any:
@@ -414,6 +420,7 @@ class Journal:
         """Every message begun is settled."""
         self._slot[0:1] = b"\n"
         self._append({"end": True})
+        self._jobs_journaled.clear()  # a successor reads nothing before the end
         self._truncate_if_large()
 
     def _slot_running(self) -> Any:
@@ -1297,7 +1304,10 @@ class Daemon:
         daemon's messages not known to be done; journal and return the ids of the messages
         they finish. A write that fails leaves its messages to come back."""
         items = []
-        for jobs, records in outcomes:
+        jobs: Dict[str, Any] = {}  # a job's header is in the first line that needs it
+        for line_jobs, _ in outcomes:
+            jobs.update(line_jobs)
+        for _, records in outcomes:
             for kind, message_id, job_id, status, extra in records:
                 if message_id in done or message_id not in by_id or (
                         kind == "outcome" and job_id not in jobs):
