@@ -212,46 +212,52 @@ class LambdaBackend(Backend):
     def _invoke_chunk(self, function: DeployedFunction, job: Dict[str, Any],
                       chunk: List[Call]) -> None:
         try:
-            live = [c for c in chunk if claim(c.future)]
+            live = self._admit(chunk, marked_from=2)
             if not live:
                 return
-            with self._deadlines_lock:  # an earlier attempt's deadline is no longer this one's
-                for call in live:
-                    self._deadlines.pop(call.future, None)
-            with self._invoke_lock:
-                self._uninvoked.update(c.future for c in live)
-            try:
-                taken = self._budget.acquire(len(live))
-            finally:
-                with self._invoke_lock:  # calls cancelled while waiting are not invoked
-                    self._uninvoked.difference_update(c.future for c in live)
-                    live = [c for c in live if not c.future.done()]
-                    if len(live) > 1:
-                        self._chunked.update(c.future for c in live)
-            if taken > len(live):
-                self._budget.release(taken - len(live))
-                taken = len(live)
-            if not live:
-                return
-            for index, call in enumerate(live):
-                call.future.add_done_callback(self._forget_deadline)
-                if index < taken:  # a chunk larger than the cap holds only the cap
-                    call.future.add_done_callback(self._release_budget)
             payload = self._payload(job, live)
             start = time.time()
             call_with_retries(lambda: self._invoke_event(function.name, payload),
                               retry_for=self.settings.retry_for, what=f"Invoke {function.name}")
         except Exception as exc:
-            error = InvocationError(
-                f"Lambda did not accept the invocation of {function.name} for calls "
-                f"{', '.join(c.call_id for c in chunk)} of job {job['job_id']}: "
-                f"{error_code(exc) or type(exc).__name__}: {exc}")
-            for call in chunk:
-                call.future.fail(error, attempt=call.message.get("attempt", 0))
+            self._fail_invocation(function, job, chunk, exc)
             return
-        deadline = start + function.timeout + self.settings.result_grace
-        with self._deadlines_lock:
+        self._invoked(live, start, start + function.timeout + self.settings.result_grace)
+
+    def _admit(self, calls: List[Call], marked_from: int) -> List[Call]:
+        """Claim ``calls`` and wait for ``max_in_flight`` room for them: the ones to invoke now
+        (those cancelled meanwhile are not), each releasing its room and its deadline when
+        done. Their handler looks for cancel markers when at least ``marked_from`` are
+        invoked together (a chunk of one is invoked as a single call, which does not)."""
+        live = [c for c in calls if claim(c.future)]
+        if not live:
+            return []
+        with self._deadlines_lock:  # an earlier attempt's deadline is no longer this one's
             for call in live:
+                self._deadlines.pop(call.future, None)
+        with self._invoke_lock:
+            self._uninvoked.update(c.future for c in live)
+        try:
+            taken = self._budget.acquire(len(live))
+        finally:
+            with self._invoke_lock:  # calls cancelled while waiting are not invoked
+                self._uninvoked.difference_update(c.future for c in live)
+                live = [c for c in live if not c.future.done()]
+                if len(live) >= marked_from:
+                    self._chunked.update(c.future for c in live)
+        if taken > len(live):
+            self._budget.release(taken - len(live))
+            taken = len(live)
+        for index, call in enumerate(live):
+            call.future.add_done_callback(self._forget_deadline)
+            if index < taken:  # a chunk larger than the cap holds only the cap
+                call.future.add_done_callback(self._release_budget)
+        return live
+
+    def _invoked(self, calls: List[Call], start: float, deadline: float) -> None:
+        """``calls`` were invoked at ``start``: each is lost if silent past ``deadline``."""
+        with self._deadlines_lock:
+            for call in calls:
                 call.future.metadata["host_invoke_timestamp"] = start
                 if not call.future.done():
                     self._deadlines[call.future] = (deadline, call.message.get("attempt", 0))
@@ -263,30 +269,9 @@ class LambdaBackend(Backend):
         to the function, which invokes each itself (``handler.run_relay``). One Invoke from
         this computer per relay event instead of one per call."""
         try:
-            live = [c for c in group if claim(c.future)]
+            live = self._admit(group, marked_from=1)  # the relay looks for markers
             if not live:
                 return
-            with self._deadlines_lock:
-                for call in live:
-                    self._deadlines.pop(call.future, None)
-            with self._invoke_lock:
-                self._uninvoked.update(c.future for c in live)
-            try:
-                taken = self._budget.acquire(len(live))
-            finally:
-                with self._invoke_lock:
-                    self._uninvoked.difference_update(c.future for c in live)
-                    live = [c for c in live if not c.future.done()]
-                    self._chunked.update(c.future for c in live)  # the relay checks markers
-            if taken > len(live):
-                self._budget.release(taken - len(live))
-                taken = len(live)
-            if not live:
-                return
-            for index, call in enumerate(live):
-                call.future.add_done_callback(self._forget_deadline)
-                if index < taken:
-                    call.future.add_done_callback(self._release_budget)
             events = [self._payload(job, [call]).decode() for call in live]
         except Exception as exc:
             self._fail_invocation(function, job, group, exc)
@@ -307,12 +292,8 @@ class LambdaBackend(Backend):
                 self._fail_invocation(function, job, [c for c, _ in part], exc)
                 continue
             # The relay runs first, then the call: each within the function's timeout.
-            deadline = start + 2 * function.timeout + self.settings.result_grace
-            with self._deadlines_lock:
-                for call, _ in part:
-                    call.future.metadata["host_invoke_timestamp"] = start
-                    if not call.future.done():
-                        self._deadlines[call.future] = (deadline, call.message.get("attempt", 0))
+            self._invoked([c for c, _ in part], start,
+                          start + 2 * function.timeout + self.settings.result_grace)
 
     def _relay_parts(self, head: Dict[str, Any], calls: List[Call],
                      events: List[str]) -> List[List[Tuple[Call, str]]]:
