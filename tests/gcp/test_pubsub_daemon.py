@@ -153,25 +153,33 @@ while True:
 """
 
 
-def test_a_call_that_kills_its_daemon_costs_the_calls_before_it_nothing(world, tmp_path):
+
+def _start_dying_daemon(world, tmp_path, batch_size):
+    """The ``DYING_DAEMON`` on ``world``'s queue, its stderr in ``dying.log``: ``(process,
+    log path)``."""
     import json
     import os
     import sys
 
-    from wrencore_runtime.daemon import Journal
-
-    world.storage.put(layout.function_key("job1"), serialize.dumps_function(double_or_die))
-    bodies = world.bodies(4)  # calls 0 to 3, one per message: 3 kills
-    world.queue.send_batch(bodies[:3])
     settings = dict(queue=world.queue.to_spec(), state_dir=str(tmp_path / "state"),
-                    process_name="p0", poll_wait=1, visibility_timeout=60, batch_size=1,
-                    cloudwatch=False, task_key=FileKeySource(
+                    process_name="p0", poll_wait=1, visibility_timeout=60,
+                    batch_size=batch_size, cloudwatch=False, task_key=FileKeySource(
                         str(tmp_path / "task-key.json")).to_spec())
     log = tmp_path / "dying.log"
     with open(log, "w") as stderr:
         dying = procs.start([sys.executable, "-c", DYING_DAEMON, json.dumps(settings)],
                             stderr=stderr, cwd=os.path.dirname(os.path.dirname(
                                 os.path.dirname(os.path.abspath(__file__)))))
+    return dying, log
+
+
+def test_a_call_that_kills_its_daemon_costs_the_calls_before_it_nothing(world, tmp_path):
+    from wrencore_runtime.daemon import Journal
+
+    world.storage.put(layout.function_key("job1"), serialize.dumps_function(double_or_die))
+    bodies = world.bodies(4)  # calls 0 to 3, one per message: 3 kills
+    world.queue.send_batch(bodies[:3])
+    dying, log = _start_dying_daemon(world, tmp_path, batch_size=1)
     try:
         procs.wait_until(lambda: log.read_text().count(" succeeded in ") == 3, 60,
                          "the first three calls")
@@ -201,23 +209,11 @@ def test_a_call_that_kills_its_daemon_costs_the_calls_before_it_nothing(world, t
 
 def test_a_call_that_kills_its_daemon_costs_the_earlier_calls_of_its_receive_nothing(
         world, tmp_path):
-    import json
-    import os
-    import sys
-
     from wrencore_runtime.daemon import Journal
 
     world.storage.put(layout.function_key("job1"), serialize.dumps_function(double_or_die))
     world.queue.send_batch(world.bodies(4))  # calls 0 to 3, received together: 3 kills
-    settings = dict(queue=world.queue.to_spec(), state_dir=str(tmp_path / "state"),
-                    process_name="p0", poll_wait=1, visibility_timeout=60, batch_size=4,
-                    cloudwatch=False, task_key=FileKeySource(
-                        str(tmp_path / "task-key.json")).to_spec())
-    log = tmp_path / "dying.log"
-    with open(log, "w") as stderr:
-        dying = procs.start([sys.executable, "-c", DYING_DAEMON, json.dumps(settings)],
-                            stderr=stderr, cwd=os.path.dirname(os.path.dirname(
-                                os.path.dirname(os.path.abspath(__file__)))))
+    dying, log = _start_dying_daemon(world, tmp_path, batch_size=4)
     try:
         assert dying.wait(60) == -9, log.read_text()[-3000:]
     finally:
