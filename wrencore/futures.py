@@ -518,8 +518,9 @@ def complete_from_result(future: Future, result: bytes, metadata: Iterable[Tuple
     ``metadata`` holds its status's metadata as ``(key, value)`` pairs, with ``constants``
     (metadata the same for a batch of calls) if given.
 
-    As :func:`complete_from_status` otherwise. The path of every quick call on the local
-    backend, so the common case (no attempt policy, the future running) is written out.
+    As :func:`complete_from_status` otherwise. The local backend's common case (no attempt
+    policy, the future running) is written out in :func:`complete_from_results`, which
+    hands this the others.
     """
     if future._state in _DONE_STATES:
         return False
@@ -534,19 +535,7 @@ def complete_from_result(future: Future, result: bytes, metadata: Iterable[Tuple
         fields.update(constants)
     fields.update(metadata)
     fields["host_status_timestamp"] = received
-    if future._completion_lock is not None or future._state != _RUNNING:
-        return _complete_with_result(future, result, None, None, attempt)
-    start = time.perf_counter()
-    try:
-        value = pickle.loads(result)
-    except BaseException:  # reported as _complete_with_result does
-        return _complete_with_result(future, result, None, None, attempt)
-    fields["host_result_time"] = time.perf_counter() - start
-    try:
-        future.set_result(value)
-    except concurrent.futures.InvalidStateError:
-        return False
-    return True
+    return _complete_with_result(future, result, None, None, attempt)
 
 
 def complete_from_results(batch: Sequence[Tuple[Future, bytes, Sequence[Any], int]],
