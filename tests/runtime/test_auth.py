@@ -188,6 +188,25 @@ def malformed(w):
     ]
 
 
+def test_the_quick_path_opens_what_the_full_path_opens_and_nothing_else(world):
+    """A daemon opens each queue body on a quick path (``_open_task_quickly``); anything
+    it does not open whole goes the full way, which says why it is refused."""
+    verifier = Verifier(world.keys)
+    good = world.signed(1, 2)
+    full = verifier.open_task(json.loads(good))  # an envelope object: the full path
+    assert full["calls"][1]["args"] == world.calls(1, 2)[1]["args"]
+    assert verifier._open_task_quickly(good) == full
+    assert verifier.open_task(" " + good + "\n") == full  # not quick, still opened
+    for name, body in malformed(world):
+        assert verifier._open_task_quickly(body) is None, name
+        with pytest.raises(MessageRefusedError):
+            verifier.open_task(body)
+    world.keys.rotate(grace=60)  # the key that signed ``good`` is in its grace period
+    retiring = Verifier(world.keys)
+    assert retiring.open_task(good) == full  # the full path checks its time
+    assert retiring._open_task_quickly(good) is None
+
+
 def _daemon(w, queue):
     settings = DaemonSettings(queue=queue.to_spec(), state_dir=str(w.tmp / "state"),
                               process_name="p0", poll_wait=0.2, visibility_timeout=1,
