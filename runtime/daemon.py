@@ -59,6 +59,7 @@ import os
 import shlex
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -315,6 +316,13 @@ class Journal:
     into memory, that holds its id (``id`` and a newline; a newline alone: none runs; a
     zero byte: the journal's lines say). Setting it is a store to memory, no system call,
     and it survives the process just as a write does (the mapped page is the kernel's).
+
+    The records written once or more per call — a receive's messages (:meth:`begin`) and
+    the calls' outcomes (:meth:`outcomes`) — go the same way: into the *area*, a second
+    mapped file (:class:`JournalArea`), as marshalled records, while it has room (else
+    as lines). The lines that other threads write (:meth:`finished`) and the end stay
+    lines; :meth:`load` reads both, whose order does not matter within what was begun
+    since the last end.
     """
 
     #: The file is emptied when everything begun has ended and it is larger than this.
@@ -347,12 +355,19 @@ class Journal:
             self._slot = mmap.mmap(fd, self.SLOT_BYTES)
         finally:
             os.close(fd)  # the mapping keeps the file
+        self.area = JournalArea(os.path.join(directory, process_name + ".area"))
 
     def _append(self, record: Dict[str, Any]) -> None:
         self._size += os.write(self._fd, (_journal_json(record) + "\n").encode())
 
     def begin(self, messages: List[QueueMessage]) -> None:
         """A receive's messages are held (with those begun before, until :meth:`end`)."""
+        try:
+            if self.area.add(marshal.dumps(
+                    ("begin", [(m.message_id, m.receipt, m.receive_count) for m in messages]))):
+                return
+        except ValueError:  # a value of a type marshal does not know (a str subclass)
+            pass
         self._append({"begin": [
             {"message_id": m.message_id, "body": "", "receipt": m.receipt,
              "receive_count": m.receive_count} for m in messages]})
@@ -387,11 +402,13 @@ class Journal:
                 jobs[job["job_id"]] = job
             records.append((kind, message.message_id, job and job["job_id"], status, extra))
         try:
-            data = base64.b64encode(marshal.dumps((jobs, records)))
+            data = marshal.dumps(("outcomes", jobs, records))
         except ValueError:  # a value of a type marshal does not know (a str subclass)
             self._append({"outcomes_json": encode_json([jobs, records])})
-        else:  # the JSON line {"outcomes": data}, base64 needing no escapes
-            self._size += os.write(self._fd, b'{"outcomes":"' + data + b'"}\n')
+        else:
+            if not self.area.add(data):  # full: the JSON line {"outcomes": base64}
+                self._size += os.write(self._fd, b'{"outcomes":"' + base64.b64encode(
+                    marshal.dumps((jobs, records))) + b'"}\n')
         journaled.update(jobs)
 
     @staticmethod
@@ -419,6 +436,9 @@ class Journal:
     def end(self) -> None:
         """Every message begun is settled."""
         self._slot[0:1] = b"\n"
+        # The area first: a successor reading its records after the end line would take
+        # them for the next receives'.
+        self.area.clear()
         self._append({"end": True})
         self._jobs_journaled.clear()  # a successor reads nothing before the end
         self._truncate_if_large()
@@ -448,18 +468,14 @@ class Journal:
                 lines = f.read().splitlines()
         except OSError:
             return {}
-        entry: Dict[str, Any] = {}
+        entry: Dict[str, Any] = {"messages": [], "running": None, "done": [], "outcomes": []}
         for line in lines:
             try:
                 record = json.loads(line)
             except ValueError:
                 continue  # a line cut short by the machine's own end
             if "begin" in record:
-                if not entry:
-                    entry = {"messages": [], "running": None, "done": [], "outcomes": []}
                 entry["messages"] += record["begin"]
-            elif not entry:
-                continue
             elif "running" in record:
                 entry["running"] = record["running"]
             elif "done" in record:
@@ -472,11 +488,93 @@ class Journal:
                 if entry["running"] == record["interrupted"]:
                     entry["running"] = None
             elif "end" in record:
-                entry = {}
+                entry = {"messages": [], "running": None, "done": [], "outcomes": []}
+        for record in self.area.records():  # all written since the last end (see end)
+            if record[0] == "begin":
+                entry["messages"] += [
+                    {"message_id": message_id, "body": "", "receipt": receipt,
+                     "receive_count": receive_count}
+                    for message_id, receipt, receive_count in record[1]]
+            elif record[0] == "outcomes":
+                entry["outcomes"].append((record[1], record[2]))
+        if not entry["messages"]:
+            return {}  # nothing begun since the last end
         running = self._slot_running()
-        if entry and running is not ...:
+        if running is not ...:
             entry["running"] = running
         return entry
+
+
+class JournalArea:
+    """A file mapped into memory that holds a :class:`Journal`'s frequent records.
+
+    Adding a record is two stores to memory — no system call — and survives the process
+    as a write does (the mapped pages are the kernel's). Layout: an 8-byte header whose
+    first four bytes are the *epoch*, then records, each an 8-byte header (length, epoch)
+    and the record's bytes. The records of the current epoch that follow each other from
+    the start are the area's; :meth:`clear` starts a new epoch, so what follows is stale.
+    A record's bytes are stored before its header, so a process that dies between the
+    two leaves the earlier records whole, and the cut one unread. The file is sparse: only
+    the pages used since the last clear take memory and disk.
+    """
+
+    #: The area's size; records that do not fit go to the journal's lines.
+    BYTES = 4 << 20
+    _HEADER = struct.Struct("<II")
+
+    def __init__(self, path: str) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if os.fstat(fd).st_size != self.BYTES:
+                os.ftruncate(fd, self.BYTES)
+            self._map = mmap.mmap(fd, self.BYTES)
+        finally:
+            os.close(fd)
+        self._epoch = self._HEADER.unpack_from(self._map, 0)[0]
+        self._end = 8
+        for _record in self._walk():  # a successor appends after what it found
+            pass
+
+    def _walk(self):
+        """The current records' bytes, advancing ``_end`` past each."""
+        offset, epoch, size = 8, self._epoch, self.BYTES
+        unpack = self._HEADER.unpack_from
+        while offset + 8 <= size:
+            length, record_epoch = unpack(self._map, offset)
+            if record_epoch != epoch or not 0 < length <= size - offset - 8:
+                break
+            self._end = offset + 8 + length
+            yield self._map[offset + 8:self._end]
+            offset = self._end
+
+    def add(self, data: bytes) -> bool:
+        """Append a record; False when the area has no room for it."""
+        offset = self._end
+        end = offset + 8 + len(data)
+        if end > self.BYTES or not data:
+            return False
+        self._map[offset + 8:end] = data
+        self._map[offset:offset + 8] = self._HEADER.pack(len(data), self._epoch)
+        self._end = end
+        return True
+
+    def records(self) -> List[Any]:
+        """The current records, unmarshalled (those that cannot be are left out)."""
+        self._epoch = self._HEADER.unpack_from(self._map, 0)[0]  # as another process left it
+        found = []
+        for data in self._walk():
+            try:
+                found.append(marshal.loads(data))
+            except (ValueError, EOFError, TypeError):
+                logger.warning("a journaled record cannot be read; its messages come "
+                               "back and run again")
+        return found
+
+    def clear(self) -> None:
+        """Every record so far is stale: a new epoch starts."""
+        self._epoch = (self._epoch + 1) & 0xFFFFFFFF
+        self._map[0:4] = self._epoch.to_bytes(4, "little")
+        self._end = 8
 
 
 class CrashLedger:
@@ -1488,6 +1586,10 @@ def _sole_line_handler(log: logging.Logger) -> Optional[LineHandler]:
     return found
 
 
+#: The part of a line between its time and its message, by logger name and process id.
+_line_middles: Dict[tuple, str] = {}
+
+
 def log_call_line(log: logging.Logger, msg: str, *args: Any) -> None:
     """Log one of the daemon's two lines of a call (its start, or :data:`CALL_ENDED`).
 
@@ -1503,8 +1605,12 @@ def log_call_line(log: logging.Logger, msg: str, *args: Any) -> None:
     created = time.time()  # as a LogRecord takes its time and milliseconds
     asctime = handler.formatter.time_text(  # type: ignore[union-attr]
         created, int((created - int(created)) * 1000) + 0.0)
-    line = (f"{asctime} {logging.getLevelName(logging.INFO)} {log.name} "
-            f"[{os.getpid() if logging.logProcesses else None}]: {msg % args}\n")
+    key = (log.name, os.getpid() if logging.logProcesses else None)
+    middle = _line_middles.get(key)
+    if middle is None:
+        middle = _line_middles[key] = (
+            f" {logging.getLevelName(logging.INFO)} {log.name} [{key[1]}]: ")
+    line = asctime + middle + msg % args + "\n"
     try:
         with handler.lock:  # type: ignore[union-attr]
             handler.stream.write(line)
@@ -1521,6 +1627,20 @@ def flush_lines() -> None:
         handler.flush()
 
 
+def _buffered(stream: Any) -> Any:
+    """A buffered text stream of its own on ``stream``'s file, for :class:`LineHandler`:
+    ``sys.stderr`` writes through (a system call per line), and the handler holds a
+    call's end line back (see there). What the calls print to ``sys.stderr`` comes
+    between their start line, written before they run, and their end line, written
+    after. ``stream`` itself when it has no file (a test's capture)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return stream
+    return open(os.dup(fd), "w", encoding=getattr(stream, "encoding", None) or "utf-8",
+                errors="backslashreplace")
+
+
 def configure_logging(settings: DaemonSettings) -> None:
     """The daemon is a program, not a library: it owns its process's logging.
 
@@ -1531,7 +1651,7 @@ def configure_logging(settings: DaemonSettings) -> None:
     logging._srcfile = None  # type: ignore[attr-defined]  # documented: no caller lookup
     logging.logThreads = False
     logging.logMultiprocessing = False
-    stream = LineHandler(sys.stderr)
+    stream = LineHandler(_buffered(sys.stderr))
     stream.setFormatter(LineFormatter())
     _line_handlers.append(stream)
     root = logging.getLogger()

@@ -347,6 +347,74 @@ def test_the_journal_keeps_every_receive_begun_since_the_last_end(tmp_path):
     assert Journal(str(tmp_path), "p0").load() == {}
 
 
+def _messages(*ids):
+    return [type("M", (), {"message_id": i, "receipt": "r" + i, "receive_count": 1})
+            for i in ids]
+
+
+def _outcome(message, job_id="j1"):
+    return [("outcome", message, {"job_id": job_id}, {"call_id": message.message_id}, b"r"),
+            ("end", message, None, None, True)]
+
+
+def test_receives_and_outcomes_go_to_the_mapped_area_not_the_lines(tmp_path):
+    journal = Journal(str(tmp_path), "p0")
+    a, b = _messages("a", "b")
+    journal.begin([a, b])
+    journal.outcomes(_outcome(a))
+    journal.outcomes(_outcome(b))
+    assert os.path.getsize(journal.path) == 0  # no write: stores to the mapped file
+    entry = Journal(str(tmp_path), "p0").load()  # as a successor reads it
+    assert [m["message_id"] for m in entry["messages"]] == ["a", "b"]
+    assert [m["receipt"] for m in entry["messages"]] == ["ra", "rb"]
+    assert [record[1] for _jobs, records in entry["outcomes"] for record in records] \
+        == ["a", "a", "b", "b"]
+    assert entry["outcomes"][0][0] == {"j1": {"job_id": "j1"}}  # the job, once
+    assert entry["outcomes"][1][0] == {}
+    journal.finished(a)  # a line (the status writer's thread)
+    assert Journal(str(tmp_path), "p0").load()["done"] == ["a"]
+    journal.end()  # the area's records are stale from here on ...
+    assert Journal(str(tmp_path), "p0").load() == {}
+    c, = _messages("c")
+    journal.begin([c])  # ... and the next ones take their place
+    entry = Journal(str(tmp_path), "p0").load()
+    assert [m["message_id"] for m in entry["messages"]] == ["c"] and entry["outcomes"] == []
+
+
+def test_a_record_cut_short_in_the_area_is_not_read_and_a_successor_appends(tmp_path):
+    journal = Journal(str(tmp_path), "p0")
+    a, b, c = _messages("a", "b", "c")
+    journal.begin([a])
+    journal.outcomes(_outcome(a))
+    end = journal.area._end
+    journal.begin([b])
+    # The process died after storing the next record's bytes, before its header.
+    journal.area._map[end:end + 8] = bytes(8)
+    successor = Journal(str(tmp_path), "p0")
+    assert [m["message_id"] for m in successor.load()["messages"]] == ["a"]
+    successor.begin([c])  # appended after what it found, in the same epoch
+    assert [m["message_id"] for m in Journal(str(tmp_path), "p0").load()["messages"]] \
+        == ["a", "c"]
+
+
+def test_records_the_area_has_no_room_for_are_lines(tmp_path, monkeypatch):
+    from wrencore_runtime.daemon import JournalArea
+
+    monkeypatch.setattr(JournalArea, "BYTES", 200)
+    journal = Journal(str(tmp_path), "p0")
+    messages = _messages(*"abcdef")
+    journal.begin(messages)
+    for message in messages:
+        journal.outcomes(_outcome(message))
+    assert os.path.getsize(journal.path) > 0  # the later ones
+    assert journal.area._end > 8  # the first ones
+    entry = Journal(str(tmp_path), "p0").load()
+    assert [m["message_id"] for m in entry["messages"]] == list("abcdef")
+    assert sorted(record[1] for _jobs, records in entry["outcomes"] for record in records
+                  if record[0] == "outcome") == list("abcdef")
+    assert {job_id for jobs, _records in entry["outcomes"] for job_id in jobs} == {"j1"}
+
+
 def test_the_running_message_is_found_in_its_slot_or_in_a_line_when_too_long(tmp_path):
     def message(message_id):
         return type("M", (), {"message_id": message_id, "receipt": "r", "receive_count": 1})
@@ -487,6 +555,7 @@ def daemon_lines(path):
     finally:
         root.handlers[:], root.level = saved[0], saved[1]
         daemon_module._line_handlers.remove(handler)
+        handler.stream.close()  # its own, on the file's descriptor
         stream.close()
 
 
