@@ -24,7 +24,8 @@ What makes the comparison fair:
   channel, at most one pull outstanding at a time on every side;
 - the same storage (local files, write to a temp file then rename, no fsync);
 - the daemon logs as ``wrencore worker`` does (``daemon.configure_logging``): its two INFO
-  lines per call, formatted, to a file (where supervisord puts a worker's stderr);
+  lines per call, formatted, to a file (where supervisord puts a worker's stderr), each
+  call's start line written before the call runs;
 - warm-up excluded: one unmeasured round of each side first; every side's subscriber
   channel is connected before its clock starts (the plain loops use the queue's own
   client, which created the subscription);
@@ -40,8 +41,9 @@ library's methods, as a plain google-cloud-pubsub program does. The plain loops
 acknowledge once per pull; the busy daemon acknowledges its done messages together within
 50 ms (see ``StatusWriter``), as the client library's own streaming subscriber batches its
 acknowledgements. Each pull is one request of the same size on every side. The daemon
-appends each pull's outcomes to its local journal (one write to a local file) before it
-runs the next pull's calls, and writes the outcomes of the pulls it handles within some
+appends each call's outcome to its local journal (a store into a local file mapped into
+memory, see ``JournalArea``) before it runs the next call, and writes the outcomes of
+the pulls it handles within some
 milliseconds of each other to storage as one object ("plain loop + write" writes one
 object per pull); a message is acknowledged only once its outcome is in storage, on every
 side.

@@ -415,6 +415,23 @@ def test_records_the_area_has_no_room_for_are_lines(tmp_path, monkeypatch):
     assert {job_id for jobs, _records in entry["outcomes"] for job_id in jobs} == {"j1"}
 
 
+def test_outcomes_marshal_cannot_hold_are_a_json_line(tmp_path):
+    class Name(str):  # a str subclass: marshal refuses it
+        pass
+
+    journal = Journal(str(tmp_path), "p0")
+    a, = _messages("a")
+    journal.begin([a])
+    journal.outcomes([("outcome", a, {"job_id": "j1"}, {"call_id": Name("a")}, b"\x00r"),
+                      ("end", a, None, None, True)])
+    with open(journal.path) as f:
+        assert '"outcomes_json"' in f.read()
+    ((jobs, records),) = Journal(str(tmp_path), "p0").load()["outcomes"]
+    assert jobs == {"j1": {"job_id": "j1"}}
+    assert [list(record) for record in records] == [
+        ["outcome", "a", "j1", {"call_id": "a"}, b"\x00r"], ["end", "a", None, None, True]]
+
+
 def test_the_running_message_is_found_in_its_slot_or_in_a_line_when_too_long(tmp_path):
     def message(message_id):
         return type("M", (), {"message_id": message_id, "receipt": "r", "receive_count": 1})
