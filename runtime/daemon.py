@@ -948,7 +948,7 @@ def quick_status(job: Dict[str, Any], call: Dict[str, Any], constants: Dict[str,
     ``JobRunner.run`` would have written for it."""
     metadata = {"host_submit_timestamp": call.get("host_submit_timestamp"),
                 "worker_start_timestamp": values[0], **constants}
-    metadata.update(zip(QUICK_KEYS[1:], values[1:]))
+    metadata.update(zip(QUICK_KEYS, values))  # (the start again: its place is kept)
     return {"job_id": job["job_id"], "call_id": call["call_id"],
             "attempt": call.get("attempt", 0), "success": True, "result_key": None,
             "exception": None, "stdout": "", "stderr": "", "metadata": metadata}
@@ -1074,12 +1074,15 @@ class Daemon:
         completion.publish(job, [status], None, key)  # the status carries its result
 
     def _cancelled(self, job: Dict[str, Any], call: Dict[str, Any]) -> bool:
-        checks = self._cancel_checks.pop(job["job_id"], None)
+        job_id, known = job["job_id"], self._cancel_checks
+        checks = known.get(job_id)
         if checks is None:
             checks = CancelChecks(storage_from_spec(job["storage"]), job)
-            if len(self._cancel_checks) >= 16:
-                del self._cancel_checks[next(iter(self._cancel_checks))]
-        self._cancel_checks[job["job_id"]] = checks  # the latest used last
+            if len(known) >= 16:
+                del known[next(iter(known))]
+            known[job_id] = checks
+        elif next(reversed(known)) != job_id:
+            known[job_id] = known.pop(job_id)  # the latest used last
         return checks.cancelled(call)
 
     def _skip_if_cancelled(self, message: QueueMessage, job: Dict[str, Any],

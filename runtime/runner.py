@@ -256,8 +256,9 @@ class CancelChecks:
                 self._markers = set(self.storage.list(layout.cancel_prefix(self.job["job_id"])))
             except Exception as exc:  # storage unreachable: run the call
                 logger.warning("could not list the job's cancel markers: %s", exc)
-        return layout.cancel_key(self.job["job_id"], call["call_id"],
-                                 call.get("attempt", 0)) in self._markers
+        markers = self._markers  # (mostly none: no key to build)
+        return bool(markers) and layout.cancel_key(self.job["job_id"], call["call_id"],
+                                                   call.get("attempt", 0)) in markers
 
 
 def cancelled_status(job: Dict[str, Any], call: Dict[str, Any], when: str) -> Dict[str, Any]:
