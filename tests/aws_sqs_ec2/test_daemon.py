@@ -552,6 +552,7 @@ def daemon_lines(path):
     """The daemon's logging (``configure_logging``) into the file ``path``, as the only
     handler on the root logger (pytest's own handlers, added around each test's body, are
     put back afterwards)."""
+    import io
     import logging
     import sys
 
@@ -561,7 +562,9 @@ def daemon_lines(path):
     root = logging.getLogger()
     saved = root.handlers[:], root.level, sys.stderr
     root.handlers[:] = [_CallLogHandler.install()]  # the runner's: it lets these lines by
-    sys.stderr = open(path, "a", encoding="utf-8")
+    # As Python makes sys.stderr on a file (supervisord's log): it writes through.
+    sys.stderr = io.TextIOWrapper(open(path, "ab", buffering=0), encoding="utf-8",
+                                  write_through=True)
     try:
         daemon_module.configure_logging(DaemonSettings(queue={"test": True}))
     finally:
@@ -673,3 +676,26 @@ def test_a_daemon_process_freezes_its_start_up_objects_out_of_the_collectors_way
         assert gc.isenabled()  # the calls' own garbage is still collected
     finally:
         gc.unfreeze()
+
+
+def test_serve_freezes_the_start_up_objects_before_its_daemon_runs(monkeypatch):
+    import gc
+    import logging
+    import signal
+    import threading
+
+    from wrencore_runtime import daemon as daemon_module
+
+    def built(self, settings, **kwargs):
+        self.stopping = threading.Event()
+
+    monkeypatch.setattr(daemon_module.Daemon, "__init__", built)
+    monkeypatch.setattr(daemon_module.Daemon, "run", lambda self: gc.get_freeze_count())
+    monkeypatch.setattr(logging, "shutdown", lambda: None)
+    handler = signal.getsignal(signal.SIGTERM)
+    assert gc.get_freeze_count() == 0
+    try:
+        assert daemon_module.serve(DaemonSettings(queue={"test": True}), "i-test") > 1000
+    finally:
+        gc.unfreeze()
+        signal.signal(signal.SIGTERM, handler)
