@@ -248,12 +248,13 @@ class StatusWatcher:
                 for call_id, future in list(calls.items()):
                     if future.done():  # cancelled, or failed at once by Executor.cancel
                         self._forget(job_id, call_id)
-            if self._listing_needed(job_id):
+            read = self._listing_needed(job_id)
+            if read:
                 listed += self._collect(job_id, calls)
             elif quiet_listing:
                 listed += self._collect(job_id, calls, hold=True)
             if sweep:
-                completed += self._apply_deadlines(job_id, calls)
+                completed += self._apply_deadlines(job_id, calls, read)
         completed += listed
         if quiet_listing:
             self._quiet_listing_done(listing_started, listed)
@@ -438,10 +439,14 @@ class StatusWatcher:
             self._forget(job_id, call_id)
         return ended
 
-    def _apply_deadlines(self, job_id: str, calls: Dict[str, Future]) -> int:
+    def _apply_deadlines(self, job_id: str, calls: Dict[str, Future], read: bool) -> int:
+        """End the calls the backend's verdicts say will never report. Unless this pass
+        has just read the job's listing (``read``), it is read first: an outcome stored
+        but not seen yet (its announcement lost, or held beside a quiet channel) ends its
+        call instead of the verdict."""
         if self.deadline_check is None:
             return 0
-        ended = 0
+        verdicts = []
         for call_id, future in calls.items():
             if future.done():
                 continue
@@ -450,7 +455,14 @@ class StatusWatcher:
             except Exception:
                 logger.exception("deadline check of %s/%s failed", job_id, call_id)
                 continue
-            if error is not None and future.fail(error):
+            if error is not None:
+                verdicts.append((call_id, future, error))
+        if not verdicts:
+            return 0
+        ended = 0 if read else self._collect(
+            job_id, {call_id: future for call_id, future, _ in verdicts})
+        for call_id, future, error in verdicts:
+            if future.fail(error):
                 self._forget(job_id, call_id)
                 ended += 1
         return ended

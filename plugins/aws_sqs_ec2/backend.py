@@ -8,7 +8,10 @@ the fallback). Calls whose message reached the dead-letter
 queue — because it kept crashing its worker — fail with :class:`WorkerCrashedError`. When
 the task queue fails for good (deleted, access denied; see :class:`_QueueHealth`), every
 pending call ends with :class:`QueueError` naming the operation and the queue, after
-``storage_retry_for`` seconds of failures in a row or 3 that repeating cannot fix.
+``storage_retry_for`` seconds of failures in a row or 3 that repeating cannot fix. When
+it has held nothing for ``lost_after_empty`` seconds (see :class:`_EmptyQueue`), the calls
+still waiting lost their messages (purged by hand) and fail with
+:class:`WorkerCrashedError`.
 """
 
 from __future__ import annotations
@@ -79,6 +82,42 @@ class _QueueHealth:
         self.failure.__cause__ = exc
 
 
+class _EmptyQueue:
+    """Whether the task queue has looked empty long enough that the calls still waiting
+    for an outcome can no longer be in it.
+
+    SQS's counts are approximate, and a message sent a moment ago may not be counted yet
+    (they settle within about a minute). So the queue counts as empty only in looks that
+    find nothing waiting and nothing in flight, taken ``grace`` seconds or more after this
+    client last sent to it, one after the other for ``grace`` seconds. A message that a
+    worker is running stays in flight (its heartbeat holds it), and one whose outcome is
+    stored is deleted only after it is: so a call still waiting then lost its message
+    (purged, deleted by hand) and nothing will run it. The watcher reads the job's
+    outcomes once more before it gives such a call up."""
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self._sent = -float("inf")
+        self._empty_since: Optional[float] = None
+
+    def sent(self) -> None:
+        self._sent, self._empty_since = time.monotonic(), None
+
+    def looked(self, depth: Dict[str, int]) -> None:
+        now = time.monotonic()
+        if depth.get("visible") or depth.get("in_flight") or now - self._sent < self.grace:
+            self._empty_since = None
+        elif self._empty_since is None:
+            self._empty_since = now
+
+    def for_long(self) -> Optional[float]:
+        """Seconds the queue has looked empty, once that is ``grace`` or more; else None."""
+        if self.grace <= 0 or self._empty_since is None:
+            return None
+        empty_for = time.monotonic() - self._empty_since
+        return empty_for if empty_for >= self.grace else None
+
+
 class StandaloneBackend(Backend):
     default_storage = "s3"
     # Inline arguments are base64-encoded in a JSON body, which SQS caps at 256 KiB.
@@ -109,6 +148,7 @@ class StandaloneBackend(Backend):
         self._dead_lock = threading.Lock()
         self._queue_health = _QueueHealth(self.settings.queue_name,
                                           watcher_options(config)["give_up_after"])
+        self._empty_queue = _EmptyQueue(self.settings.lost_after_empty)
 
     # -- invoke ----------------------------------------------------------------------
     def invoke(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:
@@ -121,7 +161,9 @@ class StandaloneBackend(Backend):
                                          max(1, int(chunksize or 1)), MESSAGE_LIMIT,
                                          "SQS's limit", self.signer)
             queue = self.standalone.queue
+            self._empty_queue.sent()  # before and after: no look in between counts
             queue.send_batch([body for body, _ in bodies])
+            self._empty_queue.sent()
         except Exception as exc:
             for call in live:
                 call.future.fail(exc, attempt=call.message.get("attempt", 0))
@@ -169,12 +211,13 @@ class StandaloneBackend(Backend):
         if not self._dead_letter_checks.due():
             return
         try:
-            self.standalone.queue.depth()  # the task queue itself, not only its dead letters
+            depth = self.standalone.queue.depth()  # the task queue, not only its dead letters
             letters = self.standalone.dead_letters()
         except Exception as exc:
             self._queue_health.failed(exc)
             return
         self._queue_health.succeeded()
+        self._empty_queue.looked(depth)
         dead = index_dead_letters(((letter.body, letter.receive_count) for letter in letters),
                                   self.signer)
         with self._dead_lock:
@@ -204,7 +247,7 @@ class StandaloneBackend(Backend):
         if receives is None:
             if self.watcher.listing_failing(future.job_id):
                 return None  # storage fails too (e.g. the region's endpoint): StorageError
-            return self._queue_health.failure
+            return self._queue_health.failure or self._lost_message(future)
         if isinstance(receives, str):
             return refused_error(future, receives, f"{self.settings.queue_name}-dlq")
         error = WorkerCrashedError(
@@ -213,6 +256,19 @@ class StandaloneBackend(Backend):
             f"dead-letter queue {self.settings.queue_name}-dlq. The call probably kills its "
             f"worker process (os._exit, a segfault, running out of memory); its message is "
             f"still there for inspection.")
+        error.wrencore_attempt = future.attempt  # type: ignore[attr-defined]
+        return error
+
+    def _lost_message(self, future: Future) -> Optional[BaseException]:
+        empty_for = self._empty_queue.for_long()
+        if empty_for is None:
+            return None
+        error = WorkerCrashedError(
+            f"call {future.call_id} of job {future.job_id} never reported a result and its "
+            f"message is no longer queued: the task queue {self.settings.queue_name} has "
+            f"held nothing, waiting or in flight, for {empty_for:.0f} s (lost_after_empty). "
+            f"It was purged or its message deleted by hand, so no worker will run the call; "
+            f"run it again.")
         error.wrencore_attempt = future.attempt  # type: ignore[attr-defined]
         return error
 

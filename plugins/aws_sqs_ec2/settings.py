@@ -86,6 +86,11 @@ SETTINGS = [
             "dead-letter queue while calls are pending.", minimum=0),
     Setting("fleet_check_interval", "float", 15.0, "Seconds between checks that waiting "
             "calls have a live instance.", minimum=0),
+    Setting("lost_after_empty", "float", 120.0, "A waiting call with no outcome fails with "
+            "WorkerCrashedError once the task queue has looked empty (nothing waiting, "
+            "nothing in flight) for this many seconds, counted from this long after the "
+            "client last sent to it: its message was purged or deleted by hand. 0: never.",
+            minimum=0),
     Setting("metadata_url", "str", "http://169.254.169.254", "The instance metadata "
             "service (tests point it elsewhere)."),
     Setting("task_key", "str", "/wrencore/task-key", "The SSM SecureString parameter holding "
@@ -143,6 +148,9 @@ class StandaloneSettings:
     dead_letter_check_interval: float = 2.0
     #: Seconds between checks that waiting calls have a live instance (else one launches).
     fleet_check_interval: float = 15.0
+    #: Seconds the task queue must look empty before the calls still waiting are given up
+    #: as lost (see ``StandaloneBackend``); 0: never.
+    lost_after_empty: float = 120.0
     #: The SSM SecureString parameter holding the task key (created on first use; the
     #: workers' role may read only it), and the KMS key encrypting it (default aws/ssm).
     task_key: str = "/wrencore/task-key"

@@ -81,13 +81,31 @@ def test_kill_9_mid_call_is_restarted_and_the_call_redelivered(standalone_config
 
 def test_long_call_is_not_run_twice_thanks_to_the_heartbeat(standalone_config, fleet, tmp_path):
     harness = fleet(numprocs=2)  # an idle sibling would pick up a lapsed message
-    config = standalone_config(visibility_timeout=1)
+    # Nothing else is queued while it runs: its message in flight keeps it from being
+    # given up as purged (lost_after_empty).
+    config = standalone_config(visibility_timeout=1, lost_after_empty=1)
     with wrencore.Executor(backend="aws_sqs_ec2", config=config) as executor:
         future = executor.submit(record_run, str(tmp_path), 3, 6)
         harness.wait_for_instances(1)
         assert future.result(timeout=60) == 30
     assert len(runs_of(tmp_path, 3)) == 1
     assert future.metadata["worker_exec_time"] >= 6
+
+
+def test_calls_whose_messages_are_purged_fail_instead_of_waiting(standalone_config):
+    # No daemon runs: the calls wait in the queue until it is purged by hand.
+    config = standalone_config(lost_after_empty=1, min_instances=0)
+    with wrencore.Executor(backend="aws_sqs_ec2", config=config) as executor:
+        futures = executor.map_futures(square, [1, 2, 3])
+        queue = executor.backend.standalone.queue
+        procs.wait_until(lambda: queue.depth()["visible"] == 3, 30, "the calls queued")
+        time.sleep(1.5)
+        assert not any(f.done() for f in futures)  # a queue holding them: they wait
+        queue.purge()
+        for future in futures:
+            with pytest.raises(WorkerCrashedError, match=r"no longer queued: the task queue "
+                                                         r"q-\w+ has held nothing"):
+                future.result(timeout=30)
 
 
 def crash_on_13(x):

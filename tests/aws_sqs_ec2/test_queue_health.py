@@ -8,7 +8,7 @@ import time
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from wrencore.errors import QueueError
-from wrencore_aws_sqs_ec2.backend import _QueueHealth
+from wrencore_aws_sqs_ec2.backend import _EmptyQueue, _QueueHealth
 from wrencore_aws.sqs import queue_error
 
 
@@ -50,3 +50,30 @@ def test_transient_failures_are_retried_for_a_bounded_time_permanent_ones_three_
     assert str(health.failure).startswith("GetQueueAttributes on queue q-1 failed: "
                                           "QueueDoesNotExist (failed 3 times in a row")
     assert "check the queue q-1" in str(health.failure) and not health.failure.transient
+
+
+def test_the_queue_counts_as_empty_only_after_a_grace_since_the_last_send_and_for_a_grace():
+    empty = {"visible": 0, "in_flight": 0}
+    queue = _EmptyQueue(grace=0.2)
+    queue.looked(empty)
+    assert queue.for_long() is None  # not for long yet
+    time.sleep(0.25)
+    queue.looked(empty)
+    assert queue.for_long() is not None and queue.for_long() >= 0.2
+    queue.sent()  # a message sent a moment ago may not be counted yet
+    queue.looked(empty)
+    time.sleep(0.25)
+    assert queue.for_long() is None
+    queue.looked(empty)  # a grace after the send: counts from here
+    time.sleep(0.1)
+    queue.looked({"visible": 0, "in_flight": 1})  # a call running: its message in flight
+    time.sleep(0.15)
+    queue.looked(empty)
+    assert queue.for_long() is None
+    time.sleep(0.25)
+    assert queue.for_long() is not None
+    queue.looked({"visible": 2, "in_flight": 0})
+    assert queue.for_long() is None
+    never = _EmptyQueue(grace=0)
+    never.looked(empty)
+    assert never.for_long() is None

@@ -271,3 +271,28 @@ def test_a_quiet_listing_reads_a_status_only_if_the_channel_has_not_announced_it
         assert sorted(storage.reads) == sorted([missed_key, missed_batch])
     finally:
         watcher.stop()
+
+
+def test_a_verdict_is_given_only_after_a_fresh_listing_found_no_outcome(tmp_path):
+    """Beside a quiet channel the job is not listed on every pass; a backend's verdict
+    (lost, purged) makes the watcher list it first: an outcome stored but never announced
+    ends its call, the verdict only the calls without one."""
+    storage = LocalFileStorage(str(tmp_path))
+    futures = {c: Future("j", c) for c in ("00000", "00001")}
+    verdict = []
+    watcher = StatusWatcher(storage, min_interval=0.01, max_interval=0.05,
+                            channel=_QuietChannel(), quiet_listing_after=60, channel_wait=0.05,
+                            deadline_check=lambda f: verdict[0] if verdict else None)
+    watcher.watch("j", futures)
+    try:
+        time.sleep(0.3)  # the first quiet listing found nothing; the next is a minute away
+        storage.put(layout.status_key("j", "00000"),
+                    encode_json(_status("00000", result=pickle.dumps("stored"))).encode())
+        time.sleep(0.3)
+        assert not futures["00000"].done()  # not announced, not listed again
+        verdict.append(RuntimeError("its message is gone"))
+        assert futures["00000"].result(timeout=10) == "stored"
+        with pytest.raises(RuntimeError, match="its message is gone"):
+            futures["00001"].result(timeout=10)
+    finally:
+        watcher.stop()
