@@ -352,6 +352,10 @@ class Journal:
         try:
             if os.fstat(fd).st_size < self.SLOT_BYTES:
                 os.ftruncate(fd, self.SLOT_BYTES)  # zeros: the journal's lines say
+            try:
+                os.posix_fallocate(fd, 0, self.SLOT_BYTES)  # its block now (see JournalArea)
+            except OSError:
+                pass
             self._slot = mmap.mmap(fd, self.SLOT_BYTES)
         finally:
             os.close(fd)  # the mapping keeps the file
@@ -514,8 +518,9 @@ class JournalArea:
     and the record's bytes. The records of the current epoch that follow each other from
     the start are the area's; :meth:`clear` starts a new epoch, so what follows is stale.
     A record's bytes are stored before its header, so a process that dies between the
-    two leaves the earlier records whole, and the cut one unread. The file is sparse: only
-    the pages used since the last clear take memory and disk.
+    two leaves the earlier records whole, and the cut one unread. The file's blocks are
+    reserved when it is made; only the pages used since the last clear take memory. Where
+    the file cannot be made or mapped, there is no area: every record is a line.
     """
 
     #: The area's size; records that do not fit go to the journal's lines.
@@ -523,15 +528,23 @@ class JournalArea:
     _HEADER = struct.Struct("<II")
 
     def __init__(self, path: str) -> None:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._map: Any = None
+        self._epoch, self._end = 0, 8
         try:
-            if os.fstat(fd).st_size != self.BYTES:
-                os.ftruncate(fd, self.BYTES)
-            self._map = mmap.mmap(fd, self.BYTES)
-        finally:
-            os.close(fd)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                if os.fstat(fd).st_size != self.BYTES:
+                    os.ftruncate(fd, self.BYTES)
+                # Its blocks now: a store into a page whose block the full disk cannot
+                # give would kill the process (SIGBUS) instead of failing a write.
+                os.posix_fallocate(fd, 0, self.BYTES)
+                self._map = mmap.mmap(fd, self.BYTES)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            logger.warning("no journal area at %s (%s): the journal writes lines", path, exc)
+            return
         self._epoch = self._HEADER.unpack_from(self._map, 0)[0]
-        self._end = 8
         for _record in self._walk():  # a successor appends after what it found
             pass
 
@@ -551,7 +564,7 @@ class JournalArea:
         """Append a record; False when the area has no room for it."""
         offset = self._end
         end = offset + 8 + len(data)
-        if end > self.BYTES or not data:
+        if end > self.BYTES or not data or self._map is None:
             return False
         self._map[offset + 8:end] = data
         self._map[offset:offset + 8] = self._HEADER.pack(len(data), self._epoch)
@@ -560,6 +573,8 @@ class JournalArea:
 
     def records(self) -> List[Any]:
         """The current records, unmarshalled (those that cannot be are left out)."""
+        if self._map is None:
+            return []
         self._epoch = self._HEADER.unpack_from(self._map, 0)[0]  # as another process left it
         found = []
         for data in self._walk():
@@ -572,6 +587,8 @@ class JournalArea:
 
     def clear(self) -> None:
         """Every record so far is stale: a new epoch starts."""
+        if self._map is None:
+            return
         self._epoch = (self._epoch + 1) & 0xFFFFFFFF
         self._map[0:4] = self._epoch.to_bytes(4, "little")
         self._end = 8

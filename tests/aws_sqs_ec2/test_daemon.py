@@ -415,6 +415,27 @@ def test_records_the_area_has_no_room_for_are_lines(tmp_path, monkeypatch):
     assert {job_id for jobs, _records in entry["outcomes"] for job_id in jobs} == {"j1"}
 
 
+def test_without_an_area_every_record_is_a_line(tmp_path, monkeypatch, caplog):
+    import errno
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)  # the disk is full
+    journal = Journal(str(tmp_path / "full"), "p0")
+    assert "no journal area" in caplog.text
+    a, = _messages("a")
+    journal.begin([a])
+    journal.outcomes(_outcome(a))
+    assert os.path.getsize(journal.path) > 0
+    entry = Journal(str(tmp_path / "full"), "p0").load()
+    assert [m["message_id"] for m in entry["messages"]] == ["a"]
+    assert [record[1] for _jobs, records in entry["outcomes"] for record in records] \
+        == ["a", "a"]
+    journal.end()
+    assert Journal(str(tmp_path / "full"), "p0").load() == {}
+
+
 def test_outcomes_marshal_cannot_hold_are_a_json_line(tmp_path):
     class Name(str):  # a str subclass: marshal refuses it
         pass
