@@ -524,7 +524,7 @@ class JournalArea:
     """
 
     #: The area's size; records that do not fit go to the journal's lines.
-    BYTES = 4 << 20
+    BYTES = 1 << 20
     _HEADER = struct.Struct("<II")
 
     def __init__(self, path: str) -> None:
