@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 #: SQS accepts bodies up to 256 KiB; chunks are split to stay well below.
 MESSAGE_LIMIT = 200 * 1024
+#: Seconds after a send before SQS's approximate counts can be trusted to include it.
+SQS_COUNTS_SETTLE = 60.0
 
 
 class _QueueHealth:
@@ -87,34 +89,43 @@ class _EmptyQueue:
     for an outcome can no longer be in it.
 
     SQS's counts are approximate, and a message sent a moment ago may not be counted yet
-    (they settle within about a minute). So the queue counts as empty only in looks that
-    find nothing waiting and nothing in flight, taken ``grace`` seconds or more after this
-    client last sent to it, one after the other for ``grace`` seconds. A message that a
-    worker is running stays in flight (its heartbeat holds it), and one whose outcome is
-    stored is deleted only after it is: so a call still waiting then lost its message
-    (purged, deleted by hand) and nothing will run it. The watcher reads the job's
-    outcomes once more before it gives such a call up."""
+    (they settle within about a minute: ``settle``). So the queue counts as empty only in
+    looks that find nothing waiting and nothing in flight, taken ``grace`` seconds (and
+    ``settle`` at least) after this client last sent to it, one after the other for
+    ``grace`` seconds. A message that a worker is running stays in flight (its heartbeat
+    holds it), and one whose outcome is stored is deleted only after it is: so a call
+    still waiting then lost its message (purged, deleted by hand) and nothing will run
+    it. The watcher reads the job's outcomes once more before it gives such a call up."""
 
-    def __init__(self, grace: float) -> None:
+    def __init__(self, grace: float, settle: float = 60.0) -> None:
         self.grace = grace
+        self.settle = max(grace, settle)
         self._sent = -float("inf")
         self._empty_since: Optional[float] = None
+        self._lock = threading.Lock()  # sends (the caller's thread), looks (the watcher's)
 
     def sent(self) -> None:
-        self._sent, self._empty_since = time.monotonic(), None
+        with self._lock:
+            self._sent, self._empty_since = time.monotonic(), None
 
     def looked(self, depth: Dict[str, int]) -> None:
-        now = time.monotonic()
-        if depth.get("visible") or depth.get("in_flight") or now - self._sent < self.grace:
-            self._empty_since = None
-        elif self._empty_since is None:
-            self._empty_since = now
+        with self._lock:
+            now = time.monotonic()
+            if depth.get("visible") or depth.get("in_flight") \
+                    or now - self._sent < self.settle:
+                self._empty_since = None
+            elif self._empty_since is None:
+                self._empty_since = now
 
     def for_long(self) -> Optional[float]:
         """Seconds the queue has looked empty, once that is ``grace`` or more; else None."""
-        if self.grace <= 0 or self._empty_since is None:
+        if self.grace <= 0:
             return None
-        empty_for = time.monotonic() - self._empty_since
+        with self._lock:
+            since = self._empty_since
+        if since is None:
+            return None
+        empty_for = time.monotonic() - since
         return empty_for if empty_for >= self.grace else None
 
 
@@ -148,7 +159,7 @@ class StandaloneBackend(Backend):
         self._dead_lock = threading.Lock()
         self._queue_health = _QueueHealth(self.settings.queue_name,
                                           watcher_options(config)["give_up_after"])
-        self._empty_queue = _EmptyQueue(self.settings.lost_after_empty)
+        self._empty_queue = _EmptyQueue(self.settings.lost_after_empty, SQS_COUNTS_SETTLE)
 
     # -- invoke ----------------------------------------------------------------------
     def invoke(self, job: Dict[str, Any], calls: List[Call], chunksize: Optional[int]) -> None:

@@ -88,8 +88,9 @@ SETTINGS = [
             "calls have a live instance.", minimum=0),
     Setting("lost_after_empty", "float", 120.0, "A waiting call with no outcome fails with "
             "WorkerCrashedError once the task queue has looked empty (nothing waiting, "
-            "nothing in flight) for this many seconds, counted from this long after the "
-            "client last sent to it: its message was purged or deleted by hand. 0: never.",
+            "nothing in flight) for this many seconds, counted from this long (and at least a "
+            "minute) after the client last sent to it: its message was purged or deleted by "
+            "hand. 0: never.",
             minimum=0),
     Setting("metadata_url", "str", "http://169.254.169.254", "The instance metadata "
             "service (tests point it elsewhere)."),

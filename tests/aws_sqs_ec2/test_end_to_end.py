@@ -79,10 +79,14 @@ def test_kill_9_mid_call_is_restarted_and_the_call_redelivered(standalone_config
     assert completions == [future]
 
 
-def test_long_call_is_not_run_twice_thanks_to_the_heartbeat(standalone_config, fleet, tmp_path):
+def test_long_call_is_not_run_twice_thanks_to_the_heartbeat(standalone_config, fleet, tmp_path,
+                                                             monkeypatch):
+    from wrencore_aws_sqs_ec2 import backend
+
     harness = fleet(numprocs=2)  # an idle sibling would pick up a lapsed message
     # Nothing else is queued while it runs: its message in flight keeps it from being
-    # given up as purged (lost_after_empty).
+    # given up as purged (lost_after_empty; moto's counts are exact).
+    monkeypatch.setattr(backend, "SQS_COUNTS_SETTLE", 0)
     config = standalone_config(visibility_timeout=1, lost_after_empty=1)
     with wrencore.Executor(backend="aws_sqs_ec2", config=config) as executor:
         future = executor.submit(record_run, str(tmp_path), 3, 6)
@@ -92,7 +96,11 @@ def test_long_call_is_not_run_twice_thanks_to_the_heartbeat(standalone_config, f
     assert future.metadata["worker_exec_time"] >= 6
 
 
-def test_calls_whose_messages_are_purged_fail_instead_of_waiting(standalone_config):
+def test_calls_whose_messages_are_purged_fail_instead_of_waiting(standalone_config,
+                                                                monkeypatch):
+    from wrencore_aws_sqs_ec2 import backend
+
+    monkeypatch.setattr(backend, "SQS_COUNTS_SETTLE", 0)  # moto's counts are exact
     # No daemon runs: the calls wait in the queue until it is purged by hand.
     config = standalone_config(lost_after_empty=1, min_instances=0)
     with wrencore.Executor(backend="aws_sqs_ec2", config=config) as executor:
