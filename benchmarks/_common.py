@@ -85,6 +85,9 @@ def run_daemon(queue, storage, calls: int, batch: int, work: str, instance_id: s
         daemon.drain()
         elapsed = time.perf_counter() - start
     heartbeat.stop()
+    # Idle, as the daemon's next receive (empty) would make it: its status writer stops
+    # looking every few milliseconds, which the next rounds' sides would share the CPU with.
+    daemon.statuses.busy(False)
     stop = getattr(daemon, "stop", None)
     if stop is not None:  # releases what a daemon holds beyond its receive (a prefetch)
         stop()
