@@ -11,7 +11,7 @@ import abc
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple, TypeVar
 
 from wrencore_runtime import layout
 from wrencore_runtime.auth import KIND_RELAY, KIND_TASK, RELOAD_INTERVAL, Signer
@@ -250,15 +250,23 @@ class Every:
             return True
 
 
+E = TypeVar("E", bound=BaseException)
+
+
+def of_attempt(error: E, attempt: int) -> E:
+    """``error``, marked as the outcome of the call's ``attempt`` (a backend's verdict on
+    an attempt that will never report; see :meth:`Future.fail`)."""
+    error.wrencore_attempt = attempt  # type: ignore[attr-defined]
+    return error
+
+
 def refused_error(future: Future, reason: str, where: str) -> MessageRefusedError:
     """The error of a call whose task message the workers refused."""
-    error = MessageRefusedError(
+    return of_attempt(MessageRefusedError(
         f"call {future.call_id} of job {future.job_id} was never run: the workers refused its "
         f"task message ({reason}) and it went to the dead-letter queue {where}. Someone "
         f"altered it on the way, or the task key was rotated past its grace period; submit "
-        f"the call again.")
-    error.wrencore_attempt = future.attempt  # type: ignore[attr-defined]
-    return error
+        f"the call again."), future.attempt)
 
 
 def task_message_bodies(job: Dict[str, Any], calls: List["Call"], chunksize: int, limit: int,

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from wrencore.backends import (Backend, Call, Every, cancelled_error, index_dead_letters,
-                               refused_error, seal_task, write_cancel_markers)
+                               of_attempt, refused_error, seal_task, write_cancel_markers)
 from wrencore.config import Config
 from wrencore.errors import WorkerCrashedError, WrenError
 from wrencore.futures import Future, claim
@@ -454,14 +454,12 @@ class LambdaBackend(Backend):
         function = self._last_function
         name = function.name if function else "?"
         waited = now - future.metadata.get("host_invoke_timestamp", deadline)
-        error = LostCallError(
+        return of_attempt(LostCallError(
             f"call {future.call_id} of job {future.job_id} has no result {waited:.0f} s after "
             f"Lambda accepted its invocation (function {name}, timeout "
             f"{function.timeout if function else '?'} s): the worker process crashed or was "
             f"stopped by the Lambda timeout. See the CloudWatch log group /aws/lambda/{name}."
-        )
-        error.wrencore_attempt = attempt  # type: ignore[attr-defined]
-        return error
+        ), attempt)
 
     def shutdown(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait)

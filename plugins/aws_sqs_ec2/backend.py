@@ -22,7 +22,8 @@ import time
 from typing import Any, Dict, List, Optional
 
 from wrencore.backends import (Backend, Call, Every, cancelled_error, index_dead_letters,
-                               refused_error, task_message_bodies, write_cancel_markers)
+                               of_attempt, refused_error, task_message_bodies,
+                               write_cancel_markers)
 from wrencore.config import Config
 from wrencore.errors import QueueError, WorkerCrashedError
 from wrencore.futures import Future, claim
@@ -261,27 +262,23 @@ class StandaloneBackend(Backend):
             return self._queue_health.failure or self._lost_message(future)
         if isinstance(receives, str):
             return refused_error(future, receives, f"{self.settings.queue_name}-dlq")
-        error = WorkerCrashedError(
+        return of_attempt(WorkerCrashedError(
             f"call {future.call_id} of job {future.job_id} never reported a result: its "
             f"message was received {self.settings.max_receives} times and moved to the "
             f"dead-letter queue {self.settings.queue_name}-dlq. The call probably kills its "
             f"worker process (os._exit, a segfault, running out of memory); its message is "
-            f"still there for inspection.")
-        error.wrencore_attempt = future.attempt  # type: ignore[attr-defined]
-        return error
+            f"still there for inspection."), future.attempt)
 
     def _lost_message(self, future: Future) -> Optional[BaseException]:
         empty_for = self._empty_queue.for_long()
         if empty_for is None:
             return None
-        error = WorkerCrashedError(
+        return of_attempt(WorkerCrashedError(
             f"call {future.call_id} of job {future.job_id} never reported a result and its "
             f"message is no longer queued: the task queue {self.settings.queue_name} has "
             f"held nothing, waiting or in flight, for {empty_for:.0f} s (lost_after_empty). "
             f"It was purged or its message deleted by hand, so no worker will run the call; "
-            f"run it again.")
-        error.wrencore_attempt = future.attempt  # type: ignore[attr-defined]
-        return error
+            f"run it again."), future.attempt)
 
     def shutdown(self, wait: bool = True) -> None:
         if wait:
